@@ -1,0 +1,99 @@
+//! Small wrappers over the browser's APIs that the rest of the client shares.
+
+use wasm_bindgen::{JsCast, JsValue};
+
+/// The page's `window`.
+pub fn window() -> web_sys::Window {
+    web_sys::window().expect("running in a browser window")
+}
+
+/// The page's `localStorage`, if the browser lets us have it.
+fn storage() -> Option<web_sys::Storage> {
+    window().local_storage().ok().flatten()
+}
+
+/// A value from `localStorage`.
+pub fn load(key: &str) -> Option<String> {
+    storage()?.get_item(key).ok().flatten()
+}
+
+/// Saves a value in `localStorage` (best effort: private modes may refuse).
+pub fn save(key: &str, value: &str) {
+    if let Some(s) = storage() {
+        let _ = s.set_item(key, value);
+    }
+}
+
+/// A random v4 UUID from the browser's CSPRNG, for client message ids.
+pub fn random_id() -> String {
+    window()
+        .crypto()
+        .map(|c| c.random_uuid())
+        .unwrap_or_else(|_| format!("{}-{}", js_sys::Date::now(), js_sys::Math::random()))
+}
+
+/// A query parameter of the page's URL.
+pub fn query_param(name: &str) -> Option<String> {
+    let search = window().location().search().ok()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+    params.get(name)
+}
+
+/// `ws://` or `wss://` URL for a path on this page's host.
+pub fn socket_url(path_and_query: &str) -> String {
+    let loc = window().location();
+    let scheme = if loc.protocol().ok().as_deref() == Some("https:") {
+        "wss"
+    } else {
+        "ws"
+    };
+    format!(
+        "{scheme}://{}{path_and_query}",
+        loc.host().unwrap_or_default()
+    )
+}
+
+/// The result of a JSON fetch: status and body text.
+pub struct Fetched {
+    /// HTTP status.
+    pub status: u16,
+    /// The body as text.
+    pub body: String,
+}
+
+/// `fetch(path)` with cookies, optionally POSTing a JSON body.
+pub async fn fetch(method: &str, path: &str, json: Option<String>) -> Result<Fetched, String> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_credentials(web_sys::RequestCredentials::SameOrigin);
+    if let Some(body) = json {
+        let headers = web_sys::Headers::new().map_err(js_err)?;
+        headers
+            .set("content-type", "application/json")
+            .map_err(js_err)?;
+        init.set_headers(&headers);
+        init.set_body(&JsValue::from_str(&body));
+    }
+    let promise = window().fetch_with_str_and_init(path, &init);
+    let res: web_sys::Response = wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map_err(|_| "The server cannot be reached. Check your connection.".to_owned())?
+        .unchecked_into();
+    let text = wasm_bindgen_futures::JsFuture::from(res.text().map_err(js_err)?)
+        .await
+        .map_err(js_err)?;
+    Ok(Fetched {
+        status: res.status(),
+        body: text.as_string().unwrap_or_default(),
+    })
+}
+
+fn js_err(e: JsValue) -> String {
+    format!("{e:?}")
+}
+
+/// "14:05" for a timestamp in ms, in the browser's time zone.
+pub fn clock(ms: i64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+}

@@ -1,0 +1,227 @@
+//! The console's root: who is logged in, the socket, and the inbox shared by the list and the
+//! open conversation.
+
+use escalera_protocol::{AgentRef, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
+use leptos::prelude::*;
+use serde::Deserialize;
+
+use super::conversation_list::ConversationList;
+use super::conversation_view::ConversationView;
+use super::login::Login;
+use super::state::Inbox;
+use crate::browser;
+use crate::relay::{use_relay_socket, RelaySocket, Status};
+
+/// The logged-in agent, from `/api/me` or the login answer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Me {
+    /// Display name.
+    pub name: String,
+    /// Login email.
+    pub email: String,
+}
+
+/// Whether we know who is logged in yet.
+#[derive(Clone, Debug, PartialEq)]
+enum Session {
+    Checking,
+    LoggedOut,
+    LoggedIn(Me),
+    Unreachable(String),
+}
+
+/// `/agent`.
+#[component]
+pub fn Console() -> impl IntoView {
+    let session = RwSignal::new(Session::Checking);
+    let check = move || {
+        leptos::task::spawn_local(async move {
+            let next = match browser::fetch("GET", "/api/me", None).await {
+                Ok(r) if r.status == 200 => serde_json::from_str(&r.body)
+                    .map(Session::LoggedIn)
+                    .unwrap_or(Session::LoggedOut),
+                Ok(r) if r.status == 401 => Session::LoggedOut,
+                Ok(r) => Session::Unreachable(format!("The server answered {}.", r.status)),
+                Err(e) => Session::Unreachable(e),
+            };
+            session.set(next);
+        })
+    };
+    check();
+    let on_login = Callback::new(move |me: Me| session.set(Session::LoggedIn(me)));
+    let on_logout = Callback::new(move |()| session.set(Session::LoggedOut));
+    move || match session.get() {
+        Session::Checking => view! { <p class="loading">"Loading…"</p> }.into_any(),
+        Session::LoggedOut => view! { <Login on_login=on_login /> }.into_any(),
+        Session::Unreachable(e) => view! {
+            <main class="login">
+                <div class="card">
+                    <p class="error" role="alert">{e}</p>
+                    <button on:click=move |_| check()>"Try again"</button>
+                </div>
+            </main>
+        }
+        .into_any(),
+        Session::LoggedIn(me) => view! { <Workspace me=me on_logout=on_logout /> }.into_any(),
+    }
+}
+
+/// What the list and the open conversation share.
+#[derive(Clone, Copy)]
+pub struct Desk {
+    /// The socket.
+    pub socket: RelaySocket,
+    /// Conversations and threads.
+    pub inbox: RwSignal<Inbox>,
+    /// The open conversation.
+    pub selected: RwSignal<Option<ConversationId>>,
+    /// Who we are, once welcomed.
+    pub agent: RwSignal<Option<AgentRef>>,
+    /// A message for the agent (e.g. "already taken").
+    pub notice: RwSignal<Option<String>>,
+}
+
+impl Desk {
+    /// Opens a conversation: joins it (history after what we hold) and marks it read.
+    pub fn open(&self, id: ConversationId) {
+        let after_seq = self
+            .inbox
+            .with_untracked(|i| i.threads.get(&id).map_or(0, |t| t.last_seq()));
+        self.socket.send(&ClientMsg::Join {
+            conversation: id.clone(),
+            after_seq,
+        });
+        self.selected.set(Some(id));
+        self.notice.set(None);
+    }
+
+    /// Marks the open conversation read up to what we hold.
+    pub fn mark_read(&self) {
+        let Some(id) = self.selected.get_untracked() else {
+            return;
+        };
+        // Update (and so notify) only when the mark moves: effects call this on every change.
+        if self.inbox.with_untracked(|i| i.unread_seq(&id)).is_none() {
+            return;
+        }
+        if let Some(seq) = self.inbox.try_update(|i| i.mark_read(&id)).flatten() {
+            self.socket.send(&ClientMsg::Read {
+                conversation: id,
+                seq,
+            });
+        }
+    }
+}
+
+#[component]
+fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
+    let inbox = RwSignal::new(Inbox::default());
+    let selected = RwSignal::new(None::<ConversationId>);
+    let agent = RwSignal::new(None::<AgentRef>);
+    let notice = RwSignal::new(None::<String>);
+    let welcomed = RwSignal::new(false);
+    let socket = use_relay_socket(
+        "/ws/agent",
+        |tx| {
+            tx.send(&ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            });
+        },
+        move |msg| match msg {
+            ServerMsg::WelcomeAgent {
+                agent: who,
+                conversations,
+                read,
+            } => {
+                inbox.update(|i| i.welcome(conversations, read));
+                agent.set(Some(who));
+                welcomed.set(true);
+            }
+            ServerMsg::Conversation(summary) => inbox.update(|i| i.upsert(summary)),
+            ServerMsg::History {
+                conversation,
+                messages,
+            } => inbox.update(|i| i.merge(&conversation, messages)),
+            ServerMsg::Message(m) => {
+                let id = m.conversation.clone();
+                inbox.update(|i| i.merge(&id, vec![m]));
+            }
+            ServerMsg::Error { message, .. } => notice.set(Some(message)),
+            _ => {}
+        },
+    );
+    let desk = Desk {
+        socket,
+        inbox,
+        selected,
+        agent,
+        notice,
+    };
+    // Rejoin the open conversation after every reconnect (the relay forgets subscriptions).
+    Effect::new(move || {
+        if socket.status.get() != Status::Online {
+            welcomed.set(false);
+        }
+    });
+    Effect::new(move || {
+        if welcomed.get() {
+            if let Some(id) = selected.get_untracked() {
+                desk.open(id);
+            }
+        }
+    });
+    // Whatever arrives in the open conversation, while the tab is visible, is read.
+    Effect::new(move || {
+        inbox.track();
+        selected.track();
+        let visible = browser::window()
+            .document()
+            .is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible);
+        if visible {
+            desk.mark_read();
+        }
+    });
+    let logout = move |_| {
+        leptos::task::spawn_local(async move {
+            let _ = browser::fetch("POST", "/api/logout", None).await;
+            on_logout.run(());
+        });
+    };
+    let waiting = move || {
+        inbox.with(|i| {
+            i.list
+                .iter()
+                .filter(|c| c.status == escalera_protocol::ConversationStatus::Waiting)
+                .count()
+        })
+    };
+    view! {
+        <div class="console" class:has-selection=move || selected.with(Option::is_some)>
+            <header class="console-head">
+                <strong>"Escalera"</strong>
+                <span class="queue" data-testid="queue-count">
+                    {move || match waiting() {
+                        0 => "No one waiting".to_owned(),
+                        1 => "1 waiting".to_owned(),
+                        n => format!("{n} waiting"),
+                    }}
+                </span>
+                <span class="grow"></span>
+                <span class=move || format!("conn {:?}", socket.status.get()).to_lowercase()>
+                    {move || match socket.status.get() {
+                        Status::Online => "Online",
+                        Status::Connecting => "Connecting…",
+                        Status::Offline => "Reconnecting…",
+                    }}
+                </span>
+                <span class="me">{me.name.clone()}</span>
+                <button class="link" on:click=logout>"Log out"</button>
+            </header>
+            <div class="panes">
+                <ConversationList desk=desk />
+                <ConversationView desk=desk />
+            </div>
+        </div>
+    }
+}

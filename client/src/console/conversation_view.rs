@@ -1,0 +1,104 @@
+//! The open conversation: its history, who has it, take / reply.
+
+use escalera_protocol::{Author, ClientMsg, ClientMsgId, ConversationStatus};
+use leptos::prelude::*;
+
+use super::console::Desk;
+use crate::browser;
+use crate::chat::{Composer, Pending, Thread};
+
+/// Whose the open conversation is, from this agent's point of view.
+#[derive(Clone, Debug, PartialEq)]
+enum Holder {
+    Waiting,
+    Me,
+    Other(String),
+}
+
+/// The right pane.
+#[component]
+pub fn ConversationView(desk: Desk) -> impl IntoView {
+    let summary = move || {
+        let id = desk.selected.get()?;
+        desk.inbox.with(|i| i.summary(&id).cloned())
+    };
+    let holder = Memo::new(move |_| {
+        let s = summary()?;
+        let me = desk.agent.with(|a| a.as_ref().map(|a| a.id.clone()));
+        Some(match (s.status, s.agent) {
+            (ConversationStatus::Waiting, _) | (_, None) => Holder::Waiting,
+            (_, Some(a)) if Some(&a.id) == me.as_ref() => Holder::Me,
+            (_, Some(a)) => Holder::Other(a.name),
+        })
+    });
+    let thread = Signal::derive(move || {
+        let Some(id) = desk.selected.get() else {
+            return Thread::default();
+        };
+        desk.inbox
+            .with(|i| i.threads.get(&id).cloned().unwrap_or_default())
+    });
+    let take = move |_| {
+        if let Some(id) = desk.selected.get_untracked() {
+            desk.socket.send(&ClientMsg::Take { conversation: id });
+        }
+    };
+    let on_send = Callback::new(move |text: String| {
+        let Some(id) = desk.selected.get_untracked() else {
+            return;
+        };
+        let pending = Pending {
+            client_id: ClientMsgId(browser::random_id()),
+            text,
+        };
+        desk.inbox.update(|i| {
+            i.threads
+                .entry(id.clone())
+                .or_default()
+                .push_pending(pending.clone())
+        });
+        desk.socket.send(&ClientMsg::Chat {
+            conversation: id,
+            client_id: pending.client_id,
+            text: pending.text,
+        });
+    });
+    view! {
+        <section class="thread" aria-label="Conversation">
+            <Show
+                when=move || summary().is_some()
+                fallback=|| view! { <p class="empty center">"Pick a conversation on the left."</p> }
+            >
+                <header class="thread-head">
+                    <button class="link back" on:click=move |_| desk.selected.set(None)>"← All"</button>
+                    <div>
+                        <div class="title">{move || summary().map(|s| s.visitor_label)}</div>
+                        <div class="subtitle">{move || summary().map(|s| s.site_name)}</div>
+                    </div>
+                    <span class="grow"></span>
+                    {move || match holder.get() {
+                        Some(Holder::Waiting) => view! {
+                            <button class="primary" data-testid="take" on:click=take>"Take conversation"</button>
+                        }.into_any(),
+                        Some(Holder::Me) => view! { <span class="badge assigned">"You have this chat"</span> }.into_any(),
+                        Some(Holder::Other(name)) => view! {
+                            <span class="badge other" data-testid="taken-by">{format!("{name} has this chat")}</span>
+                        }.into_any(),
+                        None => ().into_any(),
+                    }}
+                </header>
+                <Show when=move || desk.notice.get().is_some()>
+                    <div class="banner notice" role="alert" data-testid="notice">
+                        {move || desk.notice.get().unwrap_or_default()}
+                    </div>
+                </Show>
+                <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
+                <Composer
+                    on_send=on_send
+                    disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_))))
+                    placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
+                />
+            </Show>
+        </section>
+    }
+}

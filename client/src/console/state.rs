@@ -1,0 +1,164 @@
+//! What the console knows: the agent's conversations, their threads and read marks. Pure logic.
+
+use std::collections::HashMap;
+
+use escalera_protocol::{
+    Author, ConversationId, ConversationStatus, ConversationSummary, Message, ReadMark,
+};
+
+use crate::chat::Thread;
+
+/// The agent's view of their sites' conversations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inbox {
+    /// The list, in display order: waiting first, then newest activity.
+    pub list: Vec<ConversationSummary>,
+    /// Threads of the conversations opened so far.
+    pub threads: HashMap<ConversationId, Thread>,
+    /// The newest seq read per conversation.
+    pub read: HashMap<ConversationId, u64>,
+}
+
+impl Inbox {
+    /// Starts from the relay's welcome.
+    pub fn welcome(&mut self, list: Vec<ConversationSummary>, read: Vec<ReadMark>) {
+        self.list = list;
+        self.read = read.into_iter().map(|r| (r.conversation, r.seq)).collect();
+        self.sort();
+    }
+
+    /// A conversation is new or changed.
+    pub fn upsert(&mut self, summary: ConversationSummary) {
+        match self.list.iter_mut().find(|c| c.id == summary.id) {
+            Some(c) => *c = summary,
+            None => self.list.push(summary),
+        }
+        self.sort();
+    }
+
+    fn sort(&mut self) {
+        self.list.sort_by(|a, b| {
+            let waiting = |c: &ConversationSummary| c.status != ConversationStatus::Waiting;
+            waiting(a).cmp(&waiting(b)).then(b.last_at.cmp(&a.last_at))
+        });
+    }
+
+    /// Messages arrived for a conversation.
+    pub fn merge(&mut self, id: &ConversationId, messages: Vec<Message>) {
+        self.threads.entry(id.clone()).or_default().merge(messages);
+    }
+
+    /// The seq `id` would be marked read up to, if that is past its mark.
+    pub fn unread_seq(&self, id: &ConversationId) -> Option<u64> {
+        let newest = self.threads.get(id).map_or(0, Thread::newest_seq);
+        (newest > self.read.get(id).copied().unwrap_or(0)).then_some(newest)
+    }
+
+    /// Marks everything held of `id` as read; returns the new mark if it moved.
+    pub fn mark_read(&mut self, id: &ConversationId) -> Option<u64> {
+        let seq = self.unread_seq(id)?;
+        self.read.insert(id.clone(), seq);
+        Some(seq)
+    }
+
+    /// A conversation's row.
+    pub fn summary(&self, id: &ConversationId) -> Option<&ConversationSummary> {
+        self.list.iter().find(|c| &c.id == id)
+    }
+
+    /// How many messages of `id` the agent has not read. Counted from the thread when it is
+    /// loaded (visitor messages only); else estimated from seqs.
+    pub fn unread(&self, id: &ConversationId) -> u64 {
+        let read = self.read.get(id).copied().unwrap_or(0);
+        match (self.threads.get(id), self.summary(id)) {
+            (Some(t), Some(s)) if t.newest_seq() >= s.last_seq => {
+                t.count_after(read, Author::Visitor) as u64
+            }
+            (_, Some(s)) => s.last_seq.saturating_sub(read),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escalera_protocol::{AgentId, AgentRef};
+
+    fn row(
+        id: &str,
+        status: ConversationStatus,
+        last_at: i64,
+        last_seq: u64,
+    ) -> ConversationSummary {
+        ConversationSummary {
+            id: id.into(),
+            site_name: "S".into(),
+            visitor_label: "V".into(),
+            status,
+            agent: (status == ConversationStatus::Assigned).then(|| AgentRef {
+                id: AgentId::from("a"),
+                name: "A".into(),
+            }),
+            last_seq,
+            preview: String::new(),
+            last_at,
+        }
+    }
+
+    fn msg(seq: u64, author: Author) -> Message {
+        Message {
+            conversation: "x".into(),
+            seq,
+            client_id: None,
+            author,
+            author_name: None,
+            text: String::new(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn waiting_first_then_newest() {
+        let mut inbox = Inbox::default();
+        inbox.welcome(
+            vec![
+                row("old", ConversationStatus::Assigned, 1, 1),
+                row("new", ConversationStatus::Assigned, 9, 1),
+                row("wait", ConversationStatus::Waiting, 0, 1),
+            ],
+            vec![],
+        );
+        let order = |i: &Inbox| i.list.iter().map(|c| c.id.0.clone()).collect::<Vec<_>>();
+        assert_eq!(order(&inbox), ["wait", "new", "old"]);
+        inbox.upsert(row("wait", ConversationStatus::Assigned, 10, 2));
+        inbox.upsert(row("fresh", ConversationStatus::Waiting, 11, 1));
+        assert_eq!(order(&inbox), ["fresh", "wait", "new", "old"]);
+    }
+
+    #[test]
+    fn unread_counts_visitor_messages_after_the_mark() {
+        let mut inbox = Inbox::default();
+        let id = ConversationId::from("x");
+        inbox.welcome(
+            vec![row("x", ConversationStatus::Waiting, 0, 3)],
+            vec![ReadMark {
+                conversation: id.clone(),
+                seq: 1,
+            }],
+        );
+        assert_eq!(inbox.unread(&id), 2);
+        inbox.merge(
+            &id,
+            vec![
+                msg(1, Author::Visitor),
+                msg(2, Author::System),
+                msg(3, Author::Visitor),
+            ],
+        );
+        assert_eq!(inbox.unread(&id), 1);
+        assert_eq!(inbox.mark_read(&id), Some(3));
+        assert_eq!(inbox.mark_read(&id), None);
+        assert_eq!(inbox.unread(&id), 0);
+    }
+}

@@ -1,0 +1,6 @@
+//! The visitor's widget, shown in the iframe that `widget.js` opens on the host page.
+
+mod host;
+mod widget;
+
+pub use widget::Widget;

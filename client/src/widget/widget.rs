@@ -1,0 +1,223 @@
+//! The visitor's chat: resumes the visitor's conversation (token in this origin's storage),
+//! shows who is answering, sends with optimistic "sending…" lines that turn into stored ones
+//! on the relay's ack, and resends what was not acknowledged after a reconnect or a reload.
+
+use escalera_protocol::{
+    Author, ClientMsg, ClientMsgId, ConversationId, ErrorCode, ServerMsg, VisitorToken,
+    PROTOCOL_VERSION,
+};
+use leptos::prelude::*;
+
+use super::host::use_host;
+use crate::browser;
+use crate::chat::{Composer, MessageList, Pending, Thread};
+use crate::relay::{use_relay_socket, Status};
+
+/// Storage keys, per site so one relay can serve several sites on one host.
+struct Keys {
+    token: String,
+    outbox: String,
+}
+
+impl Keys {
+    fn for_site(site: &str) -> Self {
+        Self {
+            token: format!("escalera:{site}:token"),
+            outbox: format!("escalera:{site}:outbox"),
+        }
+    }
+}
+
+/// The widget page (`/embed?site=KEY&origin=HOST`).
+#[component]
+pub fn Widget() -> impl IntoView {
+    let Some(site) = browser::query_param("site") else {
+        return view! { <p class="fatal">"This chat is not set up: the page has no site key."</p> }
+            .into_any();
+    };
+    let keys = StoredValue::new(Keys::for_site(&site));
+    let host = use_host();
+    let thread = RwSignal::new(Thread::default());
+    // Restore what was typed but never acknowledged before a reload.
+    if let Some(saved) = keys.with_value(|k| browser::load(&k.outbox)) {
+        if let Ok(pending) = serde_json::from_str::<Vec<Pending>>(&saved) {
+            thread.update(|t| pending.into_iter().for_each(|p| t.push_pending(p)));
+        }
+    }
+    let conversation = RwSignal::new(None::<ConversationId>);
+    // True between the relay's welcome and the socket's loss: only then may we send.
+    let welcomed = RwSignal::new(false);
+    let site_name = RwSignal::new(String::new());
+    let agent = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let seen_seq = RwSignal::new(0u64);
+
+    let save_outbox = move || {
+        let json =
+            thread.with_untracked(|t| serde_json::to_string(t.pending()).unwrap_or_default());
+        keys.with_value(|k| browser::save(&k.outbox, &json));
+    };
+
+    let socket = use_relay_socket(
+        &format!("/ws/visitor?site={site}"),
+        move |tx| {
+            let token = keys
+                .with_value(|k| browser::load(&k.token))
+                .map(VisitorToken);
+            tx.send(&ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token,
+            });
+        },
+        move |msg| match msg {
+            ServerMsg::WelcomeVisitor {
+                token,
+                conversation: id,
+                site_name: name,
+                agent_name,
+            } => {
+                keys.with_value(|k| browser::save(&k.token, token.as_str()));
+                if conversation.get_untracked().as_ref() != Some(&id) {
+                    // A new conversation (first visit, or the relay forgot us): start clean.
+                    thread.update(|t| {
+                        let pending = t.pending().to_vec();
+                        *t = Thread::default();
+                        pending.into_iter().for_each(|p| t.push_pending(p));
+                    });
+                }
+                conversation.set(Some(id));
+                welcomed.set(true);
+                site_name.set(name);
+                agent.set(agent_name);
+            }
+            ServerMsg::History { messages, .. } => {
+                thread.update(|t| t.merge(messages));
+                save_outbox();
+            }
+            ServerMsg::Message(m) => {
+                thread.update(|t| t.merge([m]));
+                save_outbox();
+            }
+            ServerMsg::Ack { client_id, .. } => {
+                thread.update(|t| {
+                    t.ack(&client_id);
+                });
+                save_outbox();
+            }
+            ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name)),
+            ServerMsg::Error { code, message } => {
+                let text = match code {
+                    ErrorCode::RateLimited => {
+                        "You are sending messages too fast. Wait a moment.".to_owned()
+                    }
+                    _ => message,
+                };
+                notice.set(Some(text));
+            }
+            _ => {}
+        },
+    );
+
+    // After every welcome: catch up from the last seq held, then resend what is unacknowledged.
+    Effect::new(move || {
+        if !welcomed.get() {
+            return;
+        }
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        let after_seq = thread.with_untracked(Thread::last_seq);
+        socket.send(&ClientMsg::Join {
+            conversation: id.clone(),
+            after_seq,
+        });
+        for p in thread.with_untracked(|t| t.pending().to_vec()) {
+            socket.send(&ClientMsg::Chat {
+                conversation: id.clone(),
+                client_id: p.client_id,
+                text: p.text,
+            });
+        }
+    });
+    // A new socket needs a new welcome before anything else is sent.
+    Effect::new(move || {
+        if socket.status.get() != Status::Online {
+            welcomed.set(false);
+        }
+    });
+
+    // Unread agent messages while the host keeps the widget closed.
+    Effect::new(move || {
+        let newest = thread.with(Thread::newest_seq);
+        if host.open.get() {
+            seen_seq.set(newest);
+            host.unread(0);
+        } else {
+            let unread = thread.with(|t| t.count_after(seen_seq.get_untracked(), Author::Agent));
+            host.unread(unread);
+        }
+    });
+
+    let on_send = Callback::new(move |text: String| {
+        let pending = Pending {
+            client_id: ClientMsgId(browser::random_id()),
+            text,
+        };
+        thread.update(|t| t.push_pending(pending.clone()));
+        save_outbox();
+        notice.set(None);
+        if let Some(id) = conversation
+            .get_untracked()
+            .filter(|_| welcomed.get_untracked())
+        {
+            socket.send(&ClientMsg::Chat {
+                conversation: id,
+                client_id: pending.client_id,
+                text: pending.text,
+            });
+        }
+    });
+
+    let title = move || agent.get().unwrap_or_else(|| site_name.get());
+    let subtitle = move || match (socket.status.get(), agent.get()) {
+        (Status::Offline, _) => "Reconnecting…",
+        (Status::Connecting, _) => "Connecting…",
+        (Status::Online, Some(_)) => "Online now",
+        (Status::Online, None) => "Waiting for an agent",
+    };
+    let framed = browser::query_param("origin").is_some();
+
+    view! {
+        <div class="widget">
+            <header class="widget-head">
+                <div class="avatar" aria-hidden="true">
+                    {move || title().chars().next().unwrap_or('?').to_uppercase().to_string()}
+                </div>
+                <div class="who">
+                    <div class="title" data-testid="widget-title">{title}</div>
+                    <div class="subtitle" data-testid="agent-status">{subtitle}</div>
+                </div>
+                <Show when=move || framed>
+                    <button class="icon" aria-label="Close chat" on:click=move |_| host.close()>
+                        "×"
+                    </button>
+                </Show>
+            </header>
+            <Show when=move || socket.status.get() == Status::Offline>
+                <div class="banner offline" role="status" data-testid="offline">
+                    "Connection lost. Reconnecting… Your messages will be sent when we are back."
+                </div>
+            </Show>
+            <MessageList
+                thread=thread.into()
+                me=Author::Visitor
+                empty="Hi! Ask us anything: an agent will answer here."
+            />
+            <Show when=move || notice.get().is_some()>
+                <div class="banner notice" role="alert">{move || notice.get().unwrap_or_default()}</div>
+            </Show>
+            <Composer on_send=on_send disabled=false placeholder="Type your message…" />
+        </div>
+    }
+    .into_any()
+}

@@ -1,0 +1,475 @@
+//! The wire contract between browsers and the Escalera relay.
+//!
+//! Every frame on the WebSocket is one JSON object, tagged by `"type"`. Browsers send
+//! [`ClientMsg`], the relay sends [`ServerMsg`]. The first frame a browser sends is
+//! [`ClientMsg::Hello`] carrying [`PROTOCOL_VERSION`]; the relay answers with a welcome or an
+//! error and closes. This crate has no I/O: it is shared by the relay and the WebAssembly client.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol; a client that says another one is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame the relay accepts, in bytes. Larger frames get [`ErrorCode::TooLarge`].
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The longest chat text, in characters (Unicode scalar values).
+pub const MAX_TEXT_CHARS: usize = 8_000;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A conversation: 128 random bits as 32 lowercase hex digits, minted by the relay.
+    ConversationId
+);
+id_type!(
+    /// A site's public key, as in the embed snippet: 128 random bits, minted by the relay.
+    SiteKey
+);
+id_type!(
+    /// A visitor's durable secret: 256 random bits, minted by the relay, kept by the widget.
+    /// Whoever holds it is that visitor, so it is stored by the relay only as a hash.
+    VisitorToken
+);
+id_type!(
+    /// The sender's own id for a chat message, chosen by the browser; the relay stores a given
+    /// id at most once per conversation, so resending after a reconnect is always safe.
+    ClientMsgId
+);
+id_type!(
+    /// An agent, as the relay's store knows them: 128 random bits.
+    AgentId
+);
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Author {
+    /// The visitor of the site.
+    Visitor,
+    /// An agent; the message carries their name.
+    Agent,
+    /// The relay itself: joins, hand-overs and other events of the conversation.
+    System,
+}
+
+/// One stored chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The conversation it belongs to.
+    pub conversation: ConversationId,
+    /// Its position in the conversation: 1, 2, 3, ... assigned by the relay when stored.
+    pub seq: u64,
+    /// The sender's id for it, when a browser sent it (system messages have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientMsgId>,
+    /// Who wrote it.
+    pub author: Author,
+    /// The agent's display name for agent messages; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_name: Option<String>,
+    /// Plain text, never HTML: clients render it escaped and keep its newlines.
+    pub text: String,
+    /// When the relay stored it, in milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// Where a conversation stands, as agents see it in their list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    /// Nobody has taken it yet: it is in the queue.
+    Waiting,
+    /// An agent has taken it.
+    Assigned,
+}
+
+/// One row of the agent's conversation list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    pub id: ConversationId,
+    /// The name of the site it came from.
+    pub site_name: String,
+    /// A short label for the visitor, e.g. "Visitor 3f2a".
+    pub visitor_label: String,
+    /// Waiting in the queue, or assigned.
+    pub status: ConversationStatus,
+    /// The agent it is assigned to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRef>,
+    /// The newest message's seq; with the agent's [`ReadMark`] it gives the unread count.
+    pub last_seq: u64,
+    /// The start of the newest message, for the list.
+    pub preview: String,
+    /// When the newest message was stored, in ms since the Unix epoch.
+    pub last_at: i64,
+}
+
+/// How far one agent has read one conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMark {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The newest seq the agent has read.
+    pub seq: u64,
+}
+
+/// An agent as others see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRef {
+    /// Their id.
+    pub id: AgentId,
+    /// Their display name.
+    pub name: String,
+}
+
+/// Browser -> relay: every frame a widget or a console sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// The first frame on every socket. A visitor passes the token it was given before, if any,
+    /// to resume its conversation; an agent is known by its session cookie and passes `None`.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The visitor's durable token from an earlier welcome.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<VisitorToken>,
+    },
+    /// Subscribe to a conversation and get every message after `after_seq` (0 for all).
+    /// Answered by [`ServerMsg::History`]; live messages follow.
+    Join {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The last seq this client already has.
+        after_seq: u64,
+    },
+    /// Post a chat message. Answered by [`ServerMsg::Ack`] once stored; everyone joined to the
+    /// conversation (the sender too) gets [`ServerMsg::Message`].
+    Chat {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sender's id for this message; resending it never stores it twice.
+        client_id: ClientMsgId,
+        /// The text, at most [`MAX_TEXT_CHARS`] characters, not blank.
+        text: String,
+    },
+    /// Agent only: take a waiting conversation. The first agent to ask gets it.
+    Take {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Agent only: everything up to `seq` has been read.
+    Read {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The newest seq read.
+        seq: u64,
+    },
+    /// Keep-alive; answered by [`ServerMsg::Pong`].
+    Ping,
+}
+
+/// Relay -> browser: every frame the relay sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to a visitor's hello: who they are and their conversation.
+    WelcomeVisitor {
+        /// The durable token to keep and pass in the next hello (may be new).
+        token: VisitorToken,
+        /// The visitor's conversation on this site.
+        conversation: ConversationId,
+        /// The site's name, for the widget's header.
+        site_name: String,
+        /// The agent who has joined, if one has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_name: Option<String>,
+    },
+    /// Answer to an agent's hello: who they are and the conversations of their sites.
+    WelcomeAgent {
+        /// The agent.
+        agent: AgentRef,
+        /// Their conversations: waiting first, then by newest activity.
+        conversations: Vec<ConversationSummary>,
+        /// How far this agent has read each conversation they opened.
+        read: Vec<ReadMark>,
+    },
+    /// Answer to [`ClientMsg::Join`]: the messages after the asked seq, oldest first.
+    History {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The messages.
+        messages: Vec<Message>,
+    },
+    /// A message stored in a conversation this socket has joined.
+    Message(Message),
+    /// The sender's message is stored (sent after the commit).
+    Ack {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sender's id for it.
+        client_id: ClientMsgId,
+        /// The seq it was stored with.
+        seq: u64,
+    },
+    /// To the visitor: an agent has joined their conversation.
+    AgentJoined {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's display name.
+        agent_name: String,
+    },
+    /// To agents: a conversation of theirs is new or has changed.
+    Conversation(ConversationSummary),
+    /// Answer to [`ClientMsg::Ping`].
+    Pong,
+    /// A frame could not be handled. Unless said otherwise the socket stays open.
+    Error {
+        /// What went wrong, for programs.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+/// Machine-readable reasons in [`ServerMsg::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a message this protocol knows.
+    BadFrame,
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    TooLarge,
+    /// The hello was missing or said another protocol version; the socket closes.
+    BadHello,
+    /// The text is empty or too long.
+    BadText,
+    /// This socket may not do that (for example another visitor's conversation).
+    Forbidden,
+    /// No such conversation (or not one this socket may know of).
+    NotFound,
+    /// Another agent took the conversation first.
+    AlreadyTaken,
+    /// Too many frames too fast; this one was dropped.
+    RateLimited,
+    /// The relay failed; the frame may be resent.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadHello => "bad_hello",
+            ErrorCode::BadText => "bad_text",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyTaken => "already_taken",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Checks chat text: not blank, at most [`MAX_TEXT_CHARS`]. Shared so the widget can say so
+/// before sending and the relay enforces the same rule.
+pub fn check_text(text: &str) -> Result<(), &'static str> {
+    if text.trim().is_empty() {
+        Err("The message is empty.")
+    } else if text.chars().count() > MAX_TEXT_CHARS {
+        Err("The message is too long (at most 8000 characters).")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> ConversationId {
+        ConversationId::from("0123456789abcdef0123456789abcdef")
+    }
+
+    fn message(author: Author) -> Message {
+        Message {
+            conversation: conv(),
+            seq: 7,
+            client_id: Some(ClientMsgId::from("c-1")),
+            author,
+            author_name: (author == Author::Agent).then(|| "Ana".to_owned()),
+            text: "<b>hi</b>\nsecond line, ünïcödé 👋".to_owned(),
+            at: 1_700_000_000_000,
+        }
+    }
+
+    fn summary() -> ConversationSummary {
+        ConversationSummary {
+            id: conv(),
+            site_name: "Shop".into(),
+            visitor_label: "Visitor 0123".into(),
+            status: ConversationStatus::Assigned,
+            agent: Some(AgentRef {
+                id: AgentId::from("a1"),
+                name: "Ana".into(),
+            }),
+            last_seq: 3,
+            preview: "hello".into(),
+            last_at: 5,
+        }
+    }
+
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, value, "{json}");
+    }
+
+    #[test]
+    fn every_client_msg_round_trips() {
+        let all = [
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            },
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: Some(VisitorToken::from("t")),
+            },
+            ClientMsg::Join {
+                conversation: conv(),
+                after_seq: 4,
+            },
+            ClientMsg::Chat {
+                conversation: conv(),
+                client_id: ClientMsgId::from("c"),
+                text: "a\nb".into(),
+            },
+            ClientMsg::Take {
+                conversation: conv(),
+            },
+            ClientMsg::Read {
+                conversation: conv(),
+                seq: 9,
+            },
+            ClientMsg::Ping,
+        ];
+        for msg in &all {
+            round_trip(msg);
+        }
+    }
+
+    #[test]
+    fn every_server_msg_round_trips() {
+        let all = [
+            ServerMsg::WelcomeVisitor {
+                token: VisitorToken::from("t"),
+                conversation: conv(),
+                site_name: "Shop".into(),
+                agent_name: Some("Ana".into()),
+            },
+            ServerMsg::WelcomeAgent {
+                agent: AgentRef {
+                    id: AgentId::from("a"),
+                    name: "Ana".into(),
+                },
+                conversations: vec![summary()],
+                read: vec![ReadMark {
+                    conversation: conv(),
+                    seq: 2,
+                }],
+            },
+            ServerMsg::History {
+                conversation: conv(),
+                messages: vec![message(Author::Visitor), message(Author::System)],
+            },
+            ServerMsg::Message(message(Author::Agent)),
+            ServerMsg::Ack {
+                conversation: conv(),
+                client_id: ClientMsgId::from("c"),
+                seq: 2,
+            },
+            ServerMsg::AgentJoined {
+                conversation: conv(),
+                agent_name: "Ana".into(),
+            },
+            ServerMsg::Conversation(summary()),
+            ServerMsg::Pong,
+            ServerMsg::Error {
+                code: ErrorCode::AlreadyTaken,
+                message: "taken".into(),
+            },
+        ];
+        for msg in &all {
+            round_trip(msg);
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_tagged_snake_case() {
+        let json = serde_json::to_value(ClientMsg::Take {
+            conversation: conv(),
+        })
+        .unwrap();
+        assert_eq!(json["type"], "take");
+        assert_eq!(json["conversation"], conv().0);
+        let json = serde_json::to_value(ServerMsg::Message(message(Author::Agent))).unwrap();
+        assert_eq!(json["type"], "message");
+        assert_eq!(json["author"], "agent");
+        let json = serde_json::to_value(ServerMsg::Error {
+            code: ErrorCode::TooLarge,
+            message: String::new(),
+        })
+        .unwrap();
+        assert_eq!(json["code"], ErrorCode::TooLarge.as_str());
+    }
+
+    #[test]
+    fn unknown_type_is_an_error() {
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"launch_missiles"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"chat"}"#).is_err());
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(check_text("  \n ").is_err());
+        assert!(check_text("ok").is_ok());
+        assert!(check_text(&"é".repeat(MAX_TEXT_CHARS)).is_ok());
+        assert!(check_text(&"é".repeat(MAX_TEXT_CHARS + 1)).is_err());
+    }
+}

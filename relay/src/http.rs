@@ -1,0 +1,372 @@
+//! HTTP routes: the client's pages and files, `widget.js`, agent login, and the WebSocket
+//! upgrades, which check who is calling and hand the socket to the hub.
+
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
+use serde::Deserialize;
+
+use crate::hub::Caller;
+use crate::store::{Agent, Site};
+use crate::{assets, now_ms, secrets, AppState};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "escalera_session";
+
+/// Frames up to this size are read and answered with a `too_large` error; beyond it the
+/// WebSocket layer closes the connection (1009).
+const HARD_FRAME_LIMIT: usize = 2 * MAX_FRAME_BYTES;
+
+/// The embed loader, served as `/widget.js`.
+const WIDGET_JS: &str = include_str!("../static/widget.js");
+
+/// The main router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/agent") }))
+        .route("/agent", get(console_page))
+        .route("/embed", get(embed_page))
+        .route("/widget.js", get(widget_js))
+        .route("/app/{*path}", get(asset))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/ws/visitor", get(visitor_socket))
+        .route("/ws/agent", get(agent_socket))
+        .with_state(state)
+}
+
+/// A failed request: status and a short plain-text reason.
+#[derive(Debug)]
+pub struct HttpError(StatusCode, String);
+
+impl HttpError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<crate::error::StoreError> for HttpError {
+    fn from(e: crate::error::StoreError) -> Self {
+        tracing::error!("store: {e}");
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+type HttpResult<T> = Result<T, HttpError>;
+
+async fn index_html(state: &AppState) -> HttpResult<Bytes> {
+    assets::load(state.config.assets_dir.as_deref(), "index.html")
+        .await
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the client is not built into this relay: run `make build`",
+            )
+        })
+}
+
+fn html(body: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn console_page(State(state): State<AppState>) -> HttpResult<Response> {
+    let mut res = html(index_html(&state).await?);
+    // The console is never framed by anyone.
+    res.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct EmbedQuery {
+    site: SiteKey,
+    /// The host page's origin, as widget.js saw it.
+    origin: Option<String>,
+}
+
+/// The widget page, framed by a host page. The browser enforces `frame-ancestors`, so only the
+/// site's allowed origins can embed it; opened on its own (no `origin`) it cannot be framed.
+async fn embed_page(
+    State(state): State<AppState>,
+    Query(q): Query<EmbedQuery>,
+) -> HttpResult<Response> {
+    let site = load_site(&state, q.site).await?;
+    let ancestors = match &q.origin {
+        Some(o) if site.origins.iter().any(|a| a == o) => o.clone(),
+        Some(o) => return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{o} is not allowed to embed this chat; add it with `escalera site add --origin`"
+            ),
+        )),
+        None => "'none'".to_owned(),
+    };
+    let mut res = html(index_html(&state).await?);
+    let csp = HeaderValue::from_str(&format!("frame-ancestors {ancestors}"))
+        .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
+    res.headers_mut().insert("content-security-policy", csp);
+    Ok(res)
+}
+
+async fn widget_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        WIDGET_JS,
+    )
+}
+
+async fn asset(State(state): State<AppState>, Path(path): Path<String>) -> HttpResult<Response> {
+    let body = assets::load(state.config.assets_dir.as_deref(), &path)
+        .await
+        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "not found"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, assets::content_type(&path)),
+            // Trunk puts a content hash in every file name.
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn load_site(state: &AppState, key: SiteKey) -> HttpResult<Site> {
+    state
+        .hub
+        .db(move |s| s.site(&key))
+        .await?
+        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such site"))
+}
+
+/// Whether the request's `Origin` is this relay's own (its scheme-less part equals `Host`).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        == Some(host)
+}
+
+#[derive(Deserialize)]
+struct VisitorQuery {
+    site: SiteKey,
+}
+
+/// A visitor's socket. The widget runs in our iframe (same origin as the relay); a host page
+/// may also connect directly when its origin is on the site's list. Anyone else: 403.
+async fn visitor_socket(
+    State(state): State<AppState>,
+    Query(q): Query<VisitorQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> HttpResult<Response> {
+    let site = load_site(&state, q.site).await?;
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let allowed =
+        same_origin(&headers) || origin.is_some_and(|o| site.origins.iter().any(|a| a == o));
+    if !allowed {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed for this site",
+        ));
+    }
+    Ok(upgrade(state, ws, Caller::Visitor(site)))
+}
+
+/// An agent's socket: same origin as the console, and a live session.
+async fn agent_socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> HttpResult<Response> {
+    if !same_origin(&headers) {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let agent = session_agent(&state, &headers)
+        .await?
+        .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, "log in first"))?;
+    Ok(upgrade(state, ws, Caller::Agent(agent)))
+}
+
+fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
+    ws.max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| state.hub.clone().serve(socket, caller))
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn session_agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Agent>> {
+    let Some(token) = session_token(headers) else {
+        return Ok(None);
+    };
+    let hash = secrets::token_hash(&token);
+    Ok(state
+        .hub
+        .db(move |s| s.session_agent(&hash, now_ms()))
+        .await?)
+}
+
+#[derive(Deserialize)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+fn me_json(agent: &Agent) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "id": agent.agent.id,
+        "name": agent.agent.name,
+        "email": agent.email,
+    }))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Login>,
+) -> HttpResult<Response> {
+    if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let email = body.email.clone();
+    let agent = state.hub.db(move |s| s.agent_by_email(&email)).await?;
+    // Verify against a real hash even for unknown emails, so timing does not tell them apart.
+    let (hash, agent) = match agent {
+        Some(a) => (a.password_hash.clone(), Some(a)),
+        None => (DUMMY_HASH.clone(), None),
+    };
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(agent) = agent.filter(|_| ok) else {
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong email or password",
+        ));
+    };
+    let token = secrets::random_token();
+    let (hash, id, ttl) = (
+        secrets::token_hash(&token),
+        agent.agent.id.clone(),
+        state.config.session_ttl_secs,
+    );
+    state
+        .hub
+        .db(move |s| s.add_session(&hash, &id, now_ms() + ttl * 1000))
+        .await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{}",
+        if state.config.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let mut res = me_json(&agent).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
+    Ok(res)
+}
+
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| secrets::hash_password("not a real password"));
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
+    if let Some(token) = session_token(&headers) {
+        let hash = secrets::token_hash(&token);
+        state.hub.db(move |s| s.delete_session(&hash)).await?;
+    }
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
+}
+
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
+    match session_agent(&state, &headers).await? {
+        Some(agent) => Ok(me_json(&agent).into_response()),
+        None => Err(HttpError::new(StatusCode::UNAUTHORIZED, "not logged in")),
+    }
+}
+
+/// The demo host page: a plain shop page on its own origin that embeds the widget.
+#[derive(Clone, Debug)]
+pub struct DemoPage {
+    /// The relay's public URL, e.g. `http://127.0.0.1:8080`.
+    pub relay_url: String,
+    /// The demo site's key.
+    pub site: SiteKey,
+}
+
+impl DemoPage {
+    /// The embed snippet for this page.
+    pub fn snippet(&self) -> String {
+        snippet(&self.relay_url, &self.site)
+    }
+}
+
+/// The one-line embed snippet for a site.
+pub fn snippet(relay_url: &str, site: &SiteKey) -> String {
+    format!(
+        r#"<script src="{}/widget.js" data-site="{site}" async></script>"#,
+        relay_url.trim_end_matches('/')
+    )
+}
+
+/// The demo listener's router.
+pub fn demo_app(page: DemoPage) -> Router {
+    let snippet = page.snippet();
+    let shown = snippet
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = include_str!("../static/demo.html")
+        .replace("{{SNIPPET_TEXT}}", &shown)
+        .replace("{{SNIPPET}}", &snippet);
+    Router::new().route(
+        "/",
+        get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body) }),
+    )
+}

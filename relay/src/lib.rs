@@ -1,0 +1,123 @@
+//! The Escalera relay: serves the client, passes chat and signaling between browsers over
+//! WebSocket, and keeps the record. `main` parses the command line; tests call [`app`] and
+//! [`run`] directly on port 0.
+#![forbid(unsafe_code)]
+
+pub mod assets;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod secrets;
+pub mod store;
+
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::hub::Hub;
+use crate::store::{SqliteStore, Store};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the relay needs to know to serve.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Serve the client from this folder instead of the copy built into the binary.
+    pub assets_dir: Option<PathBuf>,
+    /// How long an agent's login lasts, in seconds.
+    pub session_ttl_secs: i64,
+    /// Add `Secure` to the session cookie (set when the relay is reached over https).
+    pub secure_cookies: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            assets_dir: None,
+            session_ttl_secs: 7 * 24 * 3600,
+            secure_cookies: false,
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub (and through it the store).
+    pub hub: Arc<Hub>,
+    /// The configuration.
+    pub config: Arc<Config>,
+}
+
+/// Everything the relay runs on: the store, the hub and the shutdown switch.
+pub struct Relay {
+    /// Handlers' shared state.
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Opens the SQLite store in `data_dir` and builds the hub.
+    pub fn open(data_dir: &std::path::Path, config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir)?);
+        Ok(Self::with_store(store, config))
+    }
+
+    /// Builds the hub over any store.
+    pub fn with_store(store: Arc<dyn Store>, config: Config) -> Self {
+        let (shutdown, rx) = watch::channel(false);
+        Self {
+            state: AppState {
+                hub: Arc::new(Hub::new(store, rx)),
+                config: Arc::new(config),
+            },
+            shutdown,
+        }
+    }
+
+    /// The main router: client pages, `widget.js`, the API and the WebSockets.
+    pub fn app(&self) -> Router {
+        http::app(self.state.clone())
+    }
+
+    /// Serves `listener` (and the demo host page on `demo`, if given) until `signal` resolves,
+    /// then closes every WebSocket and waits for requests in flight.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        demo: Option<(TcpListener, http::DemoPage)>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Relay { state, shutdown } = self;
+        let down = shutdown.subscribe();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = shutdown.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|down| *down).await;
+        };
+        let demo_task = demo.map(|(l, page)| {
+            let serve =
+                axum::serve(l, http::demo_app(page)).with_graceful_shutdown(stopped(down.clone()));
+            tokio::spawn(serve.into_future())
+        });
+        axum::serve(listener, http::app(state))
+            .with_graceful_shutdown(stopped(down))
+            .await?;
+        if let Some(task) = demo_task {
+            task.await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+}

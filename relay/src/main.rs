@@ -1,0 +1,310 @@
+//! `escalera`: the relay's command line. Parses flags (each also an `ESCALERA_*` variable) and
+//! hands over to the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use escalera_protocol::SiteKey;
+use escalera_relay::http::{snippet, DemoPage};
+use escalera_relay::store::{SqliteStore, Store};
+use escalera_relay::{assets, now_ms, secrets, Config, Relay};
+
+/// Escalera: live chat, voice, video and screen sharing for any website.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Where the SQLite database lives.
+    #[arg(
+        long,
+        global = true,
+        env = "ESCALERA_DATA_DIR",
+        default_value = "./data"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (and the demo host page).
+    Serve(ServeArgs),
+    /// Manage agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Manage sites.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the relay (console, widget, API, WebSocket).
+    #[arg(long, env = "ESCALERA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the demo host page, a separate origin that embeds the widget. "off" disables it.
+    #[arg(long, env = "ESCALERA_DEMO_LISTEN", default_value = "127.0.0.1:8081")]
+    demo_listen: String,
+    /// The URL browsers use to reach the relay (defaults to http://LISTEN).
+    #[arg(long, env = "ESCALERA_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Serve the client from this folder instead of the copy built into the binary.
+    #[arg(long, env = "ESCALERA_ASSETS")]
+    assets: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Add an agent. The password comes from ESCALERA_AGENT_PASSWORD, else it is prompted for.
+    Add {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Display name, shown to visitors.
+        #[arg(long)]
+        name: String,
+        /// Site keys this agent serves (repeatable); without any, every site.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Add a site and print its key and embed snippet.
+    Add {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// An origin allowed to embed the widget, e.g. https://shop.example (repeatable).
+        #[arg(long = "origin", required = true)]
+        origins: Vec<String>,
+        /// The URL browsers use to reach the relay, for the snippet.
+        #[arg(
+            long,
+            env = "ESCALERA_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ESCALERA_LOG")
+                .unwrap_or_else(|_| "escalera=info,escalera_relay=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(cli.data_dir, args),
+        Command::Agent {
+            command: AgentCommand::Add { email, name, sites },
+        } => {
+            let store = SqliteStore::open(&cli.data_dir)?;
+            let password = match std::env::var("ESCALERA_AGENT_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => rpassword::prompt_password(format!("Password for {email}: "))?,
+            };
+            if password.chars().count() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            let sites: Vec<SiteKey> = sites.into_iter().map(SiteKey).collect();
+            let scope = (!sites.is_empty()).then_some(sites.as_slice());
+            let agent = store.add_agent(
+                &email,
+                &name,
+                &secrets::hash_password(&password),
+                scope,
+                now_ms(),
+            )?;
+            println!("Added agent {} <{}>", agent.agent.name, agent.email);
+            Ok(())
+        }
+        Command::Site {
+            command:
+                SiteCommand::Add {
+                    name,
+                    origins,
+                    public_url,
+                },
+        } => {
+            let origins = origins
+                .iter()
+                .map(|o| normalize_origin(o))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let store = SqliteStore::open(&cli.data_dir)?;
+            let site = store.add_site(&name, &origins, now_ms())?;
+            println!("Site key: {}", site.key);
+            println!("Embed snippet:\n{}", snippet(&public_url, &site.key));
+            Ok(())
+        }
+    }
+}
+
+/// `https://Shop.example/` -> `https://shop.example`; refuses anything that is not an origin.
+fn normalize_origin(o: &str) -> anyhow::Result<String> {
+    let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .with_context(|| format!("{o} is not an origin: it must start with https:// or http://"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        bail!("{o} is not an origin (scheme://host[:port], no path)");
+    }
+    Ok(o)
+}
+
+#[tokio::main]
+async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let demo_addr: Option<SocketAddr> = match args.demo_listen.as_str() {
+        "off" | "" => None,
+        a => Some(a.parse().context("--demo-listen")?),
+    };
+    if args.assets.is_none() && !assets::embedded() {
+        tracing::warn!("no client is built into this binary: run `make build` (or pass --assets)");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Ask the socket, so that `--listen 127.0.0.1:0` prints the port it got.
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")))
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::open(
+        &data_dir,
+        Config {
+            assets_dir: args.assets,
+            secure_cookies: public_url.starts_with("https://"),
+            ..Config::default()
+        },
+    )?;
+    let store = relay.state.hub.store().clone();
+    let demo = match demo_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (demo page)"))?;
+            let origin = format!("http://{}", l.local_addr()?);
+            let site = tokio::task::spawn_blocking({
+                let store = store.clone();
+                move || demo_site(&*store, &origin)
+            })
+            .await??;
+            Some((
+                l,
+                DemoPage {
+                    relay_url: public_url.clone(),
+                    site,
+                },
+            ))
+        }
+        None => None,
+    };
+    let first_agent = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || first_agent(&*store)
+    })
+    .await??;
+
+    println!("Escalera is running.");
+    println!("  Agent console: {public_url}/agent");
+    if let Some((l, page)) = &demo {
+        println!("  Demo host page: http://{}/", l.local_addr()?);
+        println!("  Embed snippet: {}", page.snippet());
+    }
+    match first_agent {
+        Some((email, password)) => {
+            println!("  First agent (shown once): {email} / {password}");
+        }
+        None => println!("  Log in with an agent added by `escalera agent add`."),
+    }
+    relay.run(listener, demo, shutdown_signal()).await?;
+    println!("Escalera stopped.");
+    Ok(())
+}
+
+/// The demo site, created on first start; the demo page's origin is always allowed.
+fn demo_site(store: &dyn Store, origin: &str) -> anyhow::Result<SiteKey> {
+    let key = match store.setting("demo_site")? {
+        Some(k) if store.site(&SiteKey(k.clone()))?.is_some() => SiteKey(k),
+        _ => {
+            let site = store.add_site("Demo shop", &[], now_ms())?;
+            store.set_setting("demo_site", &site.key.0)?;
+            site.key
+        }
+    };
+    store.allow_origin(&key, origin)?;
+    if let Some(port) = origin.strip_prefix("http://127.0.0.1:") {
+        store.allow_origin(&key, &format!("http://localhost:{port}"))?;
+    }
+    Ok(key)
+}
+
+/// On a store with no agent, creates one with a generated password and returns the login.
+fn first_agent(store: &dyn Store) -> anyhow::Result<Option<(String, String)>> {
+    if store.agent_count()? > 0 {
+        return Ok(None);
+    }
+    let email = "agent@escalera.local".to_owned();
+    let password = secrets::generate_password();
+    store.add_agent(
+        &email,
+        "Demo Agent",
+        &secrets::hash_password(&password),
+        None,
+        now_ms(),
+    )?;
+    Ok(Some((email, password)))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_origin;
+
+    #[test]
+    fn origins_are_normalized_or_refused() {
+        assert_eq!(
+            normalize_origin("https://Shop.example/").unwrap(),
+            "https://shop.example"
+        );
+        assert_eq!(
+            normalize_origin("http://127.0.0.1:8081").unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        assert!(normalize_origin("shop.example").is_err());
+        assert!(normalize_origin("https://shop.example/path").is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Random ids, token hashes and password hashes.
+
+use sha2::{Digest, Sha256};
+
+/// `bytes` random bytes from the OS as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source failed");
+    hex(&buf)
+}
+
+/// A 128-bit random id (conversation, site key, agent).
+pub fn random_id() -> String {
+    random_hex(16)
+}
+
+/// A 256-bit random bearer secret (visitor token, session).
+pub fn random_token() -> String {
+    random_hex(32)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// How bearer secrets are kept in the store: their SHA-256, so a leaked database leaks no
+/// usable token. (They are 256 random bits, so no salt or slow hash is needed.)
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// An argon2id PHC string for `password`.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source failed");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing with default parameters")
+        .to_string()
+}
+
+/// Whether `password` matches the PHC string `hash`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash)
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A readable random password for the first agent: 16 characters from a 56-letter alphabet
+/// without look-alikes (about 93 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf).expect("the OS random source failed");
+    // 256 % 57 bias is negligible for a one-off demo password.
+    buf.iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_128_bits_and_distinct() {
+        let a = random_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, random_id());
+        assert_eq!(random_token().len(), 64);
+    }
+
+    #[test]
+    fn token_hash_is_sha256() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn passwords_verify() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+        assert_eq!(generate_password().len(), 16);
+    }
+}

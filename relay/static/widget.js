@@ -1,0 +1,65 @@
+/* Escalera embed loader. <script src="https://RELAY/widget.js" data-site="KEY" async></script>
+ * Draws the chat bubble; on first click loads the widget in an iframe from the relay. The page
+ * and the iframe talk only through postMessage, each checking the other's exact origin. */
+(function () {
+  var me = document.currentScript;
+  if (!me || window.EscaleraLoaded) return;
+  window.EscaleraLoaded = 1;
+  var d = document, relay = new URL(me.src).origin, site = me.getAttribute('data-site') || '';
+  var frame, open = false, pos = me.getAttribute('data-position') === 'left' ? 'left' : 'right';
+  var css = d.createElement('style');
+  css.textContent =
+    '.esc-l,.esc-f{position:fixed;' + pos + ':20px;z-index:2147483000}' +
+    '.esc-l{bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:#2563eb;color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.3);display:grid;place-items:center}' +
+    '.esc-l:focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
+    '.esc-b{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;border-radius:10px;background:#dc2626;font:700 12px/20px system-ui,sans-serif;display:none}' +
+    '.esc-f{bottom:92px;width:380px;height:min(620px,calc(100% - 112px));border:0;border-radius:14px;box-shadow:0 8px 32px rgba(0,0,0,.3);background:#fff}' +
+    '@media (max-width:480px){.esc-f{inset:0;width:100%;height:100%;border-radius:0}}';
+  d.head.appendChild(css);
+  var chat = '<svg width="28" height="28" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z"/></svg>';
+  var cross = '<svg width="24" height="24" viewBox="0 0 24 24" stroke="currentColor" stroke-width="2.5" aria-hidden="true"><path d="M6 6l12 12M18 6L6 18"/></svg>';
+  var btn = d.createElement('button'), badge = d.createElement('span');
+  btn.className = 'esc-l';
+  btn.type = 'button';
+  btn.setAttribute('data-testid', 'launcher');
+  badge.className = 'esc-b';
+  function draw() {
+    btn.innerHTML = open ? cross : chat;
+    btn.appendChild(badge);
+    btn.setAttribute('aria-label', open ? 'Close chat' : 'Open chat');
+    btn.setAttribute('aria-expanded', open);
+  }
+  function tell(msg) {
+    if (frame) frame.contentWindow.postMessage(msg, relay);
+  }
+  function setOpen(v) {
+    open = v;
+    if (v && !frame) {
+      frame = d.createElement('iframe');
+      frame.className = 'esc-f';
+      frame.title = 'Chat';
+      frame.setAttribute('data-testid', 'widget-frame');
+      frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
+      frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin);
+      frame.onload = function () { tell({ type: 'escalera:open', open: open }); };
+      d.body.appendChild(frame);
+    }
+    if (frame) frame.style.display = v ? '' : 'none';
+    if (v) badge.style.display = 'none';
+    tell({ type: 'escalera:open', open: v });
+    draw();
+    (v ? frame : btn).focus();
+  }
+  btn.onclick = function () { setOpen(!open); };
+  addEventListener('message', function (e) {
+    if (!frame || e.origin !== relay || e.source !== frame.contentWindow) return;
+    var m = e.data || {};
+    if (m.type === 'escalera:close') setOpen(false);
+    if (m.type === 'escalera:unread') {
+      badge.textContent = m.count > 9 ? '9+' : m.count;
+      badge.style.display = m.count > 0 && !open ? 'block' : 'none';
+    }
+  });
+  draw();
+  (d.body ? d.body.appendChild(btn) : addEventListener('DOMContentLoaded', function () { d.body.appendChild(btn); }));
+})();

@@ -1,0 +1,264 @@
+//! Shared by the relay's socket tests: a relay on port 0 with a temp data dir, and a typed
+//! WebSocket client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use escalera_protocol::{ClientMsg, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION};
+use escalera_relay::store::{Site, Store};
+use escalera_relay::{now_ms, secrets, Config, Relay};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The site's allowed origin in every test.
+pub const SHOP: &str = "https://shop.example";
+/// Every agent's password.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A relay serving on loopback for one test.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub site: Site,
+    pub other_site: Site,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Creates the fixtures in a store: two sites, and agents ana (all sites) and ben (other site).
+pub fn seed(store: &dyn Store) -> (Site, Site) {
+    let site = store
+        .add_site("Shop", &[SHOP.to_owned()], now_ms())
+        .unwrap();
+    let other = store
+        .add_site("Other", &["https://other.example".to_owned()], now_ms())
+        .unwrap();
+    let hash = secrets::hash_password(PASSWORD);
+    store
+        .add_agent("ana@shop.example", "Ana", &hash, None, now_ms())
+        .unwrap();
+    store
+        .add_agent(
+            "ben@shop.example",
+            "Ben",
+            &hash,
+            Some(&[other.key.clone()]),
+            now_ms(),
+        )
+        .unwrap();
+    (site, other)
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Relay::open(dir.path(), config).unwrap();
+        let (site, other_site) = seed(&**relay.state.hub.store());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(relay.run(listener, None, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            site,
+            other_site,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Opens a visitor socket from `origin` without saying hello.
+    pub async fn visitor_socket(&self, site: &SiteKey, origin: &str) -> Result<Ws, u16> {
+        Ws::connect(
+            &format!("ws://{}/ws/visitor?site={site}", self.addr),
+            origin,
+            None,
+        )
+        .await
+    }
+
+    /// A visitor of the main site, welcomed; returns the socket, token and conversation.
+    pub async fn visitor(
+        &self,
+        token: Option<VisitorToken>,
+    ) -> (Ws, VisitorToken, escalera_protocol::ConversationId) {
+        let mut ws = self.visitor_socket(&self.site.key, SHOP).await.unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token,
+        })
+        .await;
+        match ws.recv().await {
+            ServerMsg::WelcomeVisitor {
+                token,
+                conversation,
+                ..
+            } => (ws, token, conversation),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// Logs in over HTTP and returns the session cookie (`name=value`).
+    pub async fn login(&self, email: &str) -> String {
+        let res = reqwest::Client::new()
+            .post(self.url("/api/login"))
+            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login of {email}");
+        let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    /// An agent's socket, welcomed; returns the welcome too.
+    pub async fn agent(&self, email: &str) -> (Ws, ServerMsg) {
+        let cookie = self.login(email).await;
+        let origin = format!("http://{}", self.addr);
+        let mut ws = Ws::connect(
+            &format!("ws://{}/ws/agent", self.addr),
+            &origin,
+            Some(&cookie),
+        )
+        .await
+        .unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+        let welcome = ws.recv().await;
+        assert!(
+            matches!(welcome, ServerMsg::WelcomeAgent { .. }),
+            "{welcome:?}"
+        );
+        (ws, welcome)
+    }
+
+    /// Stops the relay gracefully and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+/// A typed WebSocket client.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    /// Connects with an `Origin` (and a cookie); `Err(status)` if the upgrade was refused.
+    pub async fn connect(url: &str, origin: &str, cookie: Option<&str>) -> Result<Ws, u16> {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(origin).unwrap());
+        if let Some(c) = cookie {
+            req.headers_mut()
+                .insert("cookie", HeaderValue::from_str(c).unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((stream, _)) => Ok(Ws { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        self.send_text(&serde_json::to_string(msg).unwrap()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(WsMessage::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next message (pings skipped); panics after 5 s or on close.
+    pub async fn recv(&mut self) -> ServerMsg {
+        self.try_recv(Duration::from_secs(5))
+            .await
+            .expect("a message within 5 s")
+    }
+
+    /// The next message within `wait`, or `None` on timeout or close.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMsg> {
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Ok(Some(Ok(WsMessage::Text(t)))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("a ServerMsg"))
+                }
+                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Receives until `pick` returns something; other messages are skipped.
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMsg) -> Option<T>) -> T {
+        loop {
+            if let Some(t) = pick(self.recv().await) {
+                return t;
+            }
+        }
+    }
+
+    /// Whether the server closed the socket within `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(WsMessage::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// Runs the real binary: `escalera serve` on a free port; returns the child and its base URL.
+pub fn spawn_binary(data_dir: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo-listen", "off"])
+        .env("ESCALERA_DATA_DIR", data_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("escalera printed its URLs").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("Agent console: ") {
+            break rest.trim_end_matches("/agent").to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}

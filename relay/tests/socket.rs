@@ -1,0 +1,526 @@
+//! The relay through real sockets: tokio-tungstenite and reqwest clients against a relay bound
+//! to port 0 on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_binary, TestRelay, Ws, SHOP};
+use escalera_protocol::{
+    Author, ClientMsg, ClientMsgId, ConversationId, ErrorCode, Message, ServerMsg, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
+
+fn chat(conversation: &ConversationId, id: &str, text: &str) -> ClientMsg {
+    ClientMsg::Chat {
+        conversation: conversation.clone(),
+        client_id: ClientMsgId::from(id),
+        text: text.to_owned(),
+    }
+}
+
+fn join(conversation: &ConversationId, after_seq: u64) -> ClientMsg {
+    ClientMsg::Join {
+        conversation: conversation.clone(),
+        after_seq,
+    }
+}
+
+async fn history(ws: &mut Ws) -> Vec<Message> {
+    ws.recv_until(|m| match m {
+        ServerMsg::History { messages, .. } => Some(messages),
+        _ => None,
+    })
+    .await
+}
+
+async fn ack(ws: &mut Ws) -> (ClientMsgId, u64) {
+    ws.recv_until(|m| match m {
+        ServerMsg::Ack { client_id, seq, .. } => Some((client_id, seq)),
+        _ => None,
+    })
+    .await
+}
+
+async fn message(ws: &mut Ws) -> Message {
+    ws.recv_until(|m| match m {
+        ServerMsg::Message(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+async fn error(ws: &mut Ws) -> ErrorCode {
+    ws.recv_until(|m| match m {
+        ServerMsg::Error { code, .. } => Some(code),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn chat_flows_both_ways_and_the_agent_takes_by_replying() {
+    let relay = TestRelay::start().await;
+    let (mut agent, _) = relay.agent("ana@shop.example").await;
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+    visitor.send(&join(&conv, 0)).await;
+    assert!(history(&mut visitor).await.is_empty());
+
+    visitor
+        .send(&chat(&conv, "v1", "Hello\n<b>there</b> 👋"))
+        .await;
+    assert_eq!(ack(&mut visitor).await, (ClientMsgId::from("v1"), 1));
+    assert_eq!(message(&mut visitor).await.text, "Hello\n<b>there</b> 👋");
+
+    // The agent hears of the new conversation in the queue, opens it and reads the history.
+    let summary = agent
+        .recv_until(|m| match m {
+            ServerMsg::Conversation(s) => Some(s),
+            _ => None,
+        })
+        .await;
+    assert_eq!((summary.id.clone(), summary.last_seq), (conv.clone(), 1));
+    assert_eq!(
+        summary.status,
+        escalera_protocol::ConversationStatus::Waiting
+    );
+    agent.send(&join(&conv, 0)).await;
+    let h = history(&mut agent).await;
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].author, Author::Visitor);
+
+    // Replying to a waiting conversation takes it: the visitor learns who joined.
+    agent.send(&chat(&conv, "a1", "Hi, I am Ana")).await;
+    let name = visitor
+        .recv_until(|m| match m {
+            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(name, "Ana");
+    let system = message(&mut visitor).await;
+    assert_eq!(
+        (system.author, system.text.as_str()),
+        (Author::System, "Ana joined the conversation")
+    );
+    let reply = message(&mut visitor).await;
+    assert_eq!(reply.author, Author::Agent);
+    assert_eq!(reply.author_name.as_deref(), Some("Ana"));
+    assert_eq!(reply.seq, 3);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn ack_comes_after_store_and_a_resent_id_is_stored_once() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, token, conv) = relay.visitor(None).await;
+    visitor.send(&chat(&conv, "same", "once")).await;
+    let first = ack(&mut visitor).await;
+    // The ack means it is in SQLite: a fresh connection reads it back.
+    let (mut other_tab, _, _) = relay.visitor(Some(token)).await;
+    other_tab.send(&join(&conv, 0)).await;
+    assert_eq!(history(&mut other_tab).await.len(), 1);
+
+    visitor.send(&chat(&conv, "same", "once")).await;
+    assert_eq!(ack(&mut visitor).await, first);
+    visitor.send(&join(&conv, 0)).await;
+    let h = history(&mut visitor).await;
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].client_id, Some(ClientMsgId::from("same")));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_visitor_gets_exactly_what_it_missed() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, token, conv) = relay.visitor(None).await;
+    for i in 1..=3 {
+        visitor
+            .send(&chat(&conv, &format!("v{i}"), &format!("message {i}")))
+            .await;
+        ack(&mut visitor).await;
+    }
+    drop(visitor);
+
+    let (mut agent, _) = relay.agent("ana@shop.example").await;
+    agent
+        .send(&chat(&conv, "a1", "answer while you were away"))
+        .await;
+    ack(&mut agent).await;
+
+    let (mut visitor, again, same_conv) = relay.visitor(Some(token.clone())).await;
+    assert_eq!((again, same_conv), (token, conv.clone()));
+    visitor.send(&join(&conv, 3)).await;
+    let missed = history(&mut visitor).await;
+    let seqs: Vec<u64> = missed.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![4, 5]);
+    assert_eq!(missed[0].author, Author::System);
+    assert_eq!(missed[1].text, "answer while you were away");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_relay_keeps_every_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = {
+        let store = escalera_relay::store::SqliteStore::open(dir.path()).unwrap();
+        common::seed(&store).0
+    };
+    let (mut child, url) = spawn_binary(dir.path());
+    let ws_url = format!(
+        "{}/ws/visitor?site={}",
+        url.replace("http://", "ws://"),
+        site.key
+    );
+    let mut visitor = Ws::connect(&ws_url, SHOP, None).await.unwrap();
+    visitor
+        .send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+    let (token, conv) = visitor
+        .recv_until(|m| match m {
+            ServerMsg::WelcomeVisitor {
+                token,
+                conversation,
+                ..
+            } => Some((token, conversation)),
+            _ => None,
+        })
+        .await;
+    for i in 0..25 {
+        visitor
+            .send(&chat(&conv, &format!("k{i}"), &format!("kept {i}")))
+            .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 25 {
+        acked.push(ack(&mut visitor).await.1);
+    }
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+
+    let (mut child, url) = spawn_binary(dir.path());
+    let ws_url = format!(
+        "{}/ws/visitor?site={}",
+        url.replace("http://", "ws://"),
+        site.key
+    );
+    let mut visitor = Ws::connect(&ws_url, SHOP, None).await.unwrap();
+    visitor
+        .send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: Some(token),
+        })
+        .await;
+    visitor.recv().await;
+    visitor.send(&join(&conv, 0)).await;
+    let kept = history(&mut visitor).await;
+    let seqs: Vec<u64> = kept.iter().map(|m| m.seq).collect();
+    acked.sort();
+    assert_eq!(seqs, acked);
+    assert_eq!(kept[24].text, "kept 24");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sockets_from_foreign_origins_or_without_a_session_are_refused() {
+    let relay = TestRelay::start().await;
+    let site = relay.site.key.clone();
+    assert_eq!(
+        relay
+            .visitor_socket(&site, "https://evil.example")
+            .await
+            .err(),
+        Some(403)
+    );
+    // The other site's origin is not this site's.
+    assert_eq!(
+        relay
+            .visitor_socket(&site, "https://other.example")
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(relay.visitor_socket(&site, SHOP).await.is_ok());
+    // The widget's iframe is on the relay's own origin.
+    let own = format!("http://{}", relay.addr);
+    assert!(relay.visitor_socket(&site, &own).await.is_ok());
+    let unknown = escalera_protocol::SiteKey::from("nope");
+    assert_eq!(relay.visitor_socket(&unknown, SHOP).await.err(), Some(404));
+
+    let agent_url = format!("ws://{}/ws/agent", relay.addr);
+    assert_eq!(Ws::connect(&agent_url, &own, None).await.err(), Some(401));
+    assert_eq!(
+        Ws::connect(&agent_url, &own, Some("escalera_session=forged"))
+            .await
+            .err(),
+        Some(401)
+    );
+    let cookie = relay.login("ana@shop.example").await;
+    assert_eq!(
+        Ws::connect(&agent_url, SHOP, Some(&cookie)).await.err(),
+        Some(403)
+    );
+    assert!(Ws::connect(&agent_url, &own, Some(&cookie)).await.is_ok());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_frames_get_errors_and_the_socket_carries_on() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+
+    visitor.send_text("this is not json").await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::BadFrame);
+    visitor.send_text(r#"{"type":"launch_missiles"}"#).await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::BadFrame);
+    visitor
+        .send_text(r#"{"type":"chat","conversation":"x"}"#)
+        .await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::BadFrame);
+    let big = serde_json::to_string(&chat(&conv, "big", &"x".repeat(MAX_FRAME_BYTES))).unwrap();
+    visitor.send_text(&big).await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::TooLarge);
+    visitor.send(&chat(&conv, "empty", "  \n ")).await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::BadText);
+    visitor
+        .send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+    assert_eq!(error(&mut visitor).await, ErrorCode::BadHello);
+    assert!(
+        visitor.closed_within(Duration::from_secs(2)).await,
+        "a second hello closes"
+    );
+
+    // Still fine for everyone else, and for a new connection.
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+    visitor.send(&chat(&conv, "ok", "still works")).await;
+    assert_eq!(ack(&mut visitor).await.1, 1);
+
+    // Far over the limit, the socket is closed rather than read into memory.
+    visitor.send_text(&"y".repeat(4 * MAX_FRAME_BYTES)).await;
+    assert!(visitor.closed_within(Duration::from_secs(2)).await);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_before_hello_and_no_other_protocol() {
+    let relay = TestRelay::start().await;
+    let mut ws = relay.visitor_socket(&relay.site.key, SHOP).await.unwrap();
+    ws.send(&ClientMsg::Ping).await;
+    assert_eq!(error(&mut ws).await, ErrorCode::BadHello);
+    assert!(ws.closed_within(Duration::from_secs(2)).await);
+
+    let mut ws = relay.visitor_socket(&relay.site.key, SHOP).await.unwrap();
+    ws.send(&ClientMsg::Hello {
+        protocol: 99,
+        token: None,
+    })
+    .await;
+    assert_eq!(error(&mut ws).await, ErrorCode::BadHello);
+    assert!(ws.closed_within(Duration::from_secs(2)).await);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_visitor_cannot_reach_someone_elses_conversation() {
+    let relay = TestRelay::start().await;
+    let (mut alice, _, alice_conv) = relay.visitor(None).await;
+    let (mut mallory, _, mallory_conv) = relay.visitor(None).await;
+    assert_ne!(alice_conv, mallory_conv);
+    assert_eq!(alice_conv.0.len(), 32, "128-bit ids");
+    alice.send(&chat(&alice_conv, "a", "private")).await;
+    ack(&mut alice).await;
+
+    mallory.send(&join(&alice_conv, 0)).await;
+    assert_eq!(error(&mut mallory).await, ErrorCode::NotFound);
+    mallory.send(&chat(&alice_conv, "m", "injected")).await;
+    assert_eq!(error(&mut mallory).await, ErrorCode::NotFound);
+    mallory
+        .send(&ClientMsg::Take {
+            conversation: alice_conv.clone(),
+        })
+        .await;
+    assert_eq!(error(&mut mallory).await, ErrorCode::NotFound);
+    // Nothing leaked to Mallory, nothing added for Alice.
+    assert!(mallory.try_recv(Duration::from_millis(200)).await.is_none());
+    alice.send(&join(&alice_conv, 0)).await;
+    assert_eq!(history(&mut alice).await.len(), 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
+    let relay = TestRelay::start().await;
+    let (mut ana, _) = relay.agent("ana@shop.example").await;
+    let (mut ben, ben_welcome) = relay.agent("ben@shop.example").await;
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+    visitor.send(&chat(&conv, "v", "help")).await;
+    ack(&mut visitor).await;
+
+    // Ben serves only the other site: he is told nothing and can do nothing here.
+    assert!(
+        matches!(ben_welcome, ServerMsg::WelcomeAgent { ref conversations, .. } if conversations.is_empty())
+    );
+    assert!(ben.try_recv(Duration::from_millis(200)).await.is_none());
+    ben.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    assert_eq!(error(&mut ben).await, ErrorCode::NotFound);
+
+    // A second agent with Ana's scope: both take at once, exactly one wins.
+    let cookie_hash = escalera_relay::secrets::hash_password(common::PASSWORD);
+    relay_store_add(&relay, "cy@shop.example", "Cy", &cookie_hash);
+    let (mut cy, _) = relay.agent("cy@shop.example").await;
+    ana.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    cy.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    async fn refused(ws: &mut Ws) -> bool {
+        let mut refused = false;
+        while let Some(m) = ws.try_recv(Duration::from_millis(500)).await {
+            refused |= matches!(
+                m,
+                ServerMsg::Error {
+                    code: ErrorCode::AlreadyTaken,
+                    ..
+                }
+            );
+        }
+        refused
+    }
+    let (ana_refused, cy_refused) = (refused(&mut ana).await, refused(&mut cy).await);
+    assert!(
+        ana_refused != cy_refused,
+        "exactly one take fails: ana {ana_refused}, cy {cy_refused}"
+    );
+    let (loser, winner) = if ana_refused {
+        (&mut ana, "Cy")
+    } else {
+        (&mut cy, "Ana")
+    };
+    // Everyone, the loser too, sees who has it.
+    loser.send(&join(&conv, 0)).await;
+    let h = history(loser).await;
+    assert_eq!(
+        h.last().unwrap().text,
+        format!("{winner} joined the conversation")
+    );
+    // And cannot post into it.
+    loser.send(&chat(&conv, "late", "me too")).await;
+    assert_eq!(error(loser).await, ErrorCode::AlreadyTaken);
+    relay.stop().await;
+}
+
+fn relay_store_add(relay: &TestRelay, email: &str, name: &str, hash: &str) {
+    let store = escalera_relay::store::SqliteStore::open(relay.dir.path()).unwrap();
+    use escalera_relay::store::Store;
+    store.add_agent(email, name, hash, None, 0).unwrap();
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_wrong_passwords_fail() {
+    let relay = TestRelay::start().await;
+    let http = reqwest::Client::new();
+    let res = http
+        .post(relay.url("/api/login"))
+        .json(&serde_json::json!({ "email": "ana@shop.example", "password": "wrong" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http
+        .post(relay.url("/api/login"))
+        .json(&serde_json::json!({ "email": "ANA@shop.example", "password": common::PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap();
+    assert_eq!(session.len(), "escalera_session=".len() + 64);
+    let me = http
+        .get(relay.url("/api/me"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let body: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(body["name"], "Ana");
+    let out = http
+        .post(relay.url("/api/logout"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = http
+        .get(relay.url("/api/me"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
+    let assets = tempfile::tempdir().unwrap();
+    std::fs::write(assets.path().join("index.html"), "<html>app</html>").unwrap();
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        assets_dir: Some(assets.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let key = relay.site.key.clone();
+    let ok = http
+        .get(relay.url(&format!(
+            "/embed?site={key}&origin=https%3A%2F%2Fshop.example"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["content-security-policy"],
+        "frame-ancestors https://shop.example"
+    );
+    let evil = http
+        .get(relay.url(&format!(
+            "/embed?site={key}&origin=https%3A%2F%2Fevil.example"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    let unknown = http
+        .get(relay.url("/embed?site=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let js = http.get(relay.url("/widget.js")).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("data-testid"));
+    let traversal = http.get(relay.url("/app/../secret")).send().await.unwrap();
+    assert_eq!(traversal.status(), 404);
+    relay.stop().await;
+}
