@@ -1,1 +1,349 @@
-//! placeholder
+//! Helpers for the end-to-end tests: the real `escalera` binary on loopback ports with its own
+//! data dir, and headless Chromium sessions (fake camera and microphone) through chromedriver.
+//! Everything listens on and talks to 127.0.0.1 only.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Every test agent's password.
+pub const PASSWORD: &str = "e2e-password-1";
+
+/// How long to wait for anything the UI should show.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The relay binary under test (`make build` puts it in target/release).
+pub fn binary() -> PathBuf {
+    std::env::var_os("ESCALERA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/escalera"))
+}
+
+/// A free loopback port (released before use; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running relay with a demo page and two agents (ana, ben), both serving every site.
+pub struct Product {
+    child: Child,
+    /// The data dir (kept for restarts).
+    pub dir: tempfile::TempDir,
+    /// e.g. `http://127.0.0.1:41234`.
+    pub relay_url: String,
+    /// The demo host page, on another port (so another origin).
+    pub demo_url: String,
+    /// The demo site's key.
+    pub site_key: String,
+    ports: (u16, u16),
+}
+
+impl Product {
+    /// Adds the agents and starts `escalera serve`.
+    pub async fn start() -> Product {
+        let dir = tempfile::tempdir().unwrap();
+        for (email, name) in [("ana@shop.example", "Ana"), ("ben@shop.example", "Ben")] {
+            let status = Command::new(binary())
+                .args(["agent", "add", "--email", email, "--name", name])
+                .env("ESCALERA_DATA_DIR", dir.path())
+                .env("ESCALERA_AGENT_PASSWORD", PASSWORD)
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .expect("run escalera agent add (did `make build` run?)");
+            assert!(status.success());
+        }
+        let ports = (free_port(), free_port());
+        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports).await;
+        Product {
+            child,
+            dir,
+            relay_url,
+            demo_url,
+            site_key,
+            ports,
+        }
+    }
+
+    /// SIGKILLs the relay.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Starts the relay again on the same ports and data dir.
+    pub async fn restart(&mut self) {
+        let (child, ..) = serve(self.dir.path(), self.ports).await;
+        self.child = child;
+    }
+
+    /// The demo page's origin.
+    pub fn demo_origin(&self) -> String {
+        self.demo_url.trim_end_matches('/').to_owned()
+    }
+}
+
+async fn serve(dir: &Path, (relay, demo): (u16, u16)) -> (Child, String, String, String) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{relay}")])
+        .args(["--demo-listen", &format!("127.0.0.1:{demo}")])
+        .env("ESCALERA_DATA_DIR", dir)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut console, mut page, mut key) = (None, None, None);
+    while let Some(line) = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("Agent console: ") {
+            console = Some(url.trim_end_matches("/agent").to_owned());
+        } else if let Some(url) = line.strip_prefix("Demo host page: ") {
+            page = Some(url.to_owned());
+        } else if let Some(snippet) = line.strip_prefix("Embed snippet: ") {
+            key = snippet
+                .split("data-site=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .map(str::to_owned);
+        }
+        if console.is_some() && page.is_some() && key.is_some() {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, console.unwrap(), page.unwrap(), key.unwrap())
+}
+
+/// chromedriver on a free port; each [`Browser`] from it is a separate Chromium with its own
+/// profile (so separate storage and cookies).
+pub struct Driver {
+    child: Child,
+    url: String,
+    profiles: Vec<tempfile::TempDir>,
+}
+
+impl Driver {
+    /// Starts chromedriver and waits until it answers.
+    pub async fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver on PATH (make test installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver {
+            child,
+            url,
+            profiles: Vec::new(),
+        }
+    }
+
+    /// A new headless Chromium with fake media devices.
+    pub async fn browser(&mut self) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let mut chrome = json!({ "args": args });
+        if Path::new("/usr/bin/chromium").exists() {
+            chrome["binary"] = json!("/usr/bin/chromium");
+        }
+        let caps = json!({ "browserName": "chrome", "goog:chromeOptions": chrome });
+        let caps = caps.as_object().unwrap().clone();
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session");
+        self.profiles.push(profile);
+        Browser { client }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// One browser, driven by `data-testid`s.
+pub struct Browser {
+    /// The WebDriver client, for anything the helpers do not cover.
+    pub client: Client,
+}
+
+fn testid(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+impl Browser {
+    /// Opens a URL.
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    /// Runs `script` (a function body that returns something) until it returns a truthy value;
+    /// panics with `what` after [`PATIENCE`].
+    pub async fn wait_js(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let last = match self.client.execute(script, args.clone()).await {
+                Ok(v) if truthy(&v) => return v,
+                Ok(v) => v,
+                Err(e) => json!(e.to_string()),
+            };
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last result: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs a script once.
+    pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client.execute(script, args).await.unwrap()
+    }
+
+    /// Waits for the element with this test id and returns it.
+    pub async fn find(&self, id: &str) -> Element {
+        self.wait_js(
+            &format!("element {id}"),
+            "return document.querySelector(arguments[0]) !== null",
+            vec![json!(testid(id))],
+        )
+        .await;
+        self.client.find(Locator::Css(&testid(id))).await.unwrap()
+    }
+
+    /// Clicks the element with this test id.
+    pub async fn click(&self, id: &str) {
+        self.find(id).await.click().await.unwrap();
+    }
+
+    /// Types into the chat input (newlines as Shift+Enter, as a person would) and presses the
+    /// send button.
+    pub async fn say(&self, text: &str) {
+        let input = self.find("chat-input").await;
+        self.wait_js(
+            "an enabled chat input",
+            "return !document.querySelector(arguments[0]).disabled",
+            vec![json!(testid("chat-input"))],
+        )
+        .await;
+        // WebDriver keys: Shift (sticky), Enter, then release the modifiers.
+        let keys = text.replace('\n', "\u{E008}\u{E007}\u{E000}");
+        input.send_keys(&keys).await.unwrap();
+        self.click("chat-send").await;
+    }
+
+    /// Waits until a confirmed message by `author` with exactly `text` is shown.
+    pub async fn wait_message(&self, author: &str, text: &str) {
+        self.wait_js(
+            &format!("a confirmed {author} message {text:?}"),
+            "return [...document.querySelectorAll('[data-testid=message]')].some(m =>
+                m.dataset.author === arguments[0] && m.dataset.pending === 'false' &&
+                m.querySelector('.bubble').textContent === arguments[1])",
+            vec![json!(author), json!(text)],
+        )
+        .await;
+    }
+
+    /// The texts of all messages shown, with their authors.
+    pub async fn messages(&self) -> Vec<(String, String)> {
+        let v = self
+            .js(
+                "return [...document.querySelectorAll('[data-testid=message]')]
+                    .map(m => [m.dataset.author, m.querySelector('.bubble').textContent])",
+                vec![],
+            )
+            .await;
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Opens the widget on a host page: clicks the launcher and enters the iframe.
+    pub async fn open_widget(&self) {
+        self.click("launcher").await;
+        let frame = self.find("widget-frame").await;
+        frame.enter_frame().await.unwrap();
+        self.find("chat-input").await;
+    }
+
+    /// Logs an agent in on the console page.
+    pub async fn login(&self, relay_url: &str, email: &str) {
+        self.goto(&format!("{relay_url}/agent")).await;
+        self.find("login-email")
+            .await
+            .send_keys(email)
+            .await
+            .unwrap();
+        self.find("login-password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+        self.click("login-submit").await;
+        self.wait_js(
+            "the console after login",
+            "return document.querySelector('.console') !== null",
+            vec![],
+        )
+        .await;
+    }
+
+    /// Ends the session (and the Chromium).
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}

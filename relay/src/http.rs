@@ -115,12 +115,14 @@ async fn embed_page(
     let site = load_site(&state, q.site).await?;
     let ancestors = match &q.origin {
         Some(o) if site.origins.iter().any(|a| a == o) => o.clone(),
-        Some(o) => return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            format!(
+        Some(o) => {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!(
                 "{o} is not allowed to embed this chat; add it with `escalera site add --origin`"
             ),
-        )),
+            ))
+        }
         None => "'none'".to_owned(),
     };
     let mut res = html(index_html(&state).await?);

@@ -1,0 +1,236 @@
+//! The product in a real headless Chromium against the real relay binary: the demo host page on
+//! its own origin, the widget in its iframe, and the agent console.
+
+use escalera_e2e::{Browser, Driver, Product};
+use escalera_protocol::{ClientMsg, ClientMsgId, ServerMsg, PROTOCOL_VERSION};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Whether the agent's console shows a conversation row.
+async fn wait_rows(agent: &Browser, n: usize) {
+    agent
+        .wait_js(
+            &format!("{n} conversation rows"),
+            "return document.querySelectorAll('[data-testid=conversation]').length === arguments[0]",
+            vec![json!(n)],
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let visitor = driver.browser().await;
+    let agent = driver.browser().await;
+
+    // The host page is another origin; the widget loads only on the first click.
+    visitor.goto(&product.demo_url).await;
+    visitor.find("launcher").await;
+    let framed = visitor
+        .js(
+            "return document.querySelector('[data-testid=widget-frame]')",
+            vec![],
+        )
+        .await;
+    assert!(framed.is_null(), "no iframe before the click");
+    assert_ne!(product.demo_origin(), product.relay_url);
+    visitor.open_widget().await;
+    visitor
+        .wait_js(
+            "'waiting for an agent'",
+            "return document.querySelector('[data-testid=agent-status]').textContent.includes('Waiting for an agent')",
+            vec![],
+        )
+        .await;
+
+    let hello = "Hello, my espresso machine leaks";
+    visitor.say(hello).await;
+    visitor.wait_message("visitor", hello).await;
+
+    // The agent sees the waiting conversation, opens it and reads the history.
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    wait_rows(&agent, 1).await;
+    let row = agent.find("conversation").await;
+    assert_eq!(
+        row.attr("data-status").await.unwrap().as_deref(),
+        Some("waiting")
+    );
+    row.click().await.unwrap();
+    agent.wait_message("visitor", hello).await;
+
+    // Replying with Enter takes the conversation; the visitor sees the agent's name.
+    let reply = "Hi! I am Ana. Is the water tank seated?";
+    let input = agent.find("chat-input").await;
+    input.send_keys(&format!("{reply}\u{E007}")).await.unwrap();
+    agent.wait_message("agent", reply).await;
+    visitor.wait_message("agent", reply).await;
+    visitor
+        .wait_message("system", "Ana joined the conversation")
+        .await;
+    visitor
+        .wait_js(
+            "the agent's name in the widget",
+            "return document.querySelector('[data-testid=widget-title]').textContent === 'Ana'",
+            vec![],
+        )
+        .await;
+
+    // Markup is text: shown literally, never parsed, newlines kept.
+    let markup = "<b>bold?</b>\n<img src=x onerror=\"document.title='pwned'\">";
+    visitor.say(markup).await;
+    visitor.wait_message("visitor", markup).await;
+    agent.wait_message("visitor", markup).await;
+    let parsed = agent
+        .js(
+            "return [...document.querySelectorAll('[data-testid=message] .bubble')]
+                .some(b => b.querySelector('b, img') !== null)",
+            vec![],
+        )
+        .await;
+    assert_eq!(parsed, json!(false), "markup must not become elements");
+    assert_ne!(
+        agent.js("return document.title", vec![]).await,
+        json!("pwned")
+    );
+
+    // A reload of the host page resumes the same conversation with its history.
+    let before = visitor.messages().await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    visitor.client.refresh().await.unwrap();
+    visitor.open_widget().await;
+    visitor.wait_message("visitor", markup).await;
+    assert_eq!(visitor.messages().await, before);
+    // And it is still one conversation for the agent.
+    wait_rows(&agent, 1).await;
+
+    visitor.close().await;
+    agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_see_a_new_conversation_and_the_first_to_take_it_gets_it() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let ana = driver.browser().await;
+    let ben = driver.browser().await;
+    ana.login(&product.relay_url, "ana@shop.example").await;
+    ben.login(&product.relay_url, "ben@shop.example").await;
+    for agent in [&ana, &ben] {
+        agent.find("list-empty").await;
+    }
+
+    // A visitor writes (over the wire, as the widget would, from the demo page's origin).
+    let url = format!(
+        "{}/ws/visitor?site={}",
+        product.relay_url.replace("http://", "ws://"),
+        product.site_key
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", product.demo_origin().parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let send = |m: &ClientMsg| WsMessage::Text(serde_json::to_string(m).unwrap().into());
+    ws.send(send(&ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        token: None,
+    }))
+    .await
+    .unwrap();
+    let conversation = loop {
+        if let Some(Ok(WsMessage::Text(t))) = ws.next().await {
+            if let Ok(ServerMsg::WelcomeVisitor { conversation, .. }) =
+                serde_json::from_str(t.as_str())
+            {
+                break conversation;
+            }
+        }
+    };
+    ws.send(send(&ClientMsg::Chat {
+        conversation,
+        client_id: ClientMsgId::from("first"),
+        text: "Anyone there?".into(),
+    }))
+    .await
+    .unwrap();
+
+    // Both agents see it arrive, live, as waiting, with an unread count.
+    for agent in [&ana, &ben] {
+        wait_rows(agent, 1).await;
+        agent.find("unread").await;
+        agent
+            .wait_js(
+                "the queue count",
+                "return document.querySelector('[data-testid=queue-count]').textContent === '1 waiting'",
+                vec![],
+            )
+            .await;
+    }
+    // Both open it; Ana takes it first.
+    ana.click("conversation").await;
+    ben.click("conversation").await;
+    ben.find("take").await;
+    ana.click("take").await;
+    ana.wait_message("system", "Ana joined the conversation")
+        .await;
+    // Ben sees that Ana has it: no take button, no reply box.
+    let taken = ben.find("taken-by").await;
+    assert_eq!(taken.text().await.unwrap(), "Ana has this chat");
+    ben.wait_js(
+        "the row marked assigned and the composer disabled",
+        "return document.querySelector('[data-testid=conversation]').dataset.status === 'assigned'
+            && document.querySelector('[data-testid=chat-input]').disabled
+            && document.querySelector('[data-testid=take]') === null",
+        vec![],
+    )
+    .await;
+    ana.close().await;
+    ben.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_widget_survives_a_killed_relay_and_sends_what_was_typed_offline() {
+    let mut product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let visitor = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor.say("before the crash").await;
+    visitor.wait_message("visitor", "before the crash").await;
+
+    product.kill().await;
+    visitor.find("offline").await;
+    visitor.say("typed while offline").await;
+    let pending = visitor
+        .js(
+            "return [...document.querySelectorAll('[data-testid=message]')].filter(m => m.dataset.pending === 'true').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(pending, json!(1));
+
+    product.restart().await;
+    visitor.wait_message("visitor", "typed while offline").await;
+    visitor
+        .wait_js(
+            "the offline banner to go",
+            "return document.querySelector('[data-testid=offline]') === null",
+            vec![],
+        )
+        .await;
+    let agent = driver.browser().await;
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    agent.click("conversation").await;
+    agent.wait_message("visitor", "before the crash").await;
+    agent.wait_message("visitor", "typed while offline").await;
+    let texts: Vec<String> = agent.messages().await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        texts,
+        ["before the crash", "typed while offline"],
+        "each stored once"
+    );
+    visitor.close().await;
+    agent.close().await;
+}
