@@ -19,7 +19,8 @@ tools:
 
 client: tools
 	cargo fetch --locked
-	trunk build --release
+	trunk build index.html --dist client/dist/console --public-url /app/console/
+	trunk build embed.html --dist client/dist/widget --public-url /app/widget/
 
 relay: client
 	cargo build --release --locked -p escalera

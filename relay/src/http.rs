@@ -67,15 +67,19 @@ impl From<crate::error::StoreError> for HttpError {
 
 type HttpResult<T> = Result<T, HttpError>;
 
-async fn index_html(state: &AppState) -> HttpResult<Bytes> {
-    assets::load(state.config.assets_dir.as_deref(), "index.html")
-        .await
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the client is not built into this relay: run `make build`",
-            )
-        })
+/// A page of the built client: `console` or `widget`.
+async fn page_html(state: &AppState, page: &str) -> HttpResult<Bytes> {
+    assets::load(
+        state.config.assets_dir.as_deref(),
+        &format!("{page}/index.html"),
+    )
+    .await
+    .ok_or_else(|| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the client is not built into this relay: run `make build`",
+        )
+    })
 }
 
 fn html(body: Bytes) -> Response {
@@ -90,7 +94,7 @@ fn html(body: Bytes) -> Response {
 }
 
 async fn console_page(State(state): State<AppState>) -> HttpResult<Response> {
-    let mut res = html(index_html(&state).await?);
+    let mut res = html(page_html(&state, "console").await?);
     // The console is never framed by anyone.
     res.headers_mut().insert(
         "content-security-policy",
@@ -125,7 +129,7 @@ async fn embed_page(
         }
         None => "'none'".to_owned(),
     };
-    let mut res = html(index_html(&state).await?);
+    let mut res = html(page_html(&state, "widget").await?);
     let csp = HeaderValue::from_str(&format!("frame-ancestors {ancestors}"))
         .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
     res.headers_mut().insert("content-security-policy", csp);

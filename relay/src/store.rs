@@ -757,7 +757,13 @@ mod tests {
         let site = s.add_site("Shop", &[], 0).unwrap();
         let a = s.add_agent("A@x.example", "A", "h", None, 0).unwrap();
         let b = s
-            .add_agent("b@x.example", "B", "h", Some(&[site.key.clone()]), 0)
+            .add_agent(
+                "b@x.example",
+                "B",
+                "h",
+                Some(std::slice::from_ref(&site.key)),
+                0,
+            )
             .unwrap();
         assert!(s.add_agent("a@x.example", "dup", "h", None, 0).is_err());
         let conv = s.add_visitor(&site.key, "h", 0).unwrap();

@@ -483,7 +483,8 @@ async fn login_sets_a_strict_http_only_cookie_and_wrong_passwords_fail() {
 #[tokio::test]
 async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
     let assets = tempfile::tempdir().unwrap();
-    std::fs::write(assets.path().join("index.html"), "<html>app</html>").unwrap();
+    std::fs::create_dir(assets.path().join("widget")).unwrap();
+    std::fs::write(assets.path().join("widget/index.html"), "<html>app</html>").unwrap();
     let relay = TestRelay::start_with(escalera_relay::Config {
         assets_dir: Some(assets.path().to_owned()),
         ..Default::default()

@@ -3,7 +3,7 @@
 use escalera_protocol::{ConversationStatus, ConversationSummary};
 use leptos::prelude::*;
 
-use super::console::Desk;
+use super::root::Desk;
 use crate::browser::clock;
 
 /// The left pane.

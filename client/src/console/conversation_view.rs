@@ -3,7 +3,7 @@
 use escalera_protocol::{Author, ClientMsg, ClientMsgId, ConversationStatus};
 use leptos::prelude::*;
 
-use super::console::Desk;
+use super::root::Desk;
 use crate::browser;
 use crate::chat::{Composer, Pending, Thread};
 

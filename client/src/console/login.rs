@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::console::Me;
+use super::root::Me;
 use crate::browser;
 
 /// Email and password; on success hands the agent to `on_login`.

@@ -1,9 +1,9 @@
 //! The agent console (`/agent`): login, the conversation list, and one open conversation.
 
-mod console;
 mod conversation_list;
 mod conversation_view;
 mod login;
+mod root;
 mod state;
 
-pub use console::Console;
+pub use root::Console;

@@ -1,6 +1,6 @@
 //! The visitor's widget, shown in the iframe that `widget.js` opens on the host page.
 
 mod host;
-mod widget;
+mod root;
 
-pub use widget::Widget;
+pub use root::Widget;

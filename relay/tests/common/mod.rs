@@ -49,7 +49,7 @@ pub fn seed(store: &dyn Store) -> (Site, Site) {
             "ben@shop.example",
             "Ben",
             &hash,
-            Some(&[other.key.clone()]),
+            Some(std::slice::from_ref(&other.key)),
             now_ms(),
         )
         .unwrap();

@@ -1,0 +1,10 @@
+//! Escalera's browser side (Leptos, client-side rendered). Two entry points share this crate:
+//! `escalera-widget` (the visitor's chat, in the iframe) and `escalera-console` (the agents'
+//! app), built separately so the widget carries none of the console's code.
+#![forbid(unsafe_code)]
+
+pub mod browser;
+pub mod chat;
+pub mod console;
+pub mod relay;
+pub mod widget;
