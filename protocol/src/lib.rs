@@ -68,6 +68,11 @@ id_type!(
     /// An agent, as the relay's store knows them: 128 random bits.
     AgentId
 );
+id_type!(
+    /// An uploaded file (attachment or snapshot): 128 random bits. Downloaded from
+    /// `/files/{id}` by the conversation's participants only.
+    FileId
+);
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +103,132 @@ pub struct Message {
     pub author_name: Option<String>,
     /// Plain text, never HTML: clients render it escaped and keep its newlines.
     pub text: String,
+    /// A file posted with the message (its text is then the file's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
     /// When the relay stored it, in milliseconds since the Unix epoch.
     pub at: i64,
+}
+
+/// A file posted into a conversation, as stored by the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Its id; the download URL is `/files/{id}`.
+    pub id: FileId,
+    /// The name it was uploaded with (for display and the download).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its type, decided by the relay from its bytes (never the client's word).
+    pub mime: String,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+}
+
+impl Attachment {
+    /// Whether browsers may preview it inline as an image.
+    pub fn is_image(&self) -> bool {
+        matches!(
+            self.mime.as_str(),
+            "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+        )
+    }
+}
+
+/// A STUN or TURN server for `RTCPeerConnection`'s `iceServers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` or `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (`expiry:id` for relay-minted credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What the browser needs for calls and files, handed over in every welcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaConfig {
+    /// ICE servers (credentials are short-lived: a reconnect brings fresh ones).
+    pub ice_servers: Vec<IceServer>,
+    /// The largest upload the relay accepts, in bytes.
+    pub max_upload: u64,
+}
+
+/// How a call starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// Microphone: the other side is asked, and answers with theirs.
+    Voice,
+    /// Camera and microphone: the other side is asked, and answers with their microphone.
+    Video,
+    /// A one-way screen share from chat: the other side only watches, so it is not asked.
+    Screen,
+}
+
+/// A device a party turns on or off during a call, for the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// The camera.
+    Camera,
+    /// Screen sharing.
+    Screen,
+}
+
+/// What a browser does to the conversation's call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CallAction {
+    /// Calls the other side.
+    Start {
+        /// Voice, video or a screen share.
+        kind: CallKind,
+    },
+    /// Answers a ringing call (only the side that was called).
+    Accept,
+    /// Refuses a ringing call.
+    Decline,
+    /// Ends the call (or cancels it while it rings), for both sides.
+    HangUp,
+    /// A party turned a device on or off (recorded in the conversation).
+    Media {
+        /// Which one.
+        media: MediaKind,
+        /// On or off.
+        on: bool,
+    },
+}
+
+/// Where a call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    /// Waiting for the other side to accept (up to 30 s).
+    Ringing,
+    /// Both ends are connected through the relay's signaling.
+    Active,
+}
+
+/// The conversation's call, as one socket sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    /// Ringing or active.
+    pub phase: CallPhase,
+    /// How it started.
+    pub kind: CallKind,
+    /// Which side called.
+    pub caller: Author,
+    /// The caller's display name.
+    pub caller_name: String,
+    /// When it started ringing, or when it was answered, in ms since the epoch.
+    pub since: i64,
+    /// Whether this socket is one of the call's two ends (another tab of the same person, or
+    /// another agent looking on, sees the call but is not in it).
+    pub party: bool,
 }
 
 /// Where a conversation stands, as agents see it in their list.
@@ -195,6 +324,21 @@ pub enum ClientMsg {
         /// The newest seq read.
         seq: u64,
     },
+    /// Acts on the conversation's call. Everyone joined gets the new [`ServerMsg::Call`].
+    Call {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What to do.
+        action: CallAction,
+    },
+    /// WebRTC signaling (SDP or ICE, JSON-encoded by the browser) for the other end of the
+    /// active call; the relay never reads it.
+    Signal {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Opaque to the relay.
+        payload: String,
+    },
     /// Keep-alive; answered by [`ServerMsg::Pong`].
     Ping,
 }
@@ -214,6 +358,8 @@ pub enum ServerMsg {
         /// The agent who has joined, if one has.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_name: Option<String>,
+        /// ICE servers and upload limit.
+        media: MediaConfig,
     },
     /// Answer to an agent's hello: who they are and the conversations of their sites.
     WelcomeAgent {
@@ -223,6 +369,8 @@ pub enum ServerMsg {
         conversations: Vec<ConversationSummary>,
         /// How far this agent has read each conversation they opened.
         read: Vec<ReadMark>,
+        /// ICE servers and upload limit.
+        media: MediaConfig,
     },
     /// Answer to [`ClientMsg::Join`]: the messages after the asked seq, oldest first.
     History {
@@ -251,6 +399,21 @@ pub enum ServerMsg {
     },
     /// To agents: a conversation of theirs is new or has changed.
     Conversation(ConversationSummary),
+    /// The conversation's call changed (or, after a join, what it is now).
+    Call {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The call, or `None` when there is none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<CallInfo>,
+    },
+    /// Signaling from the other end of the call, as it sent it.
+    Signal {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Opaque to the relay.
+        payload: String,
+    },
     /// Answer to [`ClientMsg::Ping`].
     Pong,
     /// A frame could not be handled. Unless said otherwise the socket stays open.
@@ -331,7 +494,25 @@ mod tests {
             author,
             author_name: (author == Author::Agent).then(|| "Ana".to_owned()),
             text: "<b>hi</b>\nsecond line, ünïcödé 👋".to_owned(),
+            attachment: (author == Author::Visitor).then(|| Attachment {
+                id: FileId::from("f1"),
+                name: "photo.png".into(),
+                size: 10,
+                mime: "image/png".into(),
+                sha256: "00".into(),
+            }),
             at: 1_700_000_000_000,
+        }
+    }
+
+    fn media() -> MediaConfig {
+        MediaConfig {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:127.0.0.1:3478".into()],
+                username: Some("1:x".into()),
+                credential: Some("c".into()),
+            }],
+            max_upload: 25 << 20,
         }
     }
 
@@ -387,6 +568,35 @@ mod tests {
                 conversation: conv(),
                 seq: 9,
             },
+            ClientMsg::Call {
+                conversation: conv(),
+                action: CallAction::Start {
+                    kind: CallKind::Video,
+                },
+            },
+            ClientMsg::Call {
+                conversation: conv(),
+                action: CallAction::Accept,
+            },
+            ClientMsg::Call {
+                conversation: conv(),
+                action: CallAction::Decline,
+            },
+            ClientMsg::Call {
+                conversation: conv(),
+                action: CallAction::HangUp,
+            },
+            ClientMsg::Call {
+                conversation: conv(),
+                action: CallAction::Media {
+                    media: MediaKind::Screen,
+                    on: true,
+                },
+            },
+            ClientMsg::Signal {
+                conversation: conv(),
+                payload: r#"{"sdp":"v=0"}"#.into(),
+            },
             ClientMsg::Ping,
         ];
         for msg in &all {
@@ -402,6 +612,7 @@ mod tests {
                 conversation: conv(),
                 site_name: "Shop".into(),
                 agent_name: Some("Ana".into()),
+                media: media(),
             },
             ServerMsg::WelcomeAgent {
                 agent: AgentRef {
@@ -413,6 +624,7 @@ mod tests {
                     conversation: conv(),
                     seq: 2,
                 }],
+                media: MediaConfig::default(),
             },
             ServerMsg::History {
                 conversation: conv(),
@@ -429,6 +641,25 @@ mod tests {
                 agent_name: "Ana".into(),
             },
             ServerMsg::Conversation(summary()),
+            ServerMsg::Call {
+                conversation: conv(),
+                call: Some(CallInfo {
+                    phase: CallPhase::Ringing,
+                    kind: CallKind::Voice,
+                    caller: Author::Agent,
+                    caller_name: "Ana".into(),
+                    since: 3,
+                    party: true,
+                }),
+            },
+            ServerMsg::Call {
+                conversation: conv(),
+                call: None,
+            },
+            ServerMsg::Signal {
+                conversation: conv(),
+                payload: "{}".into(),
+            },
             ServerMsg::Pong,
             ServerMsg::Error {
                 code: ErrorCode::AlreadyTaken,

@@ -11,9 +11,13 @@ use axum::{Json, Router};
 use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
 use serde::Deserialize;
 
+use crate::core::Role;
 use crate::hub::Caller;
 use crate::store::{Agent, Site};
-use crate::{assets, now_ms, secrets, AppState};
+use crate::{assets, files, now_ms, secrets, AppState};
+
+/// The visitor's download cookie (their token, sent only to `/files`).
+pub const VISITOR_COOKIE: &str = "escalera_visitor";
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "escalera_session";
@@ -37,6 +41,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
+        .route("/api/visitor/session", post(visitor_session))
+        .route(
+            "/api/conversations/{id}/files",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/files/{*path}", get(files::download))
         .route("/ws/visitor", get(visitor_socket))
         .route("/ws/agent", get(agent_socket))
         .with_state(state)
@@ -47,7 +57,8 @@ pub fn app(state: AppState) -> Router {
 pub struct HttpError(StatusCode, String);
 
 impl HttpError {
-    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+    /// A status and a reason for people.
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         Self(status, msg.into())
     }
 }
@@ -65,7 +76,8 @@ impl From<crate::error::StoreError> for HttpError {
     }
 }
 
-type HttpResult<T> = Result<T, HttpError>;
+/// What handlers return.
+pub type HttpResult<T> = Result<T, HttpError>;
 
 /// A page of the built client: `console` or `widget`.
 async fn page_html(state: &AppState, page: &str) -> HttpResult<Bytes> {
@@ -231,15 +243,71 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
         .on_upgrade(move |socket| state.hub.clone().serve(socket, caller))
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The visitor's token from `Authorization: Bearer` or the download cookie.
+fn visitor_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| cookie(headers, VISITOR_COOKIE))
+}
+
+async fn visitor_role(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Role>> {
+    let Some(token) = visitor_token(headers) else {
+        return Ok(None);
+    };
+    let hash = secrets::token_hash(&token);
+    let found = state.hub.db(move |s| s.visitor(&hash)).await?;
+    Ok(found.map(|(site, conversation)| Role::Visitor { site, conversation }))
+}
+
+/// Who is calling an HTTP endpoint: an agent by session cookie, or a visitor by token.
+pub async fn caller_role(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Role>> {
+    if let Some(agent) = session_agent(state, headers).await? {
+        return Ok(Some(Role::Agent {
+            agent: agent.agent,
+            scope: agent.scope,
+        }));
+    }
+    visitor_role(state, headers).await
+}
+
+/// `POST /api/visitor/session` with `Authorization: Bearer <token>`: sets the cookie that lets
+/// the widget's `<img>` and download links fetch the conversation's files.
+async fn visitor_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let token = visitor_token(&headers).filter(|_| headers.contains_key(header::AUTHORIZATION));
+    let (Some(token), Some(_)) = (token, visitor_role(&state, &headers).await?) else {
+        return Err(HttpError::new(StatusCode::UNAUTHORIZED, "unknown visitor"));
+    };
+    // Cross-site (the usual embed, over https) needs SameSite=None; Partitioned keeps it to
+    // this host site. Over plain http the relay can only be same-site with the host page.
+    let attrs = if state.config.secure_cookies {
+        "SameSite=None; Secure; Partitioned"
+    } else {
+        "SameSite=Lax"
+    };
+    let value =
+        format!("{VISITOR_COOKIE}={token}; Path=/files; HttpOnly; {attrs}; Max-Age=31536000");
+    Ok(([(header::SET_COOKIE, value)], StatusCode::NO_CONTENT).into_response())
 }
 
 async fn session_agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Agent>> {

@@ -10,17 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use escalera_protocol::{
-    check_text, Author, ClientMsg, ClientMsgId, ConversationId, ServerMsg, VisitorToken,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    check_text, Attachment, Author, CallAction, ClientMsg, ClientMsgId, ConversationId,
+    MediaConfig, Message, ServerMsg, VisitorToken, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::core::{AgentPost, ConversationMeta, Core, PeerId, RateLimit, Role};
 use crate::error::{RelayError, StoreError};
-use crate::now_ms;
 use crate::secrets;
 use crate::store::{Agent, NewMessage, Site, Store};
+use crate::{now_ms, Config};
 
 /// How many frames may wait for a slow connection before it is cut.
 const OUTBOX: usize = 256;
@@ -48,6 +48,7 @@ struct Shared {
 /// The hub shared by every connection.
 pub struct Hub {
     store: Arc<dyn Store>,
+    config: Arc<Config>,
     shared: Mutex<Shared>,
     /// Serialises "store a message, then fan it out" and "join, then read history", so every
     /// subscriber sees a conversation's messages in seq order with none missed.
@@ -58,9 +59,14 @@ pub struct Hub {
 
 impl Hub {
     /// A hub over `store`; connections close when `shutdown` turns true.
-    pub fn new(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
+            config,
             shared: Mutex::new(Shared {
                 core: Core::default(),
                 outboxes: HashMap::new(),
@@ -96,7 +102,8 @@ impl Hub {
         f(&mut self.lock().core)
     }
 
-    /// Delivers what the core decided. A peer whose outbox is full is dropped.
+    /// Delivers what the core decided. A peer whose outbox is full loses it, which ends its
+    /// writer and so its connection (the reader's cleanup then tells the core).
     fn deliver(&self, out: Vec<(PeerId, ServerMsg)>) {
         let mut shared = self.lock();
         for (peer, msg) in out {
@@ -106,8 +113,39 @@ impl Hub {
             if tx.try_send(msg).is_err() {
                 tracing::warn!(?peer, "outbox full or closed, cutting the connection");
                 shared.outboxes.remove(&peer);
-                shared.core.disconnect(peer);
             }
+        }
+    }
+
+    /// Ends calls that rang too long, once a second, until shutdown.
+    pub async fn run_clock(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let ended = self.with_core(|c| c.tick(now_ms()));
+                    self.calls_ended(ended).await;
+                }
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// Records the end of calls and tells everyone joined.
+    async fn calls_ended(&self, ended: Vec<(ConversationId, String)>) {
+        for (conv, note) in ended {
+            self.deliver(self.with_core(|c| c.call_updates(&conv)));
+            if let Ok(meta) = self.meta(&conv).await {
+                let _ = self.post(&meta, system_note(&conv, note), None).await;
+            }
+        }
+    }
+
+    fn media_config(&self, who: &str) -> MediaConfig {
+        let now_secs = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        MediaConfig {
+            ice_servers: self.config.ice.servers(now_secs, who),
+            max_upload: self.config.max_upload,
         }
     }
 
@@ -165,12 +203,13 @@ impl Hub {
                 () = stopped(&mut shutdown) => break,
             }
         }
-        {
+        let ended = {
             // Dropping the outbox ends the writer after it flushed what was queued.
             let mut shared = self.lock();
-            shared.core.disconnect(peer);
             shared.outboxes.remove(&peer);
-        }
+            shared.core.disconnect(peer, now_ms())
+        };
+        self.calls_ended(ended).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     }
 
@@ -232,6 +271,23 @@ impl Hub {
                 self.db(move |s| s.mark_read(&agent.id, &conversation, seq))
                     .await?;
             }
+            ClientMsg::Call {
+                conversation,
+                action,
+            } => self.call(peer, conversation, action).await?,
+            ClientMsg::Signal {
+                conversation,
+                payload,
+            } => {
+                let to = self.with_core(|c| c.signal_target(peer, &conversation))?;
+                self.reply(
+                    to,
+                    ServerMsg::Signal {
+                        conversation,
+                        payload,
+                    },
+                );
+            }
             ClientMsg::Ping => self.reply(peer, ServerMsg::Pong),
         }
         Ok(())
@@ -277,6 +333,7 @@ impl Hub {
                         conversation,
                         site_name: site.name.clone(),
                         agent_name: meta.agent.map(|a| a.name),
+                        media: self.media_config(&format!("v{}", peer.0)),
                     },
                 );
             }
@@ -300,6 +357,7 @@ impl Hub {
                         agent: agent.agent.clone(),
                         conversations,
                         read,
+                        media: self.media_config(&format!("a{}", peer.0)),
                     },
                 );
             }
@@ -339,6 +397,8 @@ impl Hub {
                 },
             );
             if !full_page {
+                // And the call, if there is one, so a late joiner knows.
+                self.reply(peer, self.with_core(|c| c.call_msg(&conversation, peer)));
                 return Ok(());
             }
         }
@@ -353,28 +413,88 @@ impl Hub {
     ) -> Result<(), RelayError> {
         check_text(&text).map_err(RelayError::BadText)?;
         let meta = self.meta(&conversation).await?;
-        let role = self.with_core(|c| c.role(peer).cloned());
-        let (author, author_name) = match role {
-            Some(Role::Agent { agent, .. }) => {
-                if self.with_core(|c| c.agent_post(peer, &meta))? == AgentPost::TakesIt {
-                    self.take(&meta, agent.clone()).await?;
-                }
-                (Author::Agent, Some(agent.name))
-            }
-            _ => {
-                self.with_core(|c| c.may_read(peer, &meta))?;
-                (Author::Visitor, None)
-            }
-        };
+        let role = self
+            .with_core(|c| c.role(peer).cloned())
+            .ok_or(RelayError::NoHello)?;
+        let (author, author_name) = self.author_for(&role, &meta).await?;
         let msg = NewMessage {
             conversation,
             client_id: Some(client_id),
             author,
             author_name,
             text,
+            attachment: None,
             at: now_ms(),
         };
-        self.post(&meta, msg, Some(peer)).await
+        self.post(&meta, msg, Some(peer)).await.map(drop)
+    }
+
+    /// Who `role` writes as in `meta`, after the checks; an agent writing into a waiting
+    /// conversation takes it first.
+    async fn author_for(
+        &self,
+        role: &Role,
+        meta: &ConversationMeta,
+    ) -> Result<(Author, Option<String>), RelayError> {
+        match role {
+            Role::Agent { agent, .. } => {
+                if role.agent_post(meta)? == AgentPost::TakesIt {
+                    self.take(meta, agent.clone()).await?;
+                }
+                Ok((Author::Agent, Some(agent.name.clone())))
+            }
+            Role::Visitor { .. } => {
+                role.may_read(meta)?;
+                Ok((Author::Visitor, None))
+            }
+        }
+    }
+
+    /// Whether `role` may post into `conversation` (checked before an upload is read).
+    pub async fn may_post(
+        &self,
+        role: &Role,
+        conversation: &ConversationId,
+    ) -> Result<(), RelayError> {
+        let meta = self.meta(conversation).await?;
+        match role {
+            Role::Agent { .. } => role.agent_post(&meta).map(|_| ()),
+            Role::Visitor { .. } => role.may_read(&meta),
+        }
+    }
+
+    /// Whether `role` may read `conversation` (for downloads).
+    pub async fn may_read(
+        &self,
+        role: &Role,
+        conversation: &ConversationId,
+    ) -> Result<(), RelayError> {
+        role.may_read(&self.meta(conversation).await?)
+    }
+
+    /// Records an uploaded file (already on disk) and posts it into the conversation as a
+    /// message whose text is the file's name.
+    pub async fn post_file(
+        &self,
+        role: &Role,
+        conversation: &ConversationId,
+        file: Attachment,
+        client_id: Option<ClientMsgId>,
+    ) -> Result<Message, RelayError> {
+        let meta = self.meta(conversation).await?;
+        let (author, author_name) = self.author_for(role, &meta).await?;
+        let (id, record) = (meta.id.clone(), file.clone());
+        self.db(move |s| s.add_file(&id, &record, now_ms())).await?;
+        let msg = NewMessage {
+            conversation: meta.id.clone(),
+            client_id,
+            author,
+            author_name,
+            text: file.name.clone(),
+            attachment: Some(file),
+            at: now_ms(),
+        };
+        self.post(&meta, msg, None).await
     }
 
     /// Stores `msg`, acknowledges it to `sender` after the commit, and tells everyone concerned
@@ -384,7 +504,7 @@ impl Hub {
         meta: &ConversationMeta,
         msg: NewMessage,
         sender: Option<PeerId>,
-    ) -> Result<(), RelayError> {
+    ) -> Result<Message, RelayError> {
         let _log = self.log.lock().await;
         let id = meta.id.clone();
         let (stored, fresh, summary) = self
@@ -406,13 +526,35 @@ impl Hub {
         }
         if fresh {
             let out = self.with_core(|c| {
-                let mut out = c.to_joined(&meta.id, &ServerMsg::Message(stored));
+                let mut out = c.to_joined(&meta.id, &ServerMsg::Message(stored.clone()));
                 if let Some(summary) = summary {
                     out.extend(c.to_site_agents(&meta.site, &ServerMsg::Conversation(summary)));
                 }
                 out
             });
             self.deliver(out);
+        }
+        Ok(stored)
+    }
+
+    async fn call(
+        &self,
+        peer: PeerId,
+        conversation: ConversationId,
+        action: CallAction,
+    ) -> Result<(), RelayError> {
+        let mut meta = self.meta(&conversation).await?;
+        // An agent calling into a waiting conversation takes it first, as when replying.
+        if let Some(Role::Agent { agent, .. }) = self.with_core(|c| c.role(peer).cloned()) {
+            if self.with_core(|c| c.agent_post(peer, &meta))? == AgentPost::TakesIt {
+                self.take(&meta, agent.clone()).await?;
+                meta.agent = Some(agent);
+            }
+        }
+        let note = self.with_core(|c| c.call_action(now_ms(), peer, &meta, action))?;
+        self.deliver(self.with_core(|c| c.call_updates(&meta.id)));
+        if let Some(note) = note {
+            self.post(&meta, system_note(&meta.id, note), None).await?;
         }
         Ok(())
     }
@@ -441,19 +583,25 @@ impl Hub {
             agent_name: agent.name.clone(),
         };
         self.deliver(self.with_core(|c| c.to_visitors(&meta.id, &joined)));
-        let note = NewMessage {
-            conversation: meta.id.clone(),
-            client_id: None,
-            author: Author::System,
-            author_name: None,
-            text: format!("{} joined the conversation", agent.name),
-            at: now_ms(),
-        };
+        let note = system_note(&meta.id, format!("{} joined the conversation", agent.name));
         let assigned = ConversationMeta {
             agent: Some(agent),
             ..meta.clone()
         };
-        self.post(&assigned, note, None).await
+        self.post(&assigned, note, None).await.map(drop)
+    }
+}
+
+/// A system message for the record.
+fn system_note(conversation: &ConversationId, text: String) -> NewMessage {
+    NewMessage {
+        conversation: conversation.clone(),
+        client_id: None,
+        author: Author::System,
+        author_name: None,
+        text,
+        attachment: None,
+        at: now_ms(),
     }
 }
 

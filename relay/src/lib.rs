@@ -6,8 +6,10 @@
 pub mod assets;
 pub mod core;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod secrets;
 pub mod store;
 
@@ -38,6 +40,10 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Add `Secure` to the session cookie (set when the relay is reached over https).
     pub secure_cookies: bool,
+    /// STUN/TURN servers for the browsers.
+    pub ice: ice::IceConfig,
+    /// The largest upload accepted, in bytes.
+    pub max_upload: u64,
 }
 
 impl Default for Config {
@@ -46,6 +52,11 @@ impl Default for Config {
             assets_dir: None,
             session_ttl_secs: 7 * 24 * 3600,
             secure_cookies: false,
+            ice: ice::IceConfig {
+                turn_ttl_secs: 3600,
+                ..Default::default()
+            },
+            max_upload: 25 << 20,
         }
     }
 }
@@ -57,6 +68,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// Where uploaded files live (inside the data dir, never served as a folder).
+    pub files_dir: PathBuf,
 }
 
 /// Everything the relay runs on: the store, the hub and the shutdown switch.
@@ -70,16 +83,18 @@ impl Relay {
     /// Opens the SQLite store in `data_dir` and builds the hub.
     pub fn open(data_dir: &std::path::Path, config: Config) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir)?);
-        Ok(Self::with_store(store, config))
+        Ok(Self::with_store(store, config, data_dir.join("files")))
     }
 
-    /// Builds the hub over any store.
-    pub fn with_store(store: Arc<dyn Store>, config: Config) -> Self {
+    /// Builds the hub over any store, keeping uploads in `files_dir`.
+    pub fn with_store(store: Arc<dyn Store>, config: Config, files_dir: PathBuf) -> Self {
         let (shutdown, rx) = watch::channel(false);
+        let config = Arc::new(config);
         Self {
             state: AppState {
-                hub: Arc::new(Hub::new(store, rx)),
-                config: Arc::new(config),
+                hub: Arc::new(Hub::new(store, config.clone(), rx)),
+                config,
+                files_dir,
             },
             shutdown,
         }
@@ -104,6 +119,7 @@ impl Relay {
             signal.await;
             let _ = shutdown.send(true);
         });
+        tokio::spawn(state.hub.clone().run_clock(down.clone()));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|down| *down).await;
         };

@@ -58,6 +58,44 @@ struct ServeArgs {
     /// Serve the client from this folder instead of the copy built into the binary.
     #[arg(long, env = "ESCALERA_ASSETS")]
     assets: Option<PathBuf>,
+    /// The largest file a participant may upload (bytes, or with K, M or G: 25M = 25 MiB).
+    #[arg(long, env = "ESCALERA_MAX_UPLOAD", default_value = "25M", value_parser = parse_size)]
+    max_upload: u64,
+    /// A STUN server for the browsers, e.g. stun:stun.example.org:3478 (repeatable; comma-separated in the env).
+    #[arg(long = "stun", env = "ESCALERA_STUN", value_delimiter = ',')]
+    stun: Vec<String>,
+    /// A TURN server, e.g. turn:turn.example.org:3478?transport=udp (repeatable; comma-separated in the env).
+    #[arg(long = "turn-url", env = "ESCALERA_TURN_URL", value_delimiter = ',')]
+    turn: Vec<String>,
+    /// The TURN server's shared secret (coturn static-auth-secret): browsers get short-lived credentials.
+    #[arg(long, env = "ESCALERA_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long minted TURN credentials last, in seconds.
+    #[arg(long, env = "ESCALERA_TURN_TTL", default_value_t = 3600)]
+    turn_ttl: u64,
+}
+
+/// `1048576`, `512K`, `25M`, `1G` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i', 'I']);
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s}"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        u => return Err(format!("unknown unit {u}: use K, M or G")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("bad size: {s}"))
 }
 
 #[derive(Subcommand)]
@@ -187,6 +225,13 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         Config {
             assets_dir: args.assets,
             secure_cookies: public_url.starts_with("https://"),
+            ice: escalera_relay::ice::IceConfig {
+                stun: args.stun,
+                turn: args.turn,
+                turn_secret: args.turn_secret,
+                turn_ttl_secs: args.turn_ttl,
+            },
+            max_upload: args.max_upload,
             ..Config::default()
         },
     )?;
@@ -292,7 +337,16 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_origin;
+    use super::{normalize_origin, parse_size};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("25M"), Ok(25 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5T").is_err());
+    }
 
     #[test]
     fn origins_are_normalized_or_refused() {

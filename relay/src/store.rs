@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use escalera_protocol::{
-    AgentId, AgentRef, Author, ClientMsgId, ConversationId, ConversationStatus,
-    ConversationSummary, Message, ReadMark, SiteKey,
+    AgentId, AgentRef, Attachment, Author, ClientMsgId, ConversationId, ConversationStatus,
+    ConversationSummary, FileId, Message, ReadMark, SiteKey,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -57,6 +57,8 @@ pub struct NewMessage {
     pub author_name: Option<String>,
     /// The text.
     pub text: String,
+    /// A file already recorded with [`Store::add_file`].
+    pub attachment: Option<Attachment>,
     /// Now, in ms since the epoch.
     pub at: i64,
 }
@@ -96,6 +98,8 @@ pub trait Store: Send + Sync + 'static {
         site: &SiteKey,
         token_hash: &str,
     ) -> Result<Option<ConversationId>>;
+    /// A visitor's site and conversation, by their token's hash (any site).
+    fn visitor(&self, token_hash: &str) -> Result<Option<(SiteKey, ConversationId)>>;
     /// Creates a visitor and their (still empty) conversation.
     fn add_visitor(&self, site: &SiteKey, token_hash: &str, now: i64) -> Result<ConversationId>;
     /// A conversation's site and assignee.
@@ -121,6 +125,10 @@ pub trait Store: Send + Sync + 'static {
     fn mark_read(&self, agent: &AgentId, id: &ConversationId, seq: u64) -> Result<()>;
     /// The agent's read marks.
     fn read_marks(&self, agent: &AgentId) -> Result<Vec<ReadMark>>;
+    /// Records an uploaded file of a conversation (its bytes are already on disk).
+    fn add_file(&self, conversation: &ConversationId, file: &Attachment, now: i64) -> Result<()>;
+    /// A file and the conversation it belongs to.
+    fn file(&self, id: &FileId) -> Result<Option<(ConversationId, Attachment)>>;
     /// A small key/value record for the relay's own bookkeeping (e.g. the demo site's key).
     fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets a setting.
@@ -162,6 +170,18 @@ CREATE TABLE IF NOT EXISTS reads (
     PRIMARY KEY (agent_id, conversation_id));
 "#;
 
+/// Schema changes after the first release, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[
+    // 1: files (attachments and snapshots).
+    r#"
+CREATE TABLE files (
+    id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL);
+ALTER TABLE messages ADD COLUMN attachment_id TEXT REFERENCES files(id);
+"#,
+];
+
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -172,13 +192,20 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("escalera.db"))?;
+        let mut conn = Connection::open(dir.join("escalera.db"))?;
         // WAL lets the CLI add agents while `serve` runs; FULL makes each commit durable.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in (0i64..).zip(MIGRATIONS).skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -206,9 +233,21 @@ fn parse_author(s: &str) -> Author {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "conversation_id, seq, client_id, author, author_name, text, at";
+const MESSAGE_SELECT: &str = "SELECT m.conversation_id, m.seq, m.client_id, m.author,
+    m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256
+    FROM messages m LEFT JOIN files f ON f.id = m.attachment_id";
 
 fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let attachment = match r.get::<_, Option<String>>(7)? {
+        Some(id) => Some(Attachment {
+            id: FileId(id),
+            name: r.get(8)?,
+            size: r.get::<_, i64>(9)? as u64,
+            mime: r.get(10)?,
+            sha256: r.get(11)?,
+        }),
+        None => None,
+    };
     Ok(Message {
         conversation: ConversationId(r.get(0)?),
         seq: r.get::<_, i64>(1)? as u64,
@@ -217,6 +256,7 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         author_name: r.get(4)?,
         text: r.get(5)?,
         at: r.get(6)?,
+        attachment,
     })
 }
 
@@ -486,6 +526,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn visitor(&self, token_hash: &str) -> Result<Option<(SiteKey, ConversationId)>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT site_key, conversation_id FROM visitors WHERE token_hash = ?1",
+                [token_hash],
+                |r| Ok((SiteKey(r.get(0)?), ConversationId(r.get(1)?))),
+            )
+            .optional()?)
+        })
+    }
+
     fn add_visitor(&self, site: &SiteKey, token_hash: &str, now: i64) -> Result<ConversationId> {
         let id = ConversationId(secrets::random_id());
         self.with(|c| {
@@ -540,8 +591,7 @@ impl Store for SqliteStore {
                 let existing = tx
                     .query_row(
                         &format!(
-                            "SELECT {MESSAGE_COLUMNS} FROM messages
-                             WHERE conversation_id = ?1 AND client_id = ?2"
+                            "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.client_id = ?2"
                         ),
                         params![m.conversation.0, cid.0],
                         row_message,
@@ -558,9 +608,9 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             tx.execute(
-                &format!(
-                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
+                "INSERT INTO messages
+                 (conversation_id, seq, client_id, author, author_name, text, at, attachment_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     m.conversation.0,
                     seq,
@@ -568,7 +618,8 @@ impl Store for SqliteStore {
                     author_str(m.author),
                     m.author_name,
                     m.text,
-                    m.at
+                    m.at,
+                    m.attachment.as_ref().map(|a| &a.id.0),
                 ],
             )?;
             tx.commit()?;
@@ -580,6 +631,7 @@ impl Store for SqliteStore {
                     author: m.author,
                     author_name: m.author_name,
                     text: m.text,
+                    attachment: m.attachment,
                     at: m.at,
                 },
                 true,
@@ -595,8 +647,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Message>> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2
-                 ORDER BY seq LIMIT ?3"
+                "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
             ))?;
             let rows = stmt
                 .query_map(params![id.0, after_seq as i64, limit], row_message)?
@@ -690,6 +741,47 @@ impl Store for SqliteStore {
         })
     }
 
+    fn add_file(&self, conversation: &ConversationId, f: &Attachment, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO files (id, conversation_id, name, size, mime, sha256, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    f.id.0,
+                    conversation.0,
+                    f.name,
+                    f.size as i64,
+                    f.mime,
+                    f.sha256,
+                    now
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn file(&self, id: &FileId) -> Result<Option<(ConversationId, Attachment)>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT conversation_id, name, size, mime, sha256 FROM files WHERE id = ?1",
+                [&id.0],
+                |r| {
+                    Ok((
+                        ConversationId(r.get(0)?),
+                        Attachment {
+                            id: id.clone(),
+                            name: r.get(1)?,
+                            size: r.get::<_, i64>(2)? as u64,
+                            mime: r.get(3)?,
+                            sha256: r.get(4)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?)
+        })
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>> {
         self.with(|c| {
             Ok(
@@ -730,6 +822,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: text.into(),
+            attachment: None,
             at: 1,
         }
     }
@@ -821,6 +914,31 @@ mod tests {
                 seq: 3
             }]
         );
+    }
+
+    #[test]
+    fn attachments_come_back_with_their_messages() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop", &[], 0).unwrap();
+        let conv = s.add_visitor(&site.key, "h", 0).unwrap();
+        let file = Attachment {
+            id: FileId::from("f"),
+            name: "a.png".into(),
+            size: 3,
+            mime: "image/png".into(),
+            sha256: "ab".into(),
+        };
+        s.add_file(&conv, &file, 0).unwrap();
+        let mut m = chat(&conv, "x", "a.png");
+        m.attachment = Some(file.clone());
+        let (stored, _) = s.append(m).unwrap();
+        assert_eq!(stored.attachment.as_ref(), Some(&file));
+        assert_eq!(
+            s.messages_after(&conv, 0, 10).unwrap()[0].attachment,
+            Some(file.clone())
+        );
+        assert_eq!(s.file(&file.id).unwrap(), Some((conv, file)));
+        assert_eq!(s.file(&FileId::from("nope")).unwrap(), None);
     }
 
     #[test]

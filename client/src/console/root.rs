@@ -133,6 +133,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 agent: who,
                 conversations,
                 read,
+                ..
             } => {
                 inbox.update(|i| i.welcome(conversations, read));
                 agent.set(Some(who));

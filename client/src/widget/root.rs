@@ -75,6 +75,7 @@ pub fn Widget() -> impl IntoView {
                 conversation: id,
                 site_name: name,
                 agent_name,
+                ..
             } => {
                 keys.with_value(|k| browser::save(&k.token, token.as_str()));
                 if conversation.get_untracked().as_ref() != Some(&id) {

@@ -153,6 +153,38 @@ impl TestRelay {
         (ws, welcome)
     }
 
+    /// A visitor and Ana in one conversation Ana has taken, both joined and past the
+    /// join's history, call state and the take's messages.
+    pub async fn pair(&self) -> (Ws, Ws, escalera_protocol::ConversationId, VisitorToken) {
+        use escalera_protocol::ClientMsgId;
+        let (mut visitor, token, conv) = self.visitor(None).await;
+        let (mut agent, _) = self.agent("ana@shop.example").await;
+        for ws in [&mut visitor, &mut agent] {
+            ws.send(&ClientMsg::Join {
+                conversation: conv.clone(),
+                after_seq: 0,
+            })
+            .await;
+            ws.recv_until(|m| matches!(m, ServerMsg::Call { .. }).then_some(()))
+                .await;
+        }
+        agent
+            .send(&ClientMsg::Chat {
+                conversation: conv.clone(),
+                client_id: ClientMsgId::from("hi"),
+                text: "Hi".into(),
+            })
+            .await;
+        for ws in [&mut visitor, &mut agent] {
+            ws.recv_until(|m| match m {
+                ServerMsg::Message(m) if m.text == "Hi" => Some(()),
+                _ => None,
+            })
+            .await;
+        }
+        (visitor, agent, conv, token)
+    }
+
     /// Stops the relay gracefully and waits for it.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(s) = self.stop.take() {

@@ -1,0 +1,262 @@
+//! Calls through real sockets: ringing, answering, signaling that reaches only the other end,
+//! the record of each step, and ICE servers with minted TURN credentials.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestRelay, Ws};
+use escalera_protocol::{
+    CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, ErrorCode, MediaKind,
+    ServerMsg,
+};
+
+fn call(conversation: &ConversationId, action: CallAction) -> ClientMsg {
+    ClientMsg::Call {
+        conversation: conversation.clone(),
+        action,
+    }
+}
+
+fn signal(conversation: &ConversationId, payload: &str) -> ClientMsg {
+    ClientMsg::Signal {
+        conversation: conversation.clone(),
+        payload: payload.into(),
+    }
+}
+
+async fn call_state(ws: &mut Ws) -> Option<CallInfo> {
+    ws.recv_until(|m| match m {
+        ServerMsg::Call { call, .. } => Some(call),
+        _ => None,
+    })
+    .await
+}
+
+async fn note(ws: &mut Ws) -> String {
+    ws.recv_until(|m| match m {
+        ServerMsg::Message(m) if m.author == escalera_protocol::Author::System => Some(m.text),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_call_climbs_from_voice_to_video_and_screen_and_is_recorded() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conv, token) = relay.pair().await;
+    // A second tab of the visitor and another agent of the site look on.
+    let (mut tab, _, _) = relay.visitor(Some(token)).await;
+    tab.send(&ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    })
+    .await;
+    assert_eq!(call_state(&mut tab).await, None);
+
+    agent
+        .send(&call(
+            &conv,
+            CallAction::Start {
+                kind: CallKind::Voice,
+            },
+        ))
+        .await;
+    let ringing = call_state(&mut visitor).await.unwrap();
+    assert_eq!(
+        (ringing.phase, ringing.caller_name.as_str()),
+        (CallPhase::Ringing, "Ana")
+    );
+    assert!(call_state(&mut agent).await.unwrap().party);
+    assert_eq!(
+        call_state(&mut tab).await.unwrap().phase,
+        CallPhase::Ringing
+    );
+
+    // Signaling before the answer is refused.
+    agent.send(&signal(&conv, "early")).await;
+    assert!(matches!(
+        agent
+            .recv_until(|m| match m {
+                ServerMsg::Error { code, .. } => Some(code),
+                _ => None,
+            })
+            .await,
+        ErrorCode::Forbidden
+    ));
+
+    visitor.send(&call(&conv, CallAction::Accept)).await;
+    let active = call_state(&mut visitor).await.unwrap();
+    assert_eq!((active.phase, active.party), (CallPhase::Active, true));
+    assert_eq!(note(&mut visitor).await, "Voice call started");
+    let tab_view = call_state(&mut tab).await.unwrap();
+    assert_eq!((tab_view.phase, tab_view.party), (CallPhase::Active, false));
+
+    // Signaling goes to the other end only: not back, not to the other tab.
+    agent
+        .send(&signal(
+            &conv,
+            r#"{"description":{"type":"offer","sdp":"v=0"}}"#,
+        ))
+        .await;
+    let got = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Signal { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, r#"{"description":{"type":"offer","sdp":"v=0"}}"#);
+    visitor.send(&signal(&conv, "answer")).await;
+    let got = agent
+        .recv_until(|m| match m {
+            ServerMsg::Signal { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, "answer");
+    let mut tab_saw_signal = false;
+    while let Some(m) = tab.try_recv(Duration::from_millis(300)).await {
+        tab_saw_signal |= matches!(m, ServerMsg::Signal { .. });
+    }
+    assert!(!tab_saw_signal, "signaling leaked to another tab");
+    tab.send(&signal(&conv, "intruder")).await;
+    assert!(matches!(
+        tab.recv_until(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            _ => None,
+        })
+        .await,
+        ErrorCode::Forbidden
+    ));
+
+    visitor
+        .send(&call(
+            &conv,
+            CallAction::Media {
+                media: MediaKind::Camera,
+                on: true,
+            },
+        ))
+        .await;
+    assert_eq!(note(&mut agent).await, "Visitor turned video on");
+    assert_eq!(note(&mut visitor).await, "Visitor turned video on");
+    agent
+        .send(&call(
+            &conv,
+            CallAction::Media {
+                media: MediaKind::Screen,
+                on: true,
+            },
+        ))
+        .await;
+    assert_eq!(note(&mut visitor).await, "Ana shared their screen");
+    agent.send(&call(&conv, CallAction::HangUp)).await;
+    assert_eq!(call_state(&mut visitor).await, None);
+    assert!(note(&mut visitor).await.starts_with("Call ended, 0:0"));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn declined_and_dropped_calls_end_for_both() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conv, _) = relay.pair().await;
+    visitor
+        .send(&call(
+            &conv,
+            CallAction::Start {
+                kind: CallKind::Video,
+            },
+        ))
+        .await;
+    assert_eq!(
+        call_state(&mut visitor).await.unwrap().phase,
+        CallPhase::Ringing
+    );
+    assert_eq!(
+        call_state(&mut agent).await.unwrap().caller,
+        escalera_protocol::Author::Visitor
+    );
+    agent.send(&call(&conv, CallAction::Decline)).await;
+    assert_eq!(call_state(&mut visitor).await, None);
+    assert_eq!(note(&mut visitor).await, "Call declined");
+    assert_eq!(note(&mut agent).await, "Call declined");
+
+    // Whoever's socket goes away ends the call.
+    visitor
+        .send(&call(
+            &conv,
+            CallAction::Start {
+                kind: CallKind::Screen,
+            },
+        ))
+        .await;
+    call_state(&mut agent).await;
+    agent.send(&call(&conv, CallAction::Accept)).await;
+    assert_eq!(note(&mut agent).await, "Visitor shared their screen");
+    drop(visitor);
+    assert_eq!(call_state(&mut agent).await, None);
+    assert!(note(&mut agent).await.starts_with("Call ended"));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_visitor_cannot_call_before_an_agent_joins() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+    visitor
+        .send(&call(
+            &conv,
+            CallAction::Start {
+                kind: CallKind::Voice,
+            },
+        ))
+        .await;
+    let code = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::Forbidden);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn welcomes_carry_ice_servers_with_minted_turn_credentials() {
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        ice: escalera_relay::ice::IceConfig {
+            stun: vec!["stun:127.0.0.1:3478".into()],
+            turn: vec!["turn:127.0.0.1:3478".into()],
+            turn_secret: Some("north".into()),
+            turn_ttl_secs: 600,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut ws = relay
+        .visitor_socket(&relay.site.key, common::SHOP)
+        .await
+        .unwrap();
+    ws.send(&ClientMsg::Hello {
+        protocol: escalera_protocol::PROTOCOL_VERSION,
+        token: None,
+    })
+    .await;
+    let ServerMsg::WelcomeVisitor { media, .. } = ws.recv().await else {
+        panic!("welcome")
+    };
+    assert_eq!(media.max_upload, 25 << 20);
+    assert_eq!(media.ice_servers[0].urls, ["stun:127.0.0.1:3478"]);
+    let turn = &media.ice_servers[1];
+    let user = turn.username.clone().unwrap();
+    let expiry: i64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = escalera_relay::now_ms() / 1000;
+    assert!((now + 590..=now + 610).contains(&expiry), "{user}");
+    let (_, expected) = escalera_relay::ice::turn_credential(
+        "north",
+        expiry as u64,
+        user.split_once(':').unwrap().1,
+    );
+    assert_eq!(turn.credential.as_deref(), Some(expected.as_str()));
+    relay.stop().await;
+}
