@@ -63,17 +63,36 @@ pub struct Fetched {
 
 /// `fetch(path)` with cookies, optionally POSTing a JSON body.
 pub async fn fetch(method: &str, path: &str, json: Option<String>) -> Result<Fetched, String> {
+    fetch_inner(method, path, json, None).await
+}
+
+/// `fetch(path)` with `Authorization: Bearer <token>`.
+pub async fn fetch_with_bearer(method: &str, path: &str, token: &str) -> Result<Fetched, String> {
+    fetch_inner(method, path, None, Some(token)).await
+}
+
+async fn fetch_inner(
+    method: &str,
+    path: &str,
+    json: Option<String>,
+    bearer: Option<&str>,
+) -> Result<Fetched, String> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_credentials(web_sys::RequestCredentials::SameOrigin);
+    let headers = web_sys::Headers::new().map_err(js_err)?;
+    if let Some(token) = bearer {
+        headers
+            .set("authorization", &format!("Bearer {token}"))
+            .map_err(js_err)?;
+    }
     if let Some(body) = json {
-        let headers = web_sys::Headers::new().map_err(js_err)?;
         headers
             .set("content-type", "application/json")
             .map_err(js_err)?;
-        init.set_headers(&headers);
         init.set_body(&JsValue::from_str(&body));
     }
+    init.set_headers(&headers);
     let promise = window().fetch_with_str_and_init(path, &init);
     let res: web_sys::Response = wasm_bindgen_futures::JsFuture::from(promise)
         .await

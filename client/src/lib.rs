@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod browser;
+pub mod call;
 pub mod chat;
 pub mod console;
 pub mod relay;
+pub mod rtc;
 pub mod widget;

@@ -4,12 +4,20 @@ use escalera_protocol::check_text;
 use leptos::html;
 use leptos::prelude::*;
 
-/// The composer. `on_send` gets the text once it passes the protocol's rules.
+/// The files of a file input or a drop.
+pub fn files_of(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
+    let Some(list) = list else { return vec![] };
+    (0..list.length()).filter_map(|i| list.get(i)).collect()
+}
+
+/// The composer. `on_send` gets the text once it passes the protocol's rules; with `on_files`
+/// there is an attach button too.
 #[component]
 pub fn Composer(
     on_send: Callback<String>,
     #[prop(into)] disabled: Signal<bool>,
     #[prop(into)] placeholder: String,
+    #[prop(optional)] on_files: Option<Callback<Vec<web_sys::File>>>,
 ) -> impl IntoView {
     let text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<&'static str>);
@@ -37,6 +45,24 @@ pub fn Composer(
                 send();
             }
         >
+            {on_files.map(|on_files| view! {
+                <label class="attach" title="Attach a file" aria-label="Attach a file">
+                    <input
+                        type="file"
+                        multiple
+                        data-testid="file-input"
+                        prop:disabled=move || disabled.get()
+                        on:change=move |ev| {
+                            let el: web_sys::HtmlInputElement = event_target(&ev);
+                            on_files.run(files_of(el.files()));
+                            el.set_value("");
+                        }
+                    />
+                    <svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true">
+                        <path d="M21 12l-8.5 8.5a5 5 0 0 1-7-7L14 5a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 8"></path>
+                    </svg>
+                </label>
+            })}
             <textarea
                 node_ref=input
                 data-testid="chat-input"

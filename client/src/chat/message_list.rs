@@ -56,9 +56,9 @@ pub fn MessageList(
 }
 
 fn line_view(line: Line, me: Author) -> impl IntoView {
-    let (author, name, text, at, pending) = match line {
-        Line::Stored(m) => (m.author, m.author_name, m.text, Some(m.at), false),
-        Line::Pending(p) => (me, None, p.text, None, true),
+    let (author, name, text, at, pending, attachment) = match line {
+        Line::Stored(m) => (m.author, m.author_name, m.text, Some(m.at), false, m.attachment),
+        Line::Pending(p) => (me, None, p.text, None, true, None),
     };
     let side = if author == Author::System {
         "system"
@@ -81,7 +81,13 @@ fn line_view(line: Line, me: Author) -> impl IntoView {
             data-author=author_attr(author)
             data-pending=pending.to_string()
         >
-            <div class="bubble">{text}</div>
+            {match attachment {
+                Some(file) => view! { <div class="bubble has-file">
+                    <span class="file-text" hidden>{text}</span>
+                    <super::AttachmentView file=file />
+                </div> }.into_any(),
+                None => view! { <div class="bubble">{text}</div> }.into_any(),
+            }}
             {meta.map(|m| view! { <div class="meta">{m}</div> })}
         </div>
     }

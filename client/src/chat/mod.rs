@@ -1,9 +1,13 @@
 //! The chat shared by the widget and the console: a conversation's messages and the composer.
 
+mod attachment;
 mod composer;
 mod message_list;
 mod thread;
+mod upload;
 
-pub use composer::Composer;
+pub use attachment::AttachmentView;
+pub use composer::{files_of, Composer};
 pub use message_list::MessageList;
 pub use thread::{Line, Pending, Thread};
+pub use upload::{human_size, UploadList, Uploader, Upload};

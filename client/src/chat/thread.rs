@@ -117,6 +117,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: format!("m{seq}"),
+            attachment: None,
             at: 0,
         }
     }

@@ -5,7 +5,8 @@ use leptos::prelude::*;
 
 use super::root::Desk;
 use crate::browser;
-use crate::chat::{Composer, Pending, Thread};
+use crate::call::CallButtons;
+use crate::chat::{Composer, Pending, Thread, UploadList};
 
 /// Whose the open conversation is, from this agent's point of view.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,8 +64,21 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
             text: pending.text,
         });
     });
+    let on_files = Callback::new(move |files: Vec<web_sys::File>| {
+        let Some(id) = desk.selected.get_untracked() else { return };
+        for f in files {
+            desk.uploader.send(&id, &f, &f.name());
+        }
+    });
     view! {
-        <section class="thread" aria-label="Conversation">
+        <section class="thread" aria-label="Conversation"
+            on:dragover=move |ev| ev.prevent_default()
+            on:drop=move |ev| {
+                ev.prevent_default();
+                let files = ev.data_transfer().and_then(|d| d.files());
+                on_files.run(crate::chat::files_of(files));
+            }
+        >
             <Show
                 when=move || summary().is_some()
                 fallback=|| view! { <p class="empty center">"Pick a conversation on the left."</p> }
@@ -76,6 +90,11 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         <div class="subtitle">{move || summary().map(|s| s.site_name)}</div>
                     </div>
                     <span class="grow"></span>
+                    <CallButtons
+                        ctl=desk.call
+                        ready=Signal::derive(move || !matches!(holder.get(), Some(Holder::Other(_))))
+                        why_not="Another agent has this conversation"
+                    />
                     {move || match holder.get() {
                         Some(Holder::Waiting) => view! {
                             <button class="primary" data-testid="take" on:click=take>"Take conversation"</button>
@@ -93,7 +112,9 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     </div>
                 </Show>
                 <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
+                <UploadList uploader=desk.uploader />
                 <Composer
+                    on_files=on_files
                     on_send=on_send
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_))))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"

@@ -1,7 +1,11 @@
 //! The console's root: who is logged in, the socket, and the inbox shared by the list and the
 //! open conversation.
 
-use escalera_protocol::{AgentRef, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
+use std::collections::HashSet;
+
+use escalera_protocol::{
+    AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION,
+};
 use leptos::prelude::*;
 use serde::Deserialize;
 
@@ -10,6 +14,8 @@ use super::conversation_view::ConversationView;
 use super::login::Login;
 use super::state::Inbox;
 use crate::browser;
+use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
+use crate::chat::Uploader;
 use crate::relay::{use_relay_socket, RelaySocket, Status};
 
 /// The logged-in agent, from `/api/me` or the login answer.
@@ -79,20 +85,58 @@ pub struct Desk {
     pub agent: RwSignal<Option<AgentRef>>,
     /// A message for the agent (e.g. "already taken").
     pub notice: RwSignal<Option<String>>,
+    /// The call (one at a time).
+    pub call: CallCtl,
+    /// File uploads.
+    pub uploader: Uploader,
+    /// Conversations this socket has joined (to get their messages and calls live).
+    joined: StoredValue<HashSet<ConversationId>>,
 }
 
 impl Desk {
     /// Opens a conversation: joins it (history after what we hold) and marks it read.
     pub fn open(&self, id: ConversationId) {
+        self.join(&id);
+        self.selected.set(Some(id));
+        self.notice.set(None);
+    }
+
+    /// Joins a conversation once per connection: its history after what we hold, then live.
+    fn join(&self, id: &ConversationId) {
+        if !self
+            .joined
+            .try_update_value(|j| j.insert(id.clone()))
+            .unwrap_or(false)
+        {
+            return;
+        }
         let after_seq = self
             .inbox
-            .with_untracked(|i| i.threads.get(&id).map_or(0, |t| t.last_seq()));
+            .with_untracked(|i| i.threads.get(id).map_or(0, |t| t.last_seq()));
         self.socket.send(&ClientMsg::Join {
             conversation: id.clone(),
             after_seq,
         });
-        self.selected.set(Some(id));
-        self.notice.set(None);
+    }
+
+    /// Joins every conversation assigned to us, so their messages and calls reach us live.
+    fn join_mine(&self) {
+        let Some(me) = self
+            .agent
+            .with_untracked(|a| a.as_ref().map(|a| a.id.clone()))
+        else {
+            return;
+        };
+        let mine: Vec<ConversationId> = self.inbox.with_untracked(|i| {
+            i.list
+                .iter()
+                .filter(|c| c.agent.as_ref().is_some_and(|a| a.id == me))
+                .map(|c| c.id.clone())
+                .collect()
+        });
+        for id in mine {
+            self.join(&id);
+        }
     }
 
     /// Marks the open conversation read up to what we hold.
@@ -120,6 +164,9 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     let agent = RwSignal::new(None::<AgentRef>);
     let notice = RwSignal::new(None::<String>);
     let welcomed = RwSignal::new(false);
+    let uploader = Uploader::new();
+    // The desk (with the call) is made once the socket exists; messages reach it through here.
+    let desk_slot = StoredValue::new_local(None::<Desk>);
     let socket = use_relay_socket(
         "/ws/agent",
         |tx| {
@@ -133,13 +180,47 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 agent: who,
                 conversations,
                 read,
-                ..
+                media,
             } => {
                 inbox.update(|i| i.welcome(conversations, read));
                 agent.set(Some(who));
+                uploader.max.set(media.max_upload);
+                if let Some(desk) = desk_slot.get_value() {
+                    desk.call.set_ice_servers(media.ice_servers);
+                    desk.joined.update_value(HashSet::clear);
+                    desk.join_mine();
+                }
                 welcomed.set(true);
             }
-            ServerMsg::Conversation(summary) => inbox.update(|i| i.upsert(summary)),
+            ServerMsg::Conversation(summary) => {
+                inbox.update(|i| i.upsert(summary));
+                if let Some(desk) = desk_slot.get_value() {
+                    desk.join_mine();
+                }
+            }
+            ServerMsg::Call { conversation, call } => {
+                let Some(desk) = desk_slot.get_value() else { return };
+                let ctl = desk.call;
+                let current = ctl.conversation.get_untracked();
+                let busy_elsewhere = ctl.info.get_untracked().is_some()
+                    && current.as_ref().is_some_and(|c| c != &conversation);
+                if busy_elsewhere {
+                    return;
+                }
+                if let Some(info) = &call {
+                    // A visitor calling: bring their conversation up.
+                    if info.caller == Author::Visitor && selected.get_untracked().as_ref() != Some(&conversation) {
+                        desk.open(conversation.clone());
+                    }
+                    ctl.conversation.set(Some(conversation.clone()));
+                }
+                ctl.on_call(&conversation, call);
+            }
+            ServerMsg::Signal { conversation, payload } => {
+                if let Some(desk) = desk_slot.get_value() {
+                    desk.call.on_signal(&conversation, payload);
+                }
+            }
             ServerMsg::History {
                 conversation,
                 messages,
@@ -148,17 +229,34 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 let id = m.conversation.clone();
                 inbox.update(|i| i.merge(&id, vec![m]));
             }
-            ServerMsg::Error { message, .. } => notice.set(Some(message)),
+            ServerMsg::Error { message, .. } => {
+                if let Some(desk) = desk_slot.get_value() {
+                    desk.call.on_refused();
+                }
+                notice.set(Some(message));
+            }
             _ => {}
         },
     );
+    let call = use_call(socket, Author::Agent, uploader);
     let desk = Desk {
         socket,
         inbox,
         selected,
         agent,
         notice,
+        call,
+        uploader,
+        joined: StoredValue::new(HashSet::new()),
     };
+    desk_slot.set_value(Some(desk));
+    // Call buttons act on the open conversation, unless a call is under way elsewhere.
+    Effect::new(move || {
+        let open = selected.get();
+        if call.info.with(Option::is_none) {
+            call.conversation.set(open);
+        }
+    });
     // Rejoin the open conversation after every reconnect (the relay forgets subscriptions).
     Effect::new(move || {
         if socket.status.get() != Status::Online {
@@ -219,6 +317,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 <span class="me">{me.name.clone()}</span>
                 <button class="link" on:click=logout>"Log out"</button>
             </header>
+            <IncomingCall ctl=call />
+            <CallPanel ctl=call />
             <div class="panes">
                 <ConversationList desk=desk />
                 <ConversationView desk=desk />

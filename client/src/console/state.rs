@@ -114,6 +114,7 @@ mod tests {
             author,
             author_name: None,
             text: String::new(),
+            attachment: None,
             at: 0,
         }
     }

@@ -10,8 +10,17 @@ use leptos::prelude::*;
 
 use super::host::use_host;
 use crate::browser;
-use crate::chat::{Composer, MessageList, Pending, Thread};
+use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
+use crate::chat::{Composer, MessageList, Pending, Thread, UploadList, Uploader};
 use crate::relay::{use_relay_socket, Status};
+
+/// Lets the widget's `<img>` and download links fetch this conversation's files: the relay
+/// sets an HttpOnly cookie for `/files` from the token.
+fn allow_downloads(token: String) {
+    leptos::task::spawn_local(async move {
+        let _ = browser::fetch_with_bearer("POST", "/api/visitor/session", &token).await;
+    });
+}
 
 /// Storage keys, per site so one relay can serve several sites on one host.
 struct Keys {
@@ -52,6 +61,10 @@ pub fn Widget() -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
     let seen_seq = RwSignal::new(0u64);
 
+    let uploader = Uploader::new();
+    // The call controller is created with the socket below; messages for it wait here.
+    let call_slot = StoredValue::new_local(None::<crate::call::CallCtl>);
+
     let save_outbox = move || {
         let json =
             thread.with_untracked(|t| serde_json::to_string(t.pending()).unwrap_or_default());
@@ -75,9 +88,16 @@ pub fn Widget() -> impl IntoView {
                 conversation: id,
                 site_name: name,
                 agent_name,
-                ..
+                media,
             } => {
                 keys.with_value(|k| browser::save(&k.token, token.as_str()));
+                uploader.max.set(media.max_upload);
+                uploader.bearer.set(Some(token.0.clone()));
+                allow_downloads(token.0);
+                if let Some(call) = call_slot.get_value() {
+                    call.set_ice_servers(media.ice_servers);
+                    call.conversation.set(Some(id.clone()));
+                }
                 if conversation.get_untracked().as_ref() != Some(&id) {
                     // A new conversation (first visit, or the relay forgot us): start clean.
                     thread.update(|t| {
@@ -106,7 +126,20 @@ pub fn Widget() -> impl IntoView {
                 save_outbox();
             }
             ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name)),
+            ServerMsg::Call { conversation, call } => {
+                if let Some(ctl) = call_slot.get_value() {
+                    ctl.on_call(&conversation, call);
+                }
+            }
+            ServerMsg::Signal { conversation, payload } => {
+                if let Some(ctl) = call_slot.get_value() {
+                    ctl.on_signal(&conversation, payload);
+                }
+            }
             ServerMsg::Error { code, message } => {
+                if let Some(ctl) = call_slot.get_value() {
+                    ctl.on_refused();
+                }
                 let text = match code {
                     ErrorCode::RateLimited => {
                         "You are sending messages too fast. Wait a moment.".to_owned()
@@ -118,6 +151,9 @@ pub fn Widget() -> impl IntoView {
             _ => {}
         },
     );
+
+    let call = use_call(socket, Author::Visitor, uploader);
+    call_slot.set_value(Some(call));
 
     // After every welcome: catch up from the last seq held, then resend what is unacknowledged.
     Effect::new(move || {
@@ -187,9 +223,30 @@ pub fn Widget() -> impl IntoView {
         (Status::Online, None) => "Waiting for an agent",
     };
     let framed = browser::query_param("origin").is_some();
+    let on_files = Callback::new(move |files: Vec<web_sys::File>| {
+        let Some(id) = conversation.get_untracked() else { return };
+        for f in files {
+            uploader.send(&id, &f, &f.name());
+        }
+    });
+    let dragging = RwSignal::new(false);
 
     view! {
-        <div class="widget">
+        <div
+            class="widget"
+            class:dragging=move || dragging.get()
+            on:dragover=move |ev| {
+                ev.prevent_default();
+                dragging.set(true);
+            }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=move |ev| {
+                ev.prevent_default();
+                dragging.set(false);
+                let files = ev.data_transfer().and_then(|d| d.files());
+                on_files.run(crate::chat::files_of(files));
+            }
+        >
             <header class="widget-head">
                 <div class="avatar" aria-hidden="true">
                     {move || title().chars().next().unwrap_or('?').to_uppercase().to_string()}
@@ -198,6 +255,11 @@ pub fn Widget() -> impl IntoView {
                     <div class="title" data-testid="widget-title">{title}</div>
                     <div class="subtitle" data-testid="agent-status">{subtitle}</div>
                 </div>
+                <CallButtons
+                    ctl=call
+                    ready=Signal::derive(move || agent.with(Option::is_some) && welcomed.get())
+                    why_not="Calls are possible once an agent has joined"
+                />
                 <Show when=move || framed>
                     <button class="icon" aria-label="Close chat" on:click=move |_| host.close()>
                         "×"
@@ -209,15 +271,21 @@ pub fn Widget() -> impl IntoView {
                     "Connection lost. Reconnecting… Your messages will be sent when we are back."
                 </div>
             </Show>
+            <IncomingCall ctl=call />
+            <CallPanel ctl=call />
             <MessageList
                 thread=thread.into()
                 me=Author::Visitor
                 empty="Hi! Ask us anything: an agent will answer here."
             />
-            <Show when=move || notice.get().is_some()>
-                <div class="banner notice" role="alert">{move || notice.get().unwrap_or_default()}</div>
+            <Show when=move || notice.get().or(call.notice.get()).is_some()>
+                <div class="banner notice" role="alert" data-testid="notice">
+                    <span>{move || notice.get().or(call.notice.get()).unwrap_or_default()}</span>
+                    <button class="link" on:click=move |_| { notice.set(None); call.notice.set(None); }>"Dismiss"</button>
+                </div>
             </Show>
-            <Composer on_send=on_send disabled=false placeholder="Type your message…" />
+            <UploadList uploader=uploader />
+            <Composer on_send=on_send disabled=false placeholder="Type your message…" on_files=on_files />
         </div>
     }
     .into_any()

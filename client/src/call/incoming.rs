@@ -1,0 +1,72 @@
+//! The other side is calling: who, what kind, accept or decline, with a ring.
+
+use escalera_protocol::CallKind;
+use leptos::prelude::*;
+
+use super::CallCtl;
+
+/// Rings (two tones, on and off) while `ringing` is true. Browsers may refuse sound before the
+/// person interacted with the page; the ring is then silent and the panel still shows.
+fn use_ringer(ringing: Signal<bool>) {
+    let ctx = StoredValue::new_local(None::<(web_sys::AudioContext, gloo_timers::callback::Interval)>);
+    let stop = move || {
+        if let Some((ctx, interval)) = ctx.try_update_value(Option::take).flatten() {
+            interval.cancel();
+            let _ = ctx.close();
+        }
+    };
+    Effect::new(move || {
+        if !ringing.get() {
+            stop();
+            return;
+        }
+        let Ok(audio) = web_sys::AudioContext::new() else { return };
+        let beep = {
+            let audio = audio.clone();
+            move || {
+                let _ = audio.resume();
+                let now = audio.current_time();
+                for (freq, start) in [(440.0, 0.0), (480.0, 0.0)] {
+                    let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain()) else { return };
+                    osc.frequency().set_value(freq);
+                    gain.gain().set_value(0.05);
+                    let _ = osc.connect_with_audio_node(&gain);
+                    let _ = gain.connect_with_audio_node(&audio.destination());
+                    let _ = osc.start_with_when(now + start);
+                    let _ = osc.stop_with_when(now + start + 1.2);
+                }
+            }
+        };
+        beep();
+        let interval = gloo_timers::callback::Interval::new(3_000, beep);
+        ctx.set_value(Some((audio, interval)));
+    });
+    on_cleanup(stop);
+}
+
+/// The incoming-call panel.
+#[component]
+pub fn IncomingCall(ctl: CallCtl) -> impl IntoView {
+    let call = Memo::new(move |_| ctl.incoming());
+    use_ringer(Signal::derive(move || call.with(Option::is_some)));
+    view! {
+        {move || call.get().map(|c| {
+            let what = match c.kind {
+                CallKind::Video => "video call",
+                _ => "voice call",
+            };
+            view! {
+                <div class="incoming" role="alertdialog" aria-label="Incoming call" data-testid="incoming-call">
+                    <div class="incoming-text">
+                        <strong>{c.caller_name.clone()}</strong>
+                        {format!(" is calling you ({what})")}
+                        <div class="hint">"Your microphone opens only if you accept."</div>
+                    </div>
+                    <button class="accept" data-testid="call-accept" prop:disabled=move || ctl.busy.get()
+                        on:click=move |_| ctl.accept()>"Accept"</button>
+                    <button class="decline" data-testid="call-decline" on:click=move |_| ctl.decline()>"Decline"</button>
+                </div>
+            }
+        })}
+    }
+}

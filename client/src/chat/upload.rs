@@ -1,0 +1,177 @@
+//! Sending files (and snapshots) into a conversation: an HTTP upload per file with a progress
+//! bar, refused up front when over the relay's limit. The relay posts the file as a message.
+
+use escalera_protocol::ConversationId;
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use web_sys::{Blob, XmlHttpRequest};
+
+/// One upload under way (or failed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upload {
+    /// Local id, for the list.
+    pub id: u32,
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: f64,
+    /// Bytes sent so far.
+    pub sent: f64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The uploads of one widget or console.
+#[derive(Clone, Copy)]
+pub struct Uploader {
+    /// What is under way, for the progress bars.
+    pub list: RwSignal<Vec<Upload>>,
+    /// The relay's limit in bytes (from the welcome).
+    pub max: RwSignal<u64>,
+    /// The visitor's token, sent as a bearer token (agents use their cookie).
+    pub bearer: RwSignal<Option<String>>,
+    next: StoredValue<u32>,
+}
+
+/// "2.4 MB" and the like.
+pub fn human_size(bytes: f64) -> String {
+    if bytes < 1024.0 {
+        format!("{bytes} B")
+    } else if bytes < 1024.0 * 1024.0 {
+        format!("{:.0} KB", bytes / 1024.0)
+    } else {
+        format!("{:.1} MB", bytes / 1024.0 / 1024.0)
+    }
+}
+
+impl Uploader {
+    /// An empty list; the limit until the welcome says otherwise is 25 MiB.
+    pub fn new() -> Self {
+        Self {
+            list: RwSignal::new(Vec::new()),
+            max: RwSignal::new(25 << 20),
+            bearer: RwSignal::new(None),
+            next: StoredValue::new(0),
+        }
+    }
+
+    fn set(&self, id: u32, f: impl FnOnce(&mut Upload)) {
+        self.list.update(|l| {
+            if let Some(u) = l.iter_mut().find(|u| u.id == id) {
+                f(u)
+            }
+        });
+    }
+
+    /// Forgets a failed upload (its "dismiss" button).
+    pub fn dismiss(&self, id: u32) {
+        self.list.update(|l| l.retain(|u| u.id != id));
+    }
+
+    /// Uploads `blob` as `name` into `conversation`.
+    pub fn send(&self, conversation: &ConversationId, blob: &Blob, name: &str) {
+        let id = self.next.get_value();
+        self.next.set_value(id + 1);
+        let size = blob.size();
+        let mut upload = Upload {
+            id,
+            name: name.to_owned(),
+            size,
+            sent: 0.0,
+            error: None,
+        };
+        let max = self.max.get_untracked();
+        if size > max as f64 {
+            upload.error = Some(format!(
+                "“{name}” is {}; files can be at most {}.",
+                human_size(size),
+                human_size(max as f64)
+            ));
+        } else if size == 0.0 {
+            upload.error = Some(format!("“{name}” is empty."));
+        }
+        let failed = upload.error.is_some();
+        self.list.update(|l| l.push(upload));
+        if failed {
+            return;
+        }
+        if let Err(e) = self.start(id, conversation, blob, name) {
+            self.set(id, |u| u.error = Some(format!("The upload could not start: {e:?}")));
+        }
+    }
+
+    fn start(&self, id: u32, conversation: &ConversationId, blob: &Blob, name: &str) -> Result<(), JsValue> {
+        let xhr = XmlHttpRequest::new()?;
+        let query = web_sys::UrlSearchParams::new()?;
+        query.append("name", name);
+        let url = format!("/api/conversations/{conversation}/files?{}", String::from(query.to_string()));
+        xhr.open("POST", &url)?;
+        if let Some(token) = self.bearer.get_untracked() {
+            xhr.set_request_header("authorization", &format!("Bearer {token}"))?;
+        }
+        let this = *self;
+        let progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
+            this.set(id, |u| u.sent = e.loaded());
+        });
+        xhr.upload()?.set_onprogress(Some(progress.as_ref().unchecked_ref()));
+        let done = {
+            let xhr = xhr.clone();
+            Closure::<dyn FnMut()>::new(move || match xhr.status() {
+                Ok(201) => this.dismiss(id),
+                Ok(0) => this.set(id, |u| u.error = Some("The upload failed: the connection was lost.".into())),
+                Ok(_) => {
+                    let why = xhr.response_text().ok().flatten().unwrap_or_default();
+                    this.set(id, |u| u.error = Some(format!("“{}” was not sent: {why}", u.name)));
+                }
+                Err(_) => this.set(id, |u| u.error = Some("The upload failed.".into())),
+            })
+        };
+        xhr.set_onloadend(Some(done.as_ref().unchecked_ref()));
+        xhr.send_with_opt_blob(Some(blob))?;
+        // The request owns its handlers until it ends; they are freed with it.
+        progress.forget();
+        done.forget();
+        Ok(())
+    }
+}
+
+impl Default for Uploader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The progress bars and errors of the uploads.
+#[component]
+pub fn UploadList(uploader: Uploader) -> impl IntoView {
+    view! {
+        <div class="uploads" aria-live="polite">
+            <For each=move || uploader.list.get() key=|u| (u.id, u.error.is_some()) let:u>
+                {
+                    let id = u.id;
+                    let percent = move || {
+                        uploader
+                            .list
+                            .with(|l| l.iter().find(|x| x.id == id).map_or(0.0, |x| x.sent / x.size.max(1.0) * 100.0))
+                    };
+                    match u.error.clone() {
+                        Some(error) => view! {
+                            <div class="upload failed" role="alert" data-testid="upload-error">
+                                <span>{error}</span>
+                                <button class="link" on:click=move |_| uploader.dismiss(id)>"Dismiss"</button>
+                            </div>
+                        }
+                        .into_any(),
+                        None => view! {
+                            <div class="upload" data-testid="upload-progress">
+                                <span class="name">{u.name.clone()}</span>
+                                <progress max="100" prop:value=percent></progress>
+                            </div>
+                        }
+                        .into_any(),
+                    }
+                }
+            </For>
+        </div>
+    }
+}

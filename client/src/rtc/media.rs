@@ -1,0 +1,89 @@
+//! Local media: the microphone, the camera (front or back) and the screen, opened on demand
+//! with errors a person can read.
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{MediaStream, MediaStreamTrack};
+
+use crate::browser::window;
+
+fn devices() -> Result<web_sys::MediaDevices, String> {
+    window()
+        .navigator()
+        .media_devices()
+        .map_err(|_| "This browser cannot use a camera or microphone here (is the page on https?).".to_owned())
+}
+
+/// What went wrong opening `what`, in words.
+fn explain(what: &str, e: JsValue) -> String {
+    let name = js_sys::Reflect::get(&e, &"name".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default();
+    match name.as_str() {
+        "NotAllowedError" => format!("Permission to use the {what} was denied."),
+        "NotFoundError" | "OverconstrainedError" => format!("No {what} was found."),
+        "NotReadableError" => format!("The {what} is in use by another application."),
+        "AbortError" => format!("Opening the {what} was cancelled."),
+        _ => format!("The {what} could not be opened."),
+    }
+}
+
+fn first_track(stream: JsValue, video: bool) -> Option<MediaStreamTrack> {
+    let stream: MediaStream = stream.unchecked_into();
+    let tracks = if video {
+        stream.get_video_tracks()
+    } else {
+        stream.get_audio_tracks()
+    };
+    tracks.get(0).dyn_into().ok()
+}
+
+/// Opens the microphone.
+pub async fn open_mic() -> Result<MediaStreamTrack, String> {
+    let constraints = web_sys::MediaStreamConstraints::new();
+    constraints.set_audio(&JsValue::TRUE);
+    let promise = devices()?
+        .get_user_media_with_constraints(&constraints)
+        .map_err(|e| explain("microphone", e))?;
+    let stream = JsFuture::from(promise).await.map_err(|e| explain("microphone", e))?;
+    first_track(stream, false).ok_or_else(|| "No microphone was found.".to_owned())
+}
+
+/// Opens the camera; `back` asks for the rear one (phones).
+pub async fn open_camera(back: bool) -> Result<MediaStreamTrack, String> {
+    let video = web_sys::MediaTrackConstraints::new();
+    video.set_facing_mode(&JsValue::from_str(if back { "environment" } else { "user" }));
+    video.set_width(&JsValue::from_f64(1280.0));
+    video.set_height(&JsValue::from_f64(720.0));
+    let constraints = web_sys::MediaStreamConstraints::new();
+    constraints.set_video(&video);
+    let promise = devices()?
+        .get_user_media_with_constraints(&constraints)
+        .map_err(|e| explain("camera", e))?;
+    let stream = JsFuture::from(promise).await.map_err(|e| explain("camera", e))?;
+    first_track(stream, true).ok_or_else(|| "No camera was found.".to_owned())
+}
+
+/// Asks for a screen, window or tab to share (needs a click: browsers insist).
+pub async fn open_screen() -> Result<MediaStreamTrack, String> {
+    let constraints = web_sys::DisplayMediaStreamConstraints::new();
+    constraints.set_video(&JsValue::TRUE);
+    let promise = devices()?
+        .get_display_media_with_constraints(&constraints)
+        .map_err(|e| explain("screen", e))?;
+    let stream = JsFuture::from(promise).await.map_err(|e| explain("screen", e))?;
+    first_track(stream, true).ok_or_else(|| "Nothing was chosen to share.".to_owned())
+}
+
+/// How many cameras the browser knows of (labels need permission; the count does not).
+pub async fn camera_count() -> usize {
+    let Ok(devices) = devices() else { return 0 };
+    let Ok(promise) = devices.enumerate_devices() else { return 0 };
+    let Ok(list) = JsFuture::from(promise).await else { return 0 };
+    js_sys::Array::from(&list)
+        .iter()
+        .filter_map(|d| d.dyn_into::<web_sys::MediaDeviceInfo>().ok())
+        .filter(|d| d.kind() == web_sys::MediaDeviceKind::Videoinput)
+        .count()
+}

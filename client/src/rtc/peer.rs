@@ -1,0 +1,294 @@
+//! One `RTCPeerConnection` per call, driven by the [`Negotiator`]: browser events and signals
+//! from the relay become inputs, handled strictly one at a time; the machine's actions are
+//! performed here. Remote tracks are gathered in one `MediaStream` for the `<video>`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use escalera_protocol::IceServer;
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcIceServer,
+    RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcRtpSender, RtcSdpType,
+    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+};
+
+use super::negotiation::{Action, Candidate, Input, Negotiator, SdpKind, Signal};
+
+/// The connection and everything it needs to stay alive.
+pub struct Peer {
+    pc: RtcPeerConnection,
+    neg: RefCell<Negotiator>,
+    queue: RefCell<VecDeque<Input>>,
+    busy: Cell<bool>,
+    closed: Cell<bool>,
+    send: Box<dyn Fn(String)>,
+    /// The other side's stream: every remote track, kept up to date by the browser (each side
+    /// sends all its tracks in one stream).
+    remote: RefCell<Option<MediaStream>>,
+    remote_changed: RwSignal<u32>,
+    ice_state: RwSignal<String>,
+    handlers: RefCell<Vec<Closure<dyn FnMut(JsValue)>>>,
+}
+
+fn ice_servers(servers: &[IceServer]) -> js_sys::Array {
+    servers
+        .iter()
+        .map(|s| {
+            let server = RtcIceServer::new();
+            let urls: js_sys::Array = s.urls.iter().map(|u| JsValue::from_str(u)).collect();
+            server.set_urls(&urls);
+            if let Some(u) = &s.username {
+                server.set_username(u);
+            }
+            if let Some(c) = &s.credential {
+                server.set_credential(c);
+            }
+            JsValue::from(server)
+        })
+        .collect()
+}
+
+/// Test hook: `?ice=relay` on the page forces TURN (`iceTransportPolicy: "relay"`).
+fn relay_only() -> bool {
+    crate::browser::query_param("ice").as_deref() == Some("relay")
+}
+
+impl Peer {
+    /// A new connection; `send` carries signals (JSON) to the other side through the relay.
+    /// `remote_changed` is bumped when remote tracks come or go; `ice_state` follows
+    /// `iceConnectionState`.
+    pub fn new(
+        servers: &[IceServer],
+        polite: bool,
+        send: impl Fn(String) + 'static,
+        remote_changed: RwSignal<u32>,
+        ice_state: RwSignal<String>,
+    ) -> Result<Rc<Peer>, JsValue> {
+        let config = RtcConfiguration::new();
+        config.set_ice_servers(&ice_servers(servers));
+        if relay_only() {
+            config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
+        }
+        let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        let peer = Rc::new_cyclic(|weak: &std::rc::Weak<Peer>| {
+            let on = |f: Box<dyn Fn(&Rc<Peer>, JsValue)>| {
+                let weak = weak.clone();
+                Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+                    if let Some(peer) = weak.upgrade() {
+                        f(&peer, e);
+                    }
+                })
+            };
+            let handlers = vec![
+                on(Box::new(|p, _| p.push(Input::NegotiationNeeded))),
+                on(Box::new(|p, e| {
+                    let e: RtcPeerConnectionIceEvent = e.unchecked_into();
+                    if let Some(c) = e.candidate() {
+                        p.push(Input::LocalCandidate(Candidate {
+                            candidate: c.candidate(),
+                            sdp_mid: c.sdp_mid(),
+                            sdp_m_line_index: c.sdp_m_line_index(),
+                        }));
+                    }
+                })),
+                on(Box::new(|p, e| {
+                    let e: RtcTrackEvent = e.unchecked_into();
+                    if let Ok(stream) = e.streams().get(0).dyn_into::<MediaStream>() {
+                        p.adopt_remote(stream);
+                    }
+                    p.remote_changed.update(|n| *n += 1);
+                })),
+                on(Box::new(|p, _| p.ice_state.set(format!("{:?}", p.pc.ice_connection_state()).to_lowercase()))),
+            ];
+            pc.set_onnegotiationneeded(Some(handlers[0].as_ref().unchecked_ref()));
+            pc.set_onicecandidate(Some(handlers[1].as_ref().unchecked_ref()));
+            pc.set_ontrack(Some(handlers[2].as_ref().unchecked_ref()));
+            pc.set_oniceconnectionstatechange(Some(handlers[3].as_ref().unchecked_ref()));
+            Peer {
+                pc: pc.clone(),
+                neg: RefCell::new(Negotiator::new(polite)),
+                queue: RefCell::new(VecDeque::new()),
+                busy: Cell::new(false),
+                closed: Cell::new(false),
+                send: Box::new(send),
+                remote: RefCell::new(None),
+                remote_changed,
+                ice_state,
+                handlers: RefCell::new(handlers),
+            }
+        });
+        Ok(peer)
+    }
+
+    /// The other side's stream, once a track arrived.
+    pub fn remote(&self) -> Option<MediaStream> {
+        self.remote.borrow().clone()
+    }
+
+    fn adopt_remote(&self, stream: MediaStream) {
+        if self.remote.borrow().as_ref().is_some_and(|s| s.id() == stream.id()) {
+            return;
+        }
+        let changed = self.remote_changed;
+        let bump = Closure::<dyn FnMut(JsValue)>::new(move |_| changed.update(|n| *n += 1));
+        for event in ["addtrack", "removetrack"] {
+            let _ = stream.add_event_listener_with_callback(event, bump.as_ref().unchecked_ref());
+        }
+        self.handlers.borrow_mut().push(bump);
+        *self.remote.borrow_mut() = Some(stream);
+    }
+
+    /// A signal from the other side (the payload of `ServerMsg::Signal`).
+    pub fn on_signal(self: &Rc<Self>, payload: &str) {
+        match serde_json::from_str::<Signal>(payload) {
+            // `stable` is read when the input is handled, not now.
+            Ok(signal) => self.push(Input::Remote { signal, stable: true }),
+            Err(e) => leptos::logging::warn!("unreadable signal: {e}"),
+        }
+    }
+
+    /// Sends a local track (renegotiates).
+    pub fn add_track(&self, track: &MediaStreamTrack, stream: &MediaStream) -> RtcRtpSender {
+        self.pc.add_track_0(track, stream)
+    }
+
+    /// Stops sending a track (renegotiates).
+    pub fn remove_track(&self, sender: &RtcRtpSender) {
+        if !self.closed.get() {
+            self.pc.remove_track(sender);
+        }
+    }
+
+    /// Replaces what a sender sends, without renegotiation (camera <-> screen, front <-> back).
+    pub async fn replace_track(&self, sender: &RtcRtpSender, track: Option<&MediaStreamTrack>) -> Result<(), JsValue> {
+        JsFuture::from(sender.replace_track(track)).await.map(drop)
+    }
+
+    /// Closes the connection; nothing more is sent.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.queue.borrow_mut().clear();
+        self.pc.set_onnegotiationneeded(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_ontrack(None);
+        self.pc.set_oniceconnectionstatechange(None);
+        self.pc.close();
+        self.ice_state.set("closed".to_owned());
+    }
+
+    fn push(self: &Rc<Self>, input: Input) {
+        if self.closed.get() {
+            return;
+        }
+        self.queue.borrow_mut().push_back(input);
+        if !self.busy.replace(true) {
+            let peer = self.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                peer.drain().await;
+                peer.busy.set(false);
+            });
+        }
+    }
+
+    /// Handles queued inputs one by one; each action's result is handled before the next input.
+    async fn drain(&self) {
+        loop {
+            let Some(input) = self.queue.borrow_mut().pop_front() else { return };
+            let mut work = vec![self.with_state(input)];
+            while let Some(input) = work.pop() {
+                let actions = self.neg.borrow_mut().handle(input);
+                for action in actions {
+                    if self.closed.get() {
+                        return;
+                    }
+                    if let Some(next) = self.perform(action).await {
+                        work.push(next);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills in the signaling state at the moment an input is handled.
+    fn with_state(&self, input: Input) -> Input {
+        match input {
+            Input::Remote { signal, .. } => Input::Remote {
+                signal,
+                stable: self.pc.signaling_state() == RtcSignalingState::Stable,
+            },
+            other => other,
+        }
+    }
+
+    async fn perform(&self, action: Action) -> Option<Input> {
+        match action {
+            Action::MakeOffer => match self.describe(self.pc.create_offer(), SdpKind::Offer).await {
+                Ok(input) => Some(input),
+                Err(e) => {
+                    leptos::logging::warn!("offer failed: {e:?}");
+                    Some(Input::OfferFailed)
+                }
+            },
+            Action::MakeAnswer => match self.describe(self.pc.create_answer(), SdpKind::Answer).await {
+                Ok(input) => Some(input),
+                Err(e) => {
+                    leptos::logging::warn!("answer failed: {e:?}");
+                    None
+                }
+            },
+            Action::Rollback => {
+                let rollback = RtcSessionDescriptionInit::new(RtcSdpType::Rollback);
+                let _ = JsFuture::from(self.pc.set_local_description(&rollback)).await;
+                None
+            }
+            Action::SetRemote { kind, sdp } => {
+                let desc = RtcSessionDescriptionInit::new(match kind {
+                    SdpKind::Offer => RtcSdpType::Offer,
+                    SdpKind::Answer => RtcSdpType::Answer,
+                });
+                desc.set_sdp(&sdp);
+                match JsFuture::from(self.pc.set_remote_description(&desc)).await {
+                    Ok(_) => Some(Input::RemoteApplied(kind)),
+                    Err(e) => {
+                        leptos::logging::warn!("remote description refused: {e:?}");
+                        Some(Input::RemoteFailed)
+                    }
+                }
+            }
+            Action::AddCandidate(c) => {
+                let init = RtcIceCandidateInit::new(&c.candidate);
+                init.set_sdp_mid(c.sdp_mid.as_deref());
+                init.set_sdp_m_line_index(c.sdp_m_line_index);
+                let added = self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
+                let _ = JsFuture::from(added).await;
+                None
+            }
+            Action::Send(signal) => {
+                (self.send)(serde_json::to_string(&signal).expect("signals serialise"));
+                None
+            }
+        }
+    }
+
+    /// Creates an offer or answer (`made`), sets it locally, and reports it.
+    async fn describe(&self, made: js_sys::Promise, kind: SdpKind) -> Result<Input, JsValue> {
+        let desc: RtcSessionDescriptionInit = JsFuture::from(made).await?.unchecked_into();
+        JsFuture::from(self.pc.set_local_description(&desc)).await?;
+        let sdp = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp())
+            .ok_or_else(|| JsValue::from_str("no local description"))?;
+        Ok(Input::LocalDescription { kind, sdp })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.pc.close();
+    }
+}
