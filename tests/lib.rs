@@ -290,6 +290,72 @@ impl Browser {
         .await;
     }
 
+    /// Waits until a confirmed message by `author` starting with `prefix` is shown.
+    pub async fn wait_message_prefix(&self, author: &str, prefix: &str) {
+        self.wait_js(
+            &format!("a {author} message starting {prefix:?}"),
+            "return [...document.querySelectorAll('[data-testid=message]')].some(m =>
+                m.dataset.author === arguments[0] && m.dataset.pending === 'false' &&
+                m.querySelector('.bubble').textContent.startsWith(arguments[1]))",
+            vec![json!(author), json!(prefix)],
+        )
+        .await;
+    }
+
+    /// Runs an async script (it calls its last argument with the result) until the result is
+    /// truthy; panics with `what` after [`PATIENCE`].
+    pub async fn wait_js_async(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let last = match self.client.execute_async(script, args.clone()).await {
+                Ok(v) if truthy(&v) => return v,
+                Ok(v) => v,
+                Err(e) => json!(e.to_string()),
+            };
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last result: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Waits until the call's ICE connection is up.
+    pub async fn wait_ice_connected(&self) {
+        self.wait_js(
+            "ICE connected",
+            "const l = document.querySelector('.stage-label');
+             return l && ['connected', 'completed'].includes(l.dataset.ice)",
+            vec![],
+        )
+        .await;
+    }
+
+    /// Waits until the remote `<video>` holds a live audio track.
+    pub async fn wait_remote_audio(&self) {
+        self.wait_js(
+            "a live remote audio track",
+            "const v = document.querySelector('[data-testid=remote-video]');
+             return !!(v && v.srcObject && v.srcObject.getAudioTracks().some(t => t.readyState === 'live'))",
+            vec![],
+        )
+        .await;
+    }
+
+    /// Waits until the remote `<video>` shows video whose decoded frame count goes up.
+    pub async fn wait_remote_frames(&self) {
+        self.js("window.__frames = 0", vec![]).await;
+        self.wait_js(
+            "remote video frames advancing",
+            "const v = document.querySelector('[data-testid=remote-video]');
+             if (!v || !v.srcObject || v.srcObject.getVideoTracks().length === 0) return false;
+             const n = v.getVideoPlaybackQuality().totalVideoFrames;
+             const before = window.__frames; window.__frames = n;
+             return before > 0 && n > before",
+            vec![],
+        )
+        .await;
+    }
+
     /// The texts of all messages shown, with their authors.
     pub async fn messages(&self) -> Vec<(String, String)> {
         let v = self

@@ -35,9 +35,12 @@ struct Devices {
 
 impl Devices {
     fn stream(&mut self) -> MediaStream {
-        self.stream
-            .get_or_insert_with(|| MediaStream::new().expect("MediaStream"))
-            .clone()
+        // `Clone::clone`, not `.clone()`: web-sys binds JS `MediaStream.clone()`, which makes
+        // a new stream (and new tracks), as an inherent method that wins over the trait.
+        Clone::clone(
+            self.stream
+                .get_or_insert_with(|| MediaStream::new().expect("MediaStream")),
+        )
     }
 
     /// Stops every track: the browser's recording indicator goes off.
@@ -385,7 +388,7 @@ impl CallCtl {
         let replace = self.inner.with_value(|i| {
             let mut d = i.devices.borrow_mut();
             let stream = d.stream();
-            d.camera = Some(track.clone());
+            d.camera = Some(Clone::clone(&track));
             if d.screen.is_some() {
                 // The screen has the video sender; the camera comes back when it stops.
                 return None;
@@ -422,7 +425,7 @@ impl CallCtl {
                 stream.remove_track(cam);
             }
             stream.add_track(&track);
-            d.screen = Some(track.clone());
+            d.screen = Some(Clone::clone(&track));
             d.screen_ended = Some(ended);
             match (&d.video, i.peer.borrow().as_ref()) {
                 (Some(sender), Some(peer)) => Some((peer.clone(), sender.clone())),
@@ -595,7 +598,7 @@ impl CallCtl {
             let swap = ctl.inner.with_value(|i| {
                 let mut d = i.devices.borrow_mut();
                 let stream = d.stream();
-                if let Some(old) = d.camera.replace(track.clone()) {
+                if let Some(old) = d.camera.replace(Clone::clone(&track)) {
                     old.stop();
                     stream.remove_track(&old);
                 }

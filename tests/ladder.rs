@@ -1,0 +1,199 @@
+//! The escalation ladder in real browsers with fake camera, microphone and screen: one
+//! conversation climbs chat -> voice -> video -> screen -> snapshot -> file -> hang up, and the
+//! chat still works; and both sides pressing "video" at once converges, again and again.
+
+use escalera_e2e::{Browser, Driver, Product};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The visitor (in the widget on the demo page) and the agent (in the console, having
+/// replied, so the conversation is theirs).
+async fn chatting(product: &Product, driver: &mut Driver) -> (Browser, Browser) {
+    let visitor = driver.browser().await;
+    let agent = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor.say("Hello, my coffee machine leaks").await;
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    agent.click("conversation").await;
+    agent.say("Hi! Let's call.").await;
+    visitor.wait_message("agent", "Hi! Let's call.").await;
+    (visitor, agent)
+}
+
+/// Agent calls, visitor accepts: a voice call on both sides.
+async fn voice_call(visitor: &Browser, agent: &Browser) {
+    agent.click("call-voice").await;
+    visitor.click("call-accept").await;
+    for side in [visitor, agent] {
+        side.wait_ice_connected().await;
+        side.wait_remote_audio().await;
+        side.wait_message("system", "Voice call started").await;
+    }
+}
+
+/// Keeps every local track of this page in `window.__local` (checked after hanging up).
+const KEEP_LOCAL_TRACKS: &str = "window.__local = window.__local || [];
+    const v = document.querySelector('[data-testid=local-video]');
+    if (v && v.srcObject) for (const t of v.srcObject.getTracks())
+        if (!window.__local.includes(t)) window.__local.push(t);
+    return window.__local.length";
+
+const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
+    const imgs = [...document.querySelectorAll('[data-testid=attachment] img')];
+    const img = imgs[imgs.length - 1];
+    if (!img) return done(null);
+    const measure = () => {
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const x = c.getContext('2d'); x.drawImage(img, 0, 0);
+        const d = x.getImageData(0, 0, c.width, c.height).data;
+        let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        done({ w: c.width, h: c.height, mean: sum / (d.length / 4 * 3) });
+    };
+    if (img.complete && img.naturalWidth) measure();
+    else { img.onload = measure; img.onerror = () => done(null); }";
+
+const DOWNLOAD_SHA256: &str = "const done = arguments[arguments.length - 1];
+    const a = [...document.querySelectorAll('[data-testid=attachment] a.file')]
+        .find(a => a.textContent.includes(arguments[0]));
+    if (!a) return done(null);
+    fetch(a.href).then(r => r.ok ? r.arrayBuffer() : Promise.reject(r.status))
+        .then(b => crypto.subtle.digest('SHA-256', b))
+        .then(h => done([...new Uint8Array(h)].map(x => x.toString(16).padStart(2, '0')).join('')))
+        .catch(e => done('error ' + e));";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_conversation_climbs_the_whole_ladder_and_back() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+
+    // Voice: the agent calls, the visitor accepts; chat goes on during the call.
+    voice_call(&visitor, &agent).await;
+    visitor.say("I can hear you").await;
+    agent.wait_message("visitor", "I can hear you").await;
+
+    // Video: the visitor turns the camera on (renegotiation on the same connection); then the agent.
+    visitor.click("call-video").await;
+    agent.wait_remote_frames().await;
+    agent.wait_message("system", "Visitor turned video on").await;
+    agent.click("call-video").await;
+    visitor.wait_remote_frames().await;
+    visitor.wait_message("system", "Ana turned video on").await;
+
+    // Screen: the agent shares the screen instead of the camera; stopping brings the camera back.
+    let camera = agent
+        .wait_js(
+            "the camera in the local video",
+            "const v = document.querySelector('[data-testid=local-video]');
+             const t = v && v.srcObject && v.srcObject.getVideoTracks()[0];
+             return t ? t.id : null",
+            vec![],
+        )
+        .await;
+    agent.click("screen-share").await;
+    visitor.wait_message("system", "Ana shared their screen").await;
+    visitor.wait_remote_frames().await;
+    agent.click("screen-share").await;
+    visitor.wait_message("system", "Ana stopped sharing their screen").await;
+    agent
+        .wait_js(
+            "the camera back in the local video",
+            "const v = document.querySelector('[data-testid=local-video]');
+             const t = v.srcObject.getVideoTracks();
+             return t.length === 1 && t[0].id === arguments[0] && t[0].readyState === 'live'",
+            vec![camera],
+        )
+        .await;
+    visitor.wait_remote_frames().await;
+
+    // Snapshot: the agent photographs the visitor's video; both sides see a real picture.
+    agent.click("snapshot").await;
+    for side in [&agent, &visitor] {
+        let stats = side.wait_js_async("the snapshot image", IMAGE_STATS, vec![]).await;
+        assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
+        assert!(stats["mean"].as_f64().unwrap() > 10.0, "not black: {stats}");
+    }
+
+    // A file from the visitor: the agent downloads exactly the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receipt.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let expected = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    visitor.find("file-input").await.send_keys(path.to_str().unwrap()).await.unwrap();
+    for side in [&agent, &visitor] {
+        let got = side
+            .wait_js_async("the file's download", DOWNLOAD_SHA256, vec![json!("receipt.bin")])
+            .await;
+        assert_eq!(got, json!(expected));
+    }
+
+    // Hang up: the call ends for both and every camera, microphone and screen track is released.
+    for side in [&visitor, &agent] {
+        let kept = side.js(KEEP_LOCAL_TRACKS, vec![]).await;
+        assert!(kept.as_u64().unwrap() >= 2, "mic and camera: {kept}");
+    }
+    agent.click("call-hangup").await;
+    for side in [&visitor, &agent] {
+        side.wait_message_prefix("system", "Call ended, ").await;
+        side.wait_js(
+            "all local tracks ended",
+            "return window.__local.every(t => t.readyState === 'ended') &&
+                document.querySelector('[data-testid=call-hangup]') === null",
+            vec![],
+        )
+        .await;
+    }
+
+    // And the chat carries on.
+    visitor.say("Thanks, fixed!").await;
+    agent.wait_message("visitor", "Thanks, fixed!").await;
+    agent.say("Glad to help").await;
+    visitor.wait_message("agent", "Glad to help").await;
+    visitor.close().await;
+    agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_pressing_video_at_once_converge_twenty_times() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+    voice_call(&visitor, &agent).await;
+    let click = "document.querySelector('[data-testid=' + arguments[0] + ']').click()";
+    for trial in 1..=20 {
+        // Both camera buttons pressed in the same instant: both sides offer at once.
+        let (a, b) = tokio::join!(
+            visitor.js(click, vec![json!("call-video")]),
+            agent.js(click, vec![json!("call-video")])
+        );
+        assert!(a.is_null() && b.is_null(), "trial {trial}");
+        visitor.wait_remote_frames().await;
+        agent.wait_remote_frames().await;
+        // Both off again (also at once) before the next trial.
+        for side in [&visitor, &agent] {
+            side.find("camera-toggle").await;
+        }
+        let _ = tokio::join!(
+            visitor.js(click, vec![json!("camera-toggle")]),
+            agent.js(click, vec![json!("camera-toggle")])
+        );
+        for side in [&visitor, &agent] {
+            side.wait_js(
+                "the remote video gone",
+                "const v = document.querySelector('[data-testid=remote-video]');
+                 return v.srcObject && v.srcObject.getVideoTracks().length === 0 &&
+                     document.querySelector('[data-testid=call-video]') !== null",
+                vec![],
+            )
+            .await;
+        }
+    }
+    // Still one healthy call.
+    visitor.wait_ice_connected().await;
+    agent.wait_remote_audio().await;
+    visitor.close().await;
+    agent.close().await;
+}
