@@ -77,7 +77,9 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
     // Video: the visitor turns the camera on (renegotiation on the same connection); then the agent.
     visitor.click("call-video").await;
     agent.wait_remote_frames().await;
-    agent.wait_message("system", "Visitor turned video on").await;
+    agent
+        .wait_message("system", "Visitor turned video on")
+        .await;
     agent.click("call-video").await;
     visitor.wait_remote_frames().await;
     visitor.wait_message("system", "Ana turned video on").await;
@@ -93,10 +95,14 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
         )
         .await;
     agent.click("screen-share").await;
-    visitor.wait_message("system", "Ana shared their screen").await;
+    visitor
+        .wait_message("system", "Ana shared their screen")
+        .await;
     visitor.wait_remote_frames().await;
     agent.click("screen-share").await;
-    visitor.wait_message("system", "Ana stopped sharing their screen").await;
+    visitor
+        .wait_message("system", "Ana stopped sharing their screen")
+        .await;
     agent
         .wait_js(
             "the camera back in the local video",
@@ -111,7 +117,9 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
     // Snapshot: the agent photographs the visitor's video; both sides see a real picture.
     agent.click("snapshot").await;
     for side in [&agent, &visitor] {
-        let stats = side.wait_js_async("the snapshot image", IMAGE_STATS, vec![]).await;
+        let stats = side
+            .wait_js_async("the snapshot image", IMAGE_STATS, vec![])
+            .await;
         assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
         assert!(stats["mean"].as_f64().unwrap() > 10.0, "not black: {stats}");
     }
@@ -119,13 +127,27 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
     // A file from the visitor: the agent downloads exactly the same bytes.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("receipt.bin");
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&path, &bytes).unwrap();
-    let expected = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
-    visitor.find("file-input").await.send_keys(path.to_str().unwrap()).await.unwrap();
+    let expected = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    visitor
+        .find("file-input")
+        .await
+        .send_keys(path.to_str().unwrap())
+        .await
+        .unwrap();
     for side in [&agent, &visitor] {
         let got = side
-            .wait_js_async("the file's download", DOWNLOAD_SHA256, vec![json!("receipt.bin")])
+            .wait_js_async(
+                "the file's download",
+                DOWNLOAD_SHA256,
+                vec![json!("receipt.bin")],
+            )
             .await;
         assert_eq!(got, json!(expected));
     }
@@ -191,9 +213,18 @@ async fn both_sides_pressing_video_at_once_converge_twenty_times() {
             .await;
         }
     }
-    // Still one healthy call.
+    // Still one healthy call, on one connection whose description did not grow.
     visitor.wait_ice_connected().await;
     agent.wait_remote_audio().await;
+    for side in [&visitor, &agent] {
+        let state = side
+            .js(
+                "return document.querySelector('.stage-label').dataset.signaling",
+                vec![],
+            )
+            .await;
+        assert_eq!(state, json!("stable"));
+    }
     visitor.close().await;
     agent.close().await;
 }

@@ -344,16 +344,29 @@ impl Browser {
     /// Waits until the remote `<video>` shows video whose decoded frame count goes up.
     pub async fn wait_remote_frames(&self) {
         self.js("window.__frames = 0", vec![]).await;
-        self.wait_js(
-            "remote video frames advancing",
-            "const v = document.querySelector('[data-testid=remote-video]');
-             if (!v || !v.srcObject || v.srcObject.getVideoTracks().length === 0) return false;
-             const n = v.getVideoPlaybackQuality().totalVideoFrames;
-             const before = window.__frames; window.__frames = n;
-             return before > 0 && n > before",
-            vec![],
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let state = self
+                .js(
+                    "const v = document.querySelector('[data-testid=remote-video]');
+                     const l = document.querySelector('.stage-label');
+                     const tracks = v && v.srcObject ? v.srcObject.getVideoTracks() : [];
+                     const n = v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+                     const before = window.__frames; window.__frames = n;
+                     return { ok: tracks.length > 0 && before > 0 && n > before,
+                              tracks: tracks.map(t => [t.readyState, t.muted]), frames: n,
+                              ice: l && l.dataset.ice, signaling: l && l.dataset.signaling }",
+                    vec![],
+                )
+                .await;
+            if state["ok"] == json!(true) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for remote video frames advancing: {state}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The texts of all messages shown, with their authors.

@@ -26,8 +26,9 @@ use crate::{now_ms, Config};
 const OUTBOX: usize = 256;
 /// Messages per History frame when catching up.
 const HISTORY_PAGE: u32 = 500;
-/// Rate limit per connection: a burst of this many frames...
-const RATE_BURST: u32 = 40;
+/// Rate limit per connection: a burst of this many frames (a renegotiation with its ICE
+/// candidates can send a few dozen at once)...
+const RATE_BURST: u32 = 100;
 /// ...refilled at this many per second.
 const RATE_PER_SECOND: u32 = 20;
 

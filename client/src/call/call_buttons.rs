@@ -8,12 +8,22 @@ use super::CallCtl;
 /// Voice, video and screen-share buttons. `ready` is false until the other side is there
 /// (a visitor cannot call before an agent joined); `why_not` says why, as a tooltip.
 #[component]
-pub fn CallButtons(ctl: CallCtl, #[prop(into)] ready: Signal<bool>, #[prop(into)] why_not: String) -> impl IntoView {
+pub fn CallButtons(
+    ctl: CallCtl,
+    #[prop(into)] ready: Signal<bool>,
+    #[prop(into)] why_not: String,
+) -> impl IntoView {
     let idle = move || ctl.info.with(Option::is_none);
     let disabled = move || !ready.get() || ctl.busy.get();
     let title = move |what: &'static str| {
         let why_not = why_not.clone();
-        move || if ready.get() { what.to_owned() } else { why_not.clone() }
+        move || {
+            if ready.get() {
+                what.to_owned()
+            } else {
+                why_not.clone()
+            }
+        }
     };
     view! {
         <Show when=idle>

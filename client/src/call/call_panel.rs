@@ -13,7 +13,10 @@ fn elapsed(since: i64, now: f64) -> String {
 }
 
 /// Puts `stream` into a `<video>` when it changes (setting the same one again would restart it).
-fn show_stream(video: NodeRef<html::Video>, stream: impl Fn() -> Option<web_sys::MediaStream> + 'static) {
+fn show_stream(
+    video: NodeRef<html::Video>,
+    stream: impl Fn() -> Option<web_sys::MediaStream> + 'static,
+) {
     Effect::new(move || {
         let stream = stream();
         let Some(el) = video.get() else { return };
@@ -51,7 +54,11 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
     let status = move || match ctl.info.get() {
         Some(c) if c.phase == CallPhase::Ringing => "Calling… waiting for an answer".to_owned(),
         Some(c) => {
-            let what = if c.kind == CallKind::Screen { "Screen share" } else { "In call" };
+            let what = if c.kind == CallKind::Screen {
+                "Screen share"
+            } else {
+                "In call"
+            };
             format!("{what} · {}", elapsed(c.since, now.get()))
         }
         None => String::new(),
@@ -67,7 +74,7 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
         <section class="call" aria-label="Call">
             <div class="stage" class:has-video=move || ctl.remote_video()>
                 <video node_ref=remote data-testid="remote-video" autoplay playsinline></video>
-                <div class="stage-label" data-ice=move || ctl.ice_state.get()>{status}</div>
+                <div class="stage-label" data-ice=move || ctl.ice_state.get() data-signaling=move || ctl.signaling.get()>{status}</div>
                 <video node_ref=local data-testid="local-video" class="local" class:hidden=move || !local_video()
                     autoplay playsinline muted prop:muted=true></video>
             </div>

@@ -12,7 +12,7 @@ use escalera_protocol::{
 };
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
-use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender};
+use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
 use crate::chat::Uploader;
 use crate::relay::RelaySocket;
@@ -28,8 +28,8 @@ struct Devices {
     camera: Option<MediaStreamTrack>,
     back_camera: bool,
     screen: Option<MediaStreamTrack>,
-    /// The one video sender: camera or screen.
-    video: Option<RtcRtpSender>,
+    /// The one video transceiver: camera or screen, reused for the whole call.
+    video: Option<RtcRtpTransceiver>,
     screen_ended: Option<Closure<dyn FnMut()>>,
 }
 
@@ -41,6 +41,22 @@ impl Devices {
             self.stream
                 .get_or_insert_with(|| MediaStream::new().expect("MediaStream")),
         )
+    }
+
+    /// Sends `track` as our video (if there is a connection yet; else `connect` will).
+    fn send_video(&mut self, peer: Option<&Peer>, track: &MediaStreamTrack, stream: &MediaStream) {
+        if let Some(peer) = peer {
+            if let Some(added) = peer.send_video(self.video.as_ref(), track, stream) {
+                self.video = Some(added);
+            }
+        }
+    }
+
+    /// Stops sending video, keeping the transceiver for the next time.
+    fn stop_video(&mut self, peer: Option<&Peer>) {
+        if let (Some(peer), Some(t)) = (peer, &self.video) {
+            peer.stop_video(t);
+        }
     }
 
     /// Stops every track: the browser's recording indicator goes off.
@@ -97,6 +113,8 @@ pub struct CallCtl {
     pub remote_changed: RwSignal<u32>,
     /// The connection's ICE state.
     pub ice_state: RwSignal<String>,
+    /// The connection's signaling state (for diagnostics).
+    pub signaling: RwSignal<String>,
     /// Something to tell the person (a device error, no answer...).
     pub notice: RwSignal<Option<String>>,
     /// A device is being opened.
@@ -127,6 +145,7 @@ pub fn use_call(socket: RelaySocket, me: Author, uploader: Uploader) -> CallCtl 
         local_changed: RwSignal::new(0),
         remote_changed: RwSignal::new(0),
         ice_state: RwSignal::new("new".into()),
+        signaling: RwSignal::new("stable".into()),
         notice: RwSignal::new(None),
         busy: RwSignal::new(false),
         me,
@@ -136,13 +155,16 @@ pub fn use_call(socket: RelaySocket, me: Author, uploader: Uploader) -> CallCtl 
     };
     // Leaving the page hangs up, so the other side is not left waiting.
     let unload = Closure::<dyn FnMut()>::new(move || ctl.hang_up());
-    let _ = crate::browser::window().add_event_listener_with_callback("pagehide", unload.as_ref().unchecked_ref());
+    let _ = crate::browser::window()
+        .add_event_listener_with_callback("pagehide", unload.as_ref().unchecked_ref());
     *inner._unload.borrow_mut() = Some(unload);
     on_cleanup(move || {
         ctl.inner.with_value(|inner| {
             if let Some(unload) = inner._unload.borrow_mut().take() {
-                let _ = crate::browser::window()
-                    .remove_event_listener_with_callback("pagehide", unload.as_ref().unchecked_ref());
+                let _ = crate::browser::window().remove_event_listener_with_callback(
+                    "pagehide",
+                    unload.as_ref().unchecked_ref(),
+                );
             }
         });
         ctl.teardown();
@@ -165,7 +187,8 @@ impl CallCtl {
     /// The remote stream, for `remote-video`.
     pub fn remote_stream(&self) -> Option<MediaStream> {
         self.remote_changed.track();
-        self.inner.with_value(|i| i.peer.borrow().as_ref().and_then(|p| p.remote()))
+        self.inner
+            .with_value(|i| i.peer.borrow().as_ref().and_then(|p| p.remote()))
     }
 
     /// Whether the other side sends video now.
@@ -176,8 +199,10 @@ impl CallCtl {
 
     /// Whether we are one end of an active call.
     pub fn in_call(&self) -> bool {
-        self.info
-            .with(|i| i.as_ref().is_some_and(|c| c.party && c.phase == CallPhase::Active))
+        self.info.with(|i| {
+            i.as_ref()
+                .is_some_and(|c| c.party && c.phase == CallPhase::Active)
+        })
     }
 
     /// Whether the other side is calling us and waits for an answer.
@@ -189,12 +214,16 @@ impl CallCtl {
 
     /// Whether we are calling and waiting for the other side.
     pub fn outgoing(&self) -> bool {
-        self.info
-            .with(|i| i.as_ref().is_some_and(|c| c.phase == CallPhase::Ringing && c.party))
+        self.info.with(|i| {
+            i.as_ref()
+                .is_some_and(|c| c.phase == CallPhase::Ringing && c.party)
+        })
     }
 
     fn send_action(&self, action: CallAction) -> bool {
-        let Some(conversation) = self.conversation.get_untracked() else { return false };
+        let Some(conversation) = self.conversation.get_untracked() else {
+            return false;
+        };
         self.socket.send(&ClientMsg::Call {
             conversation,
             action,
@@ -225,7 +254,10 @@ impl CallCtl {
         self.info.set(call.clone());
         match call {
             None => {
-                if was.as_ref().is_some_and(|c| c.phase == CallPhase::Ringing && c.party) {
+                if was
+                    .as_ref()
+                    .is_some_and(|c| c.phase == CallPhase::Ringing && c.party)
+                {
                     self.notice.set(Some("No answer.".into()));
                 }
                 self.teardown();
@@ -263,7 +295,9 @@ impl CallCtl {
 
     /// Creates the peer connection for the active call and sends our tracks.
     fn connect(&self) {
-        let Some(conversation) = self.conversation.get_untracked() else { return };
+        let Some(conversation) = self.conversation.get_untracked() else {
+            return;
+        };
         self.busy.set(false);
         self.inner.with_value(|i| {
             if i.peer.borrow().is_some() {
@@ -278,10 +312,18 @@ impl CallCtl {
             };
             // The visitor is always the polite side.
             let polite = self.me == Author::Visitor;
-            let peer = match Peer::new(&i.ice.borrow(), polite, send, self.remote_changed, self.ice_state) {
+            let peer = match Peer::new(
+                &i.ice.borrow(),
+                polite,
+                send,
+                self.remote_changed,
+                self.ice_state,
+                self.signaling,
+            ) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.notice.set(Some(format!("The call could not start: {e:?}")));
+                    self.notice
+                        .set(Some(format!("The call could not start: {e:?}")));
                     return;
                 }
             };
@@ -291,7 +333,7 @@ impl CallCtl {
                 *sender = Some(peer.add_track(track, &stream));
             }
             if let Some(track) = d.screen.clone().or_else(|| d.camera.clone()) {
-                d.video = Some(peer.add_track(&track, &stream));
+                d.video = peer.send_video(None, &track, &stream);
             }
             for payload in i.early.borrow_mut().drain(..) {
                 peer.on_signal(&payload);
@@ -375,7 +417,11 @@ impl CallCtl {
             let mut d = i.devices.borrow_mut();
             let stream = d.stream();
             stream.add_track(&track);
-            let sender = i.peer.borrow().as_ref().map(|p| p.add_track(&track, &stream));
+            let sender = i
+                .peer
+                .borrow()
+                .as_ref()
+                .map(|p| p.add_track(&track, &stream));
             d.mic = Some((track, sender));
         });
         self.sync_flags();
@@ -385,27 +431,17 @@ impl CallCtl {
     async fn open_camera(&self) -> Result<(), String> {
         let back = self.inner.with_value(|i| i.devices.borrow().back_camera);
         let track = media::open_camera(back).await?;
-        let replace = self.inner.with_value(|i| {
+        self.inner.with_value(|i| {
             let mut d = i.devices.borrow_mut();
-            let stream = d.stream();
             d.camera = Some(Clone::clone(&track));
             if d.screen.is_some() {
-                // The screen has the video sender; the camera comes back when it stops.
-                return None;
+                // The screen is being sent; the camera comes back when sharing stops.
+                return;
             }
+            let stream = d.stream();
             stream.add_track(&track);
-            match (&d.video, i.peer.borrow().as_ref()) {
-                (Some(sender), Some(peer)) => Some((peer.clone(), sender.clone())),
-                (None, Some(peer)) => {
-                    d.video = Some(peer.add_track(&track, &stream));
-                    None
-                }
-                _ => None,
-            }
+            d.send_video(i.peer.borrow().as_deref(), &track, &stream);
         });
-        if let Some((peer, sender)) = replace {
-            let _ = peer.replace_track(&sender, Some(&track)).await;
-        }
         let cameras = media::camera_count().await;
         self.can_flip.set(cameras > 1);
         self.sync_flags();
@@ -418,7 +454,7 @@ impl CallCtl {
         let ctl = *self;
         let ended = Closure::<dyn FnMut()>::new(move || ctl.stop_screen());
         track.set_onended(Some(ended.as_ref().unchecked_ref()));
-        let replace = self.inner.with_value(|i| {
+        self.inner.with_value(|i| {
             let mut d = i.devices.borrow_mut();
             let stream = d.stream();
             if let Some(cam) = &d.camera {
@@ -427,18 +463,8 @@ impl CallCtl {
             stream.add_track(&track);
             d.screen = Some(Clone::clone(&track));
             d.screen_ended = Some(ended);
-            match (&d.video, i.peer.borrow().as_ref()) {
-                (Some(sender), Some(peer)) => Some((peer.clone(), sender.clone())),
-                (None, Some(peer)) => {
-                    d.video = Some(peer.add_track(&track, &stream));
-                    None
-                }
-                _ => None,
-            }
+            d.send_video(i.peer.borrow().as_deref(), &track, &stream);
         });
-        if let Some((peer, sender)) = replace {
-            let _ = peer.replace_track(&sender, Some(&track)).await;
-        }
         self.sync_flags();
         Ok(())
     }
@@ -473,22 +499,17 @@ impl CallCtl {
         }
         let ctl = *self;
         if self.camera_on.get_untracked() {
-            let removed = self.inner.with_value(|i| {
+            self.inner.with_value(|i| {
                 let mut d = i.devices.borrow_mut();
-                let cam = d.camera.take()?;
+                let Some(cam) = d.camera.take() else { return };
                 cam.stop();
                 if let Some(stream) = &d.stream {
                     stream.remove_track(&cam);
                 }
-                if d.screen.is_some() {
-                    return None;
+                if d.screen.is_none() {
+                    d.stop_video(i.peer.borrow().as_deref());
                 }
-                let sender = d.video.take()?;
-                Some((i.peer.borrow().clone()?, sender))
             });
-            if let Some((peer, sender)) = removed {
-                peer.remove_track(&sender);
-            }
             self.sync_flags();
             self.send_action(CallAction::Media {
                 media: MediaKind::Camera,
@@ -535,41 +556,25 @@ impl CallCtl {
 
     /// Stops sharing and restores what was there before: the camera, or nothing.
     fn stop_screen(&self) {
-        let restore = self.inner.with_value(|i| {
+        self.inner.with_value(|i| {
             let mut d = i.devices.borrow_mut();
-            let screen = d.screen.take()?;
+            let Some(screen) = d.screen.take() else {
+                return;
+            };
             screen.set_onended(None);
             screen.stop();
             d.screen_ended = None;
             let stream = d.stream();
             stream.remove_track(&screen);
-            let peer = i.peer.borrow().clone();
-            match (d.camera.clone(), peer, d.video.clone()) {
-                (Some(cam), Some(peer), Some(sender)) => {
+            let peer = i.peer.borrow();
+            match d.camera.clone() {
+                Some(cam) => {
                     stream.add_track(&cam);
-                    Some((peer, sender, Some(cam)))
+                    d.send_video(peer.as_deref(), &cam, &stream);
                 }
-                (Some(cam), _, _) => {
-                    stream.add_track(&cam);
-                    None
-                }
-                (None, Some(peer), Some(sender)) => {
-                    d.video = None;
-                    Some((peer, sender, None))
-                }
-                _ => None,
+                None => d.stop_video(peer.as_deref()),
             }
         });
-        let ctl = *self;
-        if let Some((peer, sender, cam)) = restore {
-            match cam {
-                Some(cam) => leptos::task::spawn_local(async move {
-                    let _ = peer.replace_track(&sender, Some(&cam)).await;
-                    ctl.sync_flags();
-                }),
-                None => peer.remove_track(&sender),
-            }
-        }
         self.sync_flags();
         if self.in_call() {
             self.send_action(CallAction::Media {
@@ -595,7 +600,7 @@ impl CallCtl {
                 Ok(t) => t,
                 Err(e) => return ctl.fail(e),
             };
-            let swap = ctl.inner.with_value(|i| {
+            ctl.inner.with_value(|i| {
                 let mut d = i.devices.borrow_mut();
                 let stream = d.stream();
                 if let Some(old) = d.camera.replace(Clone::clone(&track)) {
@@ -604,23 +609,22 @@ impl CallCtl {
                 }
                 if d.screen.is_none() {
                     stream.add_track(&track);
-                    return Some((i.peer.borrow().clone()?, d.video.clone()?));
+                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
                 }
-                None
             });
-            if let Some((peer, sender)) = swap {
-                let _ = peer.replace_track(&sender, Some(&track)).await;
-            }
             ctl.sync_flags();
         });
     }
 
     /// Posts a still of the other side's video into the chat, as a PNG.
     pub fn snapshot(&self, video: &web_sys::HtmlVideoElement) {
-        let Some(conversation) = self.conversation.get_untracked() else { return };
+        let Some(conversation) = self.conversation.get_untracked() else {
+            return;
+        };
         let (w, h) = (video.video_width(), video.video_height());
         if w == 0 || h == 0 {
-            self.notice.set(Some("There is no video to photograph yet.".into()));
+            self.notice
+                .set(Some("There is no video to photograph yet.".into()));
             return;
         }
         let canvas: web_sys::HtmlCanvasElement = crate::browser::window()
@@ -639,10 +643,17 @@ impl CallCtl {
             return;
         };
         if ctx
-            .draw_image_with_html_video_element_and_dw_and_dh(video, 0.0, 0.0, f64::from(w), f64::from(h))
+            .draw_image_with_html_video_element_and_dw_and_dh(
+                video,
+                0.0,
+                0.0,
+                f64::from(w),
+                f64::from(h),
+            )
             .is_err()
         {
-            self.notice.set(Some("The snapshot could not be taken.".into()));
+            self.notice
+                .set(Some("The snapshot could not be taken.".into()));
             return;
         }
         let uploader = self.uploader;

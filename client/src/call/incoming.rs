@@ -8,7 +8,8 @@ use super::CallCtl;
 /// Rings (two tones, on and off) while `ringing` is true. Browsers may refuse sound before the
 /// person interacted with the page; the ring is then silent and the panel still shows.
 fn use_ringer(ringing: Signal<bool>) {
-    let ctx = StoredValue::new_local(None::<(web_sys::AudioContext, gloo_timers::callback::Interval)>);
+    let ctx =
+        StoredValue::new_local(None::<(web_sys::AudioContext, gloo_timers::callback::Interval)>);
     let stop = move || {
         if let Some((ctx, interval)) = ctx.try_update_value(Option::take).flatten() {
             interval.cancel();
@@ -20,14 +21,19 @@ fn use_ringer(ringing: Signal<bool>) {
             stop();
             return;
         }
-        let Ok(audio) = web_sys::AudioContext::new() else { return };
+        let Ok(audio) = web_sys::AudioContext::new() else {
+            return;
+        };
         let beep = {
             let audio = audio.clone();
             move || {
                 let _ = audio.resume();
                 let now = audio.current_time();
                 for (freq, start) in [(440.0, 0.0), (480.0, 0.0)] {
-                    let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain()) else { return };
+                    let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain())
+                    else {
+                        return;
+                    };
                     osc.frequency().set_value(freq);
                     gain.gain().set_value(0.05);
                     let _ = osc.connect_with_audio_node(&gain);

@@ -57,7 +57,14 @@ pub fn MessageList(
 
 fn line_view(line: Line, me: Author) -> impl IntoView {
     let (author, name, text, at, pending, attachment) = match line {
-        Line::Stored(m) => (m.author, m.author_name, m.text, Some(m.at), false, m.attachment),
+        Line::Stored(m) => (
+            m.author,
+            m.author_name,
+            m.text,
+            Some(m.at),
+            false,
+            m.attachment,
+        ),
         Line::Pending(p) => (me, None, p.text, None, true, None),
     };
     let side = if author == Author::System {

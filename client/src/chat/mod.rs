@@ -10,4 +10,4 @@ pub use attachment::AttachmentView;
 pub use composer::{files_of, Composer};
 pub use message_list::MessageList;
 pub use thread::{Line, Pending, Thread};
-pub use upload::{human_size, UploadList, Uploader, Upload};
+pub use upload::{human_size, Upload, UploadList, Uploader};

@@ -96,32 +96,49 @@ impl Uploader {
             return;
         }
         if let Err(e) = self.start(id, conversation, blob, name) {
-            self.set(id, |u| u.error = Some(format!("The upload could not start: {e:?}")));
+            self.set(id, |u| {
+                u.error = Some(format!("The upload could not start: {e:?}"))
+            });
         }
     }
 
-    fn start(&self, id: u32, conversation: &ConversationId, blob: &Blob, name: &str) -> Result<(), JsValue> {
+    fn start(
+        &self,
+        id: u32,
+        conversation: &ConversationId,
+        blob: &Blob,
+        name: &str,
+    ) -> Result<(), JsValue> {
         let xhr = XmlHttpRequest::new()?;
         let query = web_sys::UrlSearchParams::new()?;
         query.append("name", name);
-        let url = format!("/api/conversations/{conversation}/files?{}", String::from(query.to_string()));
+        let url = format!(
+            "/api/conversations/{conversation}/files?{}",
+            String::from(query.to_string())
+        );
         xhr.open("POST", &url)?;
         if let Some(token) = self.bearer.get_untracked() {
             xhr.set_request_header("authorization", &format!("Bearer {token}"))?;
         }
         let this = *self;
-        let progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
-            this.set(id, |u| u.sent = e.loaded());
-        });
-        xhr.upload()?.set_onprogress(Some(progress.as_ref().unchecked_ref()));
+        let progress =
+            Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
+                this.set(id, |u| u.sent = e.loaded());
+            });
+        xhr.upload()?
+            .set_onprogress(Some(progress.as_ref().unchecked_ref()));
         let done = {
             let xhr = xhr.clone();
             Closure::<dyn FnMut()>::new(move || match xhr.status() {
                 Ok(201) => this.dismiss(id),
-                Ok(0) => this.set(id, |u| u.error = Some("The upload failed: the connection was lost.".into())),
+                Ok(0) => this.set(id, |u| {
+                    u.error = Some("The upload failed: the connection was lost.".into())
+                }),
                 Ok(_) => {
                     let why = xhr.response_text().ok().flatten().unwrap_or_default();
-                    this.set(id, |u| u.error = Some(format!("“{}” was not sent: {why}", u.name)));
+                    this.set(id, |u| {
+                        u.error = Some(format!("“{}” was not sent: {why}", u.name))
+                    });
                 }
                 Err(_) => this.set(id, |u| u.error = Some("The upload failed.".into())),
             })

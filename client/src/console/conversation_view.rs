@@ -65,7 +65,9 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         });
     });
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
-        let Some(id) = desk.selected.get_untracked() else { return };
+        let Some(id) = desk.selected.get_untracked() else {
+            return;
+        };
         for f in files {
             desk.uploader.send(&id, &f, &f.name());
         }

@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use escalera_protocol::{
-    AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION,
-};
+use escalera_protocol::{AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
 use leptos::prelude::*;
 use serde::Deserialize;
 
@@ -199,7 +197,9 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 }
             }
             ServerMsg::Call { conversation, call } => {
-                let Some(desk) = desk_slot.get_value() else { return };
+                let Some(desk) = desk_slot.get_value() else {
+                    return;
+                };
                 let ctl = desk.call;
                 let current = ctl.conversation.get_untracked();
                 let busy_elsewhere = ctl.info.get_untracked().is_some()
@@ -209,14 +209,19 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 }
                 if let Some(info) = &call {
                     // A visitor calling: bring their conversation up.
-                    if info.caller == Author::Visitor && selected.get_untracked().as_ref() != Some(&conversation) {
+                    if info.caller == Author::Visitor
+                        && selected.get_untracked().as_ref() != Some(&conversation)
+                    {
                         desk.open(conversation.clone());
                     }
                     ctl.conversation.set(Some(conversation.clone()));
                 }
                 ctl.on_call(&conversation, call);
             }
-            ServerMsg::Signal { conversation, payload } => {
+            ServerMsg::Signal {
+                conversation,
+                payload,
+            } => {
                 if let Some(desk) = desk_slot.get_value() {
                     desk.call.on_signal(&conversation, payload);
                 }

@@ -8,10 +8,9 @@ use web_sys::{MediaStream, MediaStreamTrack};
 use crate::browser::window;
 
 fn devices() -> Result<web_sys::MediaDevices, String> {
-    window()
-        .navigator()
-        .media_devices()
-        .map_err(|_| "This browser cannot use a camera or microphone here (is the page on https?).".to_owned())
+    window().navigator().media_devices().map_err(|_| {
+        "This browser cannot use a camera or microphone here (is the page on https?).".to_owned()
+    })
 }
 
 /// What went wrong opening `what`, in words.
@@ -46,14 +45,20 @@ pub async fn open_mic() -> Result<MediaStreamTrack, String> {
     let promise = devices()?
         .get_user_media_with_constraints(&constraints)
         .map_err(|e| explain("microphone", e))?;
-    let stream = JsFuture::from(promise).await.map_err(|e| explain("microphone", e))?;
+    let stream = JsFuture::from(promise)
+        .await
+        .map_err(|e| explain("microphone", e))?;
     first_track(stream, false).ok_or_else(|| "No microphone was found.".to_owned())
 }
 
 /// Opens the camera; `back` asks for the rear one (phones).
 pub async fn open_camera(back: bool) -> Result<MediaStreamTrack, String> {
     let video = web_sys::MediaTrackConstraints::new();
-    video.set_facing_mode(&JsValue::from_str(if back { "environment" } else { "user" }));
+    video.set_facing_mode(&JsValue::from_str(if back {
+        "environment"
+    } else {
+        "user"
+    }));
     video.set_width(&JsValue::from_f64(1280.0));
     video.set_height(&JsValue::from_f64(720.0));
     let constraints = web_sys::MediaStreamConstraints::new();
@@ -61,7 +66,9 @@ pub async fn open_camera(back: bool) -> Result<MediaStreamTrack, String> {
     let promise = devices()?
         .get_user_media_with_constraints(&constraints)
         .map_err(|e| explain("camera", e))?;
-    let stream = JsFuture::from(promise).await.map_err(|e| explain("camera", e))?;
+    let stream = JsFuture::from(promise)
+        .await
+        .map_err(|e| explain("camera", e))?;
     first_track(stream, true).ok_or_else(|| "No camera was found.".to_owned())
 }
 
@@ -72,15 +79,21 @@ pub async fn open_screen() -> Result<MediaStreamTrack, String> {
     let promise = devices()?
         .get_display_media_with_constraints(&constraints)
         .map_err(|e| explain("screen", e))?;
-    let stream = JsFuture::from(promise).await.map_err(|e| explain("screen", e))?;
+    let stream = JsFuture::from(promise)
+        .await
+        .map_err(|e| explain("screen", e))?;
     first_track(stream, true).ok_or_else(|| "Nothing was chosen to share.".to_owned())
 }
 
 /// How many cameras the browser knows of (labels need permission; the count does not).
 pub async fn camera_count() -> usize {
     let Ok(devices) = devices() else { return 0 };
-    let Ok(promise) = devices.enumerate_devices() else { return 0 };
-    let Ok(list) = JsFuture::from(promise).await else { return 0 };
+    let Ok(promise) = devices.enumerate_devices() else {
+        return 0;
+    };
+    let Ok(list) = JsFuture::from(promise).await else {
+        return 0;
+    };
     js_sys::Array::from(&list)
         .iter()
         .filter_map(|d| d.dyn_into::<web_sys::MediaDeviceInfo>().ok())

@@ -249,7 +249,11 @@ mod tests {
         fn perform(&mut self, action: Action) -> Option<Input> {
             match action {
                 Action::MakeOffer => {
-                    assert_eq!(self.pc.state, "stable", "{} offered outside stable", self.name);
+                    assert_eq!(
+                        self.pc.state, "stable",
+                        "{} offered outside stable",
+                        self.name
+                    );
                     self.pc.state = "have-local-offer";
                     self.pc.local_offers += 1;
                     Some(Input::LocalDescription {
@@ -281,7 +285,10 @@ mod tests {
                     })
                 }
                 Action::AddCandidate(c) => {
-                    assert!(!self.pc.remote_set.is_empty(), "candidate before any description");
+                    assert!(
+                        !self.pc.remote_set.is_empty(),
+                        "candidate before any description"
+                    );
                     self.pc.candidates.push(c.candidate);
                     None
                 }
@@ -325,7 +332,13 @@ mod tests {
     fn one_side_offers_the_other_answers() {
         let (mut visitor, mut agent) = (Side::new(true, "visitor"), Side::new(false, "agent"));
         agent.input(Input::NegotiationNeeded);
-        assert!(matches!(agent.outbox[0], Signal::Description { kind: SdpKind::Offer, .. }));
+        assert!(matches!(
+            agent.outbox[0],
+            Signal::Description {
+                kind: SdpKind::Offer,
+                ..
+            }
+        ));
         settle(&mut agent, &mut visitor);
         assert_eq!((agent.pc.state, visitor.pc.state), ("stable", "stable"));
         assert_eq!(agent.pc.remote_set, [SdpKind::Answer]);
@@ -337,7 +350,10 @@ mod tests {
         // Both press "video" at once: both offer before seeing the other's offer.
         polite.input(Input::NegotiationNeeded);
         impolite.input(Input::NegotiationNeeded);
-        assert_eq!((polite.pc.state, impolite.pc.state), ("have-local-offer", "have-local-offer"));
+        assert_eq!(
+            (polite.pc.state, impolite.pc.state),
+            ("have-local-offer", "have-local-offer")
+        );
         impolite.receive_all(&mut polite); // ignored: impolite keeps its offer
         assert_eq!(impolite.pc.state, "have-local-offer");
         assert!(impolite.pc.remote_set.is_empty());
@@ -378,7 +394,13 @@ mod tests {
             stable: true,
         });
         assert_eq!(side.pc.candidates, ["c1", "c2", "c3"]);
-        assert!(matches!(side.outbox[0], Signal::Description { kind: SdpKind::Answer, .. }));
+        assert!(matches!(
+            side.outbox[0],
+            Signal::Description {
+                kind: SdpKind::Answer,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -404,14 +426,21 @@ mod tests {
     fn every_added_track_renegotiates_on_the_same_connection() {
         let (mut visitor, mut agent) = (Side::new(true, "visitor"), Side::new(false, "agent"));
         // voice (agent), video (visitor), screen (agent), camera off (visitor)...
-        for (i, who) in ["agent", "visitor", "agent", "visitor", "visitor"].iter().enumerate() {
+        for (i, who) in ["agent", "visitor", "agent", "visitor", "visitor"]
+            .iter()
+            .enumerate()
+        {
             if *who == "agent" {
                 agent.input(Input::NegotiationNeeded);
             } else {
                 visitor.input(Input::NegotiationNeeded);
             }
             settle(&mut agent, &mut visitor);
-            assert_eq!((agent.pc.state, visitor.pc.state), ("stable", "stable"), "round {i}");
+            assert_eq!(
+                (agent.pc.state, visitor.pc.state),
+                ("stable", "stable"),
+                "round {i}"
+            );
         }
         assert_eq!(agent.pc.local_offers + visitor.pc.local_offers, 5);
     }
@@ -419,10 +448,16 @@ mod tests {
     #[test]
     fn a_second_negotiation_while_offering_is_folded_in() {
         let mut side = Side::new(false, "agent");
-        assert_eq!(side.neg.handle(Input::NegotiationNeeded), vec![Action::MakeOffer]);
+        assert_eq!(
+            side.neg.handle(Input::NegotiationNeeded),
+            vec![Action::MakeOffer]
+        );
         assert_eq!(side.neg.handle(Input::NegotiationNeeded), vec![]);
         side.neg.handle(Input::OfferFailed);
-        assert_eq!(side.neg.handle(Input::NegotiationNeeded), vec![Action::MakeOffer]);
+        assert_eq!(
+            side.neg.handle(Input::NegotiationNeeded),
+            vec![Action::MakeOffer]
+        );
     }
 
     #[test]
@@ -436,6 +471,9 @@ mod tests {
             sdp: "v=0".into(),
         };
         let json = serde_json::to_string(&d).unwrap();
-        assert_eq!(json, r#"{"signal":"description","kind":"offer","sdp":"v=0"}"#);
+        assert_eq!(
+            json,
+            r#"{"signal":"description","kind":"offer","sdp":"v=0"}"#
+        );
     }
 }

@@ -12,8 +12,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcIceServer,
-    RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcRtpSender, RtcSdpType,
-    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+    RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcRtpSender,
+    RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcSdpType, RtcSessionDescriptionInit,
+    RtcSignalingState, RtcTrackEvent,
 };
 
 use super::negotiation::{Action, Candidate, Input, Negotiator, SdpKind, Signal};
@@ -31,6 +32,7 @@ pub struct Peer {
     remote: RefCell<Option<MediaStream>>,
     remote_changed: RwSignal<u32>,
     ice_state: RwSignal<String>,
+    signaling: RwSignal<String>,
     handlers: RefCell<Vec<Closure<dyn FnMut(JsValue)>>>,
 }
 
@@ -67,6 +69,7 @@ impl Peer {
         send: impl Fn(String) + 'static,
         remote_changed: RwSignal<u32>,
         ice_state: RwSignal<String>,
+        signaling: RwSignal<String>,
     ) -> Result<Rc<Peer>, JsValue> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&ice_servers(servers));
@@ -102,12 +105,20 @@ impl Peer {
                     }
                     p.remote_changed.update(|n| *n += 1);
                 })),
-                on(Box::new(|p, _| p.ice_state.set(format!("{:?}", p.pc.ice_connection_state()).to_lowercase()))),
+                on(Box::new(|p, _| {
+                    p.ice_state
+                        .set(format!("{:?}", p.pc.ice_connection_state()).to_lowercase())
+                })),
+                on(Box::new(|p, _| {
+                    p.signaling
+                        .set(format!("{:?}", p.pc.signaling_state()).to_lowercase())
+                })),
             ];
             pc.set_onnegotiationneeded(Some(handlers[0].as_ref().unchecked_ref()));
             pc.set_onicecandidate(Some(handlers[1].as_ref().unchecked_ref()));
             pc.set_ontrack(Some(handlers[2].as_ref().unchecked_ref()));
             pc.set_oniceconnectionstatechange(Some(handlers[3].as_ref().unchecked_ref()));
+            pc.set_onsignalingstatechange(Some(handlers[4].as_ref().unchecked_ref()));
             Peer {
                 pc: pc.clone(),
                 neg: RefCell::new(Negotiator::new(polite)),
@@ -118,6 +129,7 @@ impl Peer {
                 remote: RefCell::new(None),
                 remote_changed,
                 ice_state,
+                signaling,
                 handlers: RefCell::new(handlers),
             }
         });
@@ -130,7 +142,12 @@ impl Peer {
     }
 
     fn adopt_remote(&self, stream: MediaStream) {
-        if self.remote.borrow().as_ref().is_some_and(|s| s.id() == stream.id()) {
+        if self
+            .remote
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.id() == stream.id())
+        {
             return;
         }
         let changed = self.remote_changed;
@@ -146,7 +163,10 @@ impl Peer {
     pub fn on_signal(self: &Rc<Self>, payload: &str) {
         match serde_json::from_str::<Signal>(payload) {
             // `stable` is read when the input is handled, not now.
-            Ok(signal) => self.push(Input::Remote { signal, stable: true }),
+            Ok(signal) => self.push(Input::Remote {
+                signal,
+                stable: true,
+            }),
             Err(e) => leptos::logging::warn!("unreadable signal: {e}"),
         }
     }
@@ -156,16 +176,45 @@ impl Peer {
         self.pc.add_track_0(track, stream)
     }
 
-    /// Stops sending a track (renegotiates).
-    pub fn remove_track(&self, sender: &RtcRtpSender) {
-        if !self.closed.get() {
-            self.pc.remove_track(sender);
+    /// Sends video (camera or screen) through `current`, the transceiver used for video so far,
+    /// or a new one, which is returned. Reusing it means turning video on and off any number of
+    /// times never grows the session description.
+    pub fn send_video(
+        &self,
+        current: Option<&RtcRtpTransceiver>,
+        track: &MediaStreamTrack,
+        stream: &MediaStream,
+    ) -> Option<RtcRtpTransceiver> {
+        if self.closed.get() {
+            return None;
+        }
+        match current {
+            Some(t) => {
+                // replaceTrack needs no renegotiation; a direction change does.
+                let _ = t.sender().replace_track(Some(track));
+                if t.direction() != RtcRtpTransceiverDirection::Sendrecv {
+                    t.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+                }
+                None
+            }
+            None => {
+                let sender = self.pc.add_track_0(track, stream);
+                self.pc
+                    .get_transceivers()
+                    .iter()
+                    .filter_map(|t| t.dyn_into::<RtcRtpTransceiver>().ok())
+                    .find(|t| t.sender() == sender)
+            }
         }
     }
 
-    /// Replaces what a sender sends, without renegotiation (camera <-> screen, front <-> back).
-    pub async fn replace_track(&self, sender: &RtcRtpSender, track: Option<&MediaStreamTrack>) -> Result<(), JsValue> {
-        JsFuture::from(sender.replace_track(track)).await.map(drop)
+    /// Stops sending video; the other side's track goes away with the renegotiation.
+    pub fn stop_video(&self, transceiver: &RtcRtpTransceiver) {
+        if self.closed.get() {
+            return;
+        }
+        let _ = transceiver.sender().replace_track(None);
+        transceiver.set_direction(RtcRtpTransceiverDirection::Recvonly);
     }
 
     /// Closes the connection; nothing more is sent.
@@ -176,6 +225,7 @@ impl Peer {
         self.pc.set_onicecandidate(None);
         self.pc.set_ontrack(None);
         self.pc.set_oniceconnectionstatechange(None);
+        self.pc.set_onsignalingstatechange(None);
         self.pc.close();
         self.ice_state.set("closed".to_owned());
     }
@@ -197,7 +247,9 @@ impl Peer {
     /// Handles queued inputs one by one; each action's result is handled before the next input.
     async fn drain(&self) {
         loop {
-            let Some(input) = self.queue.borrow_mut().pop_front() else { return };
+            let Some(input) = self.queue.borrow_mut().pop_front() else {
+                return;
+            };
             let mut work = vec![self.with_state(input)];
             while let Some(input) = work.pop() {
                 let actions = self.neg.borrow_mut().handle(input);
@@ -226,14 +278,19 @@ impl Peer {
 
     async fn perform(&self, action: Action) -> Option<Input> {
         match action {
-            Action::MakeOffer => match self.describe(self.pc.create_offer(), SdpKind::Offer).await {
-                Ok(input) => Some(input),
-                Err(e) => {
-                    leptos::logging::warn!("offer failed: {e:?}");
-                    Some(Input::OfferFailed)
+            Action::MakeOffer => {
+                match self.describe(self.pc.create_offer(), SdpKind::Offer).await {
+                    Ok(input) => Some(input),
+                    Err(e) => {
+                        leptos::logging::warn!("offer failed: {e:?}");
+                        Some(Input::OfferFailed)
+                    }
                 }
-            },
-            Action::MakeAnswer => match self.describe(self.pc.create_answer(), SdpKind::Answer).await {
+            }
+            Action::MakeAnswer => match self
+                .describe(self.pc.create_answer(), SdpKind::Answer)
+                .await
+            {
                 Ok(input) => Some(input),
                 Err(e) => {
                     leptos::logging::warn!("answer failed: {e:?}");
@@ -263,7 +320,9 @@ impl Peer {
                 let init = RtcIceCandidateInit::new(&c.candidate);
                 init.set_sdp_mid(c.sdp_mid.as_deref());
                 init.set_sdp_m_line_index(c.sdp_m_line_index);
-                let added = self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
+                let added = self
+                    .pc
+                    .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
                 let _ = JsFuture::from(added).await;
                 None
             }

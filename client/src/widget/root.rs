@@ -131,7 +131,10 @@ pub fn Widget() -> impl IntoView {
                     ctl.on_call(&conversation, call);
                 }
             }
-            ServerMsg::Signal { conversation, payload } => {
+            ServerMsg::Signal {
+                conversation,
+                payload,
+            } => {
                 if let Some(ctl) = call_slot.get_value() {
                     ctl.on_signal(&conversation, payload);
                 }
@@ -224,7 +227,9 @@ pub fn Widget() -> impl IntoView {
     };
     let framed = browser::query_param("origin").is_some();
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
-        let Some(id) = conversation.get_untracked() else { return };
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
         for f in files {
             uploader.send(&id, &f, &f.name());
         }
