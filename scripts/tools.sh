@@ -2,7 +2,7 @@
 # Installs what building (and, with `--test`, testing) Escalera needs on a bare machine of this
 # kind, skipping whatever is already there at the right version. See ../shared/TOOLCHAIN.md.
 #   scripts/tools.sh          build tools: wasm32 target, trunk, wasm-bindgen, wasm-opt
-#   scripts/tools.sh --test   also Chromium + chromedriver + brotli (Debian packages)
+#   scripts/tools.sh --test   also Chromium + chromedriver + brotli + coturn (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -41,6 +41,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
   command -v brotli >/dev/null || missing+=(brotli)
+  command -v turnserver >/dev/null || missing+=(coturn)
   if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
       say "installing ${missing[*]} (apt)"

@@ -46,11 +46,17 @@ pub struct Product {
     /// The demo site's key.
     pub site_key: String,
     ports: (u16, u16),
+    flags: Vec<String>,
 }
 
 impl Product {
     /// Adds the agents and starts `escalera serve`.
     pub async fn start() -> Product {
+        Self::start_with(&[]).await
+    }
+
+    /// Same, with more flags for `serve`.
+    pub async fn start_with(flags: &[String]) -> Product {
         let dir = tempfile::tempdir().unwrap();
         for (email, name) in [("ana@shop.example", "Ana"), ("ben@shop.example", "Ben")] {
             let status = Command::new(binary())
@@ -64,7 +70,8 @@ impl Product {
             assert!(status.success());
         }
         let ports = (free_port(), free_port());
-        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports).await;
+        let flags = flags.to_vec();
+        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports, &flags).await;
         Product {
             child,
             dir,
@@ -72,6 +79,7 @@ impl Product {
             demo_url,
             site_key,
             ports,
+            flags,
         }
     }
 
@@ -82,7 +90,7 @@ impl Product {
 
     /// Starts the relay again on the same ports and data dir.
     pub async fn restart(&mut self) {
-        let (child, ..) = serve(self.dir.path(), self.ports).await;
+        let (child, ..) = serve(self.dir.path(), self.ports, &self.flags).await;
         self.child = child;
     }
 
@@ -92,10 +100,15 @@ impl Product {
     }
 }
 
-async fn serve(dir: &Path, (relay, demo): (u16, u16)) -> (Child, String, String, String) {
+async fn serve(
+    dir: &Path,
+    (relay, demo): (u16, u16),
+    flags: &[String],
+) -> (Child, String, String, String) {
     let mut child = Command::new(binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{relay}")])
         .args(["--demo-listen", &format!("127.0.0.1:{demo}")])
+        .args(flags)
         .env("ESCALERA_DATA_DIR", dir)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -126,6 +139,67 @@ async fn serve(dir: &Path, (relay, demo): (u16, u16)) -> (Child, String, String,
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, console.unwrap(), page.unwrap(), key.unwrap())
+}
+
+/// A real TURN server (Debian's coturn) on loopback with TURN REST API credentials
+/// (`use-auth-secret`), for the duration of a test.
+pub struct Turn {
+    child: Child,
+    /// The `turn:` URL to give the relay.
+    pub url: String,
+}
+
+impl Turn {
+    /// Starts `turnserver` with `secret`; waits until it listens.
+    pub async fn start(secret: &str) -> Turn {
+        let port = free_port();
+        let relay_ports = free_port();
+        let child = Command::new("turnserver")
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_ports}"))
+            .arg(format!("--max-port={}", relay_ports.saturating_add(200)))
+            .args([
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+            ])
+            .args([
+                "--realm=escalera.test",
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .args([
+                "--no-cli",
+                "--fingerprint",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("turnserver on PATH (make test installs coturn)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Turn {
+            child,
+            url: format!("turn:127.0.0.1:{port}?transport=udp"),
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }
 
 /// chromedriver on a free port; each [`Browser`] from it is a separate Chromium with its own
@@ -392,6 +466,11 @@ impl Browser {
     /// Logs an agent in on the console page.
     pub async fn login(&self, relay_url: &str, email: &str) {
         self.goto(&format!("{relay_url}/agent")).await;
+        self.login_here(email).await;
+    }
+
+    /// Logs an agent in on the console page already open.
+    pub async fn login_here(&self, email: &str) {
         self.find("login-email")
             .await
             .send_keys(email)
