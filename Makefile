@@ -5,7 +5,7 @@ export PATH := $(TOOLS)/cargo/bin:$(TOOLS)/node_modules/.bin:$(HOME)/.cargo/bin:
 export TRUNK_SKIP_VERSION_CHECK := true
 BIN := target/release/escalera
 
-.PHONY: run build client relay tools test test-unit test-e2e lint size clean
+.PHONY: run build client relay tools test lint size bench clean
 
 ## run: install what is missing, build, start the relay with a demo page
 run: build
@@ -39,6 +39,11 @@ lint:
 size: build
 	@scripts/tools.sh --test
 	scripts/size.sh
+
+## bench: sizes, click-video-to-first-frame latency, file throughput (figures for README)
+bench: build
+	@scripts/tools.sh --test
+	scripts/bench.sh
 
 clean:
 	rm -rf target client/dist
