@@ -1,6 +1,7 @@
 //! `make bench`: figures for the README, measured on loopback with the release binary.
 //! - click "video" -> first remote frame at the other side: p50 / p95 over 20 runs;
 //! - 25 MiB upload and download through the relay: MB/s (median of 5).
+//!
 //! Prints figures only; it asserts nothing.
 
 use std::time::Instant;

@@ -228,3 +228,68 @@ async fn both_sides_pressing_video_at_once_converge_twenty_times() {
     visitor.close().await;
     agent.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declines_mute_and_oversized_files_are_told_clearly() {
+    let product = Product::start_with(&["--max-upload".into(), "100K".into()]).await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+
+    // The visitor calls; the agent hears who is calling and declines; the visitor is told.
+    visitor.click("call-voice").await;
+    let incoming = agent.find("incoming-call").await;
+    assert!(incoming
+        .text()
+        .await
+        .unwrap()
+        .contains("Visitor is calling you (voice call)"));
+    agent.click("call-decline").await;
+    for side in [&visitor, &agent] {
+        side.wait_message("system", "Call declined").await;
+        side.wait_js(
+            "the call gone and the microphone released",
+            "return document.querySelector('[data-testid=call-hangup]') === null &&
+                document.querySelector('[data-testid=call-voice]') !== null",
+            vec![],
+        )
+        .await;
+    }
+
+    // In a call, mute really stops sending sound, and unmute brings it back.
+    voice_call(&visitor, &agent).await;
+    visitor.click("mic-toggle").await;
+    let muted = "const v = document.querySelector('[data-testid=local-video]');
+        const b = document.querySelector('[data-testid=mic-toggle]');
+        return b.getAttribute('aria-pressed') === 'true' &&
+            v.srcObject.getAudioTracks().every(t => !t.enabled)";
+    visitor.wait_js("muted", muted, vec![]).await;
+    visitor.click("mic-toggle").await;
+    visitor
+        .wait_js(
+            "unmuted",
+            "return document.querySelector('[data-testid=mic-toggle]').getAttribute('aria-pressed') === 'false'",
+            vec![],
+        )
+        .await;
+
+    // A file over the relay's limit is refused before it is sent, with the limit in words.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pdf");
+    std::fs::write(&big, vec![0u8; 300 * 1024]).unwrap();
+    visitor
+        .find("file-input")
+        .await
+        .send_keys(big.to_str().unwrap())
+        .await
+        .unwrap();
+    let error = visitor.find("upload-error").await.text().await.unwrap();
+    assert!(
+        error.contains("big.pdf") && error.contains("at most 100 KB"),
+        "{error}"
+    );
+    // Hanging up from the other side ends it for both.
+    agent.click("call-hangup").await;
+    visitor.wait_message_prefix("system", "Call ended, ").await;
+    visitor.close().await;
+    agent.close().await;
+}

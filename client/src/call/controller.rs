@@ -69,7 +69,8 @@ impl Devices {
         for t in tracks.into_iter().flatten() {
             t.stop();
         }
-        if let Some(stream) = &self.stream {
+        // The next call starts from a fresh stream.
+        if let Some(stream) = self.stream.take() {
             for t in stream.get_tracks().iter() {
                 if let Ok(t) = t.dyn_into::<MediaStreamTrack>() {
                     t.stop();

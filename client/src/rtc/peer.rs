@@ -33,8 +33,14 @@ pub struct Peer {
     remote_changed: RwSignal<u32>,
     ice_state: RwSignal<String>,
     signaling: RwSignal<String>,
-    handlers: RefCell<Vec<Closure<dyn FnMut(JsValue)>>>,
+    handlers: RefCell<Vec<Handler>>,
 }
+
+/// A browser event handler kept alive as long as the connection.
+type Handler = Closure<dyn FnMut(JsValue)>;
+
+/// What a handler does with the connection and the event.
+type OnEvent = Box<dyn Fn(&Rc<Peer>, JsValue)>;
 
 fn ice_servers(servers: &[IceServer]) -> js_sys::Array {
     servers
@@ -78,9 +84,9 @@ impl Peer {
         }
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let peer = Rc::new_cyclic(|weak: &std::rc::Weak<Peer>| {
-            let on = |f: Box<dyn Fn(&Rc<Peer>, JsValue)>| {
+            let on = |f: OnEvent| {
                 let weak = weak.clone();
-                Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+                Handler::new(move |e: JsValue| {
                     if let Some(peer) = weak.upgrade() {
                         f(&peer, e);
                     }
