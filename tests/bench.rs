@@ -7,11 +7,7 @@
 use std::time::Instant;
 
 use escalera_e2e::{Browser, Driver, Product};
-use escalera_protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const RUNS: usize = 20;
 
@@ -79,41 +75,8 @@ async fn close(a: Browser, b: Browser) {
     b.close().await;
 }
 
-/// A visitor over the wire: its token and conversation.
-async fn visitor_token(product: &Product) -> (String, String) {
-    let url = format!(
-        "{}/ws/visitor?site={}",
-        product.relay_url.replace("http://", "ws://"),
-        product.site_key
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("origin", product.demo_origin().parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let hello = ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: None,
-    };
-    ws.send(WsMessage::Text(
-        serde_json::to_string(&hello).unwrap().into(),
-    ))
-    .await
-    .unwrap();
-    while let Some(Ok(WsMessage::Text(t))) = ws.next().await {
-        if let Ok(ServerMsg::WelcomeVisitor {
-            token,
-            conversation,
-            ..
-        }) = serde_json::from_str(t.as_str())
-        {
-            return (token.0, conversation.0);
-        }
-    }
-    panic!("no welcome");
-}
-
 async fn throughput(product: &Product) -> (f64, f64) {
-    let (token, conversation) = visitor_token(product).await;
+    let (_ws, token, conversation) = product.wire_visitor().await;
     let body: Vec<u8> = (0..25u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();

@@ -1,12 +1,9 @@
 //! The product in a real headless Chromium against the real relay binary: the demo host page on
 //! its own origin, the widget in its iframe, and the agent console.
 
-use escalera_e2e::{Browser, Driver, Product};
-use escalera_protocol::{ClientMsg, ClientMsgId, ServerMsg, PROTOCOL_VERSION};
-use futures_util::{SinkExt, StreamExt};
+use escalera_e2e::{send, Browser, Driver, Product};
+use escalera_protocol::{ClientMsg, ClientMsgId, ConversationId};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Whether the agent's console shows a conversation row.
 async fn wait_rows(agent: &Browser, n: usize) {
@@ -123,38 +120,13 @@ async fn two_agents_see_a_new_conversation_and_the_first_to_take_it_gets_it() {
     }
 
     // A visitor writes (over the wire, as the widget would, from the demo page's origin).
-    let url = format!(
-        "{}/ws/visitor?site={}",
-        product.relay_url.replace("http://", "ws://"),
-        product.site_key
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("origin", product.demo_origin().parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let send = |m: &ClientMsg| WsMessage::Text(serde_json::to_string(m).unwrap().into());
-    ws.send(send(&ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: None,
-    }))
-    .await
-    .unwrap();
-    let conversation = loop {
-        if let Some(Ok(WsMessage::Text(t))) = ws.next().await {
-            if let Ok(ServerMsg::WelcomeVisitor { conversation, .. }) =
-                serde_json::from_str(t.as_str())
-            {
-                break conversation;
-            }
-        }
-    };
-    ws.send(send(&ClientMsg::Chat {
-        conversation,
+    let (mut ws, _, conversation) = product.wire_visitor().await;
+    let first = ClientMsg::Chat {
+        conversation: ConversationId(conversation),
         client_id: ClientMsgId::from("first"),
         text: "Anyone there?".into(),
-    }))
-    .await
-    .unwrap();
+    };
+    send(&mut ws, &first).await;
 
     // Both agents see it arrive, live, as waiting, with an unread count.
     for agent in [&ana, &ben] {

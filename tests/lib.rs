@@ -6,11 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use escalera_protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A WebSocket to the relay from the test itself.
+pub type WireSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one frame on a [`WireSocket`].
+pub async fn send(ws: &mut WireSocket, msg: &ClientMsg) {
+    ws.send(WsMessage::Text(serde_json::to_string(msg).unwrap().into()))
+        .await
+        .unwrap();
+}
 
 /// Every test agent's password.
 pub const PASSWORD: &str = "e2e-password-1";
@@ -97,6 +112,36 @@ impl Product {
     /// The demo page's origin.
     pub fn demo_origin(&self) -> String {
         self.demo_url.trim_end_matches('/').to_owned()
+    }
+
+    /// A visitor over the wire, as the widget would be, from the demo page's origin: the socket
+    /// (after the welcome), the visitor's token and conversation.
+    pub async fn wire_visitor(&self) -> (WireSocket, String, String) {
+        let url = format!(
+            "{}/ws/visitor?site={}",
+            self.relay_url.replace("http://", "ws://"),
+            self.site_key
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("origin", self.demo_origin().parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let hello = ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        };
+        send(&mut ws, &hello).await;
+        while let Some(Ok(WsMessage::Text(t))) = ws.next().await {
+            if let Ok(ServerMsg::WelcomeVisitor {
+                token,
+                conversation,
+                ..
+            }) = serde_json::from_str(t.as_str())
+            {
+                return (ws, token.0, conversation.0);
+            }
+        }
+        panic!("no welcome from the relay");
     }
 }
 
@@ -301,9 +346,19 @@ impl Browser {
     /// Runs `script` (a function body that returns something) until it returns a truthy value;
     /// panics with `what` after [`PATIENCE`].
     pub async fn wait_js(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
+        self.poll(what, || self.client.execute(script, args.clone()))
+            .await
+    }
+
+    /// Calls `run` until it gives a truthy value; panics with `what` after [`PATIENCE`].
+    async fn poll<F, Fut>(&self, what: &str, run: F) -> Value
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Value, fantoccini::error::CmdError>>,
+    {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let last = match self.client.execute(script, args.clone()).await {
+            let last = match run().await {
                 Ok(v) if truthy(&v) => return v,
                 Ok(v) => v,
                 Err(e) => json!(e.to_string()),
@@ -379,18 +434,8 @@ impl Browser {
     /// Runs an async script (it calls its last argument with the result) until the result is
     /// truthy; panics with `what` after [`PATIENCE`].
     pub async fn wait_js_async(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let last = match self.client.execute_async(script, args.clone()).await {
-                Ok(v) if truthy(&v) => return v,
-                Ok(v) => v,
-                Err(e) => json!(e.to_string()),
-            };
-            if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last result: {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        self.poll(what, || self.client.execute_async(script, args.clone()))
+            .await
     }
 
     /// Waits until the call's ICE connection is up.

@@ -28,27 +28,38 @@ fn explain(what: &str, e: JsValue) -> String {
     }
 }
 
-fn first_track(stream: JsValue, video: bool) -> Option<MediaStreamTrack> {
-    let stream: MediaStream = stream.unchecked_into();
+/// Waits for a capture request and takes its one track.
+async fn capture(
+    what: &str,
+    request: Result<js_sys::Promise, JsValue>,
+    video: bool,
+) -> Result<MediaStreamTrack, String> {
+    let promise = request.map_err(|e| explain(what, e))?;
+    let stream: MediaStream = JsFuture::from(promise)
+        .await
+        .map_err(|e| explain(what, e))?
+        .unchecked_into();
     let tracks = if video {
         stream.get_video_tracks()
     } else {
         stream.get_audio_tracks()
     };
-    tracks.get(0).dyn_into().ok()
+    tracks
+        .get(0)
+        .dyn_into()
+        .map_err(|_| format!("No {what} was found."))
 }
 
 /// Opens the microphone.
 pub async fn open_mic() -> Result<MediaStreamTrack, String> {
     let constraints = web_sys::MediaStreamConstraints::new();
     constraints.set_audio(&JsValue::TRUE);
-    let promise = devices()?
-        .get_user_media_with_constraints(&constraints)
-        .map_err(|e| explain("microphone", e))?;
-    let stream = JsFuture::from(promise)
-        .await
-        .map_err(|e| explain("microphone", e))?;
-    first_track(stream, false).ok_or_else(|| "No microphone was found.".to_owned())
+    capture(
+        "microphone",
+        devices()?.get_user_media_with_constraints(&constraints),
+        false,
+    )
+    .await
 }
 
 /// Opens the camera; `back` asks for the rear one (phones).
@@ -63,26 +74,24 @@ pub async fn open_camera(back: bool) -> Result<MediaStreamTrack, String> {
     video.set_height(&JsValue::from_f64(720.0));
     let constraints = web_sys::MediaStreamConstraints::new();
     constraints.set_video(&video);
-    let promise = devices()?
-        .get_user_media_with_constraints(&constraints)
-        .map_err(|e| explain("camera", e))?;
-    let stream = JsFuture::from(promise)
-        .await
-        .map_err(|e| explain("camera", e))?;
-    first_track(stream, true).ok_or_else(|| "No camera was found.".to_owned())
+    capture(
+        "camera",
+        devices()?.get_user_media_with_constraints(&constraints),
+        true,
+    )
+    .await
 }
 
 /// Asks for a screen, window or tab to share (needs a click: browsers insist).
 pub async fn open_screen() -> Result<MediaStreamTrack, String> {
     let constraints = web_sys::DisplayMediaStreamConstraints::new();
     constraints.set_video(&JsValue::TRUE);
-    let promise = devices()?
-        .get_display_media_with_constraints(&constraints)
-        .map_err(|e| explain("screen", e))?;
-    let stream = JsFuture::from(promise)
-        .await
-        .map_err(|e| explain("screen", e))?;
-    first_track(stream, true).ok_or_else(|| "Nothing was chosen to share.".to_owned())
+    capture(
+        "screen",
+        devices()?.get_display_media_with_constraints(&constraints),
+        true,
+    )
+    .await
 }
 
 /// How many cameras the browser knows of (labels need permission; the count does not).
