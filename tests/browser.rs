@@ -93,9 +93,37 @@ async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
         json!("pwned")
     );
 
+    // Closed, the widget shows new agent messages as a count on the bubble.
+    visitor.client.enter_parent_frame().await.unwrap();
+    visitor.click("launcher").await;
+    agent.say("Are you still there?").await;
+    agent.wait_message("agent", "Are you still there?").await;
+    visitor
+        .wait_js(
+            "an unread count of 1 on the bubble",
+            "const b = document.querySelector('[data-testid=launcher] .esc-b');
+             return b.style.display !== 'none' && b.textContent === '1'",
+            vec![],
+        )
+        .await;
+    visitor.click("launcher").await;
+    visitor
+        .wait_js(
+            "the count gone once open",
+            "return document.querySelector('[data-testid=launcher] .esc-b').style.display === 'none'",
+            vec![],
+        )
+        .await;
+    visitor
+        .find("widget-frame")
+        .await
+        .enter_frame()
+        .await
+        .unwrap();
+
     // A reload of the host page resumes the same conversation with its history.
     let before = visitor.messages().await;
-    assert_eq!(before.len(), 4, "{before:?}");
+    assert_eq!(before.len(), 5, "{before:?}");
     visitor.client.refresh().await.unwrap();
     visitor.open_widget().await;
     visitor.wait_message("visitor", markup).await;

@@ -19,7 +19,7 @@ pub fn AttachmentView(file: Attachment) -> impl IntoView {
             })}
             <a href=url.clone() download=file.name.clone() class="file">
                 <span class="file-name">{file.name.clone()}</span>
-                <span class="file-meta">{format!("{} · {}", human_size(file.size as f64), short_type(&file.mime))}</span>
+                <span class="file-meta">{format!("{} · {}", human_size(file.size), short_type(&file.mime))}</span>
             </a>
         </div>
     }

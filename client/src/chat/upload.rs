@@ -33,14 +33,17 @@ pub struct Uploader {
     next: StoredValue<u32>,
 }
 
-/// "2.4 MB" and the like.
-pub fn human_size(bytes: f64) -> String {
-    if bytes < 1024.0 {
+/// "2.4 MB" and the like (integer arithmetic: float formatting is heavy in WebAssembly).
+pub fn human_size(bytes: u64) -> String {
+    const KB: u64 = 1024;
+    const MB: u64 = 1024 * 1024;
+    if bytes < KB {
         format!("{bytes} B")
-    } else if bytes < 1024.0 * 1024.0 {
-        format!("{:.0} KB", bytes / 1024.0)
+    } else if bytes < MB {
+        format!("{} KB", (bytes + KB / 2) / KB)
     } else {
-        format!("{:.1} MB", bytes / 1024.0 / 1024.0)
+        let tenths = (bytes * 10 + MB / 2) / MB;
+        format!("{}.{} MB", tenths / 10, tenths % 10)
     }
 }
 
@@ -84,8 +87,8 @@ impl Uploader {
         if size > max as f64 {
             upload.error = Some(format!(
                 "“{name}” is {}; files can be at most {}.",
-                human_size(size),
-                human_size(max as f64)
+                human_size(size as u64),
+                human_size(max)
             ));
         } else if size == 0.0 {
             upload.error = Some(format!("“{name}” is empty."));
@@ -155,6 +158,19 @@ impl Uploader {
 impl Default for Uploader {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(100 * 1024), "100 KB");
+        assert_eq!(human_size(25 << 20), "25.0 MB");
+        assert_eq!(human_size(2_516_582), "2.4 MB");
     }
 }
 

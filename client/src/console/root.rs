@@ -312,7 +312,11 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                     }}
                 </span>
                 <span class="grow"></span>
-                <span class=move || format!("conn {:?}", socket.status.get()).to_lowercase()>
+                <span class=move || match socket.status.get() {
+                    Status::Online => "conn online",
+                    Status::Connecting => "conn connecting",
+                    Status::Offline => "conn offline",
+                }>
                     {move || match socket.status.get() {
                         Status::Online => "Online",
                         Status::Connecting => "Connecting…",

@@ -60,6 +60,14 @@ fn ice_servers(servers: &[IceServer]) -> js_sys::Array {
         .collect()
 }
 
+/// A state property of the connection as the browser spells it ("connected", "have-local-offer").
+fn js_state(pc: &RtcPeerConnection, property: &str) -> String {
+    js_sys::Reflect::get(pc, &JsValue::from_str(property))
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default()
+}
+
 /// Test hook: `?ice=relay` on the page forces TURN (`iceTransportPolicy: "relay"`).
 fn relay_only() -> bool {
     crate::browser::query_param("ice").as_deref() == Some("relay")
@@ -112,12 +120,10 @@ impl Peer {
                     p.remote_changed.update(|n| *n += 1);
                 })),
                 on(Box::new(|p, _| {
-                    p.ice_state
-                        .set(format!("{:?}", p.pc.ice_connection_state()).to_lowercase())
+                    p.ice_state.set(js_state(&p.pc, "iceConnectionState"))
                 })),
                 on(Box::new(|p, _| {
-                    p.signaling
-                        .set(format!("{:?}", p.pc.signaling_state()).to_lowercase())
+                    p.signaling.set(js_state(&p.pc, "signalingState"))
                 })),
             ];
             pc.set_onnegotiationneeded(Some(handlers[0].as_ref().unchecked_ref()));

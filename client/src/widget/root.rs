@@ -254,7 +254,7 @@ pub fn Widget() -> impl IntoView {
         >
             <header class="widget-head">
                 <div class="avatar" aria-hidden="true">
-                    {move || title().chars().next().unwrap_or('?').to_uppercase().to_string()}
+                    {move || title().chars().next().unwrap_or('?').to_ascii_uppercase().to_string()}
                 </div>
                 <div class="who">
                     <div class="title" data-testid="widget-title">{title}</div>
