@@ -231,7 +231,8 @@ async fn both_sides_pressing_video_at_once_converge_twenty_times() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn declines_mute_and_oversized_files_are_told_clearly() {
-    let product = Product::start_with(&["--max-upload".into(), "100K".into()]).await;
+    let flags = ["--max-upload", "100K", "--ring-timeout", "3"].map(String::from);
+    let product = Product::start_with(&flags).await;
     let mut driver = Driver::start().await;
     let (visitor, agent) = chatting(&product, &mut driver).await;
 
@@ -255,6 +256,20 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
         .await;
     }
 
+    // Nobody answers: after the ring timeout the caller is told and the call is recorded as missed.
+    agent.click("call-voice").await;
+    visitor.find("incoming-call").await;
+    agent.wait_message("system", "Missed call").await;
+    let told = agent.find("notice").await.text().await.unwrap();
+    assert!(told.contains("No answer."), "{told}");
+    visitor
+        .wait_js(
+            "the ringing gone",
+            "return document.querySelector('[data-testid=incoming-call]') === null",
+            vec![],
+        )
+        .await;
+
     // In a call, mute really stops sending sound, and unmute brings it back.
     voice_call(&visitor, &agent).await;
     visitor.click("mic-toggle").await;
@@ -268,6 +283,26 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
         .wait_js(
             "unmuted",
             "return document.querySelector('[data-testid=mic-toggle]').getAttribute('aria-pressed') === 'false'",
+            vec![],
+        )
+        .await;
+
+    // Files dropped on the conversation are sent like attached ones.
+    agent
+        .js(
+            "const dt = new DataTransfer();
+             dt.items.add(new File(['dropped on the console'], 'dropped.txt', { type: 'text/plain' }));
+             const target = document.querySelector('.thread');
+             for (const type of ['dragover', 'drop'])
+                 target.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));",
+            vec![],
+        )
+        .await;
+    visitor
+        .wait_js(
+            "the dropped file in the chat",
+            "return [...document.querySelectorAll('[data-author=agent] [data-testid=attachment] .file-name')]
+                .some(n => n.textContent === 'dropped.txt')",
             vec![],
         )
         .await;

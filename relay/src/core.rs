@@ -116,7 +116,7 @@ pub enum AgentPost {
     TakesIt,
 }
 
-/// How long a call may ring before it is missed.
+/// How long a call rings before it is missed, unless configured otherwise.
 pub const RING_TIMEOUT_MS: i64 = 30_000;
 
 /// A conversation's call. Its two ends are connections, not people: another tab of the same
@@ -350,12 +350,12 @@ impl Core {
         Ok(note)
     }
 
-    /// Ends calls that rang too long; returns them with their note.
-    pub fn tick(&mut self, now: i64) -> Vec<(ConversationId, String)> {
+    /// Ends calls that rang `ring_timeout_ms` or longer; returns them with their note.
+    pub fn tick(&mut self, now: i64, ring_timeout_ms: i64) -> Vec<(ConversationId, String)> {
         let missed: Vec<ConversationId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.phase == CallPhase::Ringing && now - c.since >= RING_TIMEOUT_MS)
+            .filter(|(_, c)| c.phase == CallPhase::Ringing && now - c.since >= ring_timeout_ms)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &missed {

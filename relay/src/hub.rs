@@ -124,7 +124,8 @@ impl Hub {
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    let ended = self.with_core(|c| c.tick(now_ms()));
+                    let timeout = self.config.ring_timeout_ms;
+                    let ended = self.with_core(|c| c.tick(now_ms(), timeout));
                     self.calls_ended(ended).await;
                 }
                 () = stopped(&mut shutdown) => return,

@@ -44,6 +44,8 @@ pub struct Config {
     pub ice: ice::IceConfig,
     /// The largest upload accepted, in bytes.
     pub max_upload: u64,
+    /// How long a call rings before it is a missed call, in ms.
+    pub ring_timeout_ms: i64,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
                 ..Default::default()
             },
             max_upload: 25 << 20,
+            ring_timeout_ms: core::RING_TIMEOUT_MS,
         }
     }
 }

@@ -73,6 +73,9 @@ struct ServeArgs {
     /// How long minted TURN credentials last, in seconds.
     #[arg(long, env = "ESCALERA_TURN_TTL", default_value_t = 3600)]
     turn_ttl: u64,
+    /// How long a call rings without an answer before it is a missed call, in seconds.
+    #[arg(long, env = "ESCALERA_RING_TIMEOUT", default_value_t = 30)]
+    ring_timeout: u32,
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary units).
@@ -232,6 +235,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
                 turn_ttl_secs: args.turn_ttl,
             },
             max_upload: args.max_upload,
+            ring_timeout_ms: i64::from(args.ring_timeout) * 1000,
             ..Config::default()
         },
     )?;

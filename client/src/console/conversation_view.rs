@@ -64,6 +64,8 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
             text: pending.text,
         });
     });
+    // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
+    let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
         let Some(id) = desk.selected.get_untracked() else {
             return;
@@ -108,9 +110,9 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         None => ().into_any(),
                     }}
                 </header>
-                <Show when=move || desk.notice.get().is_some()>
+                <Show when=move || notice().is_some()>
                     <div class="banner notice" role="alert" data-testid="notice">
-                        {move || desk.notice.get().unwrap_or_default()}
+                        {move || notice().unwrap_or_default()}
                     </div>
                 </Show>
                 <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />

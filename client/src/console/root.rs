@@ -97,6 +97,7 @@ impl Desk {
         self.join(&id);
         self.selected.set(Some(id));
         self.notice.set(None);
+        self.call.notice.set(None);
     }
 
     /// Joins a conversation once per connection: its history after what we hold, then live.
