@@ -704,9 +704,9 @@ mod tests {
             core.call_action(1, PeerId(10), &meta, start).is_err(),
             "one call at a time"
         );
-        assert!(core.tick(29_999).is_empty());
+        assert!(core.tick(29_999, RING_TIMEOUT_MS).is_empty());
         assert_eq!(
-            core.tick(30_000),
+            core.tick(30_000, RING_TIMEOUT_MS),
             vec![("c1".into(), "Missed call".to_owned())]
         );
 
