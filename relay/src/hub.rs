@@ -176,6 +176,7 @@ impl Hub {
         });
         let mut shutdown = self.shutdown.clone();
         let mut limit = RateLimit::new(RATE_BURST, RATE_PER_SECOND, now_ms());
+        let mut writer_done = false;
         loop {
             tokio::select! {
                 frame = stream.next() => {
@@ -201,7 +202,10 @@ impl Hub {
                         }
                     }
                 }
-                _ = &mut writer => break,
+                _ = &mut writer => {
+                    writer_done = true;
+                    break;
+                }
                 () = stopped(&mut shutdown) => break,
             }
         }
@@ -212,7 +216,9 @@ impl Hub {
             shared.core.disconnect(peer, now_ms())
         };
         self.calls_ended(ended).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        if !writer_done {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        }
     }
 
     async fn handle_text(
