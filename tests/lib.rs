@@ -49,6 +49,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (up to 10 s) until something listens on a loopback TCP port.
+async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running relay with a demo page and two agents (ana, ben), both serving every site.
 pub struct Product {
     child: Child,
@@ -225,15 +238,7 @@ impl Turn {
             .kill_on_drop(true)
             .spawn()
             .expect("turnserver on PATH (make test installs coturn)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_port(port).await;
         Turn {
             child,
             url: format!("turn:127.0.0.1:{port}?transport=udp"),
@@ -267,15 +272,7 @@ impl Driver {
             .spawn()
             .expect("chromedriver on PATH (make test installs it)");
         let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_port(port).await;
         Driver {
             child,
             url,
