@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use escalera_e2e::{Browser, Driver, Product};
+use escalera_e2e::{chatting, voice_call, Browser, Driver, Product};
 use serde_json::json;
 
 const RUNS: usize = 20;
@@ -28,19 +28,8 @@ const CLICK: &str = "const t = performance.timeOrigin + performance.now();
     return t";
 
 async fn video_latency(product: &Product, driver: &mut Driver) -> Vec<f64> {
-    let visitor = driver.browser().await;
-    let agent = driver.browser().await;
-    visitor.goto(&product.demo_url).await;
-    visitor.open_widget().await;
-    visitor.say("bench").await;
-    agent.login(&product.relay_url, "ana@shop.example").await;
-    agent.click("conversation").await;
-    agent.say("ok").await;
-    visitor.wait_message("agent", "ok").await;
-    agent.click("call-voice").await;
-    visitor.click("call-accept").await;
-    visitor.wait_ice_connected().await;
-    agent.wait_remote_audio().await;
+    let (visitor, agent) = chatting(product, driver).await;
+    voice_call(&visitor, &agent).await;
 
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {

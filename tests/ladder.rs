@@ -2,35 +2,9 @@
 //! conversation climbs chat -> voice -> video -> screen -> snapshot -> file -> hang up, and the
 //! chat still works; and both sides pressing "video" at once converges, again and again.
 
-use escalera_e2e::{Browser, Driver, Product};
+use escalera_e2e::{chatting, voice_call, Driver, Product};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-/// The visitor (in the widget on the demo page) and the agent (in the console, having
-/// replied, so the conversation is theirs).
-async fn chatting(product: &Product, driver: &mut Driver) -> (Browser, Browser) {
-    let visitor = driver.browser().await;
-    let agent = driver.browser().await;
-    visitor.goto(&product.demo_url).await;
-    visitor.open_widget().await;
-    visitor.say("Hello, my coffee machine leaks").await;
-    agent.login(&product.relay_url, "ana@shop.example").await;
-    agent.click("conversation").await;
-    agent.say("Hi! Let's call.").await;
-    visitor.wait_message("agent", "Hi! Let's call.").await;
-    (visitor, agent)
-}
-
-/// Agent calls, visitor accepts: a voice call on both sides.
-async fn voice_call(visitor: &Browser, agent: &Browser) {
-    agent.click("call-voice").await;
-    visitor.click("call-accept").await;
-    for side in [visitor, agent] {
-        side.wait_ice_connected().await;
-        side.wait_remote_audio().await;
-        side.wait_message("system", "Voice call started").await;
-    }
-}
 
 /// Keeps every local track of this page in `window.__local` (checked after hanging up).
 const KEEP_LOCAL_TRACKS: &str = "window.__local = window.__local || [];

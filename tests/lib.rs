@@ -547,3 +547,29 @@ fn truthy(v: &Value) -> bool {
         Value::Array(_) | Value::Object(_) => true,
     }
 }
+
+/// The visitor (in the widget on the demo page) and the agent (in the console, having
+/// replied, so the conversation is theirs).
+pub async fn chatting(product: &Product, driver: &mut Driver) -> (Browser, Browser) {
+    let visitor = driver.browser().await;
+    let agent = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor.say("Hello, my coffee machine leaks").await;
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    agent.click("conversation").await;
+    agent.say("Hi! Let's call.").await;
+    visitor.wait_message("agent", "Hi! Let's call.").await;
+    (visitor, agent)
+}
+
+/// Agent calls, visitor accepts: a voice call on both sides.
+pub async fn voice_call(visitor: &Browser, agent: &Browser) {
+    agent.click("call-voice").await;
+    visitor.click("call-accept").await;
+    for side in [visitor, agent] {
+        side.wait_ice_connected().await;
+        side.wait_remote_audio().await;
+        side.wait_message("system", "Voice call started").await;
+    }
+}

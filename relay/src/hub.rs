@@ -420,11 +420,11 @@ impl Hub {
         text: String,
     ) -> Result<(), RelayError> {
         check_text(&text).map_err(RelayError::BadText)?;
-        let meta = self.meta(&conversation).await?;
+        let mut meta = self.meta(&conversation).await?;
         let role = self
             .with_core(|c| c.role(peer).cloned())
             .ok_or(RelayError::NoHello)?;
-        let (author, author_name) = self.author_for(&role, &meta).await?;
+        let (author, author_name) = self.author_for(&role, &mut meta).await?;
         let msg = NewMessage {
             conversation,
             client_id: Some(client_id),
@@ -442,20 +442,33 @@ impl Hub {
     async fn author_for(
         &self,
         role: &Role,
-        meta: &ConversationMeta,
+        meta: &mut ConversationMeta,
     ) -> Result<(Author, Option<String>), RelayError> {
+        self.take_if_waiting(role, meta).await?;
         match role {
-            Role::Agent { agent, .. } => {
-                if role.agent_post(meta)? == AgentPost::TakesIt {
-                    self.take(meta, agent.clone()).await?;
-                }
-                Ok((Author::Agent, Some(agent.name.clone())))
-            }
+            Role::Agent { agent, .. } => Ok((Author::Agent, Some(agent.name.clone()))),
             Role::Visitor { .. } => {
                 role.may_read(meta)?;
                 Ok((Author::Visitor, None))
             }
         }
+    }
+
+    /// An agent acting in a waiting conversation (replying, uploading, calling) takes it
+    /// first; `meta` then names them. Another agent's conversation is refused. No-op for
+    /// visitors.
+    async fn take_if_waiting(
+        &self,
+        role: &Role,
+        meta: &mut ConversationMeta,
+    ) -> Result<(), RelayError> {
+        if let Role::Agent { agent, .. } = role {
+            if role.agent_post(meta)? == AgentPost::TakesIt {
+                self.take(meta, agent.clone()).await?;
+                meta.agent = Some(agent.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Whether `role` may post into `conversation` (checked before an upload is read).
@@ -489,8 +502,8 @@ impl Hub {
         file: Attachment,
         client_id: Option<ClientMsgId>,
     ) -> Result<Message, RelayError> {
-        let meta = self.meta(conversation).await?;
-        let (author, author_name) = self.author_for(role, &meta).await?;
+        let mut meta = self.meta(conversation).await?;
+        let (author, author_name) = self.author_for(role, &mut meta).await?;
         let (id, record) = (meta.id.clone(), file.clone());
         self.db(move |s| s.add_file(&id, &record, now_ms())).await?;
         let msg = NewMessage {
@@ -552,13 +565,10 @@ impl Hub {
         action: CallAction,
     ) -> Result<(), RelayError> {
         let mut meta = self.meta(&conversation).await?;
-        // An agent calling into a waiting conversation takes it first, as when replying.
-        if let Some(Role::Agent { agent, .. }) = self.with_core(|c| c.role(peer).cloned()) {
-            if self.with_core(|c| c.agent_post(peer, &meta))? == AgentPost::TakesIt {
-                self.take(&meta, agent.clone()).await?;
-                meta.agent = Some(agent);
-            }
-        }
+        let role = self
+            .with_core(|c| c.role(peer).cloned())
+            .ok_or(RelayError::NoHello)?;
+        self.take_if_waiting(&role, &mut meta).await?;
         let note = self.with_core(|c| c.call_action(now_ms(), peer, &meta, action))?;
         self.deliver(self.with_core(|c| c.call_updates(&meta.id)));
         if let Some(note) = note {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestRelay, Ws};
+use common::{error, TestRelay, Ws};
 use escalera_protocol::{
     CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, ErrorCode, MediaKind,
     ServerMsg,
@@ -75,15 +75,7 @@ async fn a_call_climbs_from_voice_to_video_and_screen_and_is_recorded() {
 
     // Signaling before the answer is refused.
     agent.send(&signal(&conv, "early")).await;
-    assert!(matches!(
-        agent
-            .recv_until(|m| match m {
-                ServerMsg::Error { code, .. } => Some(code),
-                _ => None,
-            })
-            .await,
-        ErrorCode::Forbidden
-    ));
+    assert_eq!(error(&mut agent).await, ErrorCode::Forbidden);
 
     visitor.send(&call(&conv, CallAction::Accept)).await;
     let active = call_state(&mut visitor).await.unwrap();
@@ -120,14 +112,7 @@ async fn a_call_climbs_from_voice_to_video_and_screen_and_is_recorded() {
     }
     assert!(!tab_saw_signal, "signaling leaked to another tab");
     tab.send(&signal(&conv, "intruder")).await;
-    assert!(matches!(
-        tab.recv_until(|m| match m {
-            ServerMsg::Error { code, .. } => Some(code),
-            _ => None,
-        })
-        .await,
-        ErrorCode::Forbidden
-    ));
+    assert_eq!(error(&mut tab).await, ErrorCode::Forbidden);
 
     visitor
         .send(&call(
@@ -211,12 +196,7 @@ async fn a_visitor_cannot_call_before_an_agent_joins() {
             },
         ))
         .await;
-    let code = visitor
-        .recv_until(|m| match m {
-            ServerMsg::Error { code, .. } => Some(code),
-            _ => None,
-        })
-        .await;
+    let code = error(&mut visitor).await;
     assert_eq!(code, ErrorCode::Forbidden);
     relay.stop().await;
 }

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{spawn_binary, TestRelay, Ws, SHOP};
+use common::{ack, error, history, message, spawn_binary, TestRelay, Ws, SHOP};
 use escalera_protocol::{
-    Author, ClientMsg, ClientMsgId, ConversationId, ErrorCode, Message, ServerMsg, MAX_FRAME_BYTES,
+    Author, ClientMsg, ClientMsgId, ConversationId, ErrorCode, ServerMsg, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 
@@ -24,38 +24,6 @@ fn join(conversation: &ConversationId, after_seq: u64) -> ClientMsg {
         conversation: conversation.clone(),
         after_seq,
     }
-}
-
-async fn history(ws: &mut Ws) -> Vec<Message> {
-    ws.recv_until(|m| match m {
-        ServerMsg::History { messages, .. } => Some(messages),
-        _ => None,
-    })
-    .await
-}
-
-async fn ack(ws: &mut Ws) -> (ClientMsgId, u64) {
-    ws.recv_until(|m| match m {
-        ServerMsg::Ack { client_id, seq, .. } => Some((client_id, seq)),
-        _ => None,
-    })
-    .await
-}
-
-async fn message(ws: &mut Ws) -> Message {
-    ws.recv_until(|m| match m {
-        ServerMsg::Message(m) => Some(m),
-        _ => None,
-    })
-    .await
-}
-
-async fn error(ws: &mut Ws) -> ErrorCode {
-    ws.recv_until(|m| match m {
-        ServerMsg::Error { code, .. } => Some(code),
-        _ => None,
-    })
-    .await
 }
 
 #[tokio::test]

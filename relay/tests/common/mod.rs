@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use escalera_protocol::{ClientMsg, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION};
+use escalera_protocol::{
+    ClientMsg, ClientMsgId, ErrorCode, Message, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION,
+};
 use escalera_relay::store::{Site, Store};
 use escalera_relay::{now_ms, secrets, Config, Relay};
 use futures_util::{SinkExt, StreamExt};
@@ -156,7 +158,6 @@ impl TestRelay {
     /// A visitor and Ana in one conversation Ana has taken, both joined and past the
     /// join's history, call state and the take's messages.
     pub async fn pair(&self) -> (Ws, Ws, escalera_protocol::ConversationId, VisitorToken) {
-        use escalera_protocol::ClientMsgId;
         let (mut visitor, token, conv) = self.visitor(None).await;
         let (mut agent, _) = self.agent("ana@shop.example").await;
         for ws in [&mut visitor, &mut agent] {
@@ -293,4 +294,40 @@ pub fn spawn_binary(data_dir: &Path) -> (std::process::Child, String) {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, url)
+}
+
+/// The next frame of this kind (others are skipped).
+pub async fn history(ws: &mut Ws) -> Vec<Message> {
+    ws.recv_until(|m| match m {
+        ServerMsg::History { messages, .. } => Some(messages),
+        _ => None,
+    })
+    .await
+}
+
+/// The next frame of this kind (others are skipped).
+pub async fn ack(ws: &mut Ws) -> (ClientMsgId, u64) {
+    ws.recv_until(|m| match m {
+        ServerMsg::Ack { client_id, seq, .. } => Some((client_id, seq)),
+        _ => None,
+    })
+    .await
+}
+
+/// The next frame of this kind (others are skipped).
+pub async fn message(ws: &mut Ws) -> Message {
+    ws.recv_until(|m| match m {
+        ServerMsg::Message(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+/// The next frame of this kind (others are skipped).
+pub async fn error(ws: &mut Ws) -> ErrorCode {
+    ws.recv_until(|m| match m {
+        ServerMsg::Error { code, .. } => Some(code),
+        _ => None,
+    })
+    .await
 }
