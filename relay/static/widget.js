@@ -41,7 +41,6 @@
       frame.setAttribute('data-testid', 'widget-frame');
       frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
       frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin);
-      frame.onload = function () { tell({ type: 'escalera:open', open: open }); };
       d.body.appendChild(frame);
     }
     if (frame) frame.style.display = v ? '' : 'none';
@@ -54,6 +53,8 @@
   addEventListener('message', function (e) {
     if (!frame || e.origin !== relay || e.source !== frame.contentWindow) return;
     var m = e.data || {};
+    // The widget says when it listens; only then can it hear whether it is shown.
+    if (m.type === 'escalera:ready') tell({ type: 'escalera:open', open: open });
     if (m.type === 'escalera:close') setOpen(false);
     if (m.type === 'escalera:unread') {
       badge.textContent = m.count > 9 ? '9+' : m.count;

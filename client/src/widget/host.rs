@@ -16,31 +16,31 @@ pub struct Host {
 }
 
 impl Host {
-    fn post(&self, msg: &serde_json::Value) {
+    /// Posts `{type, count?}` to the host page, to its exact origin only.
+    fn post(&self, kind: &str, count: Option<usize>) {
         let Some(origin) = self.origin.get_value() else {
             return;
         };
         let Ok(Some(parent)) = window().parent() else {
             return;
         };
-        if let Ok(value) = serde_wasm(msg) {
-            let _ = parent.post_message(&value, &origin);
+        let msg = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&msg, &"type".into(), &kind.into());
+        if let Some(n) = count {
+            let _ = js_sys::Reflect::set(&msg, &"count".into(), &JsValue::from(n as u32));
         }
+        let _ = parent.post_message(&msg, &origin);
     }
 
     /// Asks the host to close the widget.
     pub fn close(&self) {
-        self.post(&serde_json::json!({ "type": "escalera:close" }));
+        self.post("escalera:close", None);
     }
 
     /// Tells the host how many agent messages the visitor has not seen.
     pub fn unread(&self, count: usize) {
-        self.post(&serde_json::json!({ "type": "escalera:unread", "count": count }));
+        self.post("escalera:unread", Some(count));
     }
-}
-
-fn serde_wasm(v: &serde_json::Value) -> Result<JsValue, JsValue> {
-    js_sys::JSON::parse(&v.to_string())
 }
 
 /// Listens to the host page (origin from `?origin=`); not framed, the widget counts as open.
@@ -48,8 +48,12 @@ pub fn use_host() -> Host {
     let origin = crate::browser::query_param("origin");
     let framed = origin.is_some() && window().parent().ok().flatten().is_some();
     let (open, set_open) = signal(!framed);
+    let host = Host {
+        origin: StoredValue::new(origin.clone()),
+        open,
+    };
     if framed {
-        let expected = origin.clone();
+        let expected = origin;
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             if Some(e.origin()) != expected {
                 return;
@@ -68,6 +72,9 @@ pub fn use_host() -> Host {
         let _ =
             window().add_event_listener_with_callback("message", listener.as_ref().unchecked_ref());
         let listener = StoredValue::new_local(Some(listener));
+        // Listening now: ask the host whether we are shown (a message sent before this point,
+        // e.g. on the iframe's load event, could have been lost).
+        host.post("escalera:ready", None);
         on_cleanup(move || {
             if let Some(l) = listener.try_update_value(Option::take).flatten() {
                 let _ = window()
@@ -75,8 +82,5 @@ pub fn use_host() -> Host {
             }
         });
     }
-    Host {
-        origin: StoredValue::new(origin),
-        open,
-    }
+    host
 }
