@@ -1,9 +1,16 @@
 # Escalera. Quick start: `make run`. Everything tested: `make test`.
 SHELL := /bin/bash
-TOOLS := $(CURDIR)/.tools
-export PATH := $(TOOLS)/cargo/bin:$(TOOLS)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+# The tools live in a per-user cache shared by every clone (scripts/tools.sh).
+export PATH := $(shell scripts/tools.sh --path):$(PATH)
 export TRUNK_SKIP_VERSION_CHECK := true
 BIN := target/release/escalera
+# The browser app is rebuilt only when one of these changed since the last build.
+CLIENT_INPUTS := $(shell find client/src protocol/src -name '*.rs') client/Cargo.toml \
+	protocol/Cargo.toml client/style.css index.html embed.html Trunk.toml Cargo.toml Cargo.lock
+CLIENT_STAMP := target/client.stamp
+ifneq ($(words $(wildcard client/dist/console/index.html client/dist/widget/index.html)),2)
+$(shell rm -f $(CLIENT_STAMP))
+endif
 
 .PHONY: run build client relay tools test lint size bench clean
 
@@ -12,23 +19,24 @@ run: build
 	$(BIN) serve
 
 ## build: the whole product in target/release/escalera (client embedded)
-build: tools client relay
+build: relay
 
 tools:
 	@scripts/tools.sh
 
-client: tools
-	cargo fetch --locked
-	trunk build index.html --dist client/dist/console --public-url /app/console/
-	trunk build embed.html --dist client/dist/widget --public-url /app/widget/
+client: $(CLIENT_STAMP)
+
+$(CLIENT_STAMP): $(CLIENT_INPUTS) | tools
+	@scripts/build.sh client
+	@touch $@
 
 relay: client
-	cargo build --release --locked -p escalera
+	@scripts/build.sh relay
 
 ## test: unit, relay-through-sockets and browser end-to-end tests
 test: build
 	@scripts/tools.sh --test
-	scripts/test.sh
+	@scripts/test.sh
 
 lint:
 	cargo fmt --all -- --check

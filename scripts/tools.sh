@@ -1,39 +1,103 @@
 #!/usr/bin/env bash
-# Installs what building (and, with `--test`, testing) Escalera needs on a bare machine of this
-# kind, skipping whatever is already there at the right version. See ../shared/TOOLCHAIN.md.
+# Installs what building (and, with `--test`, testing) Escalera needs, once per machine: the
+# tools go to a per-user cache that every clone shares,
+#   ${XDG_CACHE_HOME:-~/.cache}/escalera/tools/<tool>-<version>/
+# (a matching trunk or wasm-bindgen already on PATH, e.g. in ~/.cargo/bin, is used as it is).
+# Each tool is version-checked, so a clone that pins another version gets it side by side.
+# See ../shared/TOOLCHAIN.md and README's "Toolchain notes".
 #   scripts/tools.sh          build tools: wasm32 target, trunk, wasm-bindgen, wasm-opt
-#   scripts/tools.sh --test   also Chromium + chromedriver + brotli + coturn (Debian packages)
+#   scripts/tools.sh --test   also axe-core (npm), Chromium + chromedriver + brotli + coturn (apt)
+#   scripts/tools.sh --path   prints the PATH entries of the tools (for the Makefile); no installs
+#   scripts/tools.sh --axe    prints the path of axe.min.js (installed by --test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOOLS="$PWD/.tools"
-export PATH="$TOOLS/cargo/bin:$TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+source scripts/lib.sh
 
 TRUNK_VERSION=0.21.14
 BINARYEN_VERSION=132
+AXE_VERSION=4.14.1
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
 
-say() { printf '[tools] %s\n' "$*"; }
+CACHE="${ESCALERA_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/escalera/tools}"
+TRUNK_DIR="$CACHE/trunk-$TRUNK_VERSION"
+WASM_BINDGEN_DIR="$CACHE/wasm-bindgen-$WASM_BINDGEN_VERSION"
+BINARYEN_DIR="$CACHE/binaryen-$BINARYEN_VERSION"
+AXE_DIR="$CACHE/axe-core-$AXE_VERSION"
+TOOL_PATH="$TRUNK_DIR/bin:$WASM_BINDGEN_DIR/bin:$BINARYEN_DIR/node_modules/.bin:$HOME/.cargo/bin"
+
+case "${1:-}" in
+  --path) echo "$TOOL_PATH"; exit 0 ;;
+  --axe) echo "$AXE_DIR/node_modules/axe-core/axe.min.js"; exit 0 ;;
+esac
+export PATH="$TOOL_PATH:$PATH"
+
+# Debug builds of the two Rust tools: they install in less than half the time of release
+# builds and are as fast where it matters (README, "Toolchain notes", has the figures).
+CARGO_INSTALL_PROFILE=(--debug)
+
+has() { "$1" --version 2>/dev/null | grep -q "$2"; }
+
+# install DIR CMD...: runs CMD with $STAGE as its install root, then moves STAGE to DIR in one
+# rename, so an interrupted install never leaves a half tool behind, and two clones installing
+# at once (under the lock) build it once.
+install_into() {
+  local dir=$1
+  shift
+  STAGE=$(mktemp -d "$CACHE/.stage.XXXXXX")
+  # Checked by hand: `step` runs this under `||`, where `set -e` does not apply.
+  "$@" || { rm -rf "$STAGE"; return 1; }
+  rm -rf "$dir"
+  mv -T "$STAGE" "$dir"
+}
+
+need_trunk() { ! has trunk "trunk $TRUNK_VERSION"; }
+need_wasm_bindgen() { ! has wasm-bindgen "wasm-bindgen $WASM_BINDGEN_VERSION"; }
+need_wasm_opt() { ! has "$BINARYEN_DIR/node_modules/.bin/wasm-opt" "version $BINARYEN_VERSION"; }
+need_axe() { [[ ! -s "$AXE_DIR/node_modules/axe-core/axe.min.js" ]]; }
+
+cargo_install_trunk() {
+  cargo install --locked "${CARGO_INSTALL_PROFILE[@]}" "trunk@$TRUNK_VERSION" --root "$STAGE"
+}
+cargo_install_wasm_bindgen() {
+  # Not --locked: one of its locked dependencies is no longer on the registry.
+  cargo install "${CARGO_INSTALL_PROFILE[@]}" wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$STAGE"
+}
+npm_install() { npm install --no-audit --no-fund --prefix "$STAGE" "$1"; }
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  say "adding the wasm32-unknown-unknown target"
-  rustup target add wasm32-unknown-unknown
+  step "$CACHE/logs/rustup-wasm32.log" "adding Rust's wasm32-unknown-unknown target" \
+    "about 20 s" rustup target add wasm32-unknown-unknown
 fi
 
-if ! trunk --version 2>/dev/null | grep -q "trunk $TRUNK_VERSION"; then
-  say "installing trunk $TRUNK_VERSION (takes a few minutes, once)"
-  cargo install --locked "trunk@$TRUNK_VERSION" --root "$TOOLS/cargo"
-fi
-
-if ! wasm-bindgen --version 2>/dev/null | grep -q "wasm-bindgen $WASM_BINDGEN_VERSION"; then
-  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a couple of minutes, once)"
-  # Not --locked: one of its locked dependencies is no longer on the registry.
-  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS/cargo"
-fi
-
-if ! "$TOOLS/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "version $BINARYEN_VERSION"; then
-  say "installing wasm-opt (npm binaryen@$BINARYEN_VERSION)"
-  mkdir -p "$TOOLS"
-  npm install --silent --no-audit --no-fund --prefix "$TOOLS" "binaryen@$BINARYEN_VERSION"
+mkdir -p "$CACHE/logs"
+if need_trunk || need_wasm_bindgen || need_wasm_opt || { [[ "${1:-}" == --test ]] && need_axe; }; then
+  # One install at a time per machine; whoever waited finds the tools there afterwards.
+  exec 9>"$CACHE/.lock"
+  if ! flock -n 9; then
+    say "another clone is installing the tools; waiting for it"
+    flock 9
+  fi
+  if need_trunk; then
+    step "$CACHE/logs/trunk-$TRUNK_VERSION.log" \
+      "building Trunk $TRUNK_VERSION once for this machine into $TRUNK_DIR" "about 3 minutes" \
+      install_into "$TRUNK_DIR" cargo_install_trunk
+  fi
+  if need_wasm_bindgen; then
+    step "$CACHE/logs/wasm-bindgen-$WASM_BINDGEN_VERSION.log" \
+      "building wasm-bindgen-cli $WASM_BINDGEN_VERSION once for this machine" "about 1 minute" \
+      install_into "$WASM_BINDGEN_DIR" cargo_install_wasm_bindgen
+  fi
+  if need_wasm_opt; then
+    step "$CACHE/logs/binaryen-$BINARYEN_VERSION.log" \
+      "installing wasm-opt (npm binaryen@$BINARYEN_VERSION) once for this machine" "a few seconds" \
+      install_into "$BINARYEN_DIR" npm_install "binaryen@$BINARYEN_VERSION"
+  fi
+  if [[ "${1:-}" == --test ]] && need_axe; then
+    step "$CACHE/logs/axe-core-$AXE_VERSION.log" \
+      "installing axe-core $AXE_VERSION (npm) once for this machine" "a few seconds" \
+      install_into "$AXE_DIR" npm_install "axe-core@$AXE_VERSION"
+  fi
+  flock -u 9
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
@@ -44,9 +108,12 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v turnserver >/dev/null || missing+=(coturn)
   if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
-      say "installing ${missing[*]} (apt)"
-      apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+      apt_install() {
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+      }
+      step "$CACHE/logs/apt.log" "installing ${missing[*]} with apt, once for this machine" \
+        "about 1 minute" apt_install
     else
       say "please install: sudo apt-get install ${missing[*]}"
       exit 1
