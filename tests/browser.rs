@@ -114,12 +114,7 @@ async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
             vec![],
         )
         .await;
-    visitor
-        .find("widget-frame")
-        .await
-        .enter_frame()
-        .await
-        .unwrap();
+    visitor.enter_widget().await;
 
     // A reload of the host page resumes the same conversation with its history.
     let before = visitor.messages().await;

@@ -158,6 +158,33 @@ impl Product {
     }
 }
 
+/// Sends each text as a chat message into `conversation` and waits for each one's ack.
+pub async fn wire_chat(ws: &mut WireSocket, conversation: &str, texts: &[&str]) {
+    for (i, text) in texts.iter().enumerate() {
+        let client_id = format!("{conversation}-{i}");
+        let chat = ClientMsg::Chat {
+            conversation: conversation.into(),
+            client_id: client_id.as_str().into(),
+            text: (*text).to_owned(),
+        };
+        send(ws, &chat).await;
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, ws.next())
+                .await
+                .expect("an ack in time")
+                .expect("the socket open")
+                .unwrap();
+            if let WsMessage::Text(t) = frame {
+                match serde_json::from_str(t.as_str()) {
+                    Ok(ServerMsg::Ack { client_id: id, .. }) if id.as_str() == client_id => break,
+                    Ok(ServerMsg::Error { message, .. }) => panic!("{text:?} refused: {message}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 async fn serve(
     dir: &Path,
     (relay, demo): (u16, u16),
@@ -296,6 +323,8 @@ impl Driver {
             "--disable-sync",
             "--no-first-run",
             "--disable-quic",
+            // Wheel scrolls land at once, so a test can tell when one has happened.
+            "--disable-smooth-scrolling",
             "--window-size=1280,900",
         ]
         .iter()
@@ -497,12 +526,73 @@ impl Browser {
         serde_json::from_value(v).unwrap()
     }
 
+    /// Waits until the messages shown are exactly these (author, text) pairs, in this order.
+    pub async fn wait_messages(&self, expected: &[(&str, &str)]) {
+        self.wait_js(
+            &format!("exactly the messages {expected:?}"),
+            "const shown = [...document.querySelectorAll('[data-testid=message]')]
+                .map(m => [m.dataset.author, m.querySelector('.bubble').textContent]);
+             return JSON.stringify(shown) === arguments[0]",
+            vec![json!(serde_json::to_string(expected).unwrap())],
+        )
+        .await;
+    }
+
+    /// Opens the console's conversation whose row shows this preview (its newest message).
+    pub async fn open_conversation(&self, preview: &str) {
+        self.wait_js(
+            &format!("a conversation row with the preview {preview:?}, clicked"),
+            "const row = [...document.querySelectorAll('[data-testid=conversation]')]
+                .find(r => r.querySelector('.preview').textContent === arguments[0]);
+             if (row) row.click();
+             return !!row",
+            vec![json!(preview)],
+        )
+        .await;
+    }
+
+    /// Runs axe-core (from `$ESCALERA_AXE`, which `make test` sets) on the current document
+    /// (the frame entered, if any; other frames are left out) and returns its serious and
+    /// critical violations, one line each: rule, help, and where.
+    pub async fn axe_serious(&self) -> Vec<String> {
+        let defined = self
+            .js(
+                &format!(
+                    "{}\n;if (typeof axe !== 'undefined') window.axe = axe; return typeof window.axe",
+                    axe_source()
+                ),
+                vec![],
+            )
+            .await;
+        assert_eq!(defined, json!("object"), "axe-core did not load");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { iframes: false, resultTypes: ['violations'] })
+                    .then(r => done(r.violations
+                        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                        .flatMap(v => v.nodes.map(n =>
+                            `${v.id} (${v.impact}): ${v.help} at ${n.target.join(' ')}: ${n.failureSummary}`))))
+                    .catch(e => done(['axe failed: ' + e]))",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap()
+    }
+
     /// Opens the widget on a host page: clicks the launcher and enters the iframe.
     pub async fn open_widget(&self) {
         self.click("launcher").await;
+        self.enter_widget().await;
+        self.find("chat-input").await;
+    }
+
+    /// From the host page, enters the widget's iframe (WebDriver commands then act in it).
+    pub async fn enter_widget(&self) {
         let frame = self.find("widget-frame").await;
         frame.enter_frame().await.unwrap();
-        self.find("chat-input").await;
     }
 
     /// Logs an agent in on the console page.
@@ -536,6 +626,17 @@ impl Browser {
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
+}
+
+/// axe-core's browser bundle, read once.
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let path = std::env::var("ESCALERA_AXE").expect(
+            "ESCALERA_AXE: the path of axe.min.js (make test installs axe-core and sets it)",
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    })
 }
 
 fn truthy(v: &Value) -> bool {

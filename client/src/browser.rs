@@ -24,6 +24,13 @@ pub fn save(key: &str, value: &str) {
     }
 }
 
+/// Removes a value from `localStorage`.
+pub fn remove(key: &str) {
+    if let Some(s) = storage() {
+        let _ = s.remove_item(key);
+    }
+}
+
 /// A random v4 UUID from the browser's CSPRNG, for client message ids.
 pub fn random_id() -> String {
     window()

@@ -7,6 +7,8 @@
   window.EscaleraLoaded = 1;
   var d = document, relay = new URL(me.src).origin, site = me.getAttribute('data-site') || '';
   var frame, open = false, pos = me.getAttribute('data-position') === 'left' ? 'left' : 'right';
+  // Full screen (a phone): the host page must not scroll behind the widget.
+  var full = matchMedia('(max-width:480px)'), locked = null;
   var css = d.createElement('style');
   css.textContent =
     '.esc-l,.esc-f{position:fixed;' + pos + ':20px;z-index:2147483000}' +
@@ -29,6 +31,25 @@
     btn.setAttribute('aria-label', open ? 'Close chat' : 'Open chat');
     btn.setAttribute('aria-expanded', open);
   }
+  // Pins the host page where it is (position: fixed keeps iOS from scrolling it too), and on
+  // unlock puts back its inline styles and its scroll position exactly.
+  function lock(on) {
+    var h = d.documentElement.style, b = d.body.style;
+    if (on && !locked) {
+      locked = [scrollX, scrollY, h.cssText, b.cssText];
+      h.overflow = b.overflow = 'hidden';
+      b.position = 'fixed';
+      b.top = -locked[1] + 'px';
+      b.left = -locked[0] + 'px';
+      b.width = '100%';
+    } else if (!on && locked) {
+      h.cssText = locked[2];
+      b.cssText = locked[3];
+      scrollTo({ left: locked[0], top: locked[1], behavior: 'instant' });
+      locked = null;
+    }
+  }
+  full.addEventListener('change', function () { lock(open && full.matches); });
   function tell(msg) {
     if (frame) frame.contentWindow.postMessage(msg, relay);
   }
@@ -45,6 +66,7 @@
     }
     if (frame) frame.style.display = v ? '' : 'none';
     if (v) badge.style.display = 'none';
+    lock(v && full.matches);
     tell({ type: 'escalera:open', open: v });
     draw();
     (v ? frame : btn).focus();

@@ -10,6 +10,34 @@ pub fn files_of(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
     (0..list.length()).filter_map(|i| list.get(i)).collect()
 }
 
+/// Where the composer's unsent text lives. By default the composer keeps its own; the console
+/// gives it one per conversation, so a reply typed for one visitor never shows up (and is never
+/// sent) in another's conversation.
+#[derive(Clone, Copy)]
+pub struct Draft {
+    /// The text to show.
+    pub text: Signal<String>,
+    /// Called with the new text on every edit, and with "" once it is sent.
+    pub set: Callback<String>,
+}
+
+impl Draft {
+    /// A draft held in one signal.
+    pub fn new() -> Self {
+        let text = RwSignal::new(String::new());
+        Self {
+            text: text.into(),
+            set: Callback::new(move |t| text.set(t)),
+        }
+    }
+}
+
+impl Default for Draft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The composer. `on_send` gets the text once it passes the protocol's rules; with `on_files`
 /// there is an attach button too.
 #[component]
@@ -18,8 +46,12 @@ pub fn Composer(
     #[prop(into)] disabled: Signal<bool>,
     #[prop(into)] placeholder: String,
     #[prop(optional)] on_files: Option<Callback<Vec<web_sys::File>>>,
+    #[prop(optional)] draft: Option<Draft>,
 ) -> impl IntoView {
-    let text = RwSignal::new(String::new());
+    let Draft {
+        text,
+        set: set_text,
+    } = draft.unwrap_or_default();
     let error = RwSignal::new(None::<&'static str>);
     let input = NodeRef::<html::Textarea>::new();
     let send = move || {
@@ -27,7 +59,7 @@ pub fn Composer(
         match check_text(&value) {
             Ok(()) => {
                 on_send.run(value);
-                text.set(String::new());
+                set_text.run(String::new());
                 error.set(None);
             }
             Err(_) if value.trim().is_empty() => {}
@@ -71,7 +103,7 @@ pub fn Composer(
                 placeholder=placeholder
                 prop:value=move || text.get()
                 prop:disabled=move || disabled.get()
-                on:input=move |ev| text.set(event_target_value(&ev))
+                on:input=move |ev| set_text.run(event_target_value(&ev))
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
                     if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                         ev.prevent_default();

@@ -36,10 +36,7 @@ pub fn MessageList(
         thread.with(|t| {
             t.lines()
                 .into_iter()
-                .map(|l| match &l {
-                    Line::Stored(m) => (format!("s{}", m.seq), l),
-                    Line::Pending(p) => (format!("p{}", p.client_id), l),
-                })
+                .map(|l| (line_key(&l), l))
                 .collect::<Vec<_>>()
         })
     };
@@ -52,6 +49,16 @@ pub fn MessageList(
                 {line_view(item.1, me)}
             </For>
         </div>
+    }
+}
+
+/// A row's key, unique across conversations: `seq` starts at 1 in each of them, and a row kept
+/// under a key keeps its text, so a key of `seq` alone showed one conversation's words in
+/// another's after a switch. Pending lines carry a random client id.
+fn line_key(line: &Line) -> String {
+    match line {
+        Line::Stored(m) => format!("{}/{}", m.conversation, m.seq),
+        Line::Pending(p) => format!("pending/{}", p.client_id),
     }
 }
 
@@ -97,5 +104,37 @@ fn line_view(line: Line, me: Author) -> impl IntoView {
             }}
             {meta.map(|m| view! { <div class="meta">{m}</div> })}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use escalera_protocol::Message;
+
+    use super::*;
+    use crate::chat::Pending;
+
+    fn stored(conversation: &str, seq: u64) -> Line {
+        Line::Stored(Message {
+            conversation: conversation.into(),
+            seq,
+            client_id: None,
+            author: Author::Visitor,
+            author_name: None,
+            text: String::new(),
+            attachment: None,
+            at: 0,
+        })
+    }
+
+    #[test]
+    fn keys_differ_across_conversations_at_the_same_seq() {
+        assert_ne!(line_key(&stored("a", 1)), line_key(&stored("b", 1)));
+        assert_ne!(line_key(&stored("a", 1)), line_key(&stored("a", 2)));
+        let pending = Line::Pending(Pending {
+            client_id: "1".into(),
+            text: String::new(),
+        });
+        assert_ne!(line_key(&pending), line_key(&stored("1", 1)));
     }
 }

@@ -7,7 +7,7 @@ mod thread;
 mod upload;
 
 pub use attachment::AttachmentView;
-pub use composer::{files_of, Composer};
+pub use composer::{files_of, Composer, Draft};
 pub use message_list::MessageList;
 pub use thread::{Line, Pending, Thread};
 pub use upload::{human_size, Upload, UploadList, Uploader};

@@ -11,6 +11,8 @@ use web_sys::{Blob, XmlHttpRequest};
 pub struct Upload {
     /// Local id, for the list.
     pub id: u32,
+    /// The conversation it goes to: the console shows only the open conversation's uploads.
+    pub conversation: ConversationId,
     /// The file's name.
     pub name: String,
     /// Its size in bytes.
@@ -78,6 +80,7 @@ impl Uploader {
         let size = blob.size();
         let mut upload = Upload {
             id,
+            conversation: conversation.clone(),
             name: name.to_owned(),
             size,
             sent: 0.0,
@@ -174,12 +177,24 @@ mod tests {
     }
 }
 
-/// The progress bars and errors of the uploads.
+/// The progress bars and errors of the uploads into `conversation`.
 #[component]
-pub fn UploadList(uploader: Uploader) -> impl IntoView {
+pub fn UploadList(
+    uploader: Uploader,
+    #[prop(into)] conversation: Signal<Option<ConversationId>>,
+) -> impl IntoView {
+    let shown = move || {
+        let open = conversation.get();
+        uploader.list.with(|l| {
+            l.iter()
+                .filter(|u| Some(&u.conversation) == open.as_ref())
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
         <div class="uploads" aria-live="polite">
-            <For each=move || uploader.list.get() key=|u| (u.id, u.error.is_some()) let:u>
+            <For each=shown key=|u| (u.id, u.error.is_some()) let:u>
                 {
                     let id = u.id;
                     let percent = move || {

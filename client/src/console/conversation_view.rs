@@ -116,10 +116,11 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     </div>
                 </Show>
                 <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
-                <UploadList uploader=desk.uploader />
+                <UploadList uploader=desk.uploader conversation=desk.selected />
                 <Composer
                     on_files=on_files
                     on_send=on_send
+                    draft=desk.draft()
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_))))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
                 />

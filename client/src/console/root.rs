@@ -1,7 +1,7 @@
 //! The console's root: who is logged in, the socket, and the inbox shared by the list and the
 //! open conversation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use escalera_protocol::{AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
 use leptos::prelude::*;
@@ -13,7 +13,7 @@ use super::login::Login;
 use super::state::Inbox;
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
-use crate::chat::Uploader;
+use crate::chat::{Draft, Uploader};
 use crate::relay::{use_relay_socket, RelaySocket, Status};
 
 /// The logged-in agent, from `/api/me` or the login answer.
@@ -87,8 +87,19 @@ pub struct Desk {
     pub call: CallCtl,
     /// File uploads.
     pub uploader: Uploader,
+    /// Unsent replies, one per conversation (kept in this browser's storage until logout).
+    pub drafts: RwSignal<HashMap<ConversationId, String>>,
     /// Conversations this socket has joined (to get their messages and calls live).
     joined: StoredValue<HashSet<ConversationId>>,
+}
+
+/// Where the console keeps its drafts across reloads; cleared at logout.
+const DRAFTS_KEY: &str = "escalera:console:drafts";
+
+fn load_drafts() -> HashMap<ConversationId, String> {
+    browser::load(DRAFTS_KEY)
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
 }
 
 impl Desk {
@@ -135,6 +146,33 @@ impl Desk {
         });
         for id in mine {
             self.join(&id);
+        }
+    }
+
+    /// The composer's text for the open conversation: each conversation has its own draft,
+    /// restored when the agent comes back to it.
+    pub fn draft(&self) -> Draft {
+        let (selected, drafts) = (self.selected, self.drafts);
+        Draft {
+            text: Signal::derive(move || {
+                let id = selected.get();
+                drafts.with(|d| id.and_then(|id| d.get(&id).cloned()).unwrap_or_default())
+            }),
+            set: Callback::new(move |text: String| {
+                let Some(id) = selected.get_untracked() else {
+                    return;
+                };
+                drafts.update(|d| {
+                    if text.is_empty() {
+                        d.remove(&id);
+                    } else {
+                        d.insert(id, text);
+                    }
+                });
+                drafts.with_untracked(|d| {
+                    browser::save(DRAFTS_KEY, &serde_json::to_string(d).unwrap_or_default())
+                });
+            }),
         }
     }
 
@@ -253,6 +291,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         notice,
         call,
         uploader,
+        drafts: RwSignal::new(load_drafts()),
         joined: StoredValue::new(HashSet::new()),
     };
     desk_slot.set_value(Some(desk));
@@ -290,6 +329,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     let logout = move |_| {
         leptos::task::spawn_local(async move {
             let _ = browser::fetch("POST", "/api/logout", None).await;
+            browser::remove(DRAFTS_KEY);
             on_logout.run(());
         });
     };

@@ -266,7 +266,7 @@ pub fn Widget() -> impl IntoView {
                     why_not="Calls are possible once an agent has joined"
                 />
                 <Show when=move || framed>
-                    <button class="icon" aria-label="Close chat" on:click=move |_| host.close()>
+                    <button class="icon" aria-label="Close chat" data-testid="widget-close" on:click=move |_| host.close()>
                         "×"
                     </button>
                 </Show>
@@ -289,7 +289,7 @@ pub fn Widget() -> impl IntoView {
                     <button class="link" on:click=move |_| { notice.set(None); call.notice.set(None); }>"Dismiss"</button>
                 </div>
             </Show>
-            <UploadList uploader=uploader />
+            <UploadList uploader=uploader conversation=conversation />
             <Composer on_send=on_send disabled=false placeholder="Type your message…" on_files=on_files />
         </div>
     }
