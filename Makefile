@@ -6,7 +6,8 @@ export TRUNK_SKIP_VERSION_CHECK := true
 BIN := target/release/escalera
 # The browser app is rebuilt only when one of these changed since the last build.
 CLIENT_INPUTS := $(shell find client/src protocol/src -name '*.rs') client/Cargo.toml \
-	protocol/Cargo.toml client/style.css index.html embed.html Trunk.toml Cargo.toml Cargo.lock
+	protocol/Cargo.toml client/style.css index.html embed.html Trunk.toml Cargo.toml Cargo.lock \
+	scripts/build.sh scripts/tools.sh
 CLIENT_STAMP := target/client.stamp
 ifneq ($(words $(wildcard client/dist/console/index.html client/dist/widget/index.html)),2)
 $(shell rm -f $(CLIENT_STAMP))
@@ -26,9 +27,11 @@ tools:
 
 client: $(CLIENT_STAMP)
 
+# Stamped with the time the build started, so a file saved during the build is built next time.
 $(CLIENT_STAMP): $(CLIENT_INPUTS) | tools
+	@mkdir -p $(@D) && touch $@.new
 	@scripts/build.sh client
-	@touch $@
+	@mv $@.new $@
 
 relay: client
 	@scripts/build.sh relay

@@ -10,9 +10,10 @@ export PATH="$(scripts/tools.sh --path):$PATH"
 export TRUNK_SKIP_VERSION_CHECK=true
 LOGS="$PWD/target/logs"
 
+# Chained with &&: `step` runs this under `||`, where `set -e` does not apply.
 trunk_pages() {
-  trunk build index.html --dist client/dist/console --public-url /app/console/
-  trunk build embed.html --dist client/dist/widget --public-url /app/widget/
+  trunk build index.html --dist client/dist/console --public-url /app/console/ &&
+    trunk build embed.html --dist client/dist/widget --public-url /app/widget/
 }
 
 case "${1:-}" in
@@ -26,7 +27,7 @@ case "${1:-}" in
       cargo build --locked --offline -p escalera-client --bins \
       --target wasm32-unknown-unknown --profile wasm-release
     step "$LOGS/trunk.log" "packing the console and the widget (wasm-bindgen, wasm-opt)" \
-      "about 30 s" trunk_pages
+      "about 20 s" trunk_pages
     ;;
   relay)
     step "$LOGS/relay.log" "compiling the relay with the browser app inside (release)" \

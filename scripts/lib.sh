@@ -6,6 +6,8 @@ say() { printf '[escalera] %s\n' "$*"; }
 # step LOG WHAT ESTIMATE CMD...: says what is happening and roughly how long it takes on a
 # 2-core machine, runs CMD with its output in LOG, and says how long it took. On failure it
 # shows the last lines of LOG and fails. VERBOSE=1 shows the output as it comes instead.
+# CMD runs under `||`, where `set -e` does not apply: a function given as CMD must chain its
+# commands with && (or check each one) to fail when one of them fails.
 step() {
   local log=$1 what=$2 estimate=$3 start rc
   shift 3
@@ -13,8 +15,7 @@ step() {
   mkdir -p "$(dirname "$log")"
   if [[ "${VERBOSE:-}" == 1 ]]; then
     say "$what${estimate:+ ($estimate)}"
-    "$@" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
+    { "$@" 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}; } || true
   else
     say "$what${estimate:+ ($estimate)}; log: $log"
     rc=0

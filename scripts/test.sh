@@ -10,8 +10,11 @@ export ESCALERA_BIN="$PWD/target/release/escalera"
 export ESCALERA_AXE="${ESCALERA_AXE:-$(scripts/tools.sh --axe)}"
 LOGS="$PWD/target/logs"
 
-step "$LOGS/test-build.log" "compiling the tests (debug)" "about 2 minutes the first time" \
-  cargo test --locked --workspace --no-run
+# Compiled with exactly the package selections they run with (features differ between them).
+step "$LOGS/test-build.log" "compiling the unit and relay tests (debug)" \
+  "about 2 minutes the first time" cargo test --locked --workspace --exclude escalera-e2e --no-run
+step "$LOGS/e2e-build.log" "compiling the browser tests (debug)" "about 1 minute the first time" \
+  cargo test --locked -p escalera-e2e --no-run
 
 say "unit and relay tests"
 cargo test --locked --workspace --exclude escalera-e2e

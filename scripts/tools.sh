@@ -48,6 +48,7 @@ install_into() {
   "$@" || { rm -rf "$STAGE"; return 1; }
   rm -rf "$dir"
   mv -T "$STAGE" "$dir"
+  STAGE=
 }
 
 need_trunk() { ! has trunk "trunk $TRUNK_VERSION"; }
@@ -64,27 +65,48 @@ cargo_install_wasm_bindgen() {
 }
 npm_install() { npm install --no-audit --no-fund --prefix "$STAGE" "$1"; }
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  step "$CACHE/logs/rustup-wasm32.log" "adding Rust's wasm32-unknown-unknown target" \
-    "about 20 s" rustup target add wasm32-unknown-unknown
+need_wasm32() { ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; }
+TEST=0
+[[ "${1:-}" == --test ]] && TEST=1
+APT_MISSING=()
+if ((TEST)); then
+  command -v chromium >/dev/null || APT_MISSING+=(chromium)
+  command -v chromedriver >/dev/null || APT_MISSING+=(chromium-driver)
+  command -v brotli >/dev/null || APT_MISSING+=(brotli)
+  command -v turnserver >/dev/null || APT_MISSING+=(coturn)
+  if ((${#APT_MISSING[@]})) && [[ $(id -u) -ne 0 ]]; then
+    say "please install: sudo apt-get install ${APT_MISSING[*]}"
+    exit 1
+  fi
 fi
+apt_install() {
+  apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${APT_MISSING[@]}"
+}
 
-mkdir -p "$CACHE/logs"
-if need_trunk || need_wasm_bindgen || need_wasm_opt || { [[ "${1:-}" == --test ]] && need_axe; }; then
+if need_wasm32 || need_trunk || need_wasm_bindgen || need_wasm_opt || ((TEST && ${#APT_MISSING[@]})) ||
+  { ((TEST)) && need_axe; }; then
+  mkdir -p "$CACHE/logs"
   # One install at a time per machine; whoever waited finds the tools there afterwards.
   exec 9>"$CACHE/.lock"
   if ! flock -n 9; then
     say "another clone is installing the tools; waiting for it"
     flock 9
   fi
+  # An interrupted install leaves no staging folder behind.
+  trap '[[ -n "${STAGE:-}" ]] && rm -rf "$STAGE"' EXIT
+  if need_wasm32; then
+    step "$CACHE/logs/rustup-wasm32.log" "adding Rust's wasm32-unknown-unknown target" \
+      "about 20 s" rustup target add wasm32-unknown-unknown
+  fi
   if need_trunk; then
     step "$CACHE/logs/trunk-$TRUNK_VERSION.log" \
-      "building Trunk $TRUNK_VERSION once for this machine into $TRUNK_DIR" "about 3 minutes" \
+      "building Trunk $TRUNK_VERSION once for this machine into $TRUNK_DIR" "about 4 minutes" \
       install_into "$TRUNK_DIR" cargo_install_trunk
   fi
   if need_wasm_bindgen; then
     step "$CACHE/logs/wasm-bindgen-$WASM_BINDGEN_VERSION.log" \
-      "building wasm-bindgen-cli $WASM_BINDGEN_VERSION once for this machine" "about 1 minute" \
+      "building wasm-bindgen-cli $WASM_BINDGEN_VERSION once for this machine" "about 1.5 minutes" \
       install_into "$WASM_BINDGEN_DIR" cargo_install_wasm_bindgen
   fi
   if need_wasm_opt; then
@@ -92,31 +114,14 @@ if need_trunk || need_wasm_bindgen || need_wasm_opt || { [[ "${1:-}" == --test ]
       "installing wasm-opt (npm binaryen@$BINARYEN_VERSION) once for this machine" "a few seconds" \
       install_into "$BINARYEN_DIR" npm_install "binaryen@$BINARYEN_VERSION"
   fi
-  if [[ "${1:-}" == --test ]] && need_axe; then
+  if ((TEST)) && need_axe; then
     step "$CACHE/logs/axe-core-$AXE_VERSION.log" \
       "installing axe-core $AXE_VERSION (npm) once for this machine" "a few seconds" \
       install_into "$AXE_DIR" npm_install "axe-core@$AXE_VERSION"
   fi
-  flock -u 9
-fi
-
-if [[ "${1:-}" == "--test" ]]; then
-  missing=()
-  command -v chromium >/dev/null || missing+=(chromium)
-  command -v chromedriver >/dev/null || missing+=(chromium-driver)
-  command -v brotli >/dev/null || missing+=(brotli)
-  command -v turnserver >/dev/null || missing+=(coturn)
-  if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]]; then
-      apt_install() {
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-      }
-      step "$CACHE/logs/apt.log" "installing ${missing[*]} with apt, once for this machine" \
-        "about 1 minute" apt_install
-    else
-      say "please install: sudo apt-get install ${missing[*]}"
-      exit 1
-    fi
+  if ((TEST && ${#APT_MISSING[@]})); then
+    step "$CACHE/logs/apt.log" "installing ${APT_MISSING[*]} with apt, once for this machine" \
+      "about 1 minute" apt_install
   fi
+  flock -u 9
 fi

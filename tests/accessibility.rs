@@ -99,13 +99,14 @@ async fn on_a_phone_the_host_page_does_not_scroll_behind_the_open_widget() {
             vec![],
         )
         .await;
-    // The barrier: the widget counts the wheel events it got; once all three are in and the
-    // host page has drawn two frames since (smooth scrolling is off in the test browsers),
-    // any scroll they caused has happened.
+    // The barrier: the widget adds up the wheel it got (Chrome may merge events); once it is
+    // all in and the host page has drawn two frames since (smooth scrolling is off in the test
+    // browsers), any scroll it caused has happened.
     visitor.enter_widget().await;
     visitor
         .js(
-            "window.__wheels = 0; addEventListener('wheel', () => window.__wheels++, { passive: true })",
+            "window.__wheeled = 0;
+             addEventListener('wheel', e => window.__wheeled += e.deltaY, { passive: true })",
             vec![],
         )
         .await;
@@ -114,8 +115,8 @@ async fn on_a_phone_the_host_page_does_not_scroll_behind_the_open_widget() {
     visitor.enter_widget().await;
     visitor
         .wait_js(
-            "three wheel events in the widget",
-            "return window.__wheels === 3",
+            "the whole wheel turn (600 + 600 - 300 px) in the widget",
+            "return window.__wheeled === 900",
             vec![],
         )
         .await;
@@ -129,8 +130,15 @@ async fn on_a_phone_the_host_page_does_not_scroll_behind_the_open_widget() {
         .await
         .unwrap();
     assert_eq!(visitor.js(HEADER_TOP, vec![]).await, json!(-600));
+    // Meanwhile the host page styles its body: that stays after the widget closes.
+    visitor
+        .js(
+            "document.body.style.color = 'rgb(1, 2, 3)'; document.body.style.setProperty('--vh', '7px')",
+            vec![],
+        )
+        .await;
 
-    // Closed, the page is back exactly where it was, and scrolls again.
+    // Closed, the page is back exactly where it was, with its own styles, and scrolls again.
     visitor.enter_widget().await;
     visitor.click("widget-close").await;
     visitor.client.enter_parent_frame().await.unwrap();
@@ -139,7 +147,10 @@ async fn on_a_phone_the_host_page_does_not_scroll_behind_the_open_widget() {
             "the page back at 600 px",
             "return document.querySelector('[data-testid=widget-frame]').style.display === 'none'
                 && window.scrollY === 600
-                && document.querySelector('header').getBoundingClientRect().top === -600",
+                && document.querySelector('header').getBoundingClientRect().top === -600
+                && document.body.style.color === 'rgb(1, 2, 3)'
+                && document.body.style.getPropertyValue('--vh') === '7px'
+                && document.body.style.position === '' && document.body.style.overflow === ''",
             vec![],
         )
         .await;

@@ -99,7 +99,7 @@ async fn switching_conversations_shows_each_ones_own_messages_and_uploads() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn each_conversation_keeps_its_own_draft() {
+async fn each_conversation_keeps_its_own_draft_until_logout() {
     let product = Product::start().await;
     let mut driver = Driver::start().await;
     let (ana, _visitors) = two_visitors_and_ana(&product, &mut driver).await;
@@ -135,6 +135,33 @@ async fn each_conversation_keeps_its_own_draft() {
         .await
         .iter()
         .any(|(_, t)| t.contains("Lisbon") || t.contains("Sorry")));
+
+    // Logging out forgets the drafts, and raises no JavaScript error: errors are collected,
+    // and the console's socket, once closed, says so (its own close handler runs first).
+    ana.js(
+        "window.__errors = [];
+         addEventListener('error', e => window.__errors.push(e.message));
+         const close = WebSocket.prototype.close;
+         WebSocket.prototype.close = function (...args) {
+             this.addEventListener('close', () => { window.__closed = true; });
+             return close.apply(this, args);
+         };",
+        vec![],
+    )
+    .await;
+    ana.click("logout").await;
+    ana.find("login-email").await;
+    ana.wait_js(
+        "the console's socket closed",
+        "return window.__closed === true",
+        vec![],
+    )
+    .await;
+    assert_eq!(ana.js("return window.__errors", vec![]).await, json!([]));
+    ana.login_here("ana@shop.example").await;
+    ana.open_conversation(KETTLE[2]).await;
+    ana.wait_messages(&from_visitor(&KETTLE)).await;
+    assert_eq!(composer_text(&ana).await, "");
     ana.close().await;
 }
 

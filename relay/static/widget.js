@@ -8,7 +8,7 @@
   var d = document, relay = new URL(me.src).origin, site = me.getAttribute('data-site') || '';
   var frame, open = false, pos = me.getAttribute('data-position') === 'left' ? 'left' : 'right';
   // Full screen (a phone): the host page must not scroll behind the widget.
-  var full = matchMedia('(max-width:480px)'), locked = null;
+  var full = matchMedia('(max-width:480px)'), locked = null, ready = false;
   var css = d.createElement('style');
   css.textContent =
     '.esc-l,.esc-f{position:fixed;' + pos + ':20px;z-index:2147483000}' +
@@ -31,27 +31,33 @@
     btn.setAttribute('aria-label', open ? 'Close chat' : 'Open chat');
     btn.setAttribute('aria-expanded', open);
   }
-  // Pins the host page where it is (position: fixed keeps iOS from scrolling it too), and on
-  // unlock puts back its inline styles and its scroll position exactly.
+  // Pins the host page where it is (position: fixed keeps iOS from scrolling it too). On
+  // unlock it puts back the page's own values of just the properties it set (the page may have
+  // changed others meanwhile), and its scroll position exactly.
+  var pins = [[d.documentElement, 'overflow'], [0, 'overflow'], [0, 'position'], [0, 'top'], [0, 'left'], [0, 'width']];
   function lock(on) {
-    var h = d.documentElement.style, b = d.body.style;
-    if (on && !locked) {
-      locked = [scrollX, scrollY, h.cssText, b.cssText];
-      h.overflow = b.overflow = 'hidden';
-      b.position = 'fixed';
-      b.top = -locked[1] + 'px';
-      b.left = -locked[0] + 'px';
-      b.width = '100%';
-    } else if (!on && locked) {
-      h.cssText = locked[2];
-      b.cssText = locked[3];
-      scrollTo({ left: locked[0], top: locked[1], behavior: 'instant' });
+    if (on == !!locked) return;
+    if (on) locked = { x: scrollX, y: scrollY, v: [] };
+    var set = { overflow: 'hidden', position: 'fixed', top: -locked.y + 'px', left: -locked.x + 'px', width: '100%' };
+    pins.forEach(function (p, i) {
+      var s = (p[0] || d.body).style, v = locked.v[i];
+      if (on) {
+        locked.v[i] = [s.getPropertyValue(p[1]), s.getPropertyPriority(p[1])];
+        s.setProperty(p[1], set[p[1]], 'important');
+      } else if (v[0]) s.setProperty(p[1], v[0], v[1]);
+      else s.removeProperty(p[1]);
+    });
+    if (!on) {
+      scrollTo({ left: locked.x, top: locked.y, behavior: 'instant' });
       locked = null;
     }
   }
-  full.addEventListener('change', function () { lock(open && full.matches); });
+  function refit() { lock(open && full.matches); }
+  full.addEventListener ? full.addEventListener('change', refit) : full.addListener(refit);
+  // Only once the widget said it listens: before that the frame holds about:blank, and a
+  // message for the relay's origin would be refused (and logged on the host page).
   function tell(msg) {
-    if (frame) frame.contentWindow.postMessage(msg, relay);
+    if (ready) frame.contentWindow.postMessage(msg, relay);
   }
   function setOpen(v) {
     open = v;
@@ -76,7 +82,10 @@
     if (!frame || e.origin !== relay || e.source !== frame.contentWindow) return;
     var m = e.data || {};
     // The widget says when it listens; only then can it hear whether it is shown.
-    if (m.type === 'escalera:ready') tell({ type: 'escalera:open', open: open });
+    if (m.type === 'escalera:ready') {
+      ready = true;
+      tell({ type: 'escalera:open', open: open });
+    }
     if (m.type === 'escalera:close') setOpen(false);
     if (m.type === 'escalera:unread') {
       badge.textContent = m.count > 9 ? '9+' : m.count;

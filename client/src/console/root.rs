@@ -87,17 +87,23 @@ pub struct Desk {
     pub call: CallCtl,
     /// File uploads.
     pub uploader: Uploader,
-    /// Unsent replies, one per conversation (kept in this browser's storage until logout).
+    /// Unsent replies, one per conversation (kept in this browser's storage, per agent, until
+    /// logout).
     pub drafts: RwSignal<HashMap<ConversationId, String>>,
+    /// Where the drafts are kept: one key per agent, so the next agent on this browser does
+    /// not get them.
+    drafts_key: StoredValue<String>,
     /// Conversations this socket has joined (to get their messages and calls live).
     joined: StoredValue<HashSet<ConversationId>>,
 }
 
-/// Where the console keeps its drafts across reloads; cleared at logout.
-const DRAFTS_KEY: &str = "escalera:console:drafts";
+/// Where the console keeps an agent's drafts across reloads; cleared at logout.
+fn drafts_key(me: &Me) -> String {
+    format!("escalera:console:drafts:{}", me.email)
+}
 
-fn load_drafts() -> HashMap<ConversationId, String> {
-    browser::load(DRAFTS_KEY)
+fn load_drafts(key: &str) -> HashMap<ConversationId, String> {
+    browser::load(key)
         .and_then(|json| serde_json::from_str(&json).ok())
         .unwrap_or_default()
 }
@@ -152,7 +158,7 @@ impl Desk {
     /// The composer's text for the open conversation: each conversation has its own draft,
     /// restored when the agent comes back to it.
     pub fn draft(&self) -> Draft {
-        let (selected, drafts) = (self.selected, self.drafts);
+        let (selected, drafts, key) = (self.selected, self.drafts, self.drafts_key);
         Draft {
             text: Signal::derive(move || {
                 let id = selected.get();
@@ -162,15 +168,19 @@ impl Desk {
                 let Some(id) = selected.get_untracked() else {
                     return;
                 };
-                drafts.update(|d| {
+                let change = |d: &mut HashMap<ConversationId, String>| {
                     if text.is_empty() {
                         d.remove(&id);
                     } else {
-                        d.insert(id, text);
+                        d.insert(id.clone(), text.clone());
                     }
-                });
-                drafts.with_untracked(|d| {
-                    browser::save(DRAFTS_KEY, &serde_json::to_string(d).unwrap_or_default())
+                };
+                drafts.update(change);
+                // Only this conversation's entry changes in storage: another tab's drafts stay.
+                key.with_value(|key| {
+                    let mut stored = load_drafts(key);
+                    change(&mut stored);
+                    browser::save(key, &serde_json::to_string(&stored).unwrap_or_default());
                 });
             }),
         }
@@ -291,7 +301,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         notice,
         call,
         uploader,
-        drafts: RwSignal::new(load_drafts()),
+        drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
+        drafts_key: StoredValue::new(drafts_key(&me)),
         joined: StoredValue::new(HashSet::new()),
     };
     desk_slot.set_value(Some(desk));
@@ -327,9 +338,10 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         }
     });
     let logout = move |_| {
+        let key = desk.drafts_key.get_value();
         leptos::task::spawn_local(async move {
             let _ = browser::fetch("POST", "/api/logout", None).await;
-            browser::remove(DRAFTS_KEY);
+            browser::remove(&key);
             on_logout.run(());
         });
     };
@@ -365,7 +377,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                     }}
                 </span>
                 <span class="me">{me.name.clone()}</span>
-                <button class="link" on:click=logout>"Log out"</button>
+                <button class="link" data-testid="logout" on:click=logout>"Log out"</button>
             </header>
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
