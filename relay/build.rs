@@ -1,8 +1,11 @@
-//! Embeds the Trunk-built client (`client/dist`, or `$ESCALERA_CLIENT_DIST`) into the binary,
-//! so that one file is the whole product. Without a built client the list is empty and the
-//! relay says so on its pages (tests of the relay alone do not need the client).
+//! Embeds the Trunk-built client (`client/dist`, or `$ESCALERA_CLIENT_DIST`) and `widget.js`
+//! into the binary, so that one file is the whole product, each with its brotli and gzip
+//! variants compressed here once, at build time, so the relay serves them without compressing
+//! anything per request. Without a built client the list is empty and the relay says so on its
+//! pages (tests of the relay alone do not need the client).
 
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -12,24 +15,80 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../client/dist"));
     println!("cargo:rerun-if-changed={}", dist.display());
+    let widget_js = manifest.join("static/widget.js");
+    println!("cargo:rerun-if-changed={}", widget_js.display());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let packed = out.join("packed");
+    std::fs::create_dir_all(&packed).unwrap();
 
     let mut files = Vec::new();
     if dist.is_dir() {
         collect(&dist, &dist, &mut files);
     }
     files.sort();
-    let mut out = String::from("/// The built client: (path under dist/, bytes).\npub static FILES: &[(&str, &[u8])] = &[\n");
-    for (rel, abs) in &files {
+    let mut code = String::from(
+        "/// The built client, by path under dist/.\npub static FILES: &[Asset] = &[\n",
+    );
+    for (i, (rel, abs)) in files.iter().enumerate() {
         writeln!(
-            out,
-            "    ({rel:?}, include_bytes!({:?})),",
-            abs.display().to_string()
+            code,
+            "    {},",
+            asset(rel, abs, &packed.join(i.to_string()))
         )
         .unwrap();
     }
-    out.push_str("];\n");
-    let out_path = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("client_files.rs");
-    std::fs::write(out_path, out).unwrap();
+    code.push_str("];\n");
+    writeln!(
+        code,
+        "/// The embed loader.\npub static WIDGET_JS: Asset = {};",
+        asset("widget.js", &widget_js, &packed.join("widget.js"))
+    )
+    .unwrap();
+    std::fs::write(out.join("client_files.rs"), code).unwrap();
+}
+
+/// An `Asset { .. }` expression for one file: its bytes, and each compressed variant that is
+/// smaller than the file, written next to `stem`.
+fn asset(rel: &str, path: &Path, stem: &Path) -> String {
+    let raw = std::fs::read(path).unwrap();
+    let compressible = matches!(
+        rel.rsplit('.').next(),
+        Some("html" | "js" | "css" | "wasm" | "svg" | "json")
+    );
+    let variant = |ext: &str, compress: fn(&[u8]) -> Vec<u8>| {
+        let packed = compress(&raw);
+        if !compressible || packed.len() >= raw.len() {
+            return "None".to_owned();
+        }
+        let file = stem.with_extension(ext);
+        std::fs::write(&file, packed).unwrap();
+        format!("Some(include_bytes!({:?}))", file.display().to_string())
+    };
+    format!(
+        "Asset {{ path: {rel:?}, raw: include_bytes!({:?}), br: {}, gzip: {} }}",
+        path.display().to_string(),
+        variant("br", brotli),
+        variant("gz", gzip),
+    )
+}
+
+/// Brotli at its best quality: done once per build, read by every visitor.
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 22,
+        size_hint: data.len(),
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).unwrap();
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {

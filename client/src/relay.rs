@@ -28,9 +28,22 @@ struct Socket {
     _on_close: Closure<dyn FnMut(CloseEvent)>,
 }
 
+impl Socket {
+    /// Closes the socket for good. Its handlers are detached first: the browser fires `close`
+    /// (and may still deliver a message) after this, when the closures are already dropped.
+    fn shut(self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
 struct Inner {
     url: String,
     socket: RefCell<Option<Socket>>,
+    /// The pending reconnection, cancelled by dropping it.
+    retry: RefCell<Option<gloo_timers::callback::Timeout>>,
     failures: Cell<u32>,
     disposed: Cell<bool>,
     status: RwSignal<Status>,
@@ -84,6 +97,7 @@ pub fn use_relay_socket(
     let inner = Rc::new(Inner {
         url: crate::browser::socket_url(path),
         socket: RefCell::new(None),
+        retry: RefCell::new(None),
         failures: Cell::new(0),
         disposed: Cell::new(false),
         status,
@@ -95,8 +109,9 @@ pub fn use_relay_socket(
     on_cleanup(move || {
         stored.with_value(|inner| {
             inner.disposed.set(true);
+            inner.retry.borrow_mut().take();
             if let Some(s) = inner.socket.borrow_mut().take() {
-                let _ = s.ws.close();
+                s.shut();
             }
         })
     });
@@ -162,12 +177,18 @@ fn connect(inner: Rc<Inner>) {
         _on_close: on_close,
     });
     if let Some(old) = old {
-        old.ws.set_onclose(None);
-        let _ = old.ws.close();
+        old.shut();
     }
 }
 
 fn schedule_retry(inner: Rc<Inner>) {
     let delay = backoff_ms(inner.failures.get());
-    gloo_timers::callback::Timeout::new(delay, move || connect(inner)).forget();
+    let timer = {
+        let inner = inner.clone();
+        gloo_timers::callback::Timeout::new(delay, move || {
+            inner.retry.borrow_mut().take();
+            connect(inner.clone());
+        })
+    };
+    inner.retry.borrow_mut().replace(timer);
 }

@@ -1,7 +1,6 @@
 //! HTTP routes: the client's pages and files, `widget.js`, agent login, and the WebSocket
 //! upgrades, which check who is calling and hand the socket to the hub.
 
-use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,9 +24,6 @@ pub const SESSION_COOKIE: &str = "escalera_session";
 /// Frames up to this size are read and answered with a `too_large` error; beyond it the
 /// WebSocket layer closes the connection (1009).
 const HARD_FRAME_LIMIT: usize = 2 * MAX_FRAME_BYTES;
-
-/// The embed loader, served as `/widget.js`.
-const WIDGET_JS: &str = include_str!("../static/widget.js");
 
 /// The main router.
 pub fn app(state: AppState) -> Router {
@@ -79,11 +75,12 @@ impl From<crate::error::StoreError> for HttpError {
 /// What handlers return.
 pub type HttpResult<T> = Result<T, HttpError>;
 
-/// A page of the built client: `console` or `widget`.
-async fn page_html(state: &AppState, page: &str) -> HttpResult<Bytes> {
-    assets::load(
+/// A page of the built client, `console` or `widget`, in the coding the request accepts.
+async fn page_html(state: &AppState, page: &str, headers: &HeaderMap) -> HttpResult<Response> {
+    let body = assets::load(
         state.config.assets_dir.as_deref(),
         &format!("{page}/index.html"),
+        &assets::Encoding::accepted(headers),
     )
     .await
     .ok_or_else(|| {
@@ -91,22 +88,16 @@ async fn page_html(state: &AppState, page: &str) -> HttpResult<Bytes> {
             StatusCode::SERVICE_UNAVAILABLE,
             "the client is not built into this relay: run `make build`",
         )
-    })
-}
-
-fn html(body: Bytes) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
+    })?;
+    Ok(assets::respond(
         body,
-    )
-        .into_response()
+        "text/html; charset=utf-8",
+        "no-cache",
+    ))
 }
 
-async fn console_page(State(state): State<AppState>) -> HttpResult<Response> {
-    let mut res = html(page_html(&state, "console").await?);
+async fn console_page(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
+    let mut res = page_html(&state, "console", &headers).await?;
     // The console is never framed by anyone.
     res.headers_mut().insert(
         "content-security-policy",
@@ -127,6 +118,7 @@ struct EmbedQuery {
 async fn embed_page(
     State(state): State<AppState>,
     Query(q): Query<EmbedQuery>,
+    headers: HeaderMap,
 ) -> HttpResult<Response> {
     let site = load_site(&state, q.site).await?;
     let ancestors = match &q.origin {
@@ -141,37 +133,42 @@ async fn embed_page(
         }
         None => "'none'".to_owned(),
     };
-    let mut res = html(page_html(&state, "widget").await?);
+    let mut res = page_html(&state, "widget", &headers).await?;
     let csp = HeaderValue::from_str(&format!("frame-ancestors {ancestors}"))
         .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
     res.headers_mut().insert("content-security-policy", csp);
     Ok(res)
 }
 
-async fn widget_js() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        WIDGET_JS,
-    )
+async fn widget_js(headers: HeaderMap) -> Response {
+    let body = assets::WIDGET_JS.body(&assets::Encoding::accepted(&headers));
+    let mut res = assets::respond(
+        body,
+        "text/javascript; charset=utf-8",
+        "public, max-age=300",
+    );
+    res.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    res
 }
 
-async fn asset(State(state): State<AppState>, Path(path): Path<String>) -> HttpResult<Response> {
-    let body = assets::load(state.config.assets_dir.as_deref(), &path)
+async fn asset(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let accepted = assets::Encoding::accepted(&headers);
+    let body = assets::load(state.config.assets_dir.as_deref(), &path, &accepted)
         .await
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "not found"))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, assets::content_type(&path)),
-            // Trunk puts a content hash in every file name.
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
+    // Trunk puts a content hash in every file name.
+    Ok(assets::respond(
         body,
-    )
-        .into_response())
+        assets::content_type(&path),
+        "public, max-age=31536000, immutable",
+    ))
 }
 
 async fn load_site(state: &AppState, key: SiteKey) -> HttpResult<Site> {

@@ -489,7 +489,80 @@ async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
     let js = http.get(relay.url("/widget.js")).send().await.unwrap();
     assert_eq!(js.status(), 200);
     assert!(js.text().await.unwrap().contains("data-testid"));
-    let traversal = http.get(relay.url("/app/../secret")).send().await.unwrap();
-    assert_eq!(traversal.status(), 404);
+    relay.stop().await;
+}
+
+/// Sends `GET path` exactly as written (HTTP clients normalise `..` away before sending) and
+/// returns the status code.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    answer.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn client_files_outside_the_assets_folder_cannot_be_read() {
+    let root = tempfile::tempdir().unwrap();
+    let dist = root.path().join("dist");
+    std::fs::create_dir_all(dist.join("widget")).unwrap();
+    std::fs::write(dist.join("widget/app.js"), "ok").unwrap();
+    std::fs::write(root.path().join("secret"), "secret").unwrap();
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        assets_dir: Some(dist),
+        ..escalera_relay::Config::default()
+    })
+    .await;
+    assert_eq!(raw_get(relay.addr, "/app/widget/app.js").await, 200);
+    for path in [
+        "/app/../secret",
+        "/app/widget/../../secret",
+        "/app/%2e%2e/secret",
+        "/app/widget/%2E%2E/%2E%2E/secret",
+        "/app/%2Fetc%2Fpasswd",
+    ] {
+        assert_eq!(raw_get(relay.addr, path).await, 404, "{path}");
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn widget_js_is_sent_in_the_coding_the_browser_asks_for() {
+    use std::io::Read;
+    let relay = TestRelay::start().await;
+    let source = include_str!("../static/widget.js");
+    let http = reqwest::Client::new();
+    let get = |coding: &'static str| {
+        http.get(relay.url("/widget.js"))
+            .header("accept-encoding", coding)
+            .send()
+    };
+    let res = get("gzip, deflate, br").await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "br");
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    let body = res.bytes().await.unwrap();
+    assert!(body.len() < source.len() / 2, "{} bytes", body.len());
+    let mut text = String::new();
+    brotli::Decompressor::new(&body[..], 4096)
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, source);
+
+    let res = get("gzip").await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let body = res.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, source);
+
+    let res = get("identity").await.unwrap();
+    assert!(res.headers().get("content-encoding").is_none());
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    assert_eq!(res.text().await.unwrap(), source);
     relay.stop().await;
 }

@@ -23,6 +23,24 @@ pub struct Upload {
     pub error: Option<String>,
 }
 
+/// A request under way and the handlers it calls, kept until it ends.
+struct Request {
+    xhr: XmlHttpRequest,
+    _progress: Closure<dyn FnMut(web_sys::ProgressEvent)>,
+    _done: Closure<dyn FnMut()>,
+}
+
+impl Request {
+    /// Detaches the handlers (they are dropped next) and stops the request if it still runs.
+    fn cancel(self) {
+        if let Ok(upload) = self.xhr.upload() {
+            upload.set_onprogress(None);
+        }
+        self.xhr.set_onloadend(None);
+        let _ = self.xhr.abort();
+    }
+}
+
 /// The uploads of one widget or console.
 #[derive(Clone, Copy)]
 pub struct Uploader {
@@ -33,6 +51,7 @@ pub struct Uploader {
     /// The visitor's token, sent as a bearer token (agents use their cookie).
     pub bearer: RwSignal<Option<String>>,
     next: StoredValue<u32>,
+    requests: StoredValue<Vec<(u32, Request)>, LocalStorage>,
 }
 
 /// "2.4 MB" and the like (integer arithmetic: float formatting is heavy in WebAssembly).
@@ -50,13 +69,21 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 impl Uploader {
-    /// An empty list; the limit until the welcome says otherwise is 25 MiB.
+    /// An empty list; the limit until the welcome says otherwise is 25 MiB. Uploads still
+    /// under way when the owner goes are stopped.
     pub fn new() -> Self {
+        let requests = StoredValue::new_local(Vec::<(u32, Request)>::new());
+        on_cleanup(move || {
+            if let Some(list) = requests.try_update_value(std::mem::take) {
+                list.into_iter().for_each(|(_, r)| r.cancel());
+            }
+        });
         Self {
             list: RwSignal::new(Vec::new()),
             max: RwSignal::new(25 << 20),
             bearer: RwSignal::new(None),
             next: StoredValue::new(0),
+            requests,
         }
     }
 
@@ -135,25 +162,37 @@ impl Uploader {
             .set_onprogress(Some(progress.as_ref().unchecked_ref()));
         let done = {
             let xhr = xhr.clone();
-            Closure::<dyn FnMut()>::new(move || match xhr.status() {
-                Ok(201) => this.dismiss(id),
-                Ok(0) => this.set(id, |u| {
-                    u.error = Some("The upload failed: the connection was lost.".into())
-                }),
-                Ok(_) => {
-                    let why = xhr.response_text().ok().flatten().unwrap_or_default();
-                    this.set(id, |u| {
-                        u.error = Some(format!("“{}” was not sent: {why}", u.name))
-                    });
+            Closure::<dyn FnMut()>::new(move || {
+                match xhr.status() {
+                    Ok(201) => this.dismiss(id),
+                    Ok(0) => this.set(id, |u| {
+                        u.error = Some("The upload failed: the connection was lost.".into())
+                    }),
+                    Ok(_) => {
+                        let why = xhr.response_text().ok().flatten().unwrap_or_default();
+                        this.set(id, |u| {
+                            u.error = Some(format!("“{}” was not sent: {why}", u.name))
+                        });
+                    }
+                    Err(_) => this.set(id, |u| u.error = Some("The upload failed.".into())),
                 }
-                Err(_) => this.set(id, |u| u.error = Some("The upload failed.".into())),
+                // The request is over: free its handlers (this one once it returns).
+                this.requests
+                    .update_value(|list| list.retain(|(other, _)| *other != id));
             })
         };
         xhr.set_onloadend(Some(done.as_ref().unchecked_ref()));
         xhr.send_with_opt_blob(Some(blob))?;
-        // The request owns its handlers until it ends; they are freed with it.
-        progress.forget();
-        done.forget();
+        self.requests.update_value(|list| {
+            list.push((
+                id,
+                Request {
+                    xhr,
+                    _progress: progress,
+                    _done: done,
+                },
+            ))
+        });
         Ok(())
     }
 }
