@@ -75,15 +75,7 @@ async fn switching_conversations_shows_each_ones_own_messages_and_uploads() {
     // A file too big for the relay, dropped on the first conversation, fails there only.
     ana.open_conversation(BISON[2]).await;
     ana.wait_messages(&from_visitor(&BISON)).await;
-    ana.js(
-        "const dt = new DataTransfer();
-         dt.items.add(new File(['x'.repeat(4096)], 'too-big.txt', { type: 'text/plain' }));
-         const target = document.querySelector('.thread');
-         for (const type of ['dragover', 'drop'])
-             target.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));",
-        vec![],
-    )
-    .await;
+    ana.drop_file("too-big.txt", &"x".repeat(4096)).await;
     ana.find("upload-error").await;
     let upload_errors = "return document.querySelectorAll('[data-testid=upload-error]').length";
 

@@ -263,14 +263,7 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
 
     // Files dropped on the conversation are sent like attached ones.
     agent
-        .js(
-            "const dt = new DataTransfer();
-             dt.items.add(new File(['dropped on the console'], 'dropped.txt', { type: 'text/plain' }));
-             const target = document.querySelector('.thread');
-             for (const type of ['dragover', 'drop'])
-                 target.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));",
-            vec![],
-        )
+        .drop_file("dropped.txt", "dropped on the console")
         .await;
     visitor
         .wait_js(

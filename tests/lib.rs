@@ -538,6 +538,20 @@ impl Browser {
         .await;
     }
 
+    /// Drops a text file named `name` on the open conversation (the console's thread), as a
+    /// person dragging it from their desktop would.
+    pub async fn drop_file(&self, name: &str, content: &str) {
+        self.js(
+            "const dt = new DataTransfer();
+             dt.items.add(new File([arguments[1]], arguments[0], { type: 'text/plain' }));
+             const target = document.querySelector('.thread');
+             for (const type of ['dragover', 'drop'])
+                 target.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));",
+            vec![json!(name), json!(content)],
+        )
+        .await;
+    }
+
     /// Opens the console's conversation whose row shows this preview (its newest message).
     pub async fn open_conversation(&self, preview: &str) {
         self.wait_js(
