@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Figures for the README: sizes, then calls and files measured in real browsers on loopback
-# (inside a loopback-only network namespace when root). Prints figures; asserts nothing.
+# Figures for the README: sizes, then the relay under load (load/), then calls and files measured
+# in real browsers. All traffic is on loopback, inside a loopback-only network namespace when
+# root. Prints figures; asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ESCALERA_BIN="$PWD/target/release/escalera"
+
+# Runs a command in a fresh loopback-only network namespace when possible.
+isolated() {
+  if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
+    unshare -n -p -f --mount-proc bash -c 'ip link set lo up && "$@"' _ "$@"
+  else
+    "$@"
+  fi
+}
+
 scripts/size.sh
 echo
+# The relay under load: chat throughput and a bystander's ack during a mass re-join.
+cargo build --locked --release -p escalera-load
+isolated bash -c 'ulimit -n "$(ulimit -Hn)" && exec target/release/escalera-load all'
+echo
 cargo build --locked --release -p escalera-e2e --bin bench
-bench=(target/release/bench)
-if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-  unshare -n -p -f --mount-proc bash -c 'ip link set lo up && "$@"' _ "${bench[@]}"
-else
-  "${bench[@]}"
-fi
+isolated target/release/bench

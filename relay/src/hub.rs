@@ -26,11 +26,6 @@ use crate::{now_ms, Config};
 const OUTBOX: usize = 256;
 /// Messages per History frame when catching up.
 const HISTORY_PAGE: u32 = 500;
-/// Rate limit per connection: a burst of this many frames (a renegotiation with its ICE
-/// candidates can send a few dozen at once)...
-const RATE_BURST: u32 = 100;
-/// ...refilled at this many per second.
-const RATE_PER_SECOND: u32 = 20;
 
 /// Who opened a socket, as established at the HTTP upgrade (before any frame).
 #[derive(Clone, Debug)]
@@ -175,7 +170,7 @@ impl Hub {
             let _ = sink.send(WsMessage::Close(None)).await;
         });
         let mut shutdown = self.shutdown.clone();
-        let mut limit = RateLimit::new(RATE_BURST, RATE_PER_SECOND, now_ms());
+        let mut limit = RateLimit::new(self.config.frame_burst, self.config.frame_rate, now_ms());
         let mut writer_done = false;
         loop {
             tokio::select! {

@@ -17,6 +17,7 @@ use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +47,10 @@ pub struct Config {
     pub max_upload: u64,
     /// How long a call rings before it is a missed call, in ms.
     pub ring_timeout_ms: i64,
+    /// Frames a connection may send per second, sustained...
+    pub frame_rate: u32,
+    /// ...and at once (a renegotiation with its ICE candidates can send a few dozen).
+    pub frame_burst: u32,
 }
 
 impl Default for Config {
@@ -60,6 +65,8 @@ impl Default for Config {
             },
             max_upload: 25 << 20,
             ring_timeout_ms: core::RING_TIMEOUT_MS,
+            frame_rate: 20,
+            frame_burst: 100,
         }
     }
 }
@@ -127,16 +134,24 @@ impl Relay {
             let _ = rx.wait_for(|down| *down).await;
         };
         let demo_task = demo.map(|(l, page)| {
-            let serve =
-                axum::serve(l, http::demo_app(page)).with_graceful_shutdown(stopped(down.clone()));
+            let serve = axum::serve(l.tap_io(no_delay), http::demo_app(page))
+                .with_graceful_shutdown(stopped(down.clone()));
             tokio::spawn(serve.into_future())
         });
-        axum::serve(listener, http::app(state))
+        axum::serve(listener.tap_io(no_delay), http::app(state))
             .with_graceful_shutdown(stopped(down))
             .await?;
         if let Some(task) = demo_task {
             task.await.map_err(std::io::Error::other)??;
         }
         Ok(())
+    }
+}
+
+/// Chat and signaling are small frames that must leave at once: without this, a frame written
+/// while the previous one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux).
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
 }

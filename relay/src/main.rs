@@ -76,6 +76,12 @@ struct ServeArgs {
     /// How long a call rings without an answer before it is a missed call, in seconds.
     #[arg(long, env = "ESCALERA_RING_TIMEOUT", default_value_t = 30)]
     ring_timeout: u32,
+    /// Frames one connection may send per second, sustained; more are refused with rate_limited.
+    #[arg(long, env = "ESCALERA_FRAME_RATE", default_value_t = 20)]
+    frame_rate: u32,
+    /// Frames one connection may send at once before the sustained rate applies.
+    #[arg(long, env = "ESCALERA_FRAME_BURST", default_value_t = 100)]
+    frame_burst: u32,
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary units).
@@ -236,6 +242,8 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             },
             max_upload: args.max_upload,
             ring_timeout_ms: i64::from(args.ring_timeout) * 1000,
+            frame_rate: args.frame_rate.max(1),
+            frame_burst: args.frame_burst.max(1),
             ..Config::default()
         },
     )?;
