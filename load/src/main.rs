@@ -212,7 +212,7 @@ impl Ws {
             match self.recv().await? {
                 ServerMsg::History { messages, .. } => n += messages.len(),
                 ServerMsg::Call { .. } => return Ok(n),
-                ServerMsg::Error { code, message } => bail!("join: {code:?} {message}"),
+                ServerMsg::Error { code, message, .. } => bail!("join: {code:?} {message}"),
                 _ => {}
             }
         }
@@ -233,7 +233,7 @@ impl Ws {
                 ServerMsg::Ack { client_id: c, .. } if c == client_id => {
                     return Ok(started.elapsed())
                 }
-                ServerMsg::Error { code, message } => bail!("chat: {code:?} {message}"),
+                ServerMsg::Error { code, message, .. } => bail!("chat: {code:?} {message}"),
                 _ => {}
             }
         }

@@ -422,6 +422,12 @@ pub enum ServerMsg {
         code: ErrorCode,
         /// What went wrong, for people.
         message: String,
+        /// The conversation of the frame it answers, when that frame named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConversationId>,
+        /// The chat message it answers: the `client_id` of that `chat` frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientMsgId>,
     },
 }
 
@@ -664,6 +670,8 @@ mod tests {
             ServerMsg::Error {
                 code: ErrorCode::AlreadyTaken,
                 message: "taken".into(),
+                conversation: Some("c".into()),
+                client_id: Some("m".into()),
             },
         ];
         for msg in &all {
@@ -685,6 +693,8 @@ mod tests {
         let json = serde_json::to_value(ServerMsg::Error {
             code: ErrorCode::TooLarge,
             message: String::new(),
+            conversation: None,
+            client_id: None,
         })
         .unwrap();
         assert_eq!(json["code"], ErrorCode::TooLarge.as_str());

@@ -1,18 +1,22 @@
-//! The relay's brain, sans I/O: who is connected as whom, who has joined which conversation,
-//! who may do what, and who must hear about what. No sockets, no channels, no clock: the hub
-//! feeds it facts (including what the store said) and delivers the `(PeerId, ServerMsg)` pairs
-//! it returns.
+//! The relay's brain, sans I/O. Every protocol rule, permission and state change lives here,
+//! behind one entry point: [`Core::handle`] takes the time and an [`Event`] (a frame from a
+//! connection, the answer to a store request, a message from the bus, a clock tick) and
+//! returns the [`Effect`]s to carry out (send this to that connection, read or write this,
+//! publish that). The hub only executes them: no sockets, no tokio and no clock here, so every
+//! rule is unit-tested below in microseconds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use escalera_protocol::{
-    AgentRef, Author, CallAction, CallInfo, CallKind, CallPhase, ConversationId, MediaKind,
-    ServerMsg, SiteKey,
+    check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
+    ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind, Message,
+    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
 
-/// One WebSocket connection, as the relay numbers them. Never sent to a browser.
+/// One connection (or one HTTP request acting in a conversation), as the relay numbers them.
+/// Never sent to a browser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
@@ -35,7 +39,7 @@ impl Scope {
     }
 }
 
-/// Who a connection is, once it said hello.
+/// Who a connection is, once it said hello (an HTTP request is known from the start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     /// A visitor of `site`, who owns exactly one conversation.
@@ -54,6 +58,16 @@ pub enum Role {
     },
 }
 
+/// What an agent's action in a conversation means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AgentPost {
+    /// They have it already.
+    Assigned,
+    /// It is waiting: the action takes it first.
+    TakesIt,
+}
+
+/// The permission rules: the only place they are written.
 impl Role {
     /// Whether this role may read `conv`: a visitor only their own, an agent any of their
     /// sites'. Someone else's conversation is reported as not found, so ids cannot be probed.
@@ -79,14 +93,23 @@ impl Role {
         }
     }
 
-    /// Whether an agent may post into `conv`: into their own or a waiting one (which takes it),
-    /// not into one another agent has.
+    /// Whether an agent may act in `conv`: in their own or a waiting one (which takes it),
+    /// not in one another agent has.
     pub fn agent_post(&self, conv: &ConversationMeta) -> Result<AgentPost, RelayError> {
         let me = self.may_take(conv)?;
         Ok(match &conv.agent {
             Some(a) if a.id == me.id => AgentPost::Assigned,
             _ => AgentPost::TakesIt,
         })
+    }
+
+    /// Whether this role may post (a message or a file) into `conv`: a visitor into their
+    /// own, an agent as [`Role::agent_post`] says.
+    pub fn may_post(&self, conv: &ConversationMeta) -> Result<(), RelayError> {
+        match self {
+            Role::Agent { .. } => self.agent_post(conv).map(drop),
+            Role::Visitor { .. } => self.may_read(conv),
+        }
     }
 }
 
@@ -101,28 +124,375 @@ pub struct ConversationMeta {
     pub agent: Option<AgentRef>,
 }
 
-#[derive(Debug, Default)]
-struct Peer {
-    role: Option<Role>,
-    joined: HashSet<ConversationId>,
+/// Who opened a connection, as established before any frame.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// A widget of this site (origin already checked).
+    Visitor {
+        /// The site.
+        site: SiteKey,
+        /// Its display name, for the welcome.
+        site_name: String,
+    },
+    /// An agent with a valid session.
+    Agent {
+        /// The agent.
+        agent: AgentRef,
+        /// The sites they serve.
+        scope: Scope,
+    },
+    /// An HTTP request (an upload) by someone already known.
+    Http(Role),
 }
 
-/// What an agent's chat message into a conversation means.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AgentPost {
-    /// They have it already: just post.
-    Assigned,
-    /// It is waiting: posting takes it first.
-    TakesIt,
+/// A message about to be stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The sender's id, for deduplication; `None` for system messages.
+    pub client_id: Option<ClientMsgId>,
+    /// Who wrote it.
+    pub author: Author,
+    /// The agent's name for agent messages.
+    pub author_name: Option<String>,
+    /// The text.
+    pub text: String,
+    /// A file whose bytes are already on disk; recorded with the message.
+    pub attachment: Option<Attachment>,
+    /// Now, in ms since the epoch.
+    pub at: i64,
+}
+
+/// Who hears that a message was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Nobody in particular (a system note).
+    None,
+    /// This connection sent it: it gets the ack.
+    Ack(PeerId),
+    /// This HTTP request posted it: it gets the stored message.
+    Http(PeerId),
+}
+
+/// What happens in a conversation, as it travels between connections (through the bus, so a
+/// later relay node can deliver it to its own connections).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BusEvent {
+    /// A message was stored; `summary` is the conversation's new list row for the site's agents.
+    Message {
+        /// The site.
+        site: SiteKey,
+        /// The stored message.
+        message: Box<Message>,
+        /// The list row.
+        summary: Option<Box<ConversationSummary>>,
+    },
+    /// An agent took the conversation: its visitor is told.
+    AgentJoined {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's display name.
+        agent_name: String,
+    },
+    /// The conversation's call changed: everyone joined gets it as they see it.
+    Call {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+}
+
+/// What the bus is asked to carry to this node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Events of one conversation.
+    Conversation(ConversationId),
+    /// New and changed conversations of one site (for its agents).
+    Site(SiteKey),
+    /// ...of every site.
+    AllSites,
+}
+
+/// What a frame or request waits for: the conversation it names, read from the store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// A frame from a socket.
+    Frame(ClientMsg),
+    /// A file uploaded over HTTP, already on disk, to post as a message.
+    Upload {
+        /// The file.
+        attachment: Attachment,
+        /// The uploader's id for it, for deduplication.
+        client_id: Option<ClientMsgId>,
+    },
+}
+
+/// What the core is told.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A connection opened (or an HTTP request began) as `caller`.
+    Opened {
+        /// The new connection.
+        peer: PeerId,
+        /// Who it is.
+        caller: Caller,
+    },
+    /// A text frame arrived, unparsed.
+    Text {
+        /// From.
+        peer: PeerId,
+        /// The frame.
+        text: String,
+    },
+    /// A binary frame arrived (the protocol has none).
+    Binary {
+        /// From.
+        peer: PeerId,
+    },
+    /// An HTTP upload, already on disk, for `conversation`.
+    Upload {
+        /// The request.
+        peer: PeerId,
+        /// Where it goes.
+        conversation: ConversationId,
+        /// The file.
+        attachment: Attachment,
+        /// The uploader's id for it.
+        client_id: Option<ClientMsgId>,
+    },
+    /// The answer to [`Effect::Load`].
+    Loaded {
+        /// The asker.
+        peer: PeerId,
+        /// What it waits for.
+        request: Request,
+        /// The conversation, if it exists.
+        meta: Option<ConversationMeta>,
+    },
+    /// The answer to [`Effect::ResolveVisitor`].
+    VisitorReady {
+        /// The visitor's connection.
+        peer: PeerId,
+        /// Their token (the one they had, or a new one).
+        token: VisitorToken,
+        /// Their conversation.
+        conversation: ConversationMeta,
+        /// ICE servers and upload limit.
+        media: MediaConfig,
+    },
+    /// The answer to [`Effect::LoadDesk`].
+    DeskReady {
+        /// The agent's connection.
+        peer: PeerId,
+        /// Their list.
+        conversations: Vec<ConversationSummary>,
+        /// Their read marks.
+        read: Vec<ReadMark>,
+        /// ICE servers and upload limit.
+        media: MediaConfig,
+    },
+    /// The answer to [`Effect::ReadHistory`].
+    History {
+        /// The joiner.
+        peer: PeerId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Up to a page of messages.
+        messages: Vec<Message>,
+    },
+    /// The answer to [`Effect::Assign`]: `holder` is who has the conversation now.
+    Assigned {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation as it was when the agent acted.
+        meta: ConversationMeta,
+        /// The agent who wanted it.
+        agent: AgentRef,
+        /// Whether they got it.
+        won: bool,
+        /// Who has it, when they lost.
+        holder: Option<AgentRef>,
+        /// What the agent was doing.
+        then: AfterTake,
+    },
+    /// The answer to [`Effect::Append`], in commit order for each conversation.
+    Appended {
+        /// Who hears of it.
+        reply: Reply,
+        /// The conversation's site.
+        site: SiteKey,
+        /// The message as stored (the earlier one when `client_id` was seen before).
+        message: Message,
+        /// False when it was a resend of a stored message.
+        fresh: bool,
+        /// The conversation's list row, when fresh.
+        summary: Option<ConversationSummary>,
+    },
+    /// A store request for `peer` failed.
+    Failed {
+        /// The asker.
+        peer: PeerId,
+        /// The conversation it was about, if any.
+        conversation: Option<ConversationId>,
+        /// The chat message it was about, if any.
+        client_id: Option<ClientMsgId>,
+        /// What to tell them.
+        error: RelayError,
+    },
+    /// The bus delivered an event to this node.
+    Delivered(BusEvent),
+    /// A connection closed (or an HTTP request finished).
+    Closed {
+        /// The connection.
+        peer: PeerId,
+    },
+    /// The clock: ends calls that rang too long.
+    Tick,
+}
+
+/// What the core asks the hub to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send a frame to a connection.
+    Send(PeerId, ServerMsg),
+    /// Close a connection (after what was sent to it).
+    Close(PeerId),
+    /// Read the conversation's meta; answer with [`Event::Loaded`].
+    Load {
+        /// The asker.
+        peer: PeerId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// What waits for it.
+        request: Request,
+    },
+    /// Find the visitor's conversation by token, or create a visitor; answer with
+    /// [`Event::VisitorReady`].
+    ResolveVisitor {
+        /// The visitor's connection.
+        peer: PeerId,
+        /// Their site.
+        site: SiteKey,
+        /// The token they passed.
+        token: Option<VisitorToken>,
+    },
+    /// Read an agent's list and read marks; answer with [`Event::DeskReady`].
+    LoadDesk {
+        /// The agent's connection.
+        peer: PeerId,
+        /// The agent.
+        agent: AgentId,
+        /// Their sites.
+        scope: Scope,
+    },
+    /// Read a page of history; answer with [`Event::History`].
+    ReadHistory {
+        /// The joiner.
+        peer: PeerId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// After this seq.
+        after: u64,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Assign a waiting conversation, first come first served; answer with
+    /// [`Event::Assigned`].
+    Assign {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation.
+        meta: ConversationMeta,
+        /// The agent.
+        agent: AgentRef,
+        /// What they were doing.
+        then: AfterTake,
+    },
+    /// Store a message; answer with [`Event::Appended`] (after the commit).
+    Append {
+        /// The message.
+        message: NewMessage,
+        /// The conversation's site.
+        site: SiteKey,
+        /// Who hears of it.
+        reply: Reply,
+    },
+    /// Record an agent's read mark.
+    MarkRead {
+        /// The agent.
+        agent: AgentId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Up to here.
+        seq: u64,
+    },
+    /// Hand an event to the bus.
+    Publish(BusEvent),
+    /// This node now needs a topic's events.
+    Subscribe(Topic),
+    /// ...no longer.
+    Unsubscribe(Topic),
+}
+
+/// What an agent was doing when their action took a waiting conversation first.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterTake {
+    /// Only taking it.
+    Nothing,
+    /// Writing a chat message.
+    Chat {
+        /// Their id for it.
+        client_id: ClientMsgId,
+        /// The text.
+        text: String,
+    },
+    /// Acting on the call.
+    Call(CallAction),
+    /// Uploading a file.
+    File {
+        /// The file.
+        attachment: Attachment,
+        /// Their id for it.
+        client_id: Option<ClientMsgId>,
+    },
 }
 
 /// How long a call rings before it is missed, unless configured otherwise.
 pub const RING_TIMEOUT_MS: i64 = 30_000;
 
+/// The core's settings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How long a call rings before it is missed.
+    pub ring_timeout_ms: i64,
+    /// Frames a connection may send per second...
+    pub frame_rate: u32,
+    /// ...and at once.
+    pub frame_burst: u32,
+    /// Messages per history page.
+    pub history_page: u32,
+    /// Live messages held for a connection still reading history; past this it is closed
+    /// (it reconnects and resumes).
+    pub catch_up_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            ring_timeout_ms: RING_TIMEOUT_MS,
+            frame_rate: 20,
+            frame_burst: 100,
+            history_page: 500,
+            catch_up_buffer: 1_000,
+        }
+    }
+}
+
 /// A conversation's call. Its two ends are connections, not people: another tab of the same
 /// person sees the call but does not take part.
 #[derive(Debug, Clone)]
 struct Call {
+    site: SiteKey,
     kind: CallKind,
     caller: Author,
     caller_name: String,
@@ -168,106 +538,789 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Hello {
+    /// Not yet.
+    Waiting,
+    /// Said; the store is being asked.
+    Pending,
+    /// Welcomed.
+    Done,
+}
+
+/// A joined conversation: live, or still reading its history (live messages wait in
+/// `buffer` until the last page is sent, so none is missed, doubled or out of order).
+#[derive(Debug)]
+enum Joined {
+    CatchingUp { after: u64, buffer: Vec<Message> },
+    Live,
+}
+
+#[derive(Debug)]
+struct Peer {
+    caller: Caller,
+    role: Option<Role>,
+    hello: Hello,
+    limit: RateLimit,
+    joined: HashMap<ConversationId, Joined>,
+}
+
 /// Connections, their roles and subscriptions, and the calls under way.
 #[derive(Debug, Default)]
 pub struct Core {
+    limits: Limits,
     peers: HashMap<PeerId, Peer>,
+    /// Who has joined each conversation.
+    members: HashMap<ConversationId, BTreeSet<PeerId>>,
+    /// Each conversation's visitor connections (joined or not).
+    visitors: HashMap<ConversationId, BTreeSet<PeerId>>,
+    /// Agent connections by site, and those serving every site.
+    site_agents: HashMap<SiteKey, BTreeSet<PeerId>>,
+    all_sites_agents: BTreeSet<PeerId>,
     calls: HashMap<ConversationId, Call>,
 }
 
 impl Core {
-    /// A new connection, not yet introduced.
-    pub fn connect(&mut self, peer: PeerId) {
-        self.peers.insert(peer, Peer::default());
+    /// An empty core.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
-    /// The connection is gone. Calls it was an end of are over: returns them with the note
-    /// for the record (the caller then sends [`Core::call_updates`] for each).
-    pub fn disconnect(&mut self, peer: PeerId, now: i64) -> Vec<(ConversationId, String)> {
-        self.peers.remove(&peer);
+    /// The one entry point: what `event` at `now` (ms since the epoch) means, as effects.
+    pub fn handle(&mut self, now: i64, event: Event) -> Vec<Effect> {
+        let mut out = Out::default();
+        match event {
+            Event::Opened { peer, caller } => self.open(now, peer, caller),
+            Event::Text { peer, text } => self.text(now, peer, &text, &mut out),
+            Event::Binary { peer } => out.error(
+                peer,
+                RelayError::BadFrame("binary frames are not used".into()),
+            ),
+            Event::Upload {
+                peer,
+                conversation,
+                attachment,
+                client_id,
+            } => out.push(Effect::Load {
+                peer,
+                conversation,
+                request: Request::Upload {
+                    attachment,
+                    client_id,
+                },
+            }),
+            Event::Loaded {
+                peer,
+                request,
+                meta,
+            } => {
+                let about = request_context(&request);
+                if let Err(e) = self.loaded(now, peer, request, meta, &mut out) {
+                    out.error_about(peer, e, about);
+                }
+            }
+            Event::VisitorReady {
+                peer,
+                token,
+                conversation,
+                media,
+            } => self.visitor_ready(peer, token, conversation, media, &mut out),
+            Event::DeskReady {
+                peer,
+                conversations,
+                read,
+                media,
+            } => self.desk_ready(peer, conversations, read, media, &mut out),
+            Event::History {
+                peer,
+                conversation,
+                messages,
+            } => self.history(peer, conversation, messages, &mut out),
+            Event::Assigned {
+                peer,
+                meta,
+                agent,
+                won,
+                holder,
+                then,
+            } => {
+                let about = (Some(meta.id.clone()), after_take_client_id(&then));
+                if let Err(e) = self.assigned(now, peer, meta, agent, won, holder, then, &mut out) {
+                    out.error_about(peer, e, about);
+                }
+            }
+            Event::Appended {
+                reply,
+                site,
+                message,
+                fresh,
+                summary,
+            } => self.appended(reply, site, message, fresh, summary, &mut out),
+            Event::Failed {
+                peer,
+                conversation,
+                client_id,
+                error,
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.hello == Hello::Pending {
+                        p.hello = Hello::Waiting;
+                    }
+                }
+                out.error_about(peer, error, (conversation, client_id));
+            }
+            Event::Delivered(event) => self.delivered(event, &mut out),
+            Event::Closed { peer } => self.close(now, peer, &mut out),
+            Event::Tick => self.tick(now, &mut out),
+        }
+        out.0
+    }
+
+    fn open(&mut self, now: i64, peer: PeerId, caller: Caller) {
+        let (role, hello) = match &caller {
+            Caller::Http(role) => (Some(role.clone()), Hello::Done),
+            _ => (None, Hello::Waiting),
+        };
+        let limit = RateLimit::new(self.limits.frame_burst, self.limits.frame_rate, now);
+        self.peers.insert(
+            peer,
+            Peer {
+                caller,
+                role,
+                hello,
+                limit,
+                joined: HashMap::new(),
+            },
+        );
+    }
+
+    fn text(&mut self, now: i64, peer: PeerId, text: &str, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.limit.allow(now) {
+            return out.error(peer, RelayError::RateLimited);
+        }
+        if text.len() > MAX_FRAME_BYTES {
+            return out.error(peer, RelayError::TooLarge(text.len()));
+        }
+        match serde_json::from_str::<ClientMsg>(text) {
+            Ok(msg) => self.frame(peer, msg, out),
+            Err(e) => out.error(peer, RelayError::BadFrame(e.to_string())),
+        }
+    }
+
+    fn frame(&mut self, peer: PeerId, msg: ClientMsg, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        // Without a good hello, once, there is nothing more to say: the socket closes.
+        let refuse = |out: &mut Out, e: RelayError| {
+            out.error(peer, e);
+            out.push(Effect::Close(peer));
+        };
+        match msg {
+            ClientMsg::Hello { .. } if p.hello != Hello::Waiting => {
+                refuse(out, RelayError::NoHello)
+            }
+            ClientMsg::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
+                refuse(out, RelayError::BadVersion(protocol))
+            }
+            ClientMsg::Hello { token, .. } => {
+                p.hello = Hello::Pending;
+                out.push(match &p.caller {
+                    Caller::Visitor { site, .. } => Effect::ResolveVisitor {
+                        peer,
+                        site: site.clone(),
+                        token,
+                    },
+                    Caller::Agent { agent, scope } => Effect::LoadDesk {
+                        peer,
+                        agent: agent.id.clone(),
+                        scope: scope.clone(),
+                    },
+                    Caller::Http(_) => unreachable!("HTTP requests send no frames"),
+                });
+            }
+            _ if p.hello != Hello::Done => refuse(out, RelayError::NoHello),
+            ClientMsg::Ping => out.send(peer, ServerMsg::Pong),
+            ClientMsg::Signal {
+                conversation,
+                payload,
+            } => match self.signal_target(peer, &conversation) {
+                Ok(to) => out.send(
+                    to,
+                    ServerMsg::Signal {
+                        conversation,
+                        payload,
+                    },
+                ),
+                Err(e) => out.error_about(peer, e, (Some(conversation), None)),
+            },
+            ClientMsg::Join {
+                ref conversation, ..
+            }
+            | ClientMsg::Chat {
+                ref conversation, ..
+            }
+            | ClientMsg::Take { ref conversation }
+            | ClientMsg::Read {
+                ref conversation, ..
+            }
+            | ClientMsg::Call {
+                ref conversation, ..
+            } => out.push(Effect::Load {
+                peer,
+                conversation: conversation.clone(),
+                request: Request::Frame(msg.clone()),
+            }),
+        }
+    }
+
+    fn role(&self, peer: PeerId) -> Result<&Role, RelayError> {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.role.as_ref())
+            .ok_or(RelayError::NoHello)
+    }
+
+    /// A frame or upload, now that its conversation is known.
+    fn loaded(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        request: Request,
+        meta: Option<ConversationMeta>,
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
+        let meta = meta.ok_or(RelayError::NotFound)?;
+        let role = self.role(peer)?.clone();
+        role.may_read(&meta)?;
+        let msg = match request {
+            Request::Frame(msg) => msg,
+            Request::Upload {
+                attachment,
+                client_id,
+            } => {
+                let then = AfterTake::File {
+                    attachment,
+                    client_id,
+                };
+                return self.act(now, peer, &role, meta, then, out);
+            }
+        };
+        match msg {
+            ClientMsg::Join { after_seq, .. } => {
+                self.subscribe(peer, &meta.id, after_seq, out);
+                out.push(Effect::ReadHistory {
+                    peer,
+                    conversation: meta.id,
+                    after: after_seq,
+                    limit: self.limits.history_page,
+                });
+            }
+            ClientMsg::Chat {
+                client_id, text, ..
+            } => {
+                check_text(&text).map_err(RelayError::BadText)?;
+                self.act(
+                    now,
+                    peer,
+                    &role,
+                    meta,
+                    AfterTake::Chat { client_id, text },
+                    out,
+                )?;
+            }
+            ClientMsg::Take { .. } => {
+                let me = role.may_take(&meta)?;
+                if meta.agent.as_ref().is_none_or(|a| a.id != me.id) {
+                    out.push(Effect::Assign {
+                        peer,
+                        meta,
+                        agent: me,
+                        then: AfterTake::Nothing,
+                    });
+                }
+            }
+            ClientMsg::Read { seq, .. } => match role {
+                Role::Agent { agent, .. } => out.push(Effect::MarkRead {
+                    agent: agent.id,
+                    conversation: meta.id,
+                    seq,
+                }),
+                Role::Visitor { .. } => {
+                    return Err(RelayError::Forbidden("only agents keep read marks"))
+                }
+            },
+            ClientMsg::Call { action, .. } => {
+                self.act(now, peer, &role, meta, AfterTake::Call(action), out)?;
+            }
+            ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Signal { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// An action that posts or calls in `meta`: an agent in a waiting conversation takes it
+    /// first (and the action follows when they won it).
+    fn act(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        role: &Role,
+        meta: ConversationMeta,
+        then: AfterTake,
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
+        if let Role::Agent { agent, .. } = role {
+            if role.agent_post(&meta)? == AgentPost::TakesIt {
+                out.push(Effect::Assign {
+                    peer,
+                    meta,
+                    agent: agent.clone(),
+                    then,
+                });
+                return Ok(());
+            }
+        }
+        self.perform(now, peer, role, &meta, then, out)
+    }
+
+    /// The action itself, once `role` may do it in `meta`.
+    fn perform(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        role: &Role,
+        meta: &ConversationMeta,
+        then: AfterTake,
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
+        let (author, author_name) = match role {
+            Role::Agent { agent, .. } => (Author::Agent, Some(agent.name.clone())),
+            Role::Visitor { .. } => (Author::Visitor, None),
+        };
+        let post = |client_id, text, attachment, reply| Effect::Append {
+            message: NewMessage {
+                conversation: meta.id.clone(),
+                client_id,
+                author,
+                author_name: author_name.clone(),
+                text,
+                attachment,
+                at: now,
+            },
+            site: meta.site.clone(),
+            reply,
+        };
+        match then {
+            AfterTake::Nothing => {}
+            AfterTake::Chat { client_id, text } => {
+                out.push(post(Some(client_id), text, None, Reply::Ack(peer)))
+            }
+            AfterTake::File {
+                attachment,
+                client_id,
+            } => out.push(post(
+                client_id,
+                attachment.name.clone(),
+                Some(attachment),
+                Reply::Http(peer),
+            )),
+            AfterTake::Call(action) => self.call_action(now, peer, meta, action, out)?,
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assigned(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        mut meta: ConversationMeta,
+        agent: AgentRef,
+        won: bool,
+        holder: Option<AgentRef>,
+        then: AfterTake,
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
+        if !won {
+            let name = holder.map_or_else(|| "Another agent".to_owned(), |a| a.name);
+            return Err(RelayError::AlreadyTaken(name));
+        }
+        out.push(Effect::Publish(BusEvent::AgentJoined {
+            conversation: meta.id.clone(),
+            agent_name: agent.name.clone(),
+        }));
+        out.push(system_note(
+            now,
+            &meta,
+            format!("{} joined the conversation", agent.name),
+        ));
+        meta.agent = Some(agent);
+        let role = self.role(peer)?.clone();
+        self.perform(now, peer, &role, &meta, then, out)
+    }
+
+    fn appended(
+        &mut self,
+        reply: Reply,
+        site: SiteKey,
+        message: Message,
+        fresh: bool,
+        summary: Option<ConversationSummary>,
+        out: &mut Out,
+    ) {
+        match (reply, &message.client_id) {
+            (Reply::Ack(peer), Some(client_id)) => out.send(
+                peer,
+                ServerMsg::Ack {
+                    conversation: message.conversation.clone(),
+                    client_id: client_id.clone(),
+                    seq: message.seq,
+                },
+            ),
+            (Reply::Http(peer), _) => out.send(peer, ServerMsg::Message(message.clone())),
+            _ => {}
+        }
+        if fresh {
+            out.push(Effect::Publish(BusEvent::Message {
+                site,
+                message: Box::new(message),
+                summary: summary.map(Box::new),
+            }));
+        }
+    }
+
+    fn visitor_ready(
+        &mut self,
+        peer: PeerId,
+        token: VisitorToken,
+        meta: ConversationMeta,
+        media: MediaConfig,
+        out: &mut Out,
+    ) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Caller::Visitor { site, site_name } = &p.caller else {
+            return;
+        };
+        p.role = Some(Role::Visitor {
+            site: site.clone(),
+            conversation: meta.id.clone(),
+        });
+        p.hello = Hello::Done;
+        out.send(
+            peer,
+            ServerMsg::WelcomeVisitor {
+                token,
+                conversation: meta.id.clone(),
+                site_name: site_name.clone(),
+                agent_name: meta.agent.map(|a| a.name),
+                media,
+            },
+        );
+        let set = self.visitors.entry(meta.id.clone()).or_default();
+        set.insert(peer);
+        if set.len() == 1 && !self.members.contains_key(&meta.id) {
+            out.push(Effect::Subscribe(Topic::Conversation(meta.id)));
+        }
+    }
+
+    fn desk_ready(
+        &mut self,
+        peer: PeerId,
+        conversations: Vec<ConversationSummary>,
+        read: Vec<ReadMark>,
+        media: MediaConfig,
+        out: &mut Out,
+    ) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Caller::Agent { agent, scope } = &p.caller else {
+            return;
+        };
+        let (agent, scope) = (agent.clone(), scope.clone());
+        p.role = Some(Role::Agent {
+            agent: agent.clone(),
+            scope: scope.clone(),
+        });
+        p.hello = Hello::Done;
+        out.send(
+            peer,
+            ServerMsg::WelcomeAgent {
+                agent,
+                conversations,
+                read,
+                media,
+            },
+        );
+        let topics: Vec<(Topic, &mut BTreeSet<PeerId>)> = match &scope {
+            Scope::All => vec![(Topic::AllSites, &mut self.all_sites_agents)],
+            Scope::Sites(sites) => {
+                let mut v = Vec::new();
+                for site in sites {
+                    self.site_agents.entry(site.clone()).or_default();
+                }
+                for (site, set) in self.site_agents.iter_mut() {
+                    if sites.contains(site) {
+                        v.push((Topic::Site(site.clone()), set));
+                    }
+                }
+                v
+            }
+        };
+        for (topic, set) in topics {
+            set.insert(peer);
+            if set.len() == 1 {
+                out.push(Effect::Subscribe(topic));
+            }
+        }
+    }
+
+    /// Joins `peer` to `conv`, catching up from `after`.
+    fn subscribe(&mut self, peer: PeerId, conv: &ConversationId, after: u64, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.joined.insert(
+            conv.clone(),
+            Joined::CatchingUp {
+                after,
+                buffer: Vec::new(),
+            },
+        );
+        let set = self.members.entry(conv.clone()).or_default();
+        set.insert(peer);
+        if set.len() == 1 && !self.visitors.contains_key(conv) {
+            out.push(Effect::Subscribe(Topic::Conversation(conv.clone())));
+        }
+    }
+
+    fn history(
+        &mut self,
+        peer: PeerId,
+        conversation: ConversationId,
+        messages: Vec<Message>,
+        out: &mut Out,
+    ) {
+        let page = self.limits.history_page;
+        let Some(Joined::CatchingUp { after, buffer }) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.joined.get_mut(&conversation))
+        else {
+            return;
+        };
+        let full = messages.len() >= page as usize;
+        *after = messages.last().map_or(*after, |m| m.seq);
+        let last = *after;
+        out.send(
+            peer,
+            ServerMsg::History {
+                conversation: conversation.clone(),
+                messages,
+            },
+        );
+        if full {
+            out.push(Effect::ReadHistory {
+                peer,
+                conversation,
+                after: last,
+                limit: page,
+            });
+            return;
+        }
+        // Caught up: what arrived meanwhile and is newer than the history follows, then the
+        // call, so a late joiner knows.
+        for m in std::mem::take(buffer) {
+            if m.seq > last {
+                out.send(peer, ServerMsg::Message(m));
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.joined.insert(conversation.clone(), Joined::Live);
+        }
+        out.send(peer, self.call_msg(&conversation, peer));
+    }
+
+    fn delivered(&mut self, event: BusEvent, out: &mut Out) {
+        match event {
+            BusEvent::Message {
+                site,
+                message,
+                summary,
+            } => {
+                let cap = self.limits.catch_up_buffer;
+                for peer in self
+                    .members
+                    .get(&message.conversation)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(p) = self.peers.get_mut(peer) else {
+                        continue;
+                    };
+                    match p.joined.get_mut(&message.conversation) {
+                        Some(Joined::Live) => {
+                            out.send(*peer, ServerMsg::Message((*message).clone()))
+                        }
+                        Some(Joined::CatchingUp { buffer, .. }) if buffer.len() < cap => {
+                            buffer.push((*message).clone())
+                        }
+                        Some(Joined::CatchingUp { .. }) => out.push(Effect::Close(*peer)),
+                        None => {}
+                    }
+                }
+                if let Some(summary) = summary {
+                    for peer in self.agents_of(&site) {
+                        out.send(peer, ServerMsg::Conversation((*summary).clone()));
+                    }
+                }
+            }
+            BusEvent::AgentJoined {
+                conversation,
+                agent_name,
+            } => {
+                for peer in self.visitors.get(&conversation).into_iter().flatten() {
+                    out.send(
+                        *peer,
+                        ServerMsg::AgentJoined {
+                            conversation: conversation.clone(),
+                            agent_name: agent_name.clone(),
+                        },
+                    );
+                }
+            }
+            BusEvent::Call { conversation } => {
+                for peer in self.members.get(&conversation).into_iter().flatten() {
+                    out.send(*peer, self.call_msg(&conversation, *peer));
+                }
+            }
+        }
+    }
+
+    /// Agent connections serving `site`, each once.
+    fn agents_of(&self, site: &SiteKey) -> BTreeSet<PeerId> {
+        let mut set = self.all_sites_agents.clone();
+        if let Some(s) = self.site_agents.get(site) {
+            set.extend(s);
+        }
+        set
+    }
+
+    fn close(&mut self, now: i64, peer: PeerId, out: &mut Out) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        for conv in p.joined.keys() {
+            if let Some(set) = self.members.get_mut(conv) {
+                set.remove(&peer);
+                if set.is_empty() {
+                    self.members.remove(conv);
+                    if !self.visitors.contains_key(conv) {
+                        out.push(Effect::Unsubscribe(Topic::Conversation(conv.clone())));
+                    }
+                }
+            }
+        }
+        if let Some(Role::Visitor { conversation, .. }) = &p.role {
+            if let Some(set) = self.visitors.get_mut(conversation) {
+                set.remove(&peer);
+                if set.is_empty() {
+                    self.visitors.remove(conversation);
+                    if !self.members.contains_key(conversation) {
+                        out.push(Effect::Unsubscribe(Topic::Conversation(
+                            conversation.clone(),
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(Role::Agent { .. }) = &p.role {
+            if self.all_sites_agents.remove(&peer) && self.all_sites_agents.is_empty() {
+                out.push(Effect::Unsubscribe(Topic::AllSites));
+            }
+            let mut gone = Vec::new();
+            for (site, set) in self.site_agents.iter_mut() {
+                if set.remove(&peer) && set.is_empty() {
+                    gone.push(site.clone());
+                }
+            }
+            for site in gone {
+                self.site_agents.remove(&site);
+                out.push(Effect::Unsubscribe(Topic::Site(site)));
+            }
+        }
+        // Calls it was an end of are over.
         let ended: Vec<ConversationId> = self
             .calls
             .iter()
             .filter(|(_, c)| c.is_party(peer))
             .map(|(id, _)| id.clone())
             .collect();
-        ended
-            .into_iter()
-            .filter_map(|id| {
-                let call = self.calls.remove(&id)?;
-                Some((id, call.ended_note(now)))
-            })
-            .collect()
-    }
-
-    /// The connection said hello and is now known as `role`.
-    pub fn identify(&mut self, peer: PeerId, role: Role) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.role = Some(role);
-        }
-    }
-
-    /// The role of a connection, if it said hello.
-    pub fn role(&self, peer: PeerId) -> Option<&Role> {
-        self.peers.get(&peer).and_then(|p| p.role.as_ref())
-    }
-
-    /// Whether `peer` may read `conv` (see [`Role::may_read`]).
-    pub fn may_read(&self, peer: PeerId, conv: &ConversationMeta) -> Result<(), RelayError> {
-        self.role(peer).ok_or(RelayError::NoHello)?.may_read(conv)
-    }
-
-    /// Subscribes `peer` to live messages of `conv`, if it may read it.
-    pub fn join(&mut self, peer: PeerId, conv: &ConversationMeta) -> Result<(), RelayError> {
-        self.may_read(peer, conv)?;
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.joined.insert(conv.id.clone());
-        }
-        Ok(())
-    }
-
-    /// Whether `peer` may take `conv`, and as which agent.
-    pub fn may_take(&self, peer: PeerId, conv: &ConversationMeta) -> Result<AgentRef, RelayError> {
-        self.may_read(peer, conv)?;
-        let Some(Role::Agent { agent, .. }) = self.role(peer) else {
-            return Err(RelayError::Forbidden("only agents can take conversations"));
-        };
-        match &conv.agent {
-            Some(other) if other.id != agent.id => {
-                Err(RelayError::AlreadyTaken(other.name.clone()))
+        for id in ended {
+            if let Some(call) = self.calls.remove(&id) {
+                self.call_over(now, &id, &call.site, call.ended_note(now), out);
             }
-            _ => Ok(agent.clone()),
         }
     }
 
-    /// Whether an agent may post into `conv`: into their own or a waiting one (which takes it),
-    /// not into one another agent has.
-    pub fn agent_post(
+    /// Ends calls that rang too long.
+    fn tick(&mut self, now: i64, out: &mut Out) {
+        let timeout = self.limits.ring_timeout_ms;
+        let missed: Vec<ConversationId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.phase == CallPhase::Ringing && now - c.since >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in missed {
+            if let Some(call) = self.calls.remove(&id) {
+                self.call_over(now, &id, &call.site, "Missed call".to_owned(), out);
+            }
+        }
+    }
+
+    fn call_over(
         &self,
-        peer: PeerId,
-        conv: &ConversationMeta,
-    ) -> Result<AgentPost, RelayError> {
-        let me = self.may_take(peer, conv)?;
-        Ok(match &conv.agent {
-            Some(a) if a.id == me.id => AgentPost::Assigned,
-            _ => AgentPost::TakesIt,
-        })
+        now: i64,
+        conv: &ConversationId,
+        site: &SiteKey,
+        note: String,
+        out: &mut Out,
+    ) {
+        out.push(Effect::Publish(BusEvent::Call {
+            conversation: conv.clone(),
+        }));
+        let meta = ConversationMeta {
+            id: conv.clone(),
+            site: site.clone(),
+            agent: None,
+        };
+        out.push(system_note(now, &meta, note));
     }
 
     /// The side and display name of a connection that may take part in calls of `conv`: its
-    /// visitor, or the agent it is assigned to. (A waiting conversation must be taken first.)
+    /// visitor, or the agent it is assigned to.
     fn call_party(
         &self,
         peer: PeerId,
         conv: &ConversationMeta,
     ) -> Result<(Author, String), RelayError> {
-        self.may_read(peer, conv)?;
-        match self.role(peer) {
-            Some(Role::Visitor { .. }) if conv.agent.is_none() => Err(RelayError::Forbidden(
+        let role = self.role(peer)?;
+        role.may_read(conv)?;
+        match role {
+            Role::Visitor { .. } if conv.agent.is_none() => Err(RelayError::Forbidden(
                 "no agent has joined this conversation yet",
             )),
-            Some(Role::Visitor { .. }) => Ok((Author::Visitor, "Visitor".to_owned())),
-            Some(Role::Agent { .. }) => match self.agent_post(peer, conv)? {
+            Role::Visitor { .. } => Ok((Author::Visitor, "Visitor".to_owned())),
+            Role::Agent { .. } => match role.agent_post(conv)? {
                 AgentPost::Assigned => {
                     let name = conv
                         .agent
@@ -277,19 +1330,19 @@ impl Core {
                 }
                 AgentPost::TakesIt => Err(RelayError::Forbidden("take the conversation first")),
             },
-            None => Err(RelayError::NoHello),
         }
     }
 
-    /// Applies a call action from `peer`. Returns the note to record in the conversation, if
-    /// the action is worth one; everyone joined should then get [`Core::call_updates`].
-    pub fn call_action(
+    /// Applies a call action from `peer`: everyone joined hears of the new call, and the
+    /// record gets a note when the action is worth one.
+    fn call_action(
         &mut self,
         now: i64,
         peer: PeerId,
         conv: &ConversationMeta,
         action: CallAction,
-    ) -> Result<Option<String>, RelayError> {
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
         let (side, name) = self.call_party(peer, conv)?;
         let call = self.calls.get_mut(&conv.id);
         let note = match (action, call) {
@@ -297,6 +1350,7 @@ impl Core {
                 self.calls.insert(
                     conv.id.clone(),
                     Call {
+                        site: conv.site.clone(),
                         kind,
                         caller: side,
                         caller_name: name,
@@ -347,45 +1401,25 @@ impl Core {
             (_, None) => return Err(RelayError::Forbidden("there is no call")),
             (_, Some(_)) => return Err(RelayError::Forbidden("not possible in this call")),
         };
-        Ok(note)
-    }
-
-    /// Ends calls that rang `ring_timeout_ms` or longer; returns them with their note.
-    pub fn tick(&mut self, now: i64, ring_timeout_ms: i64) -> Vec<(ConversationId, String)> {
-        let missed: Vec<ConversationId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.phase == CallPhase::Ringing && now - c.since >= ring_timeout_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &missed {
-            self.calls.remove(id);
+        out.push(Effect::Publish(BusEvent::Call {
+            conversation: conv.id.clone(),
+        }));
+        if let Some(note) = note {
+            out.push(system_note(now, conv, note));
         }
-        missed
-            .into_iter()
-            .map(|id| (id, "Missed call".to_owned()))
-            .collect()
+        Ok(())
     }
 
     /// The call of `conv` as `peer` sees it.
-    pub fn call_msg(&self, conv: &ConversationId, peer: PeerId) -> ServerMsg {
+    fn call_msg(&self, conv: &ConversationId, peer: PeerId) -> ServerMsg {
         ServerMsg::Call {
             conversation: conv.clone(),
             call: self.calls.get(conv).map(|c| c.info(peer)),
         }
     }
 
-    /// Everyone joined to `conv` gets the call as they see it.
-    pub fn call_updates(&self, conv: &ConversationId) -> Vec<(PeerId, ServerMsg)> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.joined.contains(conv))
-            .map(|(id, _)| (*id, self.call_msg(conv, *id)))
-            .collect()
-    }
-
     /// Where signaling from `peer` in `conv` goes: the other end of the active call.
-    pub fn signal_target(&self, peer: PeerId, conv: &ConversationId) -> Result<PeerId, RelayError> {
+    fn signal_target(&self, peer: PeerId, conv: &ConversationId) -> Result<PeerId, RelayError> {
         let call = self
             .calls
             .get(conv)
@@ -397,36 +1431,77 @@ impl Core {
             _ => Err(RelayError::Forbidden("this connection is not in the call")),
         }
     }
+}
 
-    /// Everyone joined to `conv` gets `msg`.
-    pub fn to_joined(&self, conv: &ConversationId, msg: &ServerMsg) -> Vec<(PeerId, ServerMsg)> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.joined.contains(conv))
-            .map(|(id, _)| (*id, msg.clone()))
-            .collect()
+/// A system message for the record.
+fn system_note(now: i64, meta: &ConversationMeta, text: String) -> Effect {
+    Effect::Append {
+        message: NewMessage {
+            conversation: meta.id.clone(),
+            client_id: None,
+            author: Author::System,
+            author_name: None,
+            text,
+            attachment: None,
+            at: now,
+        },
+        site: meta.site.clone(),
+        reply: Reply::None,
+    }
+}
+
+/// The conversation and chat message a request is about, for its errors.
+fn request_context(request: &Request) -> (Option<ConversationId>, Option<ClientMsgId>) {
+    match request {
+        Request::Frame(ClientMsg::Chat {
+            conversation,
+            client_id,
+            ..
+        }) => (Some(conversation.clone()), Some(client_id.clone())),
+        Request::Frame(
+            ClientMsg::Join { conversation, .. }
+            | ClientMsg::Take { conversation }
+            | ClientMsg::Read { conversation, .. }
+            | ClientMsg::Call { conversation, .. }
+            | ClientMsg::Signal { conversation, .. },
+        ) => (Some(conversation.clone()), None),
+        Request::Frame(ClientMsg::Hello { .. } | ClientMsg::Ping) => (None, None),
+        Request::Upload { client_id, .. } => (None, client_id.clone()),
+    }
+}
+
+fn after_take_client_id(then: &AfterTake) -> Option<ClientMsgId> {
+    match then {
+        AfterTake::Chat { client_id, .. } => Some(client_id.clone()),
+        AfterTake::File { client_id, .. } => client_id.clone(),
+        AfterTake::Nothing | AfterTake::Call(_) => None,
+    }
+}
+
+/// The effects of one event, in order.
+#[derive(Default)]
+struct Out(Vec<Effect>);
+
+impl Out {
+    fn push(&mut self, e: Effect) {
+        self.0.push(e);
     }
 
-    /// Every visitor connection of `conv` (joined or not) gets `msg`.
-    pub fn to_visitors(&self, conv: &ConversationId, msg: &ServerMsg) -> Vec<(PeerId, ServerMsg)> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| {
-                matches!(&p.role, Some(Role::Visitor { conversation, .. }) if conversation == conv)
-            })
-            .map(|(id, _)| (*id, msg.clone()))
-            .collect()
+    fn send(&mut self, peer: PeerId, msg: ServerMsg) {
+        self.0.push(Effect::Send(peer, msg));
     }
 
-    /// Every agent connection serving `site` gets `msg`.
-    pub fn to_site_agents(&self, site: &SiteKey, msg: &ServerMsg) -> Vec<(PeerId, ServerMsg)> {
-        self.peers
-            .iter()
-            .filter(
-                |(_, p)| matches!(&p.role, Some(Role::Agent { scope, .. }) if scope.covers(site)),
-            )
-            .map(|(id, _)| (*id, msg.clone()))
-            .collect()
+    fn error(&mut self, peer: PeerId, e: RelayError) {
+        self.error_about(peer, e, (None, None));
+    }
+
+    fn error_about(
+        &mut self,
+        peer: PeerId,
+        e: RelayError,
+        (conversation, client_id): (Option<ConversationId>, Option<ClientMsgId>),
+    ) {
+        self.send(peer, e.answering(conversation, client_id));
     }
 }
 
@@ -467,17 +1542,10 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escalera_protocol::AgentId;
+    use escalera_protocol::{ConversationStatus, ErrorCode};
 
     fn site(k: &str) -> SiteKey {
         SiteKey::from(k)
-    }
-    fn conv(id: &str, s: &str, agent: Option<&AgentRef>) -> ConversationMeta {
-        ConversationMeta {
-            id: ConversationId::from(id),
-            site: site(s),
-            agent: agent.cloned(),
-        }
     }
     fn agent(id: &str) -> AgentRef {
         AgentRef {
@@ -485,279 +1553,839 @@ mod tests {
             name: format!("Agent {id}"),
         }
     }
-
-    /// A core with visitor 1 (conv c1 on site s1), visitor 2 (c2 on s1),
-    /// agent 10 (all sites), agent 11 (site s2 only).
-    fn fixture() -> Core {
-        let mut core = Core::default();
-        for (p, role) in [
-            (
-                1,
-                Role::Visitor {
-                    site: site("s1"),
-                    conversation: "c1".into(),
-                },
-            ),
-            (
-                2,
-                Role::Visitor {
-                    site: site("s1"),
-                    conversation: "c2".into(),
-                },
-            ),
-            (
-                10,
-                Role::Agent {
-                    agent: agent("a"),
-                    scope: Scope::All,
-                },
-            ),
-            (
-                11,
-                Role::Agent {
-                    agent: agent("b"),
-                    scope: Scope::Sites([site("s2")].into()),
-                },
-            ),
-        ] {
-            core.connect(PeerId(p));
-            core.identify(PeerId(p), role);
+    fn meta(id: &str, s: &str, a: Option<&str>) -> ConversationMeta {
+        ConversationMeta {
+            id: ConversationId::from(id),
+            site: site(s),
+            agent: a.map(agent),
         }
-        core
+    }
+    fn media() -> MediaConfig {
+        MediaConfig {
+            ice_servers: Vec::new(),
+            max_upload: 1,
+        }
+    }
+    fn msg(conv: &str, seq: u64) -> Message {
+        Message {
+            conversation: conv.into(),
+            seq,
+            client_id: None,
+            author: Author::Visitor,
+            author_name: None,
+            text: format!("m{seq}"),
+            attachment: None,
+            at: 0,
+        }
+    }
+    fn hello() -> ClientMsg {
+        ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        }
+    }
+    fn chat(conv: &str, id: &str) -> ClientMsg {
+        ClientMsg::Chat {
+            conversation: conv.into(),
+            client_id: id.into(),
+            text: "hi".into(),
+        }
+    }
+    fn call(conv: &str, action: CallAction) -> ClientMsg {
+        ClientMsg::Call {
+            conversation: conv.into(),
+            action,
+        }
+    }
+    const VOICE: CallAction = CallAction::Start {
+        kind: CallKind::Voice,
+    };
+
+    /// A core driven by hand: the tests play the hub, answering its effects.
+    struct World {
+        core: Core,
+        now: i64,
     }
 
-    fn peers(out: &[(PeerId, ServerMsg)]) -> Vec<u64> {
-        let mut v: Vec<u64> = out.iter().map(|(p, _)| p.0).collect();
-        v.sort();
-        v
+    impl World {
+        fn new() -> Self {
+            Self {
+                core: Core::new(Limits {
+                    history_page: 3,
+                    catch_up_buffer: 4,
+                    ..Limits::default()
+                }),
+                now: 1_000,
+            }
+        }
+
+        fn ev(&mut self, e: Event) -> Vec<Effect> {
+            self.core.handle(self.now, e)
+        }
+
+        fn text(&mut self, peer: u64, m: &ClientMsg) -> Vec<Effect> {
+            let text = serde_json::to_string(m).unwrap();
+            self.ev(Event::Text {
+                peer: PeerId(peer),
+                text,
+            })
+        }
+
+        /// Visitor `peer` of site `s`, welcomed into `conv`.
+        fn visitor(&mut self, peer: u64, conv: &ConversationMeta) {
+            self.ev(Event::Opened {
+                peer: PeerId(peer),
+                caller: Caller::Visitor {
+                    site: conv.site.clone(),
+                    site_name: "Shop".into(),
+                },
+            });
+            assert!(matches!(
+                self.text(peer, &hello())[..],
+                [Effect::ResolveVisitor { .. }]
+            ));
+            self.ev(Event::VisitorReady {
+                peer: PeerId(peer),
+                token: VisitorToken("t".into()),
+                conversation: conv.clone(),
+                media: media(),
+            });
+        }
+
+        /// Agent `peer`, welcomed.
+        fn agent(&mut self, peer: u64, id: &str, scope: Scope) {
+            self.ev(Event::Opened {
+                peer: PeerId(peer),
+                caller: Caller::Agent {
+                    agent: agent(id),
+                    scope,
+                },
+            });
+            assert!(matches!(
+                self.text(peer, &hello())[..],
+                [Effect::LoadDesk { .. }]
+            ));
+            self.ev(Event::DeskReady {
+                peer: PeerId(peer),
+                conversations: Vec::new(),
+                read: Vec::new(),
+                media: media(),
+            });
+        }
+
+        /// A frame that names a conversation: the core asks for it, the test answers.
+        fn act(&mut self, peer: u64, m: ClientMsg, conv: &ConversationMeta) -> Vec<Effect> {
+            let asked = self.text(peer, &m);
+            assert_eq!(
+                asked,
+                vec![Effect::Load {
+                    peer: PeerId(peer),
+                    conversation: conv.id.clone(),
+                    request: Request::Frame(m.clone()),
+                }]
+            );
+            self.ev(Event::Loaded {
+                peer: PeerId(peer),
+                request: Request::Frame(m),
+                meta: Some(conv.clone()),
+            })
+        }
+
+        /// Joins and answers the history reads with empty pages.
+        fn join(&mut self, peer: u64, conv: &ConversationMeta) {
+            let join = ClientMsg::Join {
+                conversation: conv.id.clone(),
+                after_seq: 0,
+            };
+            self.act(peer, join, conv);
+            self.ev(Event::History {
+                peer: PeerId(peer),
+                conversation: conv.id.clone(),
+                messages: Vec::new(),
+            });
+        }
+    }
+
+    /// The frames sent, as (peer, frame).
+    fn sent(effects: &[Effect]) -> Vec<(u64, ServerMsg)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send(p, m) => Some((p.0, m.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_code(effects: &[Effect]) -> Option<ErrorCode> {
+        sent(effects).into_iter().find_map(|(_, m)| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            _ => None,
+        })
+    }
+
+    fn appends(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Append { message, .. } => Some(message.text.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
-    fn visitor_reaches_only_own_conversation() {
-        let mut core = fixture();
-        assert!(core.join(PeerId(1), &conv("c1", "s1", None)).is_ok());
+    fn hello_comes_first_once_and_in_this_protocol() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.ev(Event::Opened {
+            peer: PeerId(1),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "Shop".into(),
+            },
+        });
+        let before = w.text(1, &ClientMsg::Ping);
+        assert_eq!(error_code(&before), Some(ErrorCode::BadHello));
+        assert!(before.contains(&Effect::Close(PeerId(1))));
+
+        w.visitor(2, &c1);
+        let again = w.text(2, &hello());
+        assert_eq!(error_code(&again), Some(ErrorCode::BadHello));
+        assert!(again.contains(&Effect::Close(PeerId(2))));
+
+        w.ev(Event::Opened {
+            peer: PeerId(3),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "Shop".into(),
+            },
+        });
+        let old = ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION + 1,
+            token: None,
+        };
+        let refused = w.text(3, &old);
+        assert_eq!(error_code(&refused), Some(ErrorCode::BadHello));
+        assert!(refused.contains(&Effect::Close(PeerId(3))));
+
+        // A welcomed visitor pings.
         assert_eq!(
-            core.join(PeerId(1), &conv("c2", "s1", None)),
-            Err(RelayError::NotFound)
+            sent(&w.text(2, &ClientMsg::Ping)),
+            vec![(2, ServerMsg::Pong)]
         );
     }
 
     #[test]
-    fn agents_reach_only_their_sites() {
-        let mut core = fixture();
-        assert!(core.join(PeerId(10), &conv("c1", "s1", None)).is_ok());
+    fn frames_are_checked_before_anything_else() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        let big = "x".repeat(MAX_FRAME_BYTES + 1);
+        let e = w.ev(Event::Text {
+            peer: PeerId(1),
+            text: big,
+        });
+        assert_eq!(error_code(&e), Some(ErrorCode::TooLarge));
+        let e = w.ev(Event::Text {
+            peer: PeerId(1),
+            text: "{\"type\":\"nope\"}".into(),
+        });
+        assert_eq!(error_code(&e), Some(ErrorCode::BadFrame));
+        let e = w.ev(Event::Binary { peer: PeerId(1) });
+        assert_eq!(error_code(&e), Some(ErrorCode::BadFrame));
+        // The burst (100 by default), then refused until time refills it.
+        let mut limited = 0;
+        for _ in 0..120 {
+            if error_code(&w.text(1, &ClientMsg::Ping)) == Some(ErrorCode::RateLimited) {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 120 - (100 - 3));
+        w.now += 1_000;
         assert_eq!(
-            core.join(PeerId(11), &conv("c1", "s1", None)),
-            Err(RelayError::NotFound)
-        );
-        assert!(core.join(PeerId(11), &conv("c9", "s2", None)).is_ok());
-    }
-
-    #[test]
-    fn no_hello_no_access() {
-        let mut core = Core::default();
-        core.connect(PeerId(5));
-        assert_eq!(
-            core.join(PeerId(5), &conv("c1", "s1", None)),
-            Err(RelayError::NoHello)
-        );
-    }
-
-    #[test]
-    fn messages_route_to_joined_peers_only() {
-        let mut core = fixture();
-        core.join(PeerId(1), &conv("c1", "s1", None)).unwrap();
-        core.join(PeerId(10), &conv("c1", "s1", None)).unwrap();
-        core.join(PeerId(2), &conv("c2", "s1", None)).unwrap();
-        let out = core.to_joined(&"c1".into(), &ServerMsg::Pong);
-        assert_eq!(peers(&out), vec![1, 10]);
-        core.disconnect(PeerId(10), 0);
-        assert_eq!(
-            peers(&core.to_joined(&"c1".into(), &ServerMsg::Pong)),
-            vec![1]
+            sent(&w.text(1, &ClientMsg::Ping)),
+            vec![(1, ServerMsg::Pong)]
         );
     }
 
     #[test]
-    fn site_news_goes_to_agents_in_scope() {
-        let core = fixture();
+    fn visitors_reach_only_their_conversation_agents_only_their_sites() {
+        let mut w = World::new();
+        let (c1, c2) = (meta("c1", "s1", None), meta("c2", "s2", None));
+        w.visitor(1, &c1);
+        w.agent(10, "a", Scope::Sites([site("s2")].into()));
+        let join = |c: &str| ClientMsg::Join {
+            conversation: c.into(),
+            after_seq: 0,
+        };
         assert_eq!(
-            peers(&core.to_site_agents(&site("s1"), &ServerMsg::Pong)),
-            vec![10]
+            error_code(&w.act(1, join("c2"), &c2)),
+            Some(ErrorCode::NotFound)
         );
         assert_eq!(
-            peers(&core.to_site_agents(&site("s2"), &ServerMsg::Pong)),
-            vec![10, 11]
-        );
-        assert_eq!(
-            peers(&core.to_visitors(&"c2".into(), &ServerMsg::Pong)),
-            vec![2]
-        );
-    }
-
-    #[test]
-    fn take_queue_rules() {
-        let core = fixture();
-        let waiting = conv("c1", "s1", None);
-        assert_eq!(core.may_take(PeerId(10), &waiting), Ok(agent("a")));
-        assert_eq!(
-            core.agent_post(PeerId(10), &waiting),
-            Ok(AgentPost::TakesIt)
-        );
-        let mine = conv("c1", "s1", Some(&agent("a")));
-        assert_eq!(core.agent_post(PeerId(10), &mine), Ok(AgentPost::Assigned));
-        let theirs = conv("c1", "s1", Some(&agent("z")));
-        assert_eq!(
-            core.may_take(PeerId(10), &theirs),
-            Err(RelayError::AlreadyTaken("Agent z".into()))
+            error_code(&w.act(10, join("c1"), &c1)),
+            Some(ErrorCode::NotFound)
         );
         assert!(matches!(
-            core.may_take(PeerId(1), &waiting),
-            Err(RelayError::Forbidden(_))
+            w.act(10, join("c2"), &c2)[..],
+            [Effect::Subscribe(_), Effect::ReadHistory { .. }]
         ));
+        // A conversation the store does not know.
+        w.text(1, &join("zz"));
+        let e = w.ev(Event::Loaded {
+            peer: PeerId(1),
+            request: Request::Frame(join("zz")),
+            meta: None,
+        });
+        assert_eq!(error_code(&e), Some(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn only_agents_keep_read_marks() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        w.agent(10, "a", Scope::All);
+        let read = ClientMsg::Read {
+            conversation: "c1".into(),
+            seq: 7,
+        };
         assert_eq!(
-            core.may_take(PeerId(11), &waiting),
-            Err(RelayError::NotFound)
+            error_code(&w.act(1, read.clone(), &c1)),
+            Some(ErrorCode::Forbidden)
         );
-    }
-
-    fn call_of(core: &Core, peer: u64) -> Option<CallInfo> {
-        match core.call_msg(&"c1".into(), PeerId(peer)) {
-            ServerMsg::Call { call, .. } => call,
-            _ => unreachable!(),
-        }
-    }
-
-    /// Conversation c1 assigned to agent a (peer 10), visitor 1 and a second visitor tab 3,
-    /// all joined.
-    fn call_fixture() -> (Core, ConversationMeta) {
-        let mut core = fixture();
-        core.connect(PeerId(3));
-        core.identify(
-            PeerId(3),
-            Role::Visitor {
-                site: site("s1"),
+        assert_eq!(
+            w.act(10, read, &c1),
+            vec![Effect::MarkRead {
+                agent: "a".into(),
                 conversation: "c1".into(),
-            },
+                seq: 7
+            }]
         );
-        let meta = conv("c1", "s1", Some(&agent("a")));
-        for p in [1, 3, 10] {
-            core.join(PeerId(p), &meta).unwrap();
+    }
+
+    #[test]
+    fn a_visitor_chat_is_stored_then_acked_then_fanned_out_to_members_only() {
+        let mut w = World::new();
+        let (c1, c2) = (meta("c1", "s1", None), meta("c2", "s1", None));
+        w.visitor(1, &c1);
+        w.visitor(2, &c2);
+        w.agent(10, "a", Scope::All);
+        w.agent(11, "b", Scope::Sites([site("s9")].into()));
+        for (p, c) in [(1, &c1), (2, &c2), (10, &c1)] {
+            w.join(p, c);
         }
-        (core, meta)
+        let e = w.act(1, chat("c1", "x"), &c1);
+        let [Effect::Append {
+            message,
+            reply: Reply::Ack(PeerId(1)),
+            ..
+        }] = &e[..]
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (message.author, message.text.as_str()),
+            (Author::Visitor, "hi")
+        );
+        // Nothing is said before the commit. After it: the ack, then the bus.
+        let stored = Message {
+            client_id: Some("x".into()),
+            ..msg("c1", 1)
+        };
+        let summary = ConversationSummary {
+            id: "c1".into(),
+            site_name: "Shop".into(),
+            visitor_label: "Visitor c1".into(),
+            status: ConversationStatus::Waiting,
+            agent: None,
+            last_seq: 1,
+            preview: "m1".into(),
+            last_at: 0,
+        };
+        let e = w.ev(Event::Appended {
+            reply: Reply::Ack(PeerId(1)),
+            site: site("s1"),
+            message: stored.clone(),
+            fresh: true,
+            summary: Some(summary.clone()),
+        });
+        assert!(matches!(sent(&e)[..], [(1, ServerMsg::Ack { seq: 1, .. })]));
+        let Some(Effect::Publish(event)) = e.last().cloned() else {
+            panic!("{e:?}")
+        };
+        let out = sent(&w.ev(Event::Delivered(event)));
+        let to: Vec<u64> = out.iter().map(|(p, _)| *p).collect();
+        // Members of c1 get the message; agents of s1 the list row; nobody else anything.
+        assert_eq!(to, vec![1, 10, 10]);
+        assert_eq!(out[0].1, ServerMsg::Message(stored.clone()));
+        assert_eq!(out[2].1, ServerMsg::Conversation(summary));
+        // A resend is acked again, and not published twice.
+        let e = w.ev(Event::Appended {
+            reply: Reply::Ack(PeerId(1)),
+            site: site("s1"),
+            message: stored,
+            fresh: false,
+            summary: None,
+        });
+        assert_eq!(e.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_chat_says_which_message_it_answers() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        let empty = ClientMsg::Chat {
+            conversation: "c1".into(),
+            client_id: "m7".into(),
+            text: "  ".into(),
+        };
+        let e = w.act(1, empty, &c1);
+        assert_eq!(
+            sent(&e),
+            vec![(
+                1,
+                RelayError::BadText("The message is empty.")
+                    .answering(Some("c1".into()), Some("m7".into()))
+            )]
+        );
+        let e = w.ev(Event::Failed {
+            peer: PeerId(1),
+            conversation: Some("c1".into()),
+            client_id: Some("m8".into()),
+            error: RelayError::Internal,
+        });
+        assert!(matches!(
+            &sent(&e)[0].1,
+            ServerMsg::Error { code: ErrorCode::Internal, client_id: Some(c), .. } if c.0 == "m8"
+        ));
+    }
+
+    #[test]
+    fn history_comes_in_pages_and_live_messages_wait_for_it() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        let e = w.act(1, join, &c1);
+        assert!(e.contains(&Effect::ReadHistory {
+            peer: PeerId(1),
+            conversation: "c1".into(),
+            after: 0,
+            limit: 3
+        }));
+        let deliver = |w: &mut World, seq| {
+            w.ev(Event::Delivered(BusEvent::Message {
+                site: site("s1"),
+                message: Box::new(msg("c1", seq)),
+                summary: None,
+            }))
+        };
+        // Stored while the history is read: held, not sent.
+        assert!(sent(&deliver(&mut w, 4)).is_empty());
+        let page = w.ev(Event::History {
+            peer: PeerId(1),
+            conversation: "c1".into(),
+            messages: (1..=3).map(|s| msg("c1", s)).collect(),
+        });
+        assert_eq!(sent(&page).len(), 1);
+        assert!(page.contains(&Effect::ReadHistory {
+            peer: PeerId(1),
+            conversation: "c1".into(),
+            after: 3,
+            limit: 3
+        }));
+        assert!(sent(&deliver(&mut w, 5)).is_empty());
+        // The last page already has 4 (it was committed before the read): 4 is not sent
+        // twice, 5 follows, then the call.
+        let last = w.ev(Event::History {
+            peer: PeerId(1),
+            conversation: "c1".into(),
+            messages: vec![msg("c1", 4)],
+        });
+        let frames: Vec<ServerMsg> = sent(&last).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            frames,
+            vec![
+                ServerMsg::History {
+                    conversation: "c1".into(),
+                    messages: vec![msg("c1", 4)]
+                },
+                ServerMsg::Message(msg("c1", 5)),
+                ServerMsg::Call {
+                    conversation: "c1".into(),
+                    call: None
+                },
+            ]
+        );
+        // Live from now on.
+        assert_eq!(sent(&deliver(&mut w, 6)).len(), 1);
+    }
+
+    #[test]
+    fn a_joiner_that_falls_too_far_behind_is_closed() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        w.act(1, join, &c1);
+        let mut closed = false;
+        for seq in 1..=5 {
+            let e = w.ev(Event::Delivered(BusEvent::Message {
+                site: site("s1"),
+                message: Box::new(msg("c1", seq)),
+                summary: None,
+            }));
+            closed |= e.contains(&Effect::Close(PeerId(1)));
+        }
+        assert!(closed, "past the catch-up buffer of 4");
+    }
+
+    #[test]
+    fn the_race_to_take_a_waiting_conversation() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        w.join(1, &c1);
+        w.agent(10, "a", Scope::All);
+        w.agent(11, "b", Scope::All);
+        // Visitors cannot take.
+        let take = ClientMsg::Take {
+            conversation: "c1".into(),
+        };
+        assert_eq!(
+            error_code(&w.act(1, take.clone(), &c1)),
+            Some(ErrorCode::Forbidden)
+        );
+        // Both agents ask; the store decides. The loser is told who won.
+        for p in [10, 11] {
+            assert!(matches!(
+                w.act(p, take.clone(), &c1)[..],
+                [Effect::Assign { .. }]
+            ));
+        }
+        let lost = w.ev(Event::Assigned {
+            peer: PeerId(11),
+            meta: c1.clone(),
+            agent: agent("b"),
+            won: false,
+            holder: Some(agent("a")),
+            then: AfterTake::Nothing,
+        });
+        assert_eq!(
+            sent(&lost),
+            vec![(
+                11,
+                RelayError::AlreadyTaken("Agent a".into()).answering(Some("c1".into()), None)
+            )]
+        );
+        let won = w.ev(Event::Assigned {
+            peer: PeerId(10),
+            meta: c1.clone(),
+            agent: agent("a"),
+            won: true,
+            holder: None,
+            then: AfterTake::Nothing,
+        });
+        assert_eq!(appends(&won), vec!["Agent a joined the conversation"]);
+        let Some(Effect::Publish(joined)) = won.first().cloned() else {
+            panic!("{won:?}")
+        };
+        // The visitor hears who joined.
+        let out = sent(&w.ev(Event::Delivered(joined)));
+        assert!(
+            matches!(&out[..], [(1, ServerMsg::AgentJoined { agent_name, .. })] if agent_name == "Agent a")
+        );
+        // Taking one's own again is nothing; another's is refused at once.
+        let mine = meta("c1", "s1", Some("a"));
+        assert!(w.act(10, take.clone(), &mine).is_empty());
+        assert_eq!(
+            error_code(&w.act(11, take, &mine)),
+            Some(ErrorCode::AlreadyTaken)
+        );
+    }
+
+    #[test]
+    fn an_agent_replying_to_a_waiting_conversation_takes_it_then_posts() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.agent(10, "a", Scope::All);
+        let e = w.act(10, chat("c1", "r1"), &c1);
+        let [Effect::Assign { then, .. }] = &e[..] else {
+            panic!("{e:?}")
+        };
+        let e = w.ev(Event::Assigned {
+            peer: PeerId(10),
+            meta: c1.clone(),
+            agent: agent("a"),
+            won: true,
+            holder: None,
+            then: then.clone(),
+        });
+        assert_eq!(appends(&e), vec!["Agent a joined the conversation", "hi"]);
+        let Some(Effect::Append { message, reply, .. }) = e.last() else {
+            panic!()
+        };
+        assert_eq!(*reply, Reply::Ack(PeerId(10)));
+        assert_eq!(message.author_name.as_deref(), Some("Agent a"));
+        // Lost: the reply is not stored, and the error names it.
+        let e = w.ev(Event::Assigned {
+            peer: PeerId(10),
+            meta: c1,
+            agent: agent("a"),
+            won: false,
+            holder: Some(agent("z")),
+            then: then.clone(),
+        });
+        assert!(appends(&e).is_empty());
+        assert!(matches!(
+            &sent(&e)[0].1,
+            ServerMsg::Error { code: ErrorCode::AlreadyTaken, client_id: Some(c), .. } if c.0 == "r1"
+        ));
+    }
+
+    /// c1 assigned to agent a (peer 10); visitor 1 and the visitor's second tab 3; all joined.
+    fn call_world() -> (World, ConversationMeta) {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        w.visitor(1, &c1);
+        w.visitor(3, &c1);
+        w.agent(10, "a", Scope::All);
+        for p in [1, 3, 10] {
+            w.join(p, &c1);
+        }
+        (w, c1)
+    }
+
+    /// What each member is told about the call after `effects`.
+    fn call_views(w: &mut World, effects: &[Effect]) -> Vec<(u64, Option<CallInfo>)> {
+        let mut views = Vec::new();
+        for e in effects {
+            if let Effect::Publish(ev @ BusEvent::Call { .. }) = e {
+                for (p, m) in sent(&w.ev(Event::Delivered(ev.clone()))) {
+                    if let ServerMsg::Call { call, .. } = m {
+                        views.push((p, call));
+                    }
+                }
+            }
+        }
+        views
+    }
+
+    fn signal(conv: &str) -> ClientMsg {
+        ClientMsg::Signal {
+            conversation: conv.into(),
+            payload: "sdp".into(),
+        }
     }
 
     #[test]
     fn a_call_rings_is_accepted_routes_signals_and_ends_with_its_duration() {
-        let (mut core, meta) = call_fixture();
-        let start = CallAction::Start {
-            kind: CallKind::Voice,
-        };
-        assert_eq!(core.call_action(1_000, PeerId(10), &meta, start), Ok(None));
-        let ringing = call_of(&core, 1).unwrap();
-        assert_eq!(
-            (ringing.phase, ringing.caller, ringing.party),
-            (CallPhase::Ringing, Author::Agent, false)
-        );
-        assert!(call_of(&core, 10).unwrap().party);
-        assert_eq!(core.call_updates(&"c1".into()).len(), 3);
+        let (mut w, c1) = call_world();
+        let e = w.act(10, call("c1", VOICE), &c1);
+        assert!(appends(&e).is_empty());
+        let views = call_views(&mut w, &e);
+        assert_eq!(views.len(), 3);
+        for (p, view) in views {
+            let v = view.unwrap();
+            assert_eq!((v.phase, v.caller), (CallPhase::Ringing, Author::Agent));
+            assert_eq!(v.party, p == 10, "peer {p}");
+        }
         // No signaling before the answer; the caller cannot answer its own call.
-        assert!(core.signal_target(PeerId(10), &"c1".into()).is_err());
-        assert!(core
-            .call_action(1_500, PeerId(10), &meta, CallAction::Accept)
-            .is_err());
+        assert_eq!(
+            error_code(&w.text(10, &signal("c1"))),
+            Some(ErrorCode::Forbidden)
+        );
+        let e = w.act(10, call("c1", CallAction::Accept), &c1);
+        assert_eq!(error_code(&e), Some(ErrorCode::Forbidden));
 
-        let note = core
-            .call_action(2_000, PeerId(1), &meta, CallAction::Accept)
-            .unwrap();
-        assert_eq!(note.as_deref(), Some("Voice call started"));
-        assert_eq!(core.signal_target(PeerId(10), &"c1".into()), Ok(PeerId(1)));
-        assert_eq!(core.signal_target(PeerId(1), &"c1".into()), Ok(PeerId(10)));
+        w.now = 2_000;
+        let e = w.act(1, call("c1", CallAction::Accept), &c1);
+        assert_eq!(appends(&e), vec!["Voice call started"]);
+        assert_eq!(
+            sent(&w.text(10, &signal("c1"))),
+            vec![(
+                1,
+                ServerMsg::Signal {
+                    conversation: "c1".into(),
+                    payload: "sdp".into()
+                }
+            )]
+        );
+        assert_eq!(sent(&w.text(1, &signal("c1")))[0].0, 10);
         // The visitor's other tab sees the call but is not in it.
-        assert!(!call_of(&core, 3).unwrap().party);
-        assert!(core.signal_target(PeerId(3), &"c1".into()).is_err());
-        assert!(core
-            .call_action(2_100, PeerId(3), &meta, CallAction::HangUp)
-            .is_err());
+        assert_eq!(
+            error_code(&w.text(3, &signal("c1"))),
+            Some(ErrorCode::Forbidden)
+        );
+        let e = w.act(3, call("c1", CallAction::HangUp), &c1);
+        assert_eq!(error_code(&e), Some(ErrorCode::Forbidden));
 
-        let media = CallAction::Media {
+        let camera = CallAction::Media {
             media: MediaKind::Camera,
             on: true,
         };
-        let note = core.call_action(3_000, PeerId(1), &meta, media).unwrap();
-        assert_eq!(note.as_deref(), Some("Visitor turned video on"));
-        let note = core
-            .call_action(194_000, PeerId(1), &meta, CallAction::HangUp)
-            .unwrap();
-        assert_eq!(note.as_deref(), Some("Call ended, 3:12"));
-        assert_eq!(call_of(&core, 10), None);
+        assert_eq!(
+            appends(&w.act(1, call("c1", camera), &c1)),
+            vec!["Visitor turned video on"]
+        );
+        w.now = 194_000;
+        let e = w.act(1, call("c1", CallAction::HangUp), &c1);
+        assert_eq!(appends(&e), vec!["Call ended, 3:12"]);
+        assert!(call_views(&mut w, &e).iter().all(|(_, v)| v.is_none()));
     }
 
     #[test]
     fn unanswered_declined_and_abandoned_calls() {
-        let (mut core, meta) = call_fixture();
-        let start = CallAction::Start {
+        let (mut w, c1) = call_world();
+        let video = CallAction::Start {
             kind: CallKind::Video,
         };
-        core.call_action(0, PeerId(1), &meta, start).unwrap();
-        assert!(
-            core.call_action(1, PeerId(10), &meta, start).is_err(),
+        w.now = 0;
+        w.act(1, call("c1", video), &c1);
+        let again = w.act(10, call("c1", video), &c1);
+        assert_eq!(
+            error_code(&again),
+            Some(ErrorCode::Forbidden),
             "one call at a time"
         );
-        assert!(core.tick(29_999, RING_TIMEOUT_MS).is_empty());
-        assert_eq!(
-            core.tick(30_000, RING_TIMEOUT_MS),
-            vec![("c1".into(), "Missed call".to_owned())]
-        );
+        // 30 s of ringing, as clock ticks: no waiting.
+        w.now = 29_999;
+        assert!(w.ev(Event::Tick).is_empty());
+        w.now = 30_000;
+        assert_eq!(appends(&w.ev(Event::Tick)), vec!["Missed call"]);
 
-        core.call_action(40_000, PeerId(1), &meta, start).unwrap();
-        let note = core
-            .call_action(41_000, PeerId(10), &meta, CallAction::Decline)
-            .unwrap();
-        assert_eq!(note.as_deref(), Some("Call declined"));
+        w.now = 40_000;
+        w.act(1, call("c1", video), &c1);
+        let e = w.act(10, call("c1", CallAction::Decline), &c1);
+        assert_eq!(appends(&e), vec!["Call declined"]);
 
-        core.call_action(50_000, PeerId(10), &meta, start).unwrap();
-        core.call_action(51_000, PeerId(3), &meta, CallAction::Accept)
-            .unwrap();
-        assert_eq!(
-            core.disconnect(PeerId(3), 116_000),
-            vec![("c1".into(), "Call ended, 1:05".to_owned())]
-        );
-        assert_eq!(call_of(&core, 1), None);
+        w.now = 50_000;
+        w.act(10, call("c1", video), &c1);
+        w.now = 51_000;
+        w.act(3, call("c1", CallAction::Accept), &c1);
+        w.now = 116_000;
+        let e = w.ev(Event::Closed { peer: PeerId(3) });
+        assert_eq!(appends(&e), vec!["Call ended, 1:05"]);
+        // A ringing call whose caller leaves is cancelled.
+        w.act(10, call("c1", VOICE), &c1);
+        let e = w.ev(Event::Closed { peer: PeerId(10) });
+        assert_eq!(appends(&e), vec!["Call cancelled"]);
     }
 
     #[test]
     fn only_the_conversations_two_sides_can_call() {
-        let (mut core, meta) = call_fixture();
-        let start = CallAction::Start {
-            kind: CallKind::Voice,
-        };
-        let waiting = conv("c1", "s1", None);
+        let mut w = World::new();
+        let waiting = meta("c1", "s1", None);
+        w.visitor(1, &waiting);
+        w.visitor(2, &meta("c2", "s1", None));
+        w.agent(10, "a", Scope::All);
+        w.agent(11, "b", Scope::Sites([site("s2")].into()));
+        // A visitor cannot call before an agent joined.
+        let e = w.act(1, call("c1", VOICE), &waiting);
+        assert_eq!(error_code(&e), Some(ErrorCode::Forbidden));
+        // An agent calling into a waiting conversation takes it first.
         assert!(matches!(
-            core.call_action(0, PeerId(1), &waiting, start),
-            Err(RelayError::Forbidden(_))
+            w.act(10, call("c1", VOICE), &waiting)[..],
+            [Effect::Assign {
+                then: AfterTake::Call(_),
+                ..
+            }]
         ));
-        assert!(matches!(
-            core.call_action(0, PeerId(10), &waiting, start),
-            Err(RelayError::Forbidden(_))
-        ));
-        let theirs = conv("c1", "s1", Some(&agent("z")));
-        assert!(matches!(
-            core.call_action(0, PeerId(10), &theirs, start),
-            Err(RelayError::AlreadyTaken(_))
-        ));
+        let theirs = meta("c1", "s1", Some("z"));
         assert_eq!(
-            core.call_action(0, PeerId(2), &meta, start),
-            Err(RelayError::NotFound)
+            error_code(&w.act(10, call("c1", VOICE), &theirs)),
+            Some(ErrorCode::AlreadyTaken)
+        );
+        let assigned = meta("c1", "s1", Some("a"));
+        assert_eq!(
+            error_code(&w.act(2, call("c1", VOICE), &assigned)),
+            Some(ErrorCode::NotFound)
         );
         assert_eq!(
-            core.call_action(0, PeerId(11), &meta, start),
-            Err(RelayError::NotFound)
+            error_code(&w.act(11, call("c1", VOICE), &assigned)),
+            Some(ErrorCode::NotFound)
         );
-        assert!(core
-            .call_action(0, PeerId(1), &meta, CallAction::HangUp)
-            .is_err());
+        assert_eq!(
+            error_code(&w.act(1, call("c1", CallAction::HangUp), &assigned)),
+            Some(ErrorCode::Forbidden)
+        );
         assert_eq!(duration(3_725_000), "1:02:05");
+    }
+
+    #[test]
+    fn an_upload_posts_as_its_uploader_and_answers_the_request() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        let file = Attachment {
+            id: "f".into(),
+            name: "a.png".into(),
+            size: 1,
+            mime: "image/png".into(),
+            sha256: "x".into(),
+        };
+        w.ev(Event::Opened {
+            peer: PeerId(50),
+            caller: Caller::Http(Role::Visitor {
+                site: site("s1"),
+                conversation: "c1".into(),
+            }),
+        });
+        let e = w.ev(Event::Upload {
+            peer: PeerId(50),
+            conversation: "c1".into(),
+            attachment: file.clone(),
+            client_id: Some("u1".into()),
+        });
+        let [Effect::Load { request, .. }] = &e[..] else {
+            panic!("{e:?}")
+        };
+        let e = w.ev(Event::Loaded {
+            peer: PeerId(50),
+            request: request.clone(),
+            meta: Some(c1),
+        });
+        let [Effect::Append { message, reply, .. }] = &e[..] else {
+            panic!("{e:?}")
+        };
+        assert_eq!(*reply, Reply::Http(PeerId(50)));
+        assert_eq!(message.attachment.as_ref(), Some(&file));
+        assert_eq!(message.text, "a.png");
+    }
+
+    #[test]
+    fn permissions_are_written_once_on_the_role() {
+        let visitor = Role::Visitor {
+            site: site("s1"),
+            conversation: "c1".into(),
+        };
+        let a = Role::Agent {
+            agent: agent("a"),
+            scope: Scope::All,
+        };
+        let waiting = meta("c1", "s1", None);
+        assert_eq!(visitor.may_post(&waiting), Ok(()));
+        assert_eq!(a.agent_post(&waiting), Ok(AgentPost::TakesIt));
+        assert_eq!(
+            a.agent_post(&meta("c1", "s1", Some("a"))),
+            Ok(AgentPost::Assigned)
+        );
+        assert_eq!(
+            a.may_post(&meta("c1", "s1", Some("z"))),
+            Err(RelayError::AlreadyTaken("Agent z".into()))
+        );
+        assert_eq!(
+            visitor.may_read(&meta("c2", "s1", None)),
+            Err(RelayError::NotFound)
+        );
     }
 
     #[test]

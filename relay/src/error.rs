@@ -1,7 +1,7 @@
 //! Errors at the relay's boundaries. A [`RelayError`] is about one frame: the sender is told
 //! (as [`ServerMsg::Error`]) and the connection carries on. Store failures are [`StoreError`].
 
-use escalera_protocol::{ErrorCode, ServerMsg};
+use escalera_protocol::{ClientMsgId, ConversationId, ErrorCode, ServerMsg};
 
 /// Why one frame was not handled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,12 +55,25 @@ impl RelayError {
     }
 }
 
+impl RelayError {
+    /// The error frame, naming the conversation and chat message it answers.
+    pub fn answering(
+        &self,
+        conversation: Option<ConversationId>,
+        client_id: Option<ClientMsgId>,
+    ) -> ServerMsg {
+        ServerMsg::Error {
+            code: self.code(),
+            message: self.to_string(),
+            conversation,
+            client_id,
+        }
+    }
+}
+
 impl From<RelayError> for ServerMsg {
     fn from(e: RelayError) -> Self {
-        ServerMsg::Error {
-            code: e.code(),
-            message: e.to_string(),
-        }
+        e.answering(None, None)
     }
 }
 
@@ -80,7 +93,7 @@ pub enum StoreError {
     /// A value in the store or a request does not fit (e.g. duplicate email).
     #[error("{0}")]
     Invalid(String),
-    /// The blocking task running the query died.
+    /// The blocking task running the query died, or the writer stopped.
     #[error("store task failed: {0}")]
     Join(String),
 }

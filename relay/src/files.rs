@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use escalera_protocol::{Attachment, ClientMsgId, ConversationId, FileId};
+use escalera_protocol::{Attachment, ClientMsgId, ConversationId, ErrorCode, FileId};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::core::Role;
 use crate::error::RelayError;
 use crate::http::{caller_role, HttpError, HttpResult};
+use crate::hub::Refused;
 use crate::{secrets, AppState};
 
 /// The type of a file, from its first bytes. Only formats we can name with confidence get a
@@ -108,13 +109,17 @@ pub(crate) struct UploadQuery {
     client_id: Option<String>,
 }
 
-fn relay_error(e: RelayError) -> HttpError {
-    let status = match e {
-        RelayError::NotFound => StatusCode::NOT_FOUND,
-        RelayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+fn refused(r: Refused) -> HttpError {
+    let status = match r.code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::FORBIDDEN,
     };
-    HttpError::new(status, e.to_string())
+    HttpError::new(status, r.message)
+}
+
+fn relay_error(e: RelayError) -> HttpError {
+    refused(e.into())
 }
 
 /// `POST /api/conversations/{id}/files?name=N[&client_id=C]`, the raw bytes as the body.
@@ -129,11 +134,8 @@ pub(crate) async fn upload(
     let role = caller_role(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "log in or open the chat first"))?;
-    state
-        .hub
-        .may_post(&role, &conversation)
-        .await
-        .map_err(relay_error)?;
+    let meta = state.hub.meta(&conversation).await.map_err(relay_error)?;
+    role.may_post(&meta).map_err(relay_error)?;
     let limit = state.config.max_upload;
     let too_big = || {
         HttpError::new(
@@ -184,11 +186,19 @@ pub(crate) async fn upload(
         mime: sniff(&head, size as usize == head.len()).to_owned(),
         sha256,
     };
-    let message = state
+    let stored = dir.join(&file.id.0);
+    let message = match state
         .hub
-        .post_file(&role, &conversation, file, q.client_id.map(ClientMsgId))
+        .post_file(role, conversation, file, q.client_id.map(ClientMsgId))
         .await
-        .map_err(relay_error)?;
+    {
+        Ok(m) => m,
+        Err(r) => {
+            // Refused after all (another agent took the conversation meanwhile): keep nothing.
+            let _ = tokio::fs::remove_file(&stored).await;
+            return Err(refused(r));
+        }
+    };
     Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
@@ -240,17 +250,14 @@ pub(crate) async fn download(
     let role: Role = caller_role(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "log in or open the chat first"))?;
-    let lookup = id.clone();
     let (conversation, file) = state
         .hub
-        .db(move |s| s.file(&lookup))
+        .log()
+        .file(id.clone())
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such file"))?;
-    state
-        .hub
-        .may_read(&role, &conversation)
-        .await
-        .map_err(relay_error)?;
+    let meta = state.hub.meta(&conversation).await.map_err(relay_error)?;
+    role.may_read(&meta).map_err(relay_error)?;
     let bytes = tokio::fs::File::open(state.files_dir.join(&file.id.0))
         .await
         .map_err(internal)?;

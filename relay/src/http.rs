@@ -10,10 +10,11 @@ use axum::{Json, Router};
 use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
 use serde::Deserialize;
 
+use crate::core::Caller;
 use crate::core::Role;
-use crate::hub::Caller;
 use crate::store::{Agent, Site};
 use crate::{assets, files, now_ms, secrets, AppState};
+use futures_util::StreamExt;
 
 /// The visitor's download cookie (their token, sent only to `/files`).
 pub const VISITOR_COOKIE: &str = "escalera_visitor";
@@ -174,7 +175,8 @@ async fn asset(
 async fn load_site(state: &AppState, key: SiteKey) -> HttpResult<Site> {
     state
         .hub
-        .db(move |s| s.site(&key))
+        .directory()
+        .site(key)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such site"))
 }
@@ -216,7 +218,14 @@ async fn visitor_socket(
             "origin not allowed for this site",
         ));
     }
-    Ok(upgrade(state, ws, Caller::Visitor(site)))
+    Ok(upgrade(
+        state,
+        ws,
+        Caller::Visitor {
+            site: site.key,
+            site_name: site.name,
+        },
+    ))
 }
 
 /// An agent's socket: same origin as the console, and a live session.
@@ -231,13 +240,23 @@ async fn agent_socket(
     let agent = session_agent(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, "log in first"))?;
-    Ok(upgrade(state, ws, Caller::Agent(agent)))
+    Ok(upgrade(
+        state,
+        ws,
+        Caller::Agent {
+            agent: agent.agent,
+            scope: agent.scope,
+        },
+    ))
 }
 
 fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
     ws.max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| state.hub.clone().serve(socket, caller))
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            state.hub.clone().serve(sink, stream, caller)
+        })
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -270,7 +289,7 @@ async fn visitor_role(state: &AppState, headers: &HeaderMap) -> HttpResult<Optio
         return Ok(None);
     };
     let hash = secrets::token_hash(&token);
-    let found = state.hub.db(move |s| s.visitor(&hash)).await?;
+    let found = state.hub.log().visitor(hash).await?;
     Ok(found.map(|(site, conversation)| Role::Visitor { site, conversation }))
 }
 
@@ -312,10 +331,7 @@ async fn session_agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Opti
         return Ok(None);
     };
     let hash = secrets::token_hash(&token);
-    Ok(state
-        .hub
-        .db(move |s| s.session_agent(&hash, now_ms()))
-        .await?)
+    Ok(state.hub.directory().session_agent(hash, now_ms()).await?)
 }
 
 #[derive(Deserialize)]
@@ -340,8 +356,11 @@ async fn login(
     if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let email = body.email.clone();
-    let agent = state.hub.db(move |s| s.agent_by_email(&email)).await?;
+    let agent = state
+        .hub
+        .directory()
+        .agent_by_email(body.email.clone())
+        .await?;
     // Verify against a real hash even for unknown emails, so timing does not tell them apart.
     let (hash, agent) = match agent {
         Some(a) => (a.password_hash.clone(), Some(a)),
@@ -365,7 +384,8 @@ async fn login(
     );
     state
         .hub
-        .db(move |s| s.add_session(&hash, &id, now_ms() + ttl * 1000))
+        .directory()
+        .add_session(hash, id, now_ms() + ttl * 1000)
         .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{}",
@@ -389,7 +409,7 @@ static DUMMY_HASH: std::sync::LazyLock<String> =
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
     if let Some(token) = session_token(&headers) {
         let hash = secrets::token_hash(&token);
-        state.hub.db(move |s| s.delete_session(&hash)).await?;
+        state.hub.directory().delete_session(hash).await?;
     }
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assets;
+pub mod bus;
 pub mod core;
 pub mod error;
 pub mod files;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod secrets;
+pub mod sqlite;
 pub mod store;
 
 use std::future::{Future, IntoFuture};
@@ -22,8 +24,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bus::{Bus, LocalBus};
+use crate::core::BusEvent;
 use crate::hub::Hub;
-use crate::store::{SqliteStore, Store};
+use crate::sqlite::SqliteStore;
+use crate::store::{Directory, Log};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -87,26 +92,41 @@ pub struct Relay {
     /// Handlers' shared state.
     pub state: AppState,
     shutdown: watch::Sender<bool>,
+    bus_events: tokio::sync::mpsc::UnboundedReceiver<BusEvent>,
 }
 
 impl Relay {
     /// Opens the SQLite store in `data_dir` and builds the hub.
     pub fn open(data_dir: &std::path::Path, config: Config) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir)?);
-        Ok(Self::with_store(store, config, data_dir.join("files")))
+        let store = SqliteStore::open(data_dir)?;
+        Ok(Self::with_store(
+            Arc::new(store.clone()),
+            Arc::new(store),
+            config,
+            data_dir.join("files"),
+        ))
     }
 
-    /// Builds the hub over any store, keeping uploads in `files_dir`.
-    pub fn with_store(store: Arc<dyn Store>, config: Config, files_dir: PathBuf) -> Self {
+    /// Builds the hub over any store (with the in-process bus), keeping uploads in
+    /// `files_dir`.
+    pub fn with_store(
+        directory: Arc<dyn Directory>,
+        log: Arc<dyn Log>,
+        config: Config,
+        files_dir: PathBuf,
+    ) -> Self {
         let (shutdown, rx) = watch::channel(false);
         let config = Arc::new(config);
+        let (bus, bus_events) = LocalBus::new();
+        let bus: Arc<dyn Bus> = Arc::new(bus);
         Self {
             state: AppState {
-                hub: Arc::new(Hub::new(store, config.clone(), rx)),
+                hub: Arc::new(Hub::new(directory, log, bus, config.clone(), rx)),
                 config,
                 files_dir,
             },
             shutdown,
+            bus_events,
         }
     }
 
@@ -123,13 +143,18 @@ impl Relay {
         demo: Option<(TcpListener, http::DemoPage)>,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Relay { state, shutdown } = self;
+        let Relay {
+            state,
+            shutdown,
+            bus_events,
+        } = self;
         let down = shutdown.subscribe();
         tokio::spawn(async move {
             signal.await;
             let _ = shutdown.send(true);
         });
         tokio::spawn(state.hub.clone().run_clock(down.clone()));
+        tokio::spawn(state.hub.clone().run_bus(bus_events));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|down| *down).await;
         };

@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use escalera_protocol::SiteKey;
 use escalera_relay::http::{snippet, DemoPage};
-use escalera_relay::store::{SqliteStore, Store};
+use escalera_relay::sqlite::SqliteStore;
+use escalera_relay::store::Directory;
 use escalera_relay::{assets, now_ms, secrets, Config, Relay};
 
 /// Escalera: live chat, voice, video and screen sharing for any website.
@@ -166,14 +167,9 @@ fn main() -> anyhow::Result<()> {
                 bail!("the password must have at least 8 characters");
             }
             let sites: Vec<SiteKey> = sites.into_iter().map(SiteKey).collect();
-            let scope = (!sites.is_empty()).then_some(sites.as_slice());
-            let agent = store.add_agent(
-                &email,
-                &name,
-                &secrets::hash_password(&password),
-                scope,
-                now_ms(),
-            )?;
+            let scope = (!sites.is_empty()).then_some(sites);
+            let hash = secrets::hash_password(&password);
+            let agent = block_on(store.add_agent(email, name, hash, scope, now_ms()))?;
             println!("Added agent {} <{}>", agent.agent.name, agent.email);
             Ok(())
         }
@@ -190,7 +186,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|o| normalize_origin(o))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let store = SqliteStore::open(&cli.data_dir)?;
-            let site = store.add_site(&name, &origins, now_ms())?;
+            let site = block_on(store.add_site(name, origins, now_ms()))?;
             println!("Site key: {}", site.key);
             println!("Embed snippet:\n{}", snippet(&public_url, &site.key));
             Ok(())
@@ -247,18 +243,14 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             ..Config::default()
         },
     )?;
-    let store = relay.state.hub.store().clone();
+    let store = relay.state.hub.directory().clone();
     let demo = match demo_addr {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (demo page)"))?;
             let origin = format!("http://{}", l.local_addr()?);
-            let site = tokio::task::spawn_blocking({
-                let store = store.clone();
-                move || demo_site(&*store, &origin)
-            })
-            .await??;
+            let site = demo_site(&*store, &origin).await?;
             Some((
                 l,
                 DemoPage {
@@ -269,11 +261,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let first_agent = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || first_agent(&*store)
-    })
-    .await??;
+    let first_agent = first_agent(&*store).await?;
 
     println!("Escalera is running.");
     println!("  Agent console: {public_url}/agent");
@@ -293,37 +281,53 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The demo site, created on first start; the demo page's origin is always allowed.
-fn demo_site(store: &dyn Store, origin: &str) -> anyhow::Result<SiteKey> {
-    let key = match store.setting("demo_site")? {
-        Some(k) if store.site(&SiteKey(k.clone()))?.is_some() => SiteKey(k),
-        _ => {
-            let site = store.add_site("Demo shop", &[], now_ms())?;
-            store.set_setting("demo_site", &site.key.0)?;
+async fn demo_site(store: &dyn Directory, origin: &str) -> anyhow::Result<SiteKey> {
+    let known = match store.setting("demo_site".into()).await? {
+        Some(k) => store.site(SiteKey(k)).await?,
+        None => None,
+    };
+    let key = match known {
+        Some(site) => site.key,
+        None => {
+            let site = store
+                .add_site("Demo shop".into(), Vec::new(), now_ms())
+                .await?;
+            store
+                .set_setting("demo_site".into(), site.key.0.clone())
+                .await?;
             site.key
         }
     };
-    store.allow_origin(&key, origin)?;
+    store.allow_origin(key.clone(), origin.to_owned()).await?;
     if let Some(port) = origin.strip_prefix("http://127.0.0.1:") {
-        store.allow_origin(&key, &format!("http://localhost:{port}"))?;
+        store
+            .allow_origin(key.clone(), format!("http://localhost:{port}"))
+            .await?;
     }
     Ok(key)
 }
 
 /// On a store with no agent, creates one with a generated password and returns the login.
-fn first_agent(store: &dyn Store) -> anyhow::Result<Option<(String, String)>> {
-    if store.agent_count()? > 0 {
+async fn first_agent(store: &dyn Directory) -> anyhow::Result<Option<(String, String)>> {
+    if store.agent_count().await? > 0 {
         return Ok(None);
     }
     let email = "agent@escalera.local".to_owned();
     let password = secrets::generate_password();
-    store.add_agent(
-        &email,
-        "Demo Agent",
-        &secrets::hash_password(&password),
-        None,
-        now_ms(),
-    )?;
+    let hash = secrets::hash_password(&password);
+    store
+        .add_agent(email.clone(), "Demo Agent".into(), hash, None, now_ms())
+        .await?;
     Ok(Some((email, password)))
+}
+
+/// Runs one store call from the command line (which has no runtime of its own).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
 }
 
 async fn shutdown_signal() {

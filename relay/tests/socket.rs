@@ -131,8 +131,8 @@ async fn a_reconnecting_visitor_gets_exactly_what_it_missed() {
 async fn a_killed_relay_keeps_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let site = {
-        let store = escalera_relay::store::SqliteStore::open(dir.path()).unwrap();
-        common::seed(&store).0
+        let store = escalera_relay::sqlite::SqliteStore::open(dir.path()).unwrap();
+        common::seed(&store).await.0
     };
     let (mut child, url) = spawn_binary(dir.path());
     let ws_url = format!(
@@ -345,7 +345,7 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
 
     // A second agent with Ana's scope: both take at once, exactly one wins.
     let cookie_hash = escalera_relay::secrets::hash_password(common::PASSWORD);
-    relay_store_add(&relay, "cy@shop.example", "Cy", &cookie_hash);
+    relay_store_add(&relay, "cy@shop.example", "Cy", &cookie_hash).await;
     let (mut cy, _) = relay.agent("cy@shop.example").await;
     ana.send(&ClientMsg::Take {
         conversation: conv.clone(),
@@ -391,10 +391,13 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
     relay.stop().await;
 }
 
-fn relay_store_add(relay: &TestRelay, email: &str, name: &str, hash: &str) {
-    let store = escalera_relay::store::SqliteStore::open(relay.dir.path()).unwrap();
-    use escalera_relay::store::Store;
-    store.add_agent(email, name, hash, None, 0).unwrap();
+async fn relay_store_add(relay: &TestRelay, email: &str, name: &str, hash: &str) {
+    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
+    use escalera_relay::store::Directory;
+    store
+        .add_agent(email.into(), name.into(), hash.into(), None, 0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -283,8 +283,11 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 let id = m.conversation.clone();
                 inbox.update(|i| i.merge(&id, vec![m]));
             }
-            ServerMsg::Error { message, .. } => {
-                if let Some(desk) = desk_slot.get_value() {
+            ServerMsg::Error {
+                message, client_id, ..
+            } => {
+                // An error about a chat message (it names its client id) is not about the call.
+                if let (Some(desk), None) = (desk_slot.get_value(), &client_id) {
                     desk.call.on_refused();
                 }
                 notice.set(Some(message));

@@ -139,8 +139,14 @@ pub fn Widget() -> impl IntoView {
                     ctl.on_signal(&conversation, payload);
                 }
             }
-            ServerMsg::Error { code, message } => {
-                if let Some(ctl) = call_slot.get_value() {
+            ServerMsg::Error {
+                code,
+                message,
+                client_id,
+                ..
+            } => {
+                // An error about a chat message (it names its client id) is not about the call.
+                if let (Some(ctl), None) = (call_slot.get_value(), &client_id) {
                     ctl.on_refused();
                 }
                 let text = match code {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use escalera_protocol::{
     ClientMsg, ClientMsgId, ErrorCode, Message, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION,
 };
-use escalera_relay::store::{Site, Store};
+use escalera_relay::store::{Directory, Site};
 use escalera_relay::{now_ms, secrets, Config, Relay};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -35,25 +35,39 @@ pub struct TestRelay {
 }
 
 /// Creates the fixtures in a store: two sites, and agents ana (all sites) and ben (other site).
-pub fn seed(store: &dyn Store) -> (Site, Site) {
+pub async fn seed(store: &dyn Directory) -> (Site, Site) {
     let site = store
-        .add_site("Shop", &[SHOP.to_owned()], now_ms())
+        .add_site("Shop".into(), vec![SHOP.to_owned()], now_ms())
+        .await
         .unwrap();
     let other = store
-        .add_site("Other", &["https://other.example".to_owned()], now_ms())
+        .add_site(
+            "Other".into(),
+            vec!["https://other.example".to_owned()],
+            now_ms(),
+        )
+        .await
         .unwrap();
     let hash = secrets::hash_password(PASSWORD);
     store
-        .add_agent("ana@shop.example", "Ana", &hash, None, now_ms())
+        .add_agent(
+            "ana@shop.example".into(),
+            "Ana".into(),
+            hash.clone(),
+            None,
+            now_ms(),
+        )
+        .await
         .unwrap();
     store
         .add_agent(
-            "ben@shop.example",
-            "Ben",
-            &hash,
-            Some(std::slice::from_ref(&other.key)),
+            "ben@shop.example".into(),
+            "Ben".into(),
+            hash,
+            Some(vec![other.key.clone()]),
             now_ms(),
         )
+        .await
         .unwrap();
     (site, other)
 }
@@ -66,7 +80,7 @@ impl TestRelay {
     pub async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let relay = Relay::open(dir.path(), config).unwrap();
-        let (site, other_site) = seed(&**relay.state.hub.store());
+        let (site, other_site) = seed(&**relay.state.hub.directory()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();

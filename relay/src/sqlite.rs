@@ -1,0 +1,1045 @@
+//! The embedded default store: one SQLite file in the data dir, WAL, `synchronous=FULL`.
+//!
+//! - Log writes go to one writer thread that commits them in groups: whatever arrived while
+//!   the previous commit was on its way to disk goes into the next transaction, each in its
+//!   own savepoint (one failing does not undo the others), and is answered only after that
+//!   transaction's commit is durable. One fsync for many messages, and still "ack after the
+//!   commit, never before".
+//! - Reads (history, conversation lookups) use a small pool of read-only connections: WAL
+//!   readers never wait for the writer, nor the writer for them.
+//! - The directory (sites, agents, sessions, settings) has its own connection.
+//!
+//! Every call runs on a blocking thread; the async traits of [`crate::store`] wrap them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use escalera_protocol::{
+    AgentId, AgentRef, Attachment, Author, ClientMsgId, ConversationId, ConversationStatus,
+    ConversationSummary, FileId, Message, ReadMark, SiteKey,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{ConversationMeta, NewMessage, Scope};
+use crate::error::StoreError;
+use crate::secrets;
+use crate::store::{Agent, Appended, Directory, Log, Site, StoreFuture};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer before callers wait for room.
+const WRITE_QUEUE: usize = 4096;
+/// Read connections kept open.
+const READERS: usize = 8;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS site_origins (
+    site_key TEXT NOT NULL REFERENCES sites(key), origin TEXT NOT NULL,
+    PRIMARY KEY (site_key, origin));
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    password_hash TEXT NOT NULL, all_sites INTEGER NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS agent_sites (
+    agent_id TEXT NOT NULL REFERENCES agents(id), site_key TEXT NOT NULL REFERENCES sites(key),
+    PRIMARY KEY (agent_id, site_key));
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY, agent_id TEXT NOT NULL REFERENCES agents(id),
+    expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY, site_key TEXT NOT NULL REFERENCES sites(key),
+    agent_id TEXT REFERENCES agents(id), last_seq INTEGER NOT NULL DEFAULT 0,
+    last_at INTEGER NOT NULL, preview TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_activity ON conversations (site_key, last_at);
+CREATE TABLE IF NOT EXISTS visitors (
+    token_hash TEXT PRIMARY KEY, site_key TEXT NOT NULL REFERENCES sites(key),
+    conversation_id TEXT NOT NULL REFERENCES conversations(id), created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id), seq INTEGER NOT NULL,
+    client_id TEXT, author TEXT NOT NULL, author_name TEXT, text TEXT NOT NULL,
+    at INTEGER NOT NULL, PRIMARY KEY (conversation_id, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
+    ON messages (conversation_id, client_id) WHERE client_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS reads (
+    agent_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, conversation_id));
+"#;
+
+/// Schema changes after the first release, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[
+    // 1: files (attachments and snapshots).
+    r#"
+CREATE TABLE files (
+    id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL);
+ALTER TABLE messages ADD COLUMN attachment_id TEXT REFERENCES files(id);
+"#,
+];
+
+/// A write for the writer thread: runs in its own savepoint and says whether it succeeded;
+/// `Finish` is called after the transaction's commit (with its outcome).
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    commits: Arc<AtomicU64>,
+    directory: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    writer: mpsc::Sender<Job>,
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    // WAL lets readers, the writer and the CLI work at once; FULL makes each commit durable.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/escalera.db` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("escalera.db");
+        let mut conn = connect(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in (0i64..).zip(MIGRATIONS).skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        let writer_conn = connect(&path)?;
+        let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        std::thread::Builder::new()
+            .name("escalera-sqlite-writer".into())
+            .spawn(move || write_loop(writer_conn, jobs, &counter))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                commits,
+                directory: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+                writer,
+            }),
+        })
+    }
+
+    /// How many group commits the writer has made (each one fsync of the log).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the directory's connection, on the blocking pool.
+    fn dir<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = inner.directory.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut conn)
+            })
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+        })
+    }
+
+    /// Runs `f` on a read-only connection from the pool, on the blocking pool.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = inner
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop();
+                let conn = match pooled {
+                    Some(c) => c,
+                    None => {
+                        let c = connect(&inner.path)?;
+                        c.pragma_update(None, "query_only", true)?;
+                        c
+                    }
+                };
+                let result = f(&conn);
+                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < READERS {
+                    pool.push(conn);
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+        })
+    }
+
+    /// Queues `f` for the writer; resolves with its result once its group is committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let (done, answer) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let _ = done.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
+                });
+            });
+            (ok, finish)
+        });
+        let writer = self.inner.writer.clone();
+        Box::pin(async move {
+            let stopped = || StoreError::Join("the SQLite writer stopped".into());
+            writer.send(job).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        })
+    }
+}
+
+/// The writer thread: takes every job waiting (up to [`MAX_BATCH`]), runs each in a savepoint
+/// of one transaction, commits once, then answers them all.
+fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, commits: &AtomicU64) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction()?;
+            for job in batch.drain(..) {
+                let sp = tx.savepoint()?;
+                let (ok, finish) = job(&sp);
+                finishes.push(finish);
+                if ok {
+                    sp.commit()?;
+                }
+                // Dropped without commit: rolled back to before this job.
+            }
+            tx.commit()
+        })();
+        if outcome.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = outcome.map_err(|e| {
+            tracing::error!("sqlite group commit failed: {e}");
+            e.to_string()
+        });
+        for finish in finishes {
+            finish(outcome.clone());
+        }
+        // Jobs never run (the transaction failed first) are dropped: their callers get an
+        // error, and nothing of theirs was written.
+        drop(batch);
+    }
+}
+fn author_str(a: Author) -> &'static str {
+    match a {
+        Author::Visitor => "visitor",
+        Author::Agent => "agent",
+        Author::System => "system",
+    }
+}
+
+fn parse_author(s: &str) -> Author {
+    match s {
+        "visitor" => Author::Visitor,
+        "agent" => Author::Agent,
+        _ => Author::System,
+    }
+}
+
+const MESSAGE_SELECT: &str = "SELECT m.conversation_id, m.seq, m.client_id, m.author,
+    m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256
+    FROM messages m LEFT JOIN files f ON f.id = m.attachment_id";
+
+fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let attachment = match r.get::<_, Option<String>>(7)? {
+        Some(id) => Some(Attachment {
+            id: FileId(id),
+            name: r.get(8)?,
+            size: r.get::<_, i64>(9)? as u64,
+            mime: r.get(10)?,
+            sha256: r.get(11)?,
+        }),
+        None => None,
+    };
+    Ok(Message {
+        conversation: ConversationId(r.get(0)?),
+        seq: r.get::<_, i64>(1)? as u64,
+        client_id: r.get::<_, Option<String>>(2)?.map(ClientMsgId),
+        author: parse_author(&r.get::<_, String>(3)?),
+        author_name: r.get(4)?,
+        text: r.get(5)?,
+        at: r.get(6)?,
+        attachment,
+    })
+}
+
+const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at
+    FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
+
+/// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
+fn agent_cols(r: &rusqlite::Row<'_>, id: usize, name: usize) -> rusqlite::Result<Option<AgentRef>> {
+    Ok(
+        match (
+            r.get::<_, Option<String>>(id)?,
+            r.get::<_, Option<String>>(name)?,
+        ) {
+            (Some(id), Some(name)) => Some(AgentRef {
+                id: AgentId(id),
+                name,
+            }),
+            _ => None,
+        },
+    )
+}
+
+fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
+    let id: String = r.get(0)?;
+    let agent = agent_cols(r, 2, 3)?;
+    Ok(ConversationSummary {
+        visitor_label: format!("Visitor {}", &id[..id.len().min(4)]),
+        id: ConversationId(id),
+        site_name: r.get(1)?,
+        status: if agent.is_some() {
+            ConversationStatus::Assigned
+        } else {
+            ConversationStatus::Waiting
+        },
+        agent,
+        last_seq: r.get::<_, i64>(4)? as u64,
+        preview: r.get(5)?,
+        last_at: r.get(6)?,
+    })
+}
+
+fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
+    let sql = format!(
+        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites FROM agents a {where_clause}"
+    );
+    let row = conn
+        .query_row(&sql, [arg], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, name, email, password_hash, all_sites)) = row else {
+        return Ok(None);
+    };
+    let scope = if all_sites {
+        Scope::All
+    } else {
+        let mut stmt = conn.prepare("SELECT site_key FROM agent_sites WHERE agent_id = ?1")?;
+        let sites = stmt
+            .query_map([&id], |r| r.get::<_, String>(0).map(SiteKey))?
+            .collect::<rusqlite::Result<_>>()?;
+        Scope::Sites(sites)
+    };
+    Ok(Some(Agent {
+        agent: AgentRef {
+            id: AgentId(id),
+            name,
+        },
+        email,
+        password_hash,
+        scope,
+    }))
+}
+
+/// The first characters of a message, on one line, for the conversation list.
+fn preview(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut p: String = one_line.chars().take(80).collect();
+    if one_line.chars().count() > 80 {
+        p.push('…');
+    }
+    p
+}
+
+fn meta_row(id: &ConversationId, r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationMeta> {
+    Ok(ConversationMeta {
+        id: id.clone(),
+        site: SiteKey(r.get(0)?),
+        agent: agent_cols(r, 1, 2)?,
+    })
+}
+
+fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<ConversationMeta>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT c.site_key, c.agent_id, a.name FROM conversations c
+         LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = ?1",
+    )?;
+    Ok(stmt.query_row([&id.0], |r| meta_row(id, r)).optional()?)
+}
+
+fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
+    let Some(name) = c
+        .query_row("SELECT name FROM sites WHERE key = ?1", [&key.0], |r| {
+            r.get(0)
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt =
+        c.prepare("SELECT origin FROM site_origins WHERE site_key = ?1 ORDER BY origin")?;
+    let origins = stmt
+        .query_map([&key.0], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(Site {
+        key: key.clone(),
+        name,
+        origins,
+    }))
+}
+
+fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
+    if let Some(cid) = &m.client_id {
+        let mut stmt = c.prepare_cached(&format!(
+            "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.client_id = ?2"
+        ))?;
+        let existing = stmt
+            .query_row(params![m.conversation.0, cid.0], row_message)
+            .optional()?;
+        if let Some(message) = existing {
+            return Ok(Appended {
+                message,
+                fresh: false,
+                summary: None,
+            });
+        }
+    }
+    if let Some(f) = &m.attachment {
+        c.prepare_cached(
+            "INSERT INTO files (id, conversation_id, name, size, mime, sha256, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            f.id.0,
+            m.conversation.0,
+            f.name,
+            f.size as i64,
+            f.mime,
+            f.sha256,
+            m.at
+        ])?;
+    }
+    let seq: i64 = c
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_at = ?2, preview = ?3
+             WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![m.conversation.0, m.at, preview(&m.text)], |r| {
+            r.get(0)
+        })?;
+    c.prepare_cached(
+        "INSERT INTO messages
+         (conversation_id, seq, client_id, author, author_name, text, at, attachment_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        m.conversation.0,
+        seq,
+        m.client_id.as_ref().map(|c| &c.0),
+        author_str(m.author),
+        m.author_name,
+        m.text,
+        m.at,
+        m.attachment.as_ref().map(|a| &a.id.0),
+    ])?;
+    let summary = c
+        .prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1"))?
+        .query_row([&m.conversation.0], row_summary)
+        .optional()?;
+    Ok(Appended {
+        message: Message {
+            conversation: m.conversation,
+            seq: seq as u64,
+            client_id: m.client_id,
+            author: m.author,
+            author_name: m.author_name,
+            text: m.text,
+            attachment: m.attachment,
+            at: m.at,
+        },
+        fresh: true,
+        summary,
+    })
+}
+
+fn summaries(c: &Connection, scope: &Scope, limit: u32) -> Result<Vec<ConversationSummary>> {
+    let order = "ORDER BY (c.agent_id IS NOT NULL), c.last_at DESC LIMIT ?1";
+    let sites: Vec<&SiteKey> = match scope {
+        Scope::All => {
+            let mut stmt = c.prepare(&format!("{SUMMARY_SELECT} WHERE c.last_seq > 0 {order}"))?;
+            let rows = stmt
+                .query_map([limit], row_summary)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            return Ok(rows);
+        }
+        Scope::Sites(sites) => sites.iter().collect(),
+    };
+    if sites.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Site keys are our own hex ids; bind them all the same.
+    let marks: Vec<String> = (0..sites.len()).map(|i| format!("?{}", i + 2)).collect();
+    let sql = format!(
+        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND c.site_key IN ({}) {order}",
+        marks.join(",")
+    );
+    let mut stmt = c.prepare(&sql)?;
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit];
+    args.extend(sites.iter().map(|s| &s.0 as &dyn rusqlite::ToSql));
+    let rows = stmt
+        .query_map(args.as_slice(), row_summary)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+impl Directory for SqliteStore {
+    fn add_site(&self, name: String, origins: Vec<String>, now: i64) -> StoreFuture<'_, Site> {
+        self.dir(move |c| {
+            let key = SiteKey(secrets::random_id());
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO sites (key, name, created_at) VALUES (?1, ?2, ?3)",
+                params![key.0, name, now],
+            )?;
+            for o in &origins {
+                tx.execute(
+                    "INSERT OR IGNORE INTO site_origins (site_key, origin) VALUES (?1, ?2)",
+                    params![key.0, o],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Site { key, name, origins })
+        })
+    }
+
+    fn allow_origin(&self, site: SiteKey, origin: String) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO site_origins (site_key, origin) VALUES (?1, ?2)",
+                params![site.0, origin],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn site(&self, key: SiteKey) -> StoreFuture<'_, Option<Site>> {
+        self.dir(move |c| site_row(c, &key))
+    }
+
+    fn add_agent(
+        &self,
+        email: String,
+        name: String,
+        password_hash: String,
+        sites: Option<Vec<SiteKey>>,
+        now: i64,
+    ) -> StoreFuture<'_, Agent> {
+        self.dir(move |c| {
+            let email = email.trim().to_lowercase();
+            let id = AgentId(secrets::random_id());
+            let tx = c.transaction()?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM agents WHERE email = ?1)",
+                [&email],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(StoreError::Invalid(format!(
+                    "an agent with email {email} exists"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO agents (id, email, name, password_hash, all_sites, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id.0, email, name, password_hash, sites.is_none(), now],
+            )?;
+            for site in sites.iter().flatten() {
+                let known: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sites WHERE key = ?1)",
+                    [&site.0],
+                    |r| r.get(0),
+                )?;
+                if !known {
+                    return Err(StoreError::Invalid(format!("no site with key {site}")));
+                }
+                tx.execute(
+                    "INSERT OR IGNORE INTO agent_sites (agent_id, site_key) VALUES (?1, ?2)",
+                    params![id.0, site.0],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Agent {
+                agent: AgentRef { id, name },
+                email,
+                password_hash,
+                scope: match sites {
+                    None => Scope::All,
+                    Some(s) => Scope::Sites(s.into_iter().collect()),
+                },
+            })
+        })
+    }
+
+    fn agent_count(&self) -> StoreFuture<'_, u64> {
+        self.dir(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    fn agent_by_email(&self, email: String) -> StoreFuture<'_, Option<Agent>> {
+        self.dir(move |c| load_agent(c, "WHERE a.email = ?1", &email.trim().to_lowercase()))
+    }
+
+    fn add_session(
+        &self,
+        token_hash: String,
+        agent: AgentId,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute(
+                "INSERT INTO sessions (token_hash, agent_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![token_hash, agent.0, expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn session_agent(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<Agent>> {
+        self.dir(move |c| {
+            let agent: Option<String> = c
+                .query_row(
+                    "SELECT agent_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+                    params![token_hash, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match agent {
+                Some(id) => load_agent(c, "WHERE a.id = ?1", &id),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+            Ok(())
+        })
+    }
+
+    fn setting(&self, key: String) -> StoreFuture<'_, Option<String>> {
+        self.dir(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Log for SqliteStore {
+    fn visitor_conversation(
+        &self,
+        site: SiteKey,
+        token_hash: String,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        self.read(move |c| {
+            let id = c
+                .prepare_cached(
+                    "SELECT conversation_id FROM visitors WHERE token_hash = ?1 AND site_key = ?2",
+                )?
+                .query_row(params![token_hash, site.0], |r| {
+                    r.get(0).map(ConversationId)
+                })
+                .optional()?;
+            match id {
+                Some(id) => conversation_meta(c, &id),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn visitor(&self, token_hash: String) -> StoreFuture<'_, Option<(SiteKey, ConversationId)>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT site_key, conversation_id FROM visitors WHERE token_hash = ?1",
+            )?
+            .query_row([token_hash], |r| {
+                Ok((SiteKey(r.get(0)?), ConversationId(r.get(1)?)))
+            })
+            .optional()?)
+        })
+    }
+
+    fn add_visitor(
+        &self,
+        site: SiteKey,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, ConversationMeta> {
+        self.write(move |c| {
+            let id = ConversationId(secrets::random_id());
+            c.prepare_cached(
+                "INSERT INTO conversations (id, site_key, last_at, created_at) VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![id.0, site.0, now])?;
+            c.prepare_cached(
+                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token_hash, site.0, id.0, now])?;
+            Ok(ConversationMeta {
+                id,
+                site,
+                agent: None,
+            })
+        })
+    }
+
+    fn conversation(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>> {
+        self.read(move |c| conversation_meta(c, &id))
+    }
+
+    fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended> {
+        self.write(move |c| append(c, msg))
+    }
+
+    fn messages_after(
+        &self,
+        id: ConversationId,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Message>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![id.0, after_seq as i64, limit], row_message)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn assign(&self, id: ConversationId, agent: AgentId) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE conversations SET agent_id = ?2
+                     WHERE id = ?1 AND (agent_id IS NULL OR agent_id = ?2)",
+                )?
+                .execute(params![id.0, agent.0])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn summaries(&self, scope: Scope, limit: u32) -> StoreFuture<'_, Vec<ConversationSummary>> {
+        self.read(move |c| summaries(c, &scope, limit))
+    }
+
+    fn mark_read(&self, agent: AgentId, id: ConversationId, seq: u64) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO reads (agent_id, conversation_id, seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent_id, conversation_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            )?
+            .execute(params![agent.0, id.0, seq as i64])?;
+            Ok(())
+        })
+    }
+
+    fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT conversation_id, seq FROM reads WHERE agent_id = ?1")?;
+            let rows = stmt
+                .query_map([&agent.0], |r| {
+                    Ok(ReadMark {
+                        conversation: ConversationId(r.get(0)?),
+                        seq: r.get::<_, i64>(1)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT conversation_id, name, size, mime, sha256 FROM files WHERE id = ?1",
+            )?
+            .query_row([&id.0], |r| {
+                Ok((
+                    ConversationId(r.get(0)?),
+                    Attachment {
+                        id: id.clone(),
+                        name: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        mime: r.get(3)?,
+                        sha256: r.get(4)?,
+                    },
+                ))
+            })
+            .optional()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn chat(conv: &ConversationId, cid: &str, text: &str) -> NewMessage {
+        NewMessage {
+            conversation: conv.clone(),
+            client_id: Some(ClientMsgId::from(cid)),
+            author: Author::Visitor,
+            author_name: None,
+            text: text.into(),
+            attachment: None,
+            at: 1,
+        }
+    }
+
+    async fn conversation(s: &SqliteStore, site: &SiteKey, visitor: &str) -> ConversationId {
+        s.add_visitor(site.clone(), visitor.into(), 0)
+            .await
+            .unwrap()
+            .id
+    }
+
+    #[tokio::test]
+    async fn append_assigns_seq_and_dedupes_client_ids() {
+        let (_d, s) = store();
+        let site = s
+            .add_site("Shop".into(), vec!["https://a.example".into()], 0)
+            .await
+            .unwrap();
+        let conv = conversation(&s, &site.key, "h").await;
+        let one = s.append(chat(&conv, "x", "one")).await.unwrap();
+        let two = s.append(chat(&conv, "y", "two")).await.unwrap();
+        let again = s.append(chat(&conv, "x", "one (resent)")).await.unwrap();
+        assert_eq!((one.message.seq, two.message.seq), (1, 2));
+        assert!(one.fresh && two.fresh && !again.fresh);
+        assert_eq!(again.message, one.message);
+        assert_eq!(two.summary.unwrap().preview, "two");
+        let all = s.messages_after(conv.clone(), 0, 100).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let after = s.messages_after(conv, 1, 100).await.unwrap();
+        assert_eq!(after, vec![two.message]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_commits_and_a_failure_spoils_only_itself() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let mut convs = Vec::new();
+        for i in 0..50 {
+            convs.push(conversation(&s, &site.key, &format!("v{i}")).await);
+        }
+        let before = s.commits();
+        let mut writes = Vec::new();
+        for (i, conv) in convs.iter().enumerate() {
+            for j in 0..4 {
+                writes.push(s.append(chat(conv, &format!("m{j}"), &format!("{i}/{j}"))));
+            }
+        }
+        // Into a conversation that does not exist: fails, in the middle of the others.
+        writes.insert(100, s.append(chat(&"nope".into(), "z", "lost")));
+        let results = futures_util::future::join_all(writes).await;
+        assert!(results[100].is_err());
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 200);
+        let commits = s.commits() - before;
+        assert!(
+            commits < 200,
+            "{commits} commits for 200 messages written at once: not grouped"
+        );
+        for conv in &convs {
+            let seqs: Vec<u64> = s
+                .messages_after(conv.clone(), 0, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+            assert_eq!(seqs, vec![1, 2, 3, 4]);
+        }
+    }
+
+    #[tokio::test]
+    async fn assign_is_first_come() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let a = s
+            .add_agent("A@x.example".into(), "A".into(), "h".into(), None, 0)
+            .await
+            .unwrap();
+        let b = s
+            .add_agent(
+                "b@x.example".into(),
+                "B".into(),
+                "h".into(),
+                Some(vec![site.key.clone()]),
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(s
+            .add_agent("a@x.example".into(), "dup".into(), "h".into(), None, 0)
+            .await
+            .is_err());
+        let conv = conversation(&s, &site.key, "h").await;
+        assert!(s.assign(conv.clone(), a.agent.id.clone()).await.unwrap());
+        assert!(!s.assign(conv.clone(), b.agent.id.clone()).await.unwrap());
+        assert!(s.assign(conv.clone(), a.agent.id.clone()).await.unwrap());
+        assert_eq!(
+            s.conversation(conv).await.unwrap().unwrap().agent,
+            Some(a.agent.clone())
+        );
+        let found = s.agent_by_email("a@X.example".into()).await.unwrap();
+        assert_eq!(found.unwrap().scope, Scope::All);
+    }
+
+    #[tokio::test]
+    async fn summaries_put_waiting_first_and_respect_scope() {
+        let (_d, s) = store();
+        let s1 = s.add_site("One".into(), vec![], 0).await.unwrap();
+        let s2 = s.add_site("Two".into(), vec![], 0).await.unwrap();
+        let a = s
+            .add_agent("a@x.example".into(), "A".into(), "h".into(), None, 0)
+            .await
+            .unwrap();
+        let c1 = conversation(&s, &s1.key, "1").await;
+        let c2 = conversation(&s, &s1.key, "2").await;
+        let c3 = conversation(&s, &s2.key, "3").await;
+        let _empty = conversation(&s, &s1.key, "4").await;
+        for (i, c) in [&c1, &c2, &c3].into_iter().enumerate() {
+            let mut m = chat(c, "m", &format!("hello\n{i}"));
+            m.at = 10 + i as i64;
+            s.append(m).await.unwrap();
+        }
+        s.assign(c3.clone(), a.agent.id.clone()).await.unwrap();
+        let all: Vec<_> = s
+            .summaries(Scope::All, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(all, vec![c2.clone(), c1.clone(), c3]);
+        let only_one = s
+            .summaries(Scope::Sites([s1.key.clone()].into()), 50)
+            .await
+            .unwrap();
+        assert_eq!(only_one.len(), 2);
+        assert_eq!(only_one[0].preview, "hello 1");
+        let none = s.summaries(Scope::Sites(Default::default()), 50).await;
+        assert!(none.unwrap().is_empty());
+        s.mark_read(a.agent.id.clone(), c1.clone(), 3)
+            .await
+            .unwrap();
+        s.mark_read(a.agent.id.clone(), c1.clone(), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.read_marks(a.agent.id.clone()).await.unwrap(),
+            vec![ReadMark {
+                conversation: c1,
+                seq: 3
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn attachments_are_recorded_with_their_messages() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let conv = conversation(&s, &site.key, "h").await;
+        let file = Attachment {
+            id: FileId::from("f"),
+            name: "a.png".into(),
+            size: 3,
+            mime: "image/png".into(),
+            sha256: "ab".into(),
+        };
+        let mut m = chat(&conv, "x", "a.png");
+        m.attachment = Some(file.clone());
+        let stored = s.append(m).await.unwrap();
+        assert_eq!(stored.message.attachment.as_ref(), Some(&file));
+        let history = s.messages_after(conv.clone(), 0, 10).await.unwrap();
+        assert_eq!(history[0].attachment, Some(file.clone()));
+        assert_eq!(s.file(file.id.clone()).await.unwrap(), Some((conv, file)));
+        assert_eq!(s.file(FileId::from("nope")).await.unwrap(), None);
+    }
+
+    #[test]
+    fn preview_is_one_short_line() {
+        assert_eq!(preview("a\n\n b"), "a b");
+        assert_eq!(preview(&"x".repeat(100)).chars().count(), 81);
+    }
+}
