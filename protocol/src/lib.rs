@@ -201,6 +201,9 @@ pub enum CallAction {
         /// On or off.
         on: bool,
     },
+    /// After a reconnect: this socket is again its side's end of the active call (the
+    /// browser kept its peer connection). Send it before `join`.
+    Resume,
 }
 
 /// Where a call stands.
@@ -229,6 +232,10 @@ pub struct CallInfo {
     /// Whether this socket is one of the call's two ends (another tab of the same person, or
     /// another agent looking on, sees the call but is not in it).
     pub party: bool,
+    /// An end of the active call lost its socket and has not come back yet (for a party: the
+    /// other end). The call goes on for the grace period.
+    #[serde(default)]
+    pub away: bool,
 }
 
 /// Where a conversation stands, as agents see it in their list.
@@ -656,6 +663,7 @@ mod tests {
                     caller_name: "Ana".into(),
                     since: 3,
                     party: true,
+                    away: false,
                 }),
             },
             ServerMsg::Call {

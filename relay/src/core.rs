@@ -346,7 +346,12 @@ pub enum Event {
         /// The connection.
         peer: PeerId,
     },
-    /// The clock: ends calls that rang too long.
+    /// The relay started: the active calls in the store, whose ends must resume.
+    Restored {
+        /// The calls.
+        calls: Vec<(ConversationId, CallRecord)>,
+    },
+    /// The clock: ends calls that rang too long, or waited too long for an end.
     Tick,
 }
 
@@ -426,6 +431,13 @@ pub enum Effect {
         /// Up to here.
         seq: u64,
     },
+    /// Store the conversation's active call (`None`: it is over).
+    SaveCall {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The call.
+        call: Option<CallRecord>,
+    },
     /// Hand an event to the bus.
     Publish(BusEvent),
     /// This node now needs a topic's events.
@@ -459,12 +471,17 @@ pub enum AfterTake {
 
 /// How long a call rings before it is missed, unless configured otherwise.
 pub const RING_TIMEOUT_MS: i64 = 30_000;
+/// How long an active call waits for a party that lost its connection, unless configured
+/// otherwise.
+pub const CALL_GRACE_MS: i64 = 30_000;
 
 /// The core's settings.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// How long a call rings before it is missed.
     pub ring_timeout_ms: i64,
+    /// How long an active call waits for an end whose connection dropped.
+    pub call_grace_ms: i64,
     /// Frames a connection may send per second...
     pub frame_rate: u32,
     /// ...and at once.
@@ -480,6 +497,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             ring_timeout_ms: RING_TIMEOUT_MS,
+            call_grace_ms: CALL_GRACE_MS,
             frame_rate: 20,
             frame_burst: 100,
             history_page: 500,
@@ -488,41 +506,101 @@ impl Default for Limits {
     }
 }
 
-/// A conversation's call. Its two ends are connections, not people: another tab of the same
-/// person sees the call but does not take part.
+/// A conversation's call, as it is stored: enough to carry it over a restart of the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The conversation's site.
+    pub site: SiteKey,
+    /// How it started.
+    pub kind: CallKind,
+    /// Which side called.
+    pub caller: Author,
+    /// The caller's display name.
+    pub caller_name: String,
+    /// When it was answered, in ms since the epoch.
+    pub since: i64,
+}
+
+/// Signals held for an end that is reconnecting, at most.
+const HELD_SIGNALS: usize = 256;
+
+/// A conversation's call. It belongs to the conversation's two sides; each side's end is the
+/// connection that took part. Another tab of the same person sees the call but is not in it.
+/// When an end's connection drops, the call goes on without it for the grace period, and the
+/// side's next connection that says `resume` becomes its end.
 #[derive(Debug, Clone)]
 struct Call {
     site: SiteKey,
     kind: CallKind,
     caller: Author,
     caller_name: String,
-    caller_peer: PeerId,
+    caller_peer: Option<PeerId>,
     callee_peer: Option<PeerId>,
     phase: CallPhase,
     since: i64,
+    /// Since when an end has been missing.
+    away_since: Option<i64>,
+    /// Signals for a missing end, with the side they are for.
+    held: Vec<(Author, String)>,
 }
 
 impl Call {
     fn is_party(&self, peer: PeerId) -> bool {
-        self.caller_peer == peer || self.callee_peer == Some(peer)
+        self.caller_peer == Some(peer) || self.callee_peer == Some(peer)
+    }
+
+    /// The connection that is `side`'s end, if it is there.
+    fn end_of(&self, side: Author) -> Option<PeerId> {
+        if side == self.caller {
+            self.caller_peer
+        } else {
+            self.callee_peer
+        }
+    }
+
+    /// The end of `side`.
+    fn end(&mut self, side: Author) -> &mut Option<PeerId> {
+        if side == self.caller {
+            &mut self.caller_peer
+        } else {
+            &mut self.callee_peer
+        }
     }
 
     fn info(&self, peer: PeerId) -> CallInfo {
+        let party = self.is_party(peer);
+        let away = self.phase == CallPhase::Active
+            && match (party, self.caller_peer, self.callee_peer) {
+                (true, Some(c), other) if c == peer => other.is_none(),
+                (true, other, _) => other.is_none(),
+                (false, a, b) => a.is_none() || b.is_none(),
+            };
         CallInfo {
             phase: self.phase,
             kind: self.kind,
             caller: self.caller,
             caller_name: self.caller_name.clone(),
             since: self.since,
-            party: self.is_party(peer),
+            party,
+            away,
         }
     }
 
-    /// What the record says when this call is over.
-    fn ended_note(&self, now: i64) -> String {
+    fn record(&self) -> CallRecord {
+        CallRecord {
+            site: self.site.clone(),
+            kind: self.kind,
+            caller: self.caller,
+            caller_name: self.caller_name.clone(),
+            since: self.since,
+        }
+    }
+
+    /// What the record says when this call is over at `end`.
+    fn ended_note(&self, end: i64) -> String {
         match self.phase {
             CallPhase::Ringing => "Call cancelled".to_owned(),
-            CallPhase::Active => format!("Call ended, {}", duration(now - self.since)),
+            CallPhase::Active => format!("Call ended, {}", duration(end - self.since)),
         }
     }
 }
@@ -674,6 +752,25 @@ impl Core {
             }
             Event::Delivered(event) => self.delivered(event, &mut out),
             Event::Closed { peer } => self.close(now, peer, &mut out),
+            Event::Restored { calls } => {
+                for (id, r) in calls {
+                    self.calls.insert(
+                        id,
+                        Call {
+                            site: r.site,
+                            kind: r.kind,
+                            caller: r.caller,
+                            caller_name: r.caller_name,
+                            caller_peer: None,
+                            callee_peer: None,
+                            phase: CallPhase::Active,
+                            since: r.since,
+                            away_since: Some(now),
+                            held: Vec::new(),
+                        },
+                    );
+                }
+            }
             Event::Tick => self.tick(now, &mut out),
         }
         out.0
@@ -751,13 +848,14 @@ impl Core {
                 conversation,
                 payload,
             } => match self.signal_target(peer, &conversation) {
-                Ok(to) => out.send(
+                Ok(Some(to)) => out.send(
                     to,
                     ServerMsg::Signal {
                         conversation,
                         payload,
                     },
                 ),
+                Ok(None) => self.hold_signal(peer, &conversation, payload),
                 Err(e) => out.error_about(peer, e, (Some(conversation), None)),
             },
             ClientMsg::Join {
@@ -1257,16 +1355,30 @@ impl Core {
                 out.push(Effect::Unsubscribe(Topic::Site(site)));
             }
         }
-        // Calls it was an end of are over.
+        // A ringing call whose caller left is cancelled; an active call waits for the end
+        // that left to come back.
         let ended: Vec<ConversationId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.is_party(peer))
+            .filter(|(_, c)| c.phase == CallPhase::Ringing && c.is_party(peer))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ended {
             if let Some(call) = self.calls.remove(&id) {
                 self.call_over(now, &id, &call.site, call.ended_note(now), out);
+            }
+        }
+        for (id, call) in self.calls.iter_mut() {
+            if call.is_party(peer) {
+                for end in [&mut call.caller_peer, &mut call.callee_peer] {
+                    if *end == Some(peer) {
+                        *end = None;
+                    }
+                }
+                call.away_since.get_or_insert(now);
+                out.push(Effect::Publish(BusEvent::Call {
+                    conversation: id.clone(),
+                }));
             }
         }
     }
@@ -1285,6 +1397,20 @@ impl Core {
                 self.call_over(now, &id, &call.site, "Missed call".to_owned(), out);
             }
         }
+        let grace = self.limits.call_grace_ms;
+        let abandoned: Vec<ConversationId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.away_since.is_some_and(|t| now - t >= grace))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in abandoned {
+            if let Some(call) = self.calls.remove(&id) {
+                // It lasted until the end left.
+                let note = call.ended_note(call.away_since.unwrap_or(now));
+                self.call_over(now, &id, &call.site, note, out);
+            }
+        }
     }
 
     fn call_over(
@@ -1298,6 +1424,10 @@ impl Core {
         out.push(Effect::Publish(BusEvent::Call {
             conversation: conv.clone(),
         }));
+        out.push(Effect::SaveCall {
+            conversation: conv.clone(),
+            call: None,
+        });
         let meta = ConversationMeta {
             id: conv.clone(),
             site: site.clone(),
@@ -1354,10 +1484,12 @@ impl Core {
                         kind,
                         caller: side,
                         caller_name: name,
-                        caller_peer: peer,
+                        caller_peer: Some(peer),
                         callee_peer: None,
                         phase: CallPhase::Ringing,
                         since: now,
+                        away_since: None,
+                        held: Vec::new(),
                     },
                 );
                 None
@@ -1371,6 +1503,10 @@ impl Core {
                 call.phase = CallPhase::Active;
                 call.callee_peer = Some(peer);
                 call.since = now;
+                out.push(Effect::SaveCall {
+                    conversation: conv.id.clone(),
+                    call: Some(call.record()),
+                });
                 Some(match call.kind {
                     CallKind::Voice => "Voice call started".to_owned(),
                     CallKind::Video => "Video call started".to_owned(),
@@ -1386,7 +1522,34 @@ impl Core {
             (CallAction::HangUp, Some(call)) if call.is_party(peer) => {
                 let note = call.ended_note(now);
                 self.calls.remove(&conv.id);
+                out.push(Effect::SaveCall {
+                    conversation: conv.id.clone(),
+                    call: None,
+                });
                 Some(note)
+            }
+            (CallAction::Resume, Some(call))
+                if call.phase == CallPhase::Active && call.end_of(side).is_none() =>
+            {
+                *call.end(side) = Some(peer);
+                if call.caller_peer.is_some() && call.callee_peer.is_some() {
+                    call.away_since = None;
+                }
+                // What the other end said meanwhile.
+                let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut call.held)
+                    .into_iter()
+                    .partition(|(to, _)| *to == side);
+                call.held = others;
+                for (_, payload) in mine {
+                    out.send(
+                        peer,
+                        ServerMsg::Signal {
+                            conversation: conv.id.clone(),
+                            payload,
+                        },
+                    );
+                }
+                None
             }
             (CallAction::Media { media, on }, Some(call))
                 if call.phase == CallPhase::Active && call.is_party(peer) =>
@@ -1418,18 +1581,49 @@ impl Core {
         }
     }
 
-    /// Where signaling from `peer` in `conv` goes: the other end of the active call.
-    fn signal_target(&self, peer: PeerId, conv: &ConversationId) -> Result<PeerId, RelayError> {
+    /// Where signaling from `peer` in `conv` goes: the other end of the active call, or
+    /// `None` while that end is reconnecting.
+    fn signal_target(
+        &self,
+        peer: PeerId,
+        conv: &ConversationId,
+    ) -> Result<Option<PeerId>, RelayError> {
         let call = self
             .calls
             .get(conv)
             .filter(|c| c.phase == CallPhase::Active)
             .ok_or(RelayError::Forbidden("there is no active call"))?;
-        match call.callee_peer {
-            Some(callee) if call.caller_peer == peer => Ok(callee),
-            Some(callee) if callee == peer => Ok(call.caller_peer),
-            _ => Err(RelayError::Forbidden("this connection is not in the call")),
+        if call.caller_peer == Some(peer) {
+            Ok(call.callee_peer)
+        } else if call.callee_peer == Some(peer) {
+            Ok(call.caller_peer)
+        } else {
+            Err(RelayError::Forbidden("this connection is not in the call"))
         }
+    }
+
+    /// Keeps a signal for the end of `conv`'s call that is reconnecting (the oldest go first
+    /// past [`HELD_SIGNALS`]).
+    fn hold_signal(&mut self, from: PeerId, conv: &ConversationId, payload: String) {
+        let Some(call) = self.calls.get_mut(conv) else {
+            return;
+        };
+        let to = if call.caller_peer == Some(from) {
+            other_side(call.caller)
+        } else {
+            call.caller
+        };
+        if call.held.len() >= HELD_SIGNALS {
+            call.held.remove(0);
+        }
+        call.held.push((to, payload));
+    }
+}
+
+fn other_side(side: Author) -> Author {
+    match side {
+        Author::Visitor => Author::Agent,
+        _ => Author::Visitor,
     }
 }
 
@@ -2272,13 +2466,125 @@ mod tests {
         w.act(10, call("c1", video), &c1);
         w.now = 51_000;
         w.act(3, call("c1", CallAction::Accept), &c1);
+        // The tab that answered goes away for good: the call waits the grace period, then
+        // ends with the time it really lasted.
         w.now = 116_000;
         let e = w.ev(Event::Closed { peer: PeerId(3) });
+        assert!(appends(&e).is_empty());
+        w.now = 116_000 + CALL_GRACE_MS - 1;
+        assert!(appends(&w.ev(Event::Tick)).is_empty());
+        w.now = 116_000 + CALL_GRACE_MS;
+        let e = w.ev(Event::Tick);
         assert_eq!(appends(&e), vec!["Call ended, 1:05"]);
-        // A ringing call whose caller leaves is cancelled.
+        assert!(e.contains(&Effect::SaveCall {
+            conversation: "c1".into(),
+            call: None
+        }));
+        // A ringing call whose caller leaves is cancelled at once.
         w.act(10, call("c1", VOICE), &c1);
         let e = w.ev(Event::Closed { peer: PeerId(10) });
         assert_eq!(appends(&e), vec!["Call cancelled"]);
+    }
+
+    #[test]
+    fn a_call_outlives_a_dropped_connection_and_resumes_on_the_next() {
+        let (mut w, c1) = call_world();
+        w.act(10, call("c1", VOICE), &c1);
+        let e = w.act(1, call("c1", CallAction::Accept), &c1);
+        let saved = Effect::SaveCall {
+            conversation: "c1".into(),
+            call: Some(CallRecord {
+                site: site("s1"),
+                kind: CallKind::Voice,
+                caller: Author::Agent,
+                caller_name: "Agent a".into(),
+                since: 1_000,
+            }),
+        };
+        assert!(e.contains(&saved), "stored when answered");
+        // The visitor's socket drops: nobody hangs up, the agent sees it reconnecting.
+        w.now = 5_000;
+        let e = w.ev(Event::Closed { peer: PeerId(1) });
+        assert!(appends(&e).is_empty());
+        let views = call_views(&mut w, &e);
+        let agent_view = views
+            .iter()
+            .find(|(p, _)| *p == 10)
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        assert!(agent_view.party && agent_view.away);
+        // What the agent signals meanwhile is kept for the visitor.
+        assert!(sent(&w.text(10, &signal("c1"))).is_empty());
+        // Another tab of the visitor cannot pose as the end that left... unless it resumes.
+        assert_eq!(
+            error_code(&w.text(3, &signal("c1"))),
+            Some(ErrorCode::Forbidden)
+        );
+        // The visitor comes back on a new socket and resumes before joining.
+        w.visitor(4, &c1);
+        let e = w.act(4, call("c1", CallAction::Resume), &c1);
+        assert_eq!(
+            sent(&e),
+            vec![(
+                4,
+                ServerMsg::Signal {
+                    conversation: "c1".into(),
+                    payload: "sdp".into()
+                }
+            )]
+        );
+        let views = call_views(&mut w, &e);
+        assert!(views.iter().all(|(_, v)| !v.as_ref().unwrap().away));
+        assert!(views
+            .iter()
+            .any(|(p, v)| *p == 10 && v.as_ref().unwrap().party));
+        assert_eq!(sent(&w.text(10, &signal("c1")))[0].0, 4);
+        // Only one end per side: the other tab cannot resume too.
+        let e = w.act(3, call("c1", CallAction::Resume), &c1);
+        assert_eq!(error_code(&e), Some(ErrorCode::Forbidden));
+        // Long after the grace period, nothing ends it: both ends are there.
+        w.now = 5_000 + 10 * CALL_GRACE_MS;
+        assert!(w.ev(Event::Tick).is_empty());
+        let e = w.act(4, call("c1", CallAction::HangUp), &c1);
+        assert_eq!(appends(&e), vec!["Call ended, 5:04"]);
+    }
+
+    #[test]
+    fn calls_under_way_survive_a_restart_of_the_relay() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        let record = CallRecord {
+            site: site("s1"),
+            kind: CallKind::Video,
+            caller: Author::Visitor,
+            caller_name: "Visitor".into(),
+            since: 0,
+        };
+        w.now = 60_000;
+        w.ev(Event::Restored {
+            calls: vec![("c1".into(), record.clone()), ("c2".into(), record)],
+        });
+        w.visitor(1, &c1);
+        w.agent(10, "a", Scope::All);
+        for p in [1, 10] {
+            let e = w.act(p, call("c1", CallAction::Resume), &c1);
+            assert_eq!(error_code(&e), None);
+        }
+        w.join(1, &c1);
+        let ServerMsg::Call {
+            call: Some(info), ..
+        } = w.core.call_msg(&"c1".into(), PeerId(1))
+        else {
+            panic!()
+        };
+        assert!(info.party && !info.away && info.phase == CallPhase::Active);
+        // c2's parties never came back: it ends after the grace period, as long as it lasted.
+        w.now = 60_000 + CALL_GRACE_MS;
+        let e = w.ev(Event::Tick);
+        assert_eq!(appends(&e), vec!["Call ended, 1:00"]);
+        assert!(w.core.calls.contains_key(&ConversationId::from("c1")));
     }
 
     #[test]

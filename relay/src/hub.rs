@@ -82,6 +82,7 @@ impl Hub {
     ) -> Self {
         let limits = Limits {
             ring_timeout_ms: config.ring_timeout_ms,
+            call_grace_ms: config.call_grace_ms,
             frame_rate: config.frame_rate,
             frame_burst: config.frame_burst,
             ..Limits::default()
@@ -220,6 +221,12 @@ impl Hub {
                 site,
                 reply,
             } => return self.append(message, site, reply).await,
+            Effect::SaveCall { conversation, call } => {
+                if let Err(e) = self.log.save_call(conversation, call).await {
+                    tracing::error!("store: call: {e}");
+                }
+                return Vec::new();
+            }
             Effect::MarkRead {
                 agent,
                 conversation,
@@ -230,7 +237,11 @@ impl Hub {
                 }
                 return Vec::new();
             }
-            other => return self.execute_now(vec![other]),
+            now @ (Effect::Send(..)
+            | Effect::Close(_)
+            | Effect::Publish(_)
+            | Effect::Subscribe(_)
+            | Effect::Unsubscribe(_)) => return self.execute_now(vec![now]),
         };
         self.execute_now(self.feed(event))
     }
@@ -339,6 +350,15 @@ impl Hub {
             ice_servers: self.config.ice.servers(now_secs, who),
             max_upload: self.config.max_upload,
         }
+    }
+
+    /// Brings back the calls that were active when the relay stopped: their ends have the
+    /// grace period to reconnect and resume.
+    pub async fn restore_calls(&self) -> Result<usize, StoreError> {
+        let calls = self.log.calls().await?;
+        let n = calls.len();
+        self.run(Event::Restored { calls }).await;
+        Ok(n)
     }
 
     /// Ticks the core's clock once a second, until shutdown.

@@ -52,6 +52,8 @@ pub struct Config {
     pub max_upload: u64,
     /// How long a call rings before it is a missed call, in ms.
     pub ring_timeout_ms: i64,
+    /// How long an active call waits for a party whose connection dropped, in ms.
+    pub call_grace_ms: i64,
     /// Frames a connection may send per second, sustained...
     pub frame_rate: u32,
     /// ...and at once (a renegotiation with its ICE candidates can send a few dozen).
@@ -70,6 +72,7 @@ impl Default for Config {
             },
             max_upload: 25 << 20,
             ring_timeout_ms: core::RING_TIMEOUT_MS,
+            call_grace_ms: core::CALL_GRACE_MS,
             frame_rate: 20,
             frame_burst: 100,
         }
@@ -153,6 +156,13 @@ impl Relay {
             signal.await;
             let _ = shutdown.send(true);
         });
+        match state.hub.restore_calls().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "{n} call(s) under way when the relay stopped: waiting for their parties"
+            ),
+            Err(e) => tracing::error!("cannot read the calls under way: {e}"),
+        }
         tokio::spawn(state.hub.clone().run_clock(down.clone()));
         tokio::spawn(state.hub.clone().run_bus(bus_events));
         let stopped = |mut rx: watch::Receiver<bool>| async move {

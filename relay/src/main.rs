@@ -77,6 +77,10 @@ struct ServeArgs {
     /// How long a call rings without an answer before it is a missed call, in seconds.
     #[arg(long, env = "ESCALERA_RING_TIMEOUT", default_value_t = 30)]
     ring_timeout: u32,
+    /// How long an active call waits for a party whose connection dropped (or for both, after
+    /// a restart of the relay) before it ends, in seconds.
+    #[arg(long, env = "ESCALERA_CALL_GRACE", default_value_t = 30)]
+    call_grace: u32,
     /// Frames one connection may send per second, sustained; more are refused with rate_limited.
     #[arg(long, env = "ESCALERA_FRAME_RATE", default_value_t = 20)]
     frame_rate: u32,
@@ -238,6 +242,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             },
             max_upload: args.max_upload,
             ring_timeout_ms: i64::from(args.ring_timeout) * 1000,
+            call_grace_ms: i64::from(args.call_grace) * 1000,
             frame_rate: args.frame_rate.max(1),
             frame_burst: args.frame_burst.max(1),
             ..Config::default()

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, Author, ClientMsgId, ConversationId, ConversationStatus,
-    ConversationSummary, FileId, Message, ReadMark, SiteKey,
+    AgentId, AgentRef, Attachment, Author, CallKind, ClientMsgId, ConversationId,
+    ConversationStatus, ConversationSummary, FileId, Message, ReadMark, SiteKey,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{ConversationMeta, NewMessage, Scope};
+use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{Agent, Appended, Directory, Log, Site, StoreFuture};
@@ -80,6 +80,13 @@ CREATE TABLE files (
     name TEXT NOT NULL, size INTEGER NOT NULL, mime TEXT NOT NULL, sha256 TEXT NOT NULL,
     created_at INTEGER NOT NULL);
 ALTER TABLE messages ADD COLUMN attachment_id TEXT REFERENCES files(id);
+"#,
+    // 2: active calls, so that they outlive a restart of the relay.
+    r#"
+CREATE TABLE calls (
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
+    site_key TEXT NOT NULL, kind TEXT NOT NULL, caller TEXT NOT NULL,
+    caller_name TEXT NOT NULL, since INTEGER NOT NULL);
 "#,
 ];
 
@@ -695,7 +702,71 @@ impl Directory for SqliteStore {
     }
 }
 
+fn kind_str(k: CallKind) -> &'static str {
+    match k {
+        CallKind::Voice => "voice",
+        CallKind::Video => "video",
+        CallKind::Screen => "screen",
+    }
+}
+
+fn parse_kind(s: &str) -> CallKind {
+    match s {
+        "video" => CallKind::Video,
+        "screen" => CallKind::Screen,
+        _ => CallKind::Voice,
+    }
+}
+
 impl Log for SqliteStore {
+    fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            match call {
+                Some(r) => c
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO calls
+                         (conversation_id, site_key, kind, caller, caller_name, since)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        id.0,
+                        r.site.0,
+                        kind_str(r.kind),
+                        author_str(r.caller),
+                        r.caller_name,
+                        r.since
+                    ])?,
+                None => c
+                    .prepare_cached("DELETE FROM calls WHERE conversation_id = ?1")?
+                    .execute([&id.0])?,
+            };
+            Ok(())
+        })
+    }
+
+    fn calls(&self) -> StoreFuture<'_, Vec<(ConversationId, CallRecord)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT conversation_id, site_key, kind, caller, caller_name, since FROM calls",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        ConversationId(r.get(0)?),
+                        CallRecord {
+                            site: SiteKey(r.get(1)?),
+                            kind: parse_kind(&r.get::<_, String>(2)?),
+                            caller: parse_author(&r.get::<_, String>(3)?),
+                            caller_name: r.get(4)?,
+                            since: r.get(5)?,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
     fn visitor_conversation(
         &self,
         site: SiteKey,
@@ -1035,6 +1106,31 @@ mod tests {
         assert_eq!(history[0].attachment, Some(file.clone()));
         assert_eq!(s.file(file.id.clone()).await.unwrap(), Some((conv, file)));
         assert_eq!(s.file(FileId::from("nope")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn active_calls_are_kept_until_they_end() {
+        let (dir, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let conv = conversation(&s, &site.key, "h").await;
+        let record = CallRecord {
+            site: site.key.clone(),
+            kind: CallKind::Screen,
+            caller: Author::Agent,
+            caller_name: "Ana".into(),
+            since: 42,
+        };
+        s.save_call(conv.clone(), Some(record.clone()))
+            .await
+            .unwrap();
+        // Another process opening the same data dir (a restarted relay) finds it.
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.calls().await.unwrap(),
+            vec![(conv.clone(), record)]
+        );
+        s.save_call(conv, None).await.unwrap();
+        assert!(reopened.calls().await.unwrap().is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use escalera_protocol::{
     SiteKey,
 };
 
-use crate::core::{ConversationMeta, NewMessage, Scope};
+use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 
 /// What a store call returns: a future that owns its arguments.
@@ -136,4 +136,8 @@ pub trait Log: Send + Sync + 'static {
     fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>>;
     /// A file and the conversation it belongs to.
     fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>>;
+    /// Records the conversation's active call, or (`None`) that it is over.
+    fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()>;
+    /// Every active call, as recorded (read when the relay starts).
+    fn calls(&self) -> StoreFuture<'_, Vec<(ConversationId, CallRecord)>>;
 }

@@ -142,8 +142,12 @@ async fn a_call_climbs_from_voice_to_video_and_screen_and_is_recorded() {
 }
 
 #[tokio::test]
-async fn declined_and_dropped_calls_end_for_both() {
-    let relay = TestRelay::start().await;
+async fn declined_calls_and_parties_gone_past_the_grace_period_end_for_both() {
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        call_grace_ms: 1_500,
+        ..Default::default()
+    })
+    .await;
     let (mut visitor, mut agent, conv, _) = relay.pair().await;
     visitor
         .send(&call(
@@ -166,7 +170,8 @@ async fn declined_and_dropped_calls_end_for_both() {
     assert_eq!(note(&mut visitor).await, "Call declined");
     assert_eq!(note(&mut agent).await, "Call declined");
 
-    // Whoever's socket goes away ends the call.
+    // A party whose socket goes away and does not come back within the grace period ends
+    // the call; meanwhile the other end sees it away.
     visitor
         .send(&call(
             &conv,
@@ -179,8 +184,67 @@ async fn declined_and_dropped_calls_end_for_both() {
     agent.send(&call(&conv, CallAction::Accept)).await;
     assert_eq!(note(&mut agent).await, "Visitor shared their screen");
     drop(visitor);
+    let away = call_state(&mut agent).await.unwrap();
+    assert!(away.party && away.away && away.phase == CallPhase::Active);
     assert_eq!(call_state(&mut agent).await, None);
-    assert!(note(&mut agent).await.starts_with("Call ended"));
+    assert!(note(&mut agent).await.starts_with("Call ended, 0:0"));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_party_that_reconnects_resumes_the_call_and_gets_what_was_signalled_meanwhile() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conv, token) = relay.pair().await;
+    let voice = CallAction::Start {
+        kind: CallKind::Voice,
+    };
+    agent.send(&call(&conv, voice)).await;
+    call_state(&mut visitor).await;
+    visitor.send(&call(&conv, CallAction::Accept)).await;
+    assert_eq!(note(&mut agent).await, "Voice call started");
+
+    drop(visitor);
+    assert!(call_state(&mut agent).await.unwrap().away);
+    agent.send(&signal(&conv, "while you were away")).await;
+    // A ping/pong barrier: the signal has been handled (held, not refused).
+    agent.send(&ClientMsg::Ping).await;
+    agent
+        .recv_until(|m| match m {
+            ServerMsg::Pong => Some(()),
+            ServerMsg::Error { message, .. } => panic!("refused: {message}"),
+            _ => None,
+        })
+        .await;
+
+    let (mut back, _, _) = relay.visitor(Some(token)).await;
+    back.send(&call(&conv, CallAction::Resume)).await;
+    let held = back
+        .recv_until(|m| match m {
+            ServerMsg::Signal { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(held, "while you were away");
+    let resumed = call_state(&mut agent).await.unwrap();
+    assert!(resumed.party && !resumed.away);
+    back.send(&ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    })
+    .await;
+    let state = call_state(&mut back).await.unwrap();
+    assert!(state.party && state.phase == CallPhase::Active);
+    // Signaling flows both ways again, and hang-up ends it once, for both.
+    back.send(&signal(&conv, "hello again")).await;
+    let got = agent
+        .recv_until(|m| match m {
+            ServerMsg::Signal { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, "hello again");
+    back.send(&call(&conv, CallAction::HangUp)).await;
+    assert!(note(&mut agent).await.starts_with("Call ended, 0:0"));
     relay.stop().await;
 }
 

@@ -53,6 +53,8 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
     });
     let status = move || match ctl.info.get() {
         Some(c) if c.phase == CallPhase::Ringing => "Calling… waiting for an answer".to_owned(),
+        // Our socket or the other side's is down: the media may well go on meanwhile.
+        Some(c) if c.away || !ctl.online() => "Reconnecting…".to_owned(),
         Some(c) => {
             let what = if c.kind == CallKind::Screen {
                 "Screen share"
@@ -74,7 +76,7 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
         <section class="call" aria-label="Call">
             <div class="stage" class:has-video=move || ctl.remote_video()>
                 <video node_ref=remote data-testid="remote-video" autoplay playsinline></video>
-                <div class="stage-label" data-ice=move || ctl.ice_state.get() data-signaling=move || ctl.signaling.get()>{status}</div>
+                <div class="stage-label" data-testid="call-status" data-ice=move || ctl.ice_state.get() data-signaling=move || ctl.signaling.get()>{status}</div>
                 <video node_ref=local data-testid="local-video" class="local" class:hidden=move || !local_video()
                     autoplay playsinline muted prop:muted=true></video>
             </div>

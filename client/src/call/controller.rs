@@ -221,6 +221,24 @@ impl CallCtl {
         })
     }
 
+    /// Whether our socket to the relay is up.
+    pub fn online(&self) -> bool {
+        self.socket.status.get() == crate::relay::Status::Online
+    }
+
+    /// After a reconnect, before joining: if we are an end of the active call (we still hold
+    /// its peer connection), tell the relay this socket is that end now.
+    pub fn resume(&self) {
+        let ours = self
+            .info
+            .get_untracked()
+            .is_some_and(|c| c.phase == CallPhase::Active && c.party);
+        let holding = self.inner.with_value(|i| i.peer.borrow().is_some());
+        if ours && holding {
+            self.send_action(CallAction::Resume);
+        }
+    }
+
     fn send_action(&self, action: CallAction) -> bool {
         let Some(conversation) = self.conversation.get_untracked() else {
             return false;

@@ -235,6 +235,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 if let Some(desk) = desk_slot.get_value() {
                     desk.call.set_ice_servers(media.ice_servers);
                     desk.joined.update_value(HashSet::clear);
+                    // Before any join: this socket takes our end of a call under way back.
+                    desk.call.resume();
                     desk.join_mine();
                 }
                 welcomed.set(true);

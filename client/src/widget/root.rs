@@ -173,6 +173,7 @@ pub fn Widget() -> impl IntoView {
             return;
         };
         let after_seq = thread.with_untracked(Thread::last_seq);
+        call.resume();
         socket.send(&ClientMsg::Join {
             conversation: id.clone(),
             after_seq,
