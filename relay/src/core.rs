@@ -1528,9 +1528,10 @@ impl Core {
                 });
                 Some(note)
             }
-            (CallAction::Resume, Some(call))
-                if call.phase == CallPhase::Active && call.end_of(side).is_none() =>
-            {
+            // The socket that resumes holds the call's peer connection (another tab never
+            // does), so it takes the end over even from a socket the relay still thinks is
+            // open: after a network drop the old one may linger until its TCP times out.
+            (CallAction::Resume, Some(call)) if call.phase == CallPhase::Active => {
                 *call.end(side) = Some(peer);
                 if call.caller_peer.is_some() && call.callee_peer.is_some() {
                     call.away_since = None;
@@ -2541,9 +2542,15 @@ mod tests {
             .iter()
             .any(|(p, v)| *p == 10 && v.as_ref().unwrap().party));
         assert_eq!(sent(&w.text(10, &signal("c1")))[0].0, 4);
-        // Only one end per side: the other tab cannot resume too.
-        let e = w.act(3, call("c1", CallAction::Resume), &c1);
-        assert_eq!(error_code(&e), Some(ErrorCode::Forbidden));
+        // Resuming takes the end over (the relay may still think a dead socket is open):
+        // the former end is no longer in the call.
+        w.act(3, call("c1", CallAction::Resume), &c1);
+        assert_eq!(
+            error_code(&w.text(4, &signal("c1"))),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(sent(&w.text(10, &signal("c1")))[0].0, 3);
+        w.act(4, call("c1", CallAction::Resume), &c1);
         // Long after the grace period, nothing ends it: both ends are there.
         w.now = 5_000 + 10 * CALL_GRACE_MS;
         assert!(w.ev(Event::Tick).is_empty());

@@ -378,9 +378,10 @@ impl Hub {
         mut events: mpsc::UnboundedReceiver<crate::core::BusEvent>,
     ) {
         while let Some(event) = events.recv().await {
-            let rest = self.execute_now(self.feed(Event::Delivered(event)));
-            for effect in rest {
-                self.execute(effect).await;
+            let mut queue: VecDeque<Effect> =
+                self.execute_now(self.feed(Event::Delivered(event))).into();
+            while let Some(effect) = queue.pop_front() {
+                queue.extend(self.execute(effect).await);
             }
         }
     }
