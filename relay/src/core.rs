@@ -549,15 +549,6 @@ impl Call {
         self.caller_peer == Some(peer) || self.callee_peer == Some(peer)
     }
 
-    /// The connection that is `side`'s end, if it is there.
-    fn end_of(&self, side: Author) -> Option<PeerId> {
-        if side == self.caller {
-            self.caller_peer
-        } else {
-            self.callee_peer
-        }
-    }
-
     /// The end of `side`.
     fn end(&mut self, side: Author) -> &mut Option<PeerId> {
         if side == self.caller {
