@@ -1149,24 +1149,21 @@ impl Core {
                 media,
             },
         );
-        let topics: Vec<(Topic, &mut BTreeSet<PeerId>)> = match &scope {
+        let sets: Vec<(Topic, &mut BTreeSet<PeerId>)> = match &scope {
             Scope::All => vec![(Topic::AllSites, &mut self.all_sites_agents)],
             Scope::Sites(sites) => {
-                let mut v = Vec::new();
                 for site in sites {
                     self.site_agents.entry(site.clone()).or_default();
                 }
-                for (site, set) in self.site_agents.iter_mut() {
-                    if sites.contains(site) {
-                        v.push((Topic::Site(site.clone()), set));
-                    }
-                }
-                v
+                self.site_agents
+                    .iter_mut()
+                    .filter(|(site, _)| sites.contains(*site))
+                    .map(|(site, set)| (Topic::Site(site.clone()), set))
+                    .collect()
             }
         };
-        for (topic, set) in topics {
-            set.insert(peer);
-            if set.len() == 1 {
+        for (topic, set) in sets {
+            if set.insert(peer) && set.len() == 1 {
                 out.push(Effect::Subscribe(topic));
             }
         }
@@ -1294,13 +1291,11 @@ impl Core {
         }
     }
 
-    /// Agent connections serving `site`, each once.
-    fn agents_of(&self, site: &SiteKey) -> BTreeSet<PeerId> {
-        let mut set = self.all_sites_agents.clone();
-        if let Some(s) = self.site_agents.get(site) {
-            set.extend(s);
-        }
-        set
+    /// Agent connections serving `site`, each once (an agent serves every site or a list,
+    /// never both), without copying the sets on every message.
+    fn agents_of<'a>(&'a self, site: &SiteKey) -> impl Iterator<Item = PeerId> + 'a {
+        let listed = self.site_agents.get(site).into_iter().flatten();
+        self.all_sites_agents.iter().chain(listed).copied()
     }
 
     fn close(&mut self, now: i64, peer: PeerId, out: &mut Out) {
@@ -1963,7 +1958,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_checked_before_anything_else() {
+    fn oversized_malformed_binary_and_too_many_frames_are_refused() {
         let mut w = World::new();
         let c1 = meta("c1", "s1", None);
         w.visitor(1, &c1);
