@@ -187,18 +187,27 @@ async fn both_sides_pressing_video_at_once_converge_twenty_times() {
             .await;
         }
     }
-    // Still one healthy call, on one connection whose description did not grow.
+    // Still one healthy call, on one connection whose description did not grow: one audio
+    // and one video section, however often video went on and off. The offers really
+    // collided: the polite side (the visitor) rolled its own back.
     visitor.wait_ice_connected().await;
     agent.wait_remote_audio().await;
-    for side in [&visitor, &agent] {
-        let state = side
-            .js(
-                "return document.querySelector('.stage-label').dataset.signaling",
-                vec![],
-            )
-            .await;
-        assert_eq!(state, json!("stable"));
+    let diag = "const l = document.querySelector('.stage-label').dataset;
+        return { signaling: l.signaling, m: Number(l.mLines), rollbacks: Number(l.rollbacks) }";
+    let (v, a) = (visitor.js(diag, vec![]).await, agent.js(diag, vec![]).await);
+    for d in [&v, &a] {
+        assert_eq!(d["signaling"], json!("stable"), "{d}");
+        assert_eq!(d["m"], json!(2), "audio and video sections only: {d}");
     }
+    assert!(
+        v["rollbacks"].as_u64().unwrap() >= 1,
+        "no offer collided: {v}"
+    );
+    assert_eq!(
+        a["rollbacks"],
+        json!(0),
+        "the impolite side never rolls back: {a}"
+    );
     visitor.close().await;
     agent.close().await;
 }
@@ -210,8 +219,19 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
     let mut driver = Driver::start().await;
     let (visitor, agent) = chatting(&product, &mut driver).await;
 
-    // The visitor calls; the agent hears who is calling and declines; the visitor is told.
+    // The visitor calls; the agent hears who is calling and declines; the visitor is told and
+    // its microphone is released.
     visitor.click("call-voice").await;
+    visitor
+        .wait_js(
+            "the visitor's microphone open while it rings",
+            "window.__local = [];
+             const v = document.querySelector('[data-testid=local-video]');
+             if (v && v.srcObject) window.__local.push(...v.srcObject.getTracks());
+             return window.__local.length === 1 && window.__local[0].kind === 'audio'",
+            vec![],
+        )
+        .await;
     let incoming = agent.find("incoming-call").await;
     assert!(incoming
         .text()
@@ -222,13 +242,20 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
     for side in [&visitor, &agent] {
         side.wait_message("system", "Call declined").await;
         side.wait_js(
-            "the call gone and the microphone released",
+            "the call gone",
             "return document.querySelector('[data-testid=call-hangup]') === null &&
                 document.querySelector('[data-testid=call-voice]') !== null",
             vec![],
         )
         .await;
     }
+    visitor
+        .wait_js(
+            "the visitor's microphone track ended",
+            "return window.__local.every(t => t.readyState === 'ended')",
+            vec![],
+        )
+        .await;
 
     // Nobody answers: after the ring timeout the caller is told and the call is recorded as missed.
     agent.click("call-voice").await;
@@ -292,6 +319,110 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
     // Hanging up from the other side ends it for both.
     agent.click("call-hangup").await;
     visitor.wait_message_prefix("system", "Call ended, ").await;
+    visitor.close().await;
+    agent.close().await;
+}
+
+/// Holds the page's `getUserMedia` until `window.__allow()`: a person slow to allow the
+/// microphone, so the test can act while a call is being set up.
+const HOLD_DEVICES: &str = "const md = navigator.mediaDevices;
+    const open = md.getUserMedia.bind(md);
+    const allowed = new Promise(r => { window.__allow = r; });
+    md.getUserMedia = c => allowed.then(() => open(c));";
+
+/// Sends `n` chat messages through the composer in one go (one JavaScript task).
+const SEND_MANY: &str = "const input = document.querySelector('[data-testid=chat-input]');
+    for (let i = 1; i <= arguments[0]; i++) {
+        input.value = 'quick ' + i;
+        input.dispatchEvent(new Event('input', { bubbles: true }));
+        document.querySelector('[data-testid=chat-send]').click();
+    }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_about_a_chat_message_does_not_end_a_call_being_set_up() {
+    // Five frames at once, then a hundred a second: a burst of twelve messages is refused in
+    // part, each refusal naming its message.
+    let flags = ["--frame-burst", "5", "--frame-rate", "100"].map(String::from);
+    let product = Product::start_with(&flags).await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+
+    // The visitor calls; the browser still asks for the microphone.
+    visitor.js(HOLD_DEVICES, vec![]).await;
+    visitor.click("call-voice").await;
+    // Meanwhile twelve messages go at once: some are refused as too fast.
+    visitor.js(SEND_MANY, vec![json!(12)]).await;
+    let told = visitor.find("notice").await.text().await.unwrap();
+    assert!(told.contains("too fast"), "{told}");
+    // Those refusals were about messages, not about the call: it is still being set up, and
+    // the refused messages are sent again by themselves, each stored once.
+    let busy = visitor
+        .js(
+            "return document.querySelector('[data-testid=call-voice]').disabled",
+            vec![],
+        )
+        .await;
+    assert_eq!(busy, json!(true), "the call setup was cancelled");
+    for i in 1..=12 {
+        agent.wait_message("visitor", &format!("quick {i}")).await;
+        visitor.wait_message("visitor", &format!("quick {i}")).await;
+    }
+    let shown = visitor.messages().await;
+    for i in 1..=12 {
+        let text = format!("quick {i}");
+        assert_eq!(
+            shown.iter().filter(|(_, t)| *t == text).count(),
+            1,
+            "{text}"
+        );
+    }
+
+    // The microphone is allowed: the call rings, and is answered.
+    visitor.js("window.__allow()", vec![]).await;
+    agent.click("call-accept").await;
+    for side in [&visitor, &agent] {
+        side.wait_ice_connected().await;
+        side.wait_remote_audio().await;
+        side.wait_message("system", "Voice call started").await;
+    }
+    visitor.close().await;
+    agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tracks_that_come_without_a_stream_are_shown() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let visitor = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor.say("Hello").await;
+    // The agent's console sends its tracks with no stream (`a=msid:-`), as some peers do.
+    let agent = driver.browser().await;
+    agent
+        .goto(&format!("{}/agent?streams=none", product.relay_url))
+        .await;
+    agent.login_here("ana@shop.example").await;
+    agent.click("conversation").await;
+    agent.say("Hi").await;
+    visitor.wait_message("agent", "Hi").await;
+
+    voice_call(&visitor, &agent).await;
+    agent.click("call-video").await;
+    visitor.wait_remote_frames().await;
+    // Its camera off: the track leaves what the visitor shows; on again: back.
+    agent.click("camera-toggle").await;
+    visitor
+        .wait_js(
+            "the agent's video gone",
+            "const v = document.querySelector('[data-testid=remote-video]');
+             return v.srcObject && v.srcObject.getVideoTracks().length === 0 &&
+                 v.srcObject.getAudioTracks().length === 1",
+            vec![],
+        )
+        .await;
+    agent.click("call-video").await;
+    visitor.wait_remote_frames().await;
     visitor.close().await;
     agent.close().await;
 }

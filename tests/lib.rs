@@ -226,6 +226,64 @@ async fn serve(
     (child, console.unwrap(), page.unwrap(), key.unwrap())
 }
 
+/// A TCP proxy on loopback in front of the relay, for one browser: its network can be cut
+/// (every connection through it closed, new ones refused) and restored. What the browser
+/// loads through it is on the proxy's origin, which the relay sees as its own (the `Host`
+/// header and `Origin` both name the proxy).
+pub struct Cut {
+    /// e.g. `http://127.0.0.1:41235`.
+    pub url: String,
+    down: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cut {
+    /// Proxies to the relay at `relay_url` (`http://127.0.0.1:PORT`).
+    pub async fn to(relay_url: &str) -> Cut {
+        let upstream = relay_url.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (down, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // dropped: refused
+                }
+                let mut cut = watch.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Cut { url, down, task }
+    }
+
+    /// Cuts the network: open connections are closed, new ones refused.
+    pub fn sever(&self) {
+        self.down.send_replace(true);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.down.send_replace(false);
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A real TURN server (Debian's coturn) on loopback with TURN REST API credentials
 /// (`use-auth-secret`), for the duration of a test.
 pub struct Turn {

@@ -61,9 +61,19 @@ async fn with_a_wrong_turn_secret_no_media_flows() {
     let product = Product::start_with(&flags).await;
     let mut driver = Driver::start().await;
     let (visitor, agent) = relayed_call(&product, &mut driver).await;
-    // The call is up as far as the relay knows, but no path for media exists.
+    // The call is up as far as the relay knows, but no path for media exists: with TURN
+    // forced and refused, each side finishes gathering with no candidate at all, so no pair
+    // can ever be checked. Waiting for that is the barrier; then nothing has flowed.
     visitor.wait_message("system", "Video call started").await;
-    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    for side in [&visitor, &agent] {
+        side.wait_js(
+            "ICE gathering complete",
+            "const l = document.querySelector('.stage-label');
+             return l && l.dataset.gathering === 'complete'",
+            vec![],
+        )
+        .await;
+    }
     for side in [&visitor, &agent] {
         let state = side
             .js(

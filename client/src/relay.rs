@@ -82,7 +82,10 @@ pub struct RelaySocket {
 impl RelaySocket {
     /// Sends a message; `false` if the socket is not open (the caller keeps it to resend).
     pub fn send(&self, msg: &ClientMsg) -> bool {
-        self.inner.with_value(|inner| send(inner, msg))
+        // After the owner is gone (a late timer) there is nothing to send on.
+        self.inner
+            .try_with_value(|inner| send(inner, msg))
+            .unwrap_or(false)
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use escalera_protocol::{
     check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
     ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind, Message,
-    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
@@ -790,7 +790,13 @@ impl Core {
             return;
         };
         if !p.limit.allow(now) {
-            return out.error(peer, RelayError::RateLimited);
+            // Say which chat message was refused, so the sender can send it again later; a
+            // frame too big for a chat message is not even read.
+            let about = (text.len() <= MAX_CHAT_FRAME_BYTES)
+                .then(|| serde_json::from_str::<ClientMsg>(text).ok())
+                .flatten()
+                .map_or((None, None), |m| about(&m));
+            return out.error_about(peer, RelayError::RateLimited, about);
         }
         if text.len() > MAX_FRAME_BYTES {
             return out.error(peer, RelayError::TooLarge(text.len()));
@@ -1686,6 +1692,27 @@ impl Out {
     }
 }
 
+/// The largest frame a chat message can be: its text (at most `MAX_TEXT_CHARS` characters of
+/// up to 4 bytes, escaped as up to 6) and its ids.
+const MAX_CHAT_FRAME_BYTES: usize = MAX_TEXT_CHARS * 6 + 1024;
+
+/// What a frame is about: its conversation, and for a chat message its client id.
+fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
+    match msg {
+        ClientMsg::Chat {
+            conversation,
+            client_id,
+            ..
+        } => (Some(conversation.clone()), Some(client_id.clone())),
+        ClientMsg::Join { conversation, .. }
+        | ClientMsg::Take { conversation }
+        | ClientMsg::Read { conversation, .. }
+        | ClientMsg::Call { conversation, .. }
+        | ClientMsg::Signal { conversation, .. } => (Some(conversation.clone()), None),
+        ClientMsg::Hello { .. } | ClientMsg::Ping => (None, None),
+    }
+}
+
 /// A token bucket: `burst` frames at once, refilled at `per_second`. Time is passed in (ms).
 #[derive(Debug, Clone)]
 pub struct RateLimit {
@@ -1983,6 +2010,22 @@ mod tests {
             }
         }
         assert_eq!(limited, 120 - (100 - 3));
+        // A refused chat message is named, so the sender knows to send it again.
+        let chat = ClientMsg::Chat {
+            conversation: "c1".into(),
+            client_id: "m9".into(),
+            text: "hi".into(),
+        };
+        let e = w.text(1, &chat);
+        assert!(
+            matches!(&sent(&e)[..], [(1, ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                conversation: Some(c),
+                client_id: Some(id),
+                ..
+            })] if c.0 == "c1" && id.0 == "m9"),
+            "{e:?}"
+        );
         w.now += 1_000;
         assert_eq!(
             sent(&w.text(1, &ClientMsg::Ping)),

@@ -355,29 +355,53 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
         conversation: conv.clone(),
     })
     .await;
-    async fn refused(ws: &mut Ws) -> bool {
+    // Both hear who won: the conversation, now assigned. The loser's take is answered with
+    // AlreadyTaken (before or after that news: the two race), the winner's with nothing.
+    async fn outcome(ws: &mut Ws, conv: &ConversationId) -> (String, bool) {
         let mut refused = false;
-        while let Some(m) = ws.try_recv(Duration::from_millis(500)).await {
-            refused |= matches!(
-                m,
+        let winner = ws
+            .recv_until(|m| match m {
+                ServerMsg::Conversation(s) if &s.id == conv && s.agent.is_some() => {
+                    s.agent.map(|a| a.name)
+                }
                 ServerMsg::Error {
                     code: ErrorCode::AlreadyTaken,
                     ..
+                } => {
+                    refused = true;
+                    None
                 }
-            );
-        }
-        refused
+                _ => None,
+            })
+            .await;
+        (winner, refused)
     }
-    let (ana_refused, cy_refused) = (refused(&mut ana).await, refused(&mut cy).await);
-    assert!(
-        ana_refused != cy_refused,
-        "exactly one take fails: ana {ana_refused}, cy {cy_refused}"
+    let (ana_saw, cy_saw) = (
+        outcome(&mut ana, &conv).await,
+        outcome(&mut cy, &conv).await,
     );
-    let (loser, winner) = if ana_refused {
-        (&mut ana, "Cy")
-    } else {
-        (&mut cy, "Ana")
+    assert_eq!(ana_saw.0, cy_saw.0, "both see the same winner");
+    let (loser, loser_refused, winner, winner_ws, winner_refused) = match ana_saw.0.as_str() {
+        "Ana" => (&mut cy, cy_saw.1, "Ana", &mut ana, ana_saw.1),
+        "Cy" => (&mut ana, ana_saw.1, "Cy", &mut cy, cy_saw.1),
+        other => panic!("taken by {other}"),
     };
+    if !loser_refused {
+        assert_eq!(error(loser).await, ErrorCode::AlreadyTaken);
+    }
+    // The winner was not refused, up to a ping/pong after its news.
+    winner_ws.send(&ClientMsg::Ping).await;
+    let refused_late = winner_ws
+        .recv_until(|m| match m {
+            ServerMsg::Pong => Some(false),
+            ServerMsg::Error {
+                code: ErrorCode::AlreadyTaken,
+                ..
+            } => Some(true),
+            _ => None,
+        })
+        .await;
+    assert!(!winner_refused && !refused_late, "the winner was refused");
     // Everyone, the loser too, sees who has it.
     loser.send(&join(&conv, 0)).await;
     let h = history(loser).await;

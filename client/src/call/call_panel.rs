@@ -76,7 +76,12 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
         <section class="call" aria-label="Call">
             <div class="stage" class:has-video=move || ctl.remote_video()>
                 <video node_ref=remote data-testid="remote-video" autoplay playsinline></video>
-                <div class="stage-label" data-testid="call-status" data-ice=move || ctl.ice_state.get() data-signaling=move || ctl.signaling.get()>{status}</div>
+                <div class="stage-label" data-testid="call-status"
+                    data-ice=move || ctl.diag.ice.get() data-signaling=move || ctl.diag.signaling.get()
+                    data-gathering=move || ctl.diag.gathering.get()
+                    data-rollbacks=move || ctl.diag.rollbacks.get()
+                    data-ice-restarts=move || ctl.diag.ice_restarts.get()
+                    data-m-lines=move || ctl.diag.m_lines.get()>{status}</div>
                 <video node_ref=local data-testid="local-video" class="local" class:hidden=move || !local_video()
                     autoplay playsinline muted prop:muted=true></video>
             </div>

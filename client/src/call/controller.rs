@@ -8,16 +8,17 @@ use std::rc::Rc;
 
 use escalera_protocol::{
     Author, CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, IceServer,
-    MediaKind,
+    MediaKind, ServerMsg,
 };
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
+use super::machine::{CallMachine, Command, Device, Input, Then};
 use crate::chat::Uploader;
-use crate::relay::RelaySocket;
+use crate::link::Link;
 use crate::rtc::media;
-use crate::rtc::peer::Peer;
+use crate::rtc::peer::{Diagnostics, Peer};
 
 /// Local tracks and what sends them.
 #[derive(Default)]
@@ -83,12 +84,28 @@ impl Devices {
 }
 
 struct Inner {
+    machine: RefCell<CallMachine>,
     peer: RefCell<Option<Rc<Peer>>>,
     devices: RefCell<Devices>,
     ice: RefCell<Vec<IceServer>>,
     /// Signals that came before our peer connection existed.
     early: RefCell<Vec<String>>,
     _unload: RefCell<Option<Closure<dyn FnMut()>>>,
+}
+
+/// A device opened for the machine, waiting for its verdict (keep or discard).
+enum Opened {
+    Mic(MediaStreamTrack),
+    Camera(MediaStreamTrack),
+    Screen(MediaStreamTrack),
+}
+
+impl Opened {
+    fn track(&self) -> &MediaStreamTrack {
+        match self {
+            Opened::Mic(t) | Opened::Camera(t) | Opened::Screen(t) => t,
+        }
+    }
 }
 
 /// The call controls and state, `Copy` for the views.
@@ -112,23 +129,23 @@ pub struct CallCtl {
     pub local_changed: RwSignal<u32>,
     /// Bumped when remote tracks change (for `remote-video`).
     pub remote_changed: RwSignal<u32>,
-    /// The connection's ICE state.
-    pub ice_state: RwSignal<String>,
-    /// The connection's signaling state (for diagnostics).
-    pub signaling: RwSignal<String>,
+    /// The connection's state, for diagnostics and tests.
+    pub diag: Diagnostics,
     /// Something to tell the person (a device error, no answer...).
     pub notice: RwSignal<Option<String>>,
-    /// A device is being opened.
+    /// A start or an answer is under way.
     pub busy: RwSignal<bool>,
     me: Author,
-    socket: RelaySocket,
+    link: Link,
     uploader: Uploader,
     inner: StoredValue<Rc<Inner>, LocalStorage>,
 }
 
-/// The call machinery for one widget or console. `me` is the side this browser is.
-pub fn use_call(socket: RelaySocket, me: Author, uploader: Uploader) -> CallCtl {
+/// The call machinery for one widget or console. `me` is the side this browser is; it
+/// subscribes to the link's call, signal and error frames.
+pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
     let inner = Rc::new(Inner {
+        machine: RefCell::new(CallMachine::new(me)),
         peer: RefCell::new(None),
         devices: RefCell::new(Devices::default()),
         ice: RefCell::new(Vec::new()),
@@ -145,15 +162,34 @@ pub fn use_call(socket: RelaySocket, me: Author, uploader: Uploader) -> CallCtl 
         can_flip: RwSignal::new(false),
         local_changed: RwSignal::new(0),
         remote_changed: RwSignal::new(0),
-        ice_state: RwSignal::new("new".into()),
-        signaling: RwSignal::new("stable".into()),
+        diag: Diagnostics::new(),
         notice: RwSignal::new(None),
         busy: RwSignal::new(false),
         me,
-        socket,
+        link,
         uploader,
         inner: StoredValue::new_local(inner.clone()),
     };
+    link.subscribe(move |msg| match msg {
+        ServerMsg::Call { conversation, call } => ctl.feed(Input::Relay {
+            conversation: conversation.clone(),
+            call: call.clone(),
+        }),
+        ServerMsg::Signal {
+            conversation,
+            payload,
+        } => ctl.on_signal(conversation, payload.clone()),
+        // An error about a chat message (it names its client id), or about another
+        // conversation, is not about the call.
+        ServerMsg::Error {
+            client_id: None,
+            conversation,
+            ..
+        } if conversation.is_none() || *conversation == ctl.conversation.get_untracked() => {
+            ctl.feed(Input::Refused)
+        }
+        _ => {}
+    });
     // Leaving the page hangs up, so the other side is not left waiting.
     let unload = Closure::<dyn FnMut()>::new(move || ctl.hang_up());
     let _ = crate::browser::window()
@@ -168,7 +204,7 @@ pub fn use_call(socket: RelaySocket, me: Author, uploader: Uploader) -> CallCtl 
                 );
             }
         });
-        ctl.teardown();
+        ctl.release();
     });
     ctl
 }
@@ -177,6 +213,11 @@ impl CallCtl {
     /// ICE servers from the welcome.
     pub fn set_ice_servers(&self, servers: Vec<IceServer>) {
         self.inner.with_value(|i| *i.ice.borrow_mut() = servers);
+    }
+
+    /// The conversation the buttons act on, unless a call is under way elsewhere.
+    pub fn focus(&self, conversation: Option<ConversationId>) {
+        self.feed(Input::Focus(conversation));
     }
 
     /// The local stream, for `local-video`.
@@ -223,35 +264,110 @@ impl CallCtl {
 
     /// Whether our socket to the relay is up.
     pub fn online(&self) -> bool {
-        self.socket.status.get() == crate::relay::Status::Online
+        self.link.status() == crate::relay::Status::Online
     }
 
     /// After a reconnect, before joining: if we are an end of the active call (we still hold
     /// its peer connection), tell the relay this socket is that end now.
     pub fn resume(&self) {
-        let ours = self
-            .info
-            .get_untracked()
-            .is_some_and(|c| c.phase == CallPhase::Active && c.party);
         let holding = self.inner.with_value(|i| i.peer.borrow().is_some());
-        if ours && holding {
-            self.send_action(CallAction::Resume);
+        self.feed(Input::Reconnected { holding });
+    }
+
+    /// Feeds the machine and performs what it says.
+    fn feed(&self, input: Input) {
+        self.run(input, Vec::new());
+    }
+
+    /// Same, with the devices an opening brought (kept or stopped as the machine says).
+    fn run(&self, input: Input, mut opened: Vec<Opened>) {
+        let (commands, conversation, info, busy) = self.inner.with_value(|i| {
+            let mut m = i.machine.borrow_mut();
+            let commands = m.handle(input);
+            (
+                commands,
+                m.conversation().cloned(),
+                m.info().cloned(),
+                m.busy(),
+            )
+        });
+        if self.conversation.get_untracked() != conversation {
+            self.conversation.set(conversation);
         }
+        if self.info.get_untracked() != info {
+            self.info.set(info);
+        }
+        if self.busy.get_untracked() != busy {
+            self.busy.set(busy);
+        }
+        for command in commands {
+            match command {
+                Command::Open {
+                    generation,
+                    devices,
+                    then,
+                } => self.open(generation, devices, then),
+                Command::Keep => {
+                    for device in opened.drain(..) {
+                        self.attach(device);
+                    }
+                    self.sync_flags();
+                }
+                Command::Discard => {
+                    for device in opened.drain(..) {
+                        device.track().stop();
+                    }
+                }
+                Command::Send(action) => {
+                    self.send_action(action);
+                }
+                Command::Connect => self.connect(),
+                Command::Teardown => self.release(),
+                Command::Notice(text) => self.notice.set(Some(text)),
+            }
+        }
+    }
+
+    /// Opens `devices` one after the other and reports to the machine; on a failure, what was
+    /// opened so far is stopped.
+    fn open(&self, generation: u32, devices: Vec<Device>, then: Then) {
+        let ctl = *self;
+        let back = self.inner.with_value(|i| i.devices.borrow().back_camera);
+        leptos::task::spawn_local(async move {
+            let mut opened = Vec::new();
+            for device in devices {
+                let track = match device {
+                    Device::Mic => media::open_mic().await.map(Opened::Mic),
+                    Device::Camera => media::open_camera(back).await.map(Opened::Camera),
+                    Device::Screen => media::open_screen().await.map(Opened::Screen),
+                };
+                match track {
+                    Ok(t) => opened.push(t),
+                    Err(error) => {
+                        for o in &opened {
+                            o.track().stop();
+                        }
+                        ctl.feed(Input::OpenFailed {
+                            generation,
+                            then,
+                            error,
+                        });
+                        return;
+                    }
+                }
+            }
+            ctl.run(Input::Opened { generation, then }, opened);
+        });
     }
 
     fn send_action(&self, action: CallAction) -> bool {
         let Some(conversation) = self.conversation.get_untracked() else {
             return false;
         };
-        self.socket.send(&ClientMsg::Call {
+        self.link.socket.send(&ClientMsg::Call {
             conversation,
             action,
         })
-    }
-
-    fn fail(&self, message: String) {
-        self.busy.set(false);
-        self.notice.set(Some(message));
     }
 
     fn sync_flags(&self) {
@@ -264,37 +380,8 @@ impl CallCtl {
         self.local_changed.update(|n| *n += 1);
     }
 
-    /// The relay says what the call is now.
-    pub fn on_call(&self, conversation: &ConversationId, call: Option<CallInfo>) {
-        if self.conversation.get_untracked().as_ref() != Some(conversation) {
-            return;
-        }
-        let was = self.info.get_untracked();
-        self.info.set(call.clone());
-        match call {
-            None => {
-                if was
-                    .as_ref()
-                    .is_some_and(|c| c.phase == CallPhase::Ringing && c.party)
-                {
-                    self.notice.set(Some("No answer.".into()));
-                }
-                self.teardown();
-            }
-            Some(c) if c.phase == CallPhase::Ringing && !c.party && c.caller != self.me => {
-                // A screen share from chat needs nothing of ours: watch it at once.
-                if c.kind == CallKind::Screen {
-                    self.send_action(CallAction::Accept);
-                }
-            }
-            Some(c) if c.phase == CallPhase::Active && c.party => self.connect(),
-            Some(c) if !c.party => self.teardown(),
-            Some(_) => {}
-        }
-    }
-
     /// Signaling from the other end.
-    pub fn on_signal(&self, conversation: &ConversationId, payload: String) {
+    fn on_signal(&self, conversation: &ConversationId, payload: String) {
         if self.conversation.get_untracked().as_ref() != Some(conversation) {
             return;
         }
@@ -304,25 +391,16 @@ impl CallCtl {
         });
     }
 
-    /// The relay refused something: whatever we opened for a call that did not start goes.
-    pub fn on_refused(&self) {
-        if self.info.get_untracked().is_none() {
-            self.teardown();
-        }
-        self.busy.set(false);
-    }
-
     /// Creates the peer connection for the active call and sends our tracks.
     fn connect(&self) {
         let Some(conversation) = self.conversation.get_untracked() else {
             return;
         };
-        self.busy.set(false);
         self.inner.with_value(|i| {
             if i.peer.borrow().is_some() {
                 return;
             }
-            let socket = self.socket;
+            let socket = self.link.socket;
             let send = move |payload: String| {
                 socket.send(&ClientMsg::Signal {
                     conversation: conversation.clone(),
@@ -336,8 +414,7 @@ impl CallCtl {
                 polite,
                 send,
                 self.remote_changed,
-                self.ice_state,
-                self.signaling,
+                self.diag,
             ) {
                 Ok(p) => p,
                 Err(e) => {
@@ -363,7 +440,7 @@ impl CallCtl {
     }
 
     /// Ends everything local: tracks stopped, connection closed.
-    fn teardown(&self) {
+    fn release(&self) {
         self.inner.with_value(|i| {
             if let Some(peer) = i.peer.borrow_mut().take() {
                 peer.close();
@@ -372,120 +449,90 @@ impl CallCtl {
             i.early.borrow_mut().clear();
         });
         self.muted.set(false);
-        self.busy.set(false);
         self.sync_flags();
         self.remote_changed.update(|n| *n += 1);
     }
 
     /// Calls the other side (voice, video) or shares the screen from chat.
     pub fn start(&self, kind: CallKind) {
-        let ctl = *self;
-        ctl.notice.set(None);
-        ctl.busy.set(true);
-        leptos::task::spawn_local(async move {
-            let opened = match kind {
-                CallKind::Voice => ctl.open_mic().await,
-                CallKind::Video => match ctl.open_mic().await {
-                    Ok(()) => ctl.open_camera().await,
-                    Err(e) => Err(e),
-                },
-                CallKind::Screen => ctl.open_screen().await,
-            };
-            match opened {
-                Ok(()) => {
-                    ctl.send_action(CallAction::Start { kind });
-                }
-                Err(e) => {
-                    ctl.teardown();
-                    ctl.fail(e);
-                }
-            }
-        });
+        self.notice.set(None);
+        self.feed(Input::Start(kind));
     }
 
     /// Answers with the microphone.
     pub fn accept(&self) {
-        let ctl = *self;
-        ctl.busy.set(true);
-        leptos::task::spawn_local(async move {
-            match ctl.open_mic().await {
-                Ok(()) => {
-                    ctl.send_action(CallAction::Accept);
-                }
-                Err(e) => ctl.fail(e),
-            }
-        });
+        self.feed(Input::Accept);
     }
 
     /// Refuses the call.
     pub fn decline(&self) {
-        self.send_action(CallAction::Decline);
+        self.feed(Input::Decline);
     }
 
     /// Ends the call for both sides.
     pub fn hang_up(&self) {
-        if self.info.get_untracked().is_some_and(|c| c.party) {
-            self.send_action(CallAction::HangUp);
+        self.feed(Input::HangUp);
+    }
+
+    /// Puts a device the machine kept into the call.
+    fn attach(&self, device: Opened) {
+        match device {
+            Opened::Mic(track) => self.inner.with_value(|i| {
+                let mut d = i.devices.borrow_mut();
+                let stream = d.stream();
+                stream.add_track(&track);
+                let sender = i
+                    .peer
+                    .borrow()
+                    .as_ref()
+                    .map(|p| p.add_track(&track, &stream));
+                if let Some((old, _)) = d.mic.replace((track, sender)) {
+                    old.stop();
+                }
+            }),
+            Opened::Camera(track) => {
+                self.inner.with_value(|i| {
+                    let mut d = i.devices.borrow_mut();
+                    let stream = d.stream();
+                    // A second camera (flipped) replaces the first.
+                    if let Some(old) = d.camera.replace(Clone::clone(&track)) {
+                        old.stop();
+                        stream.remove_track(&old);
+                    }
+                    if d.screen.is_some() {
+                        // The screen is being sent; the camera comes back when sharing stops.
+                        return;
+                    }
+                    stream.add_track(&track);
+                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
+                });
+                let ctl = *self;
+                leptos::task::spawn_local(async move {
+                    ctl.can_flip.set(media::camera_count().await > 1);
+                });
+            }
+            Opened::Screen(track) => {
+                // The browser's own "stop sharing" ends the track: same as our button.
+                let ctl = *self;
+                let ended = Closure::<dyn FnMut()>::new(move || ctl.stop_screen());
+                track.set_onended(Some(ended.as_ref().unchecked_ref()));
+                self.inner.with_value(|i| {
+                    let mut d = i.devices.borrow_mut();
+                    let stream = d.stream();
+                    if let Some(cam) = &d.camera {
+                        stream.remove_track(cam);
+                    }
+                    stream.add_track(&track);
+                    if let Some(old) = d.screen.replace(Clone::clone(&track)) {
+                        old.set_onended(None);
+                        old.stop();
+                        stream.remove_track(&old);
+                    }
+                    d.screen_ended = Some(ended);
+                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
+                });
+            }
         }
-        self.teardown();
-    }
-
-    async fn open_mic(&self) -> Result<(), String> {
-        let track = media::open_mic().await?;
-        self.inner.with_value(|i| {
-            let mut d = i.devices.borrow_mut();
-            let stream = d.stream();
-            stream.add_track(&track);
-            let sender = i
-                .peer
-                .borrow()
-                .as_ref()
-                .map(|p| p.add_track(&track, &stream));
-            d.mic = Some((track, sender));
-        });
-        self.sync_flags();
-        Ok(())
-    }
-
-    async fn open_camera(&self) -> Result<(), String> {
-        let back = self.inner.with_value(|i| i.devices.borrow().back_camera);
-        let track = media::open_camera(back).await?;
-        self.inner.with_value(|i| {
-            let mut d = i.devices.borrow_mut();
-            d.camera = Some(Clone::clone(&track));
-            if d.screen.is_some() {
-                // The screen is being sent; the camera comes back when sharing stops.
-                return;
-            }
-            let stream = d.stream();
-            stream.add_track(&track);
-            d.send_video(i.peer.borrow().as_deref(), &track, &stream);
-        });
-        let cameras = media::camera_count().await;
-        self.can_flip.set(cameras > 1);
-        self.sync_flags();
-        Ok(())
-    }
-
-    async fn open_screen(&self) -> Result<(), String> {
-        let track = media::open_screen().await?;
-        // The browser's own "stop sharing" ends the track: same as our button.
-        let ctl = *self;
-        let ended = Closure::<dyn FnMut()>::new(move || ctl.stop_screen());
-        track.set_onended(Some(ended.as_ref().unchecked_ref()));
-        self.inner.with_value(|i| {
-            let mut d = i.devices.borrow_mut();
-            let stream = d.stream();
-            if let Some(cam) = &d.camera {
-                stream.remove_track(cam);
-            }
-            stream.add_track(&track);
-            d.screen = Some(Clone::clone(&track));
-            d.screen_ended = Some(ended);
-            d.send_video(i.peer.borrow().as_deref(), &track, &stream);
-        });
-        self.sync_flags();
-        Ok(())
     }
 
     /// Mutes or unmutes; with no microphone yet (a screen share), opens it.
@@ -499,12 +546,7 @@ impl CallCtl {
             });
             self.muted.set(muted);
         } else if self.in_call() {
-            let ctl = *self;
-            leptos::task::spawn_local(async move {
-                if let Err(e) = ctl.open_mic().await {
-                    ctl.fail(e);
-                }
-            });
+            self.feed(Input::Add(Device::Mic, Then::Nothing));
         } else {
             self.start(CallKind::Voice);
         }
@@ -516,7 +558,6 @@ impl CallCtl {
             self.start(CallKind::Video);
             return;
         }
-        let ctl = *self;
         if self.camera_on.get_untracked() {
             self.inner.with_value(|i| {
                 let mut d = i.devices.borrow_mut();
@@ -535,17 +576,7 @@ impl CallCtl {
                 on: false,
             });
         } else {
-            leptos::task::spawn_local(async move {
-                match ctl.open_camera().await {
-                    Ok(()) => {
-                        ctl.send_action(CallAction::Media {
-                            media: MediaKind::Camera,
-                            on: true,
-                        });
-                    }
-                    Err(e) => ctl.fail(e),
-                }
-            });
+            self.feed(Input::Add(Device::Camera, Then::Media(MediaKind::Camera)));
         }
     }
 
@@ -553,24 +584,11 @@ impl CallCtl {
     pub fn toggle_screen(&self) {
         if self.screen_on.get_untracked() {
             self.stop_screen();
-            return;
-        }
-        if !self.in_call() && !self.outgoing() {
+        } else if !self.in_call() && !self.outgoing() {
             self.start(CallKind::Screen);
-            return;
+        } else {
+            self.feed(Input::Add(Device::Screen, Then::Media(MediaKind::Screen)));
         }
-        let ctl = *self;
-        leptos::task::spawn_local(async move {
-            match ctl.open_screen().await {
-                Ok(()) => {
-                    ctl.send_action(CallAction::Media {
-                        media: MediaKind::Screen,
-                        on: true,
-                    });
-                }
-                Err(e) => ctl.fail(e),
-            }
-        });
     }
 
     /// Stops sharing and restores what was there before: the camera, or nothing.
@@ -606,33 +624,14 @@ impl CallCtl {
         }
     }
 
-    /// Switches between the front and back camera.
+    /// Switches between the front and back camera: the other one is opened (like any device,
+    /// dropped if the call ends first) and replaces the current one.
     pub fn flip_camera(&self) {
-        let ctl = *self;
-        leptos::task::spawn_local(async move {
-            let back = ctl.inner.with_value(|i| {
-                let mut d = i.devices.borrow_mut();
-                d.back_camera = !d.back_camera;
-                d.back_camera
-            });
-            let track = match media::open_camera(back).await {
-                Ok(t) => t,
-                Err(e) => return ctl.fail(e),
-            };
-            ctl.inner.with_value(|i| {
-                let mut d = i.devices.borrow_mut();
-                let stream = d.stream();
-                if let Some(old) = d.camera.replace(Clone::clone(&track)) {
-                    old.stop();
-                    stream.remove_track(&old);
-                }
-                if d.screen.is_none() {
-                    stream.add_track(&track);
-                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
-                }
-            });
-            ctl.sync_flags();
+        self.inner.with_value(|i| {
+            let mut d = i.devices.borrow_mut();
+            d.back_camera = !d.back_camera;
         });
+        self.feed(Input::Add(Device::Camera, Then::Nothing));
     }
 
     /// Posts a still of the other side's video into the chat, as a PNG.

@@ -5,6 +5,7 @@ mod call_buttons;
 mod call_panel;
 mod controller;
 mod incoming;
+mod machine;
 
 pub use call_buttons::CallButtons;
 pub use call_panel::CallPanel;

@@ -9,5 +9,5 @@ mod upload;
 pub use attachment::AttachmentView;
 pub use composer::{files_of, Composer, Draft};
 pub use message_list::MessageList;
-pub use thread::{Line, Pending, Thread};
+pub use thread::{Line, Pending, Thread, Threads};
 pub use upload::{human_size, Upload, UploadList, Uploader};

@@ -1,9 +1,10 @@
-//! One conversation's messages as a browser holds them: the stored ones by seq, and the ones
-//! sent but not yet acknowledged. Pure logic, tested natively.
+//! The conversations' messages as a browser holds them: per conversation, the stored ones by
+//! seq and the outbox of ones sent but not yet acknowledged, resent after every reconnect.
+//! Pure logic, tested natively.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use escalera_protocol::{Author, ClientMsgId, Message};
+use escalera_protocol::{Author, ClientMsg, ClientMsgId, ConversationId, Message, ServerMsg};
 use serde::{Deserialize, Serialize};
 
 /// A message this browser sent that the relay has not acknowledged yet.
@@ -105,6 +106,130 @@ impl Thread {
     }
 }
 
+/// Every conversation this browser holds, with their outboxes: what the widget and the console
+/// share, fed by the relay's frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Threads(HashMap<ConversationId, Thread>);
+
+impl Threads {
+    /// One conversation's messages, if any are held.
+    pub fn get(&self, id: &ConversationId) -> Option<&Thread> {
+        self.0.get(id)
+    }
+
+    /// Takes in a frame from the relay: history, a live message, an ack. Returns whether
+    /// anything it holds changed; other frames are not its business.
+    pub fn apply(&mut self, msg: &ServerMsg) -> bool {
+        match msg {
+            ServerMsg::History {
+                conversation,
+                messages,
+            } => {
+                let thread = self.0.entry(conversation.clone()).or_default();
+                let before = thread.clone();
+                thread.merge(messages.iter().cloned());
+                *thread != before
+            }
+            ServerMsg::Message(m) => {
+                let thread = self.0.entry(m.conversation.clone()).or_default();
+                let before = thread.clone();
+                thread.merge([m.clone()]);
+                *thread != before
+            }
+            ServerMsg::Ack {
+                conversation,
+                client_id,
+                ..
+            } => self
+                .0
+                .get_mut(conversation)
+                .is_some_and(|t| t.ack(client_id).is_some()),
+            _ => false,
+        }
+    }
+
+    /// Puts one of our messages in `id`'s outbox; returns the frame that sends it.
+    pub fn queue(&mut self, id: &ConversationId, pending: Pending) -> ClientMsg {
+        let msg = ClientMsg::Chat {
+            conversation: id.clone(),
+            client_id: pending.client_id.clone(),
+            text: pending.text.clone(),
+        };
+        self.0.entry(id.clone()).or_default().push_pending(pending);
+        msg
+    }
+
+    /// What a new connection sends to follow `id`: a join after the last seq held with no gap,
+    /// then every message still unacknowledged, oldest first. The relay stores each
+    /// `client_id` once, so one that was stored before the drop is acknowledged, not repeated.
+    pub fn rejoin(&self, id: &ConversationId) -> Vec<ClientMsg> {
+        let thread = self.0.get(id);
+        let join = ClientMsg::Join {
+            conversation: id.clone(),
+            after_seq: thread.map_or(0, Thread::last_seq),
+        };
+        let resend = thread
+            .into_iter()
+            .flat_map(|t| t.pending())
+            .map(|p| ClientMsg::Chat {
+                conversation: id.clone(),
+                client_id: p.client_id.clone(),
+                text: p.text.clone(),
+            });
+        std::iter::once(join).chain(resend).collect()
+    }
+
+    /// The frame that sends our message `client_id` of `id` again, if it is still unacknowledged.
+    pub fn resend(&self, id: &ConversationId, client_id: &ClientMsgId) -> Option<ClientMsg> {
+        let p = self
+            .0
+            .get(id)?
+            .pending()
+            .iter()
+            .find(|p| &p.client_id == client_id)?;
+        Some(ClientMsg::Chat {
+            conversation: id.clone(),
+            client_id: p.client_id.clone(),
+            text: p.text.clone(),
+        })
+    }
+
+    /// The relay refused our message for good (it said why): it leaves the outbox.
+    pub fn refused(&mut self, id: &ConversationId, client_id: &ClientMsgId) -> Option<Pending> {
+        self.0.get_mut(id)?.ack(client_id)
+    }
+
+    /// Conversations with messages still to deliver.
+    pub fn with_outbox(&self) -> impl Iterator<Item = &ConversationId> {
+        self.0
+            .iter()
+            .filter(|(_, t)| !t.pending().is_empty())
+            .map(|(id, _)| id)
+    }
+
+    /// Everything unacknowledged, over all conversations, oldest first per conversation.
+    pub fn outbox(&self) -> Vec<Pending> {
+        self.0
+            .values()
+            .flat_map(|t| t.pending().iter().cloned())
+            .collect()
+    }
+
+    /// The widget holds one conversation: if the relay starts a new one (it forgot the old
+    /// token), the other threads go, and what they still had to send moves to `id`.
+    pub fn only(&mut self, id: &ConversationId) {
+        let moved: Vec<Pending> = self
+            .0
+            .iter()
+            .filter(|(other, _)| *other != id)
+            .flat_map(|(_, t)| t.pending().iter().cloned())
+            .collect();
+        self.0.retain(|other, _| other == id);
+        let thread = self.0.entry(id.clone()).or_default();
+        moved.into_iter().for_each(|p| thread.push_pending(p));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +295,62 @@ mod tests {
         assert_eq!(t.count_after(0, Author::Visitor), 2);
         assert_eq!(t.count_after(1, Author::Agent), 1);
         assert_eq!(t.count_after(3, Author::Agent), 0);
+    }
+
+    fn ack(conversation: &str, client_id: &str, seq: u64) -> ServerMsg {
+        ServerMsg::Ack {
+            conversation: conversation.into(),
+            client_id: client_id.into(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_message_queued_offline_is_resent_after_the_join_until_acknowledged() {
+        let mut threads = Threads::default();
+        let c = ConversationId::from("c");
+        assert!(threads.apply(&ServerMsg::History {
+            conversation: c.clone(),
+            messages: vec![msg(1, None), msg(2, None)],
+        }));
+        threads.queue(&c, pending("a"));
+        let rejoin = threads.rejoin(&c);
+        assert_eq!(rejoin.len(), 2);
+        assert!(matches!(&rejoin[0], ClientMsg::Join { after_seq: 2, .. }));
+        assert!(matches!(&rejoin[1], ClientMsg::Chat { client_id, .. } if client_id.0 == "a"));
+        // Acknowledged: the next connection only joins.
+        assert!(threads.apply(&ack("c", "a", 3)));
+        assert_eq!(threads.rejoin(&c).len(), 1);
+        assert!(threads.with_outbox().next().is_none());
+        // The same ack again (a resend the relay had stored already) changes nothing.
+        assert!(!threads.apply(&ack("c", "a", 3)));
+    }
+
+    #[test]
+    fn each_conversation_has_its_own_outbox() {
+        let mut threads = Threads::default();
+        let (a, b) = (ConversationId::from("a"), ConversationId::from("b"));
+        threads.queue(&a, pending("1"));
+        threads.queue(&b, pending("2"));
+        assert_eq!(threads.rejoin(&a).len(), 2);
+        assert!(
+            !threads.apply(&ack("a", "2", 1)),
+            "an ack names its conversation"
+        );
+        assert!(threads.apply(&ack("b", "2", 1)));
+        assert_eq!(threads.with_outbox().collect::<Vec<_>>(), [&a]);
+        assert_eq!(threads.outbox(), [pending("1")]);
+    }
+
+    #[test]
+    fn a_new_conversation_takes_over_what_the_old_one_had_to_send() {
+        let mut threads = Threads::default();
+        let (old, new) = (ConversationId::from("old"), ConversationId::from("new"));
+        threads.apply(&ServerMsg::Message(msg(1, None)));
+        threads.queue(&old, pending("x"));
+        threads.only(&new);
+        assert!(threads.get(&old).is_none());
+        assert!(threads.get(&"c".into()).is_none());
+        assert_eq!(threads.get(&new).unwrap().pending(), &[pending("x")]);
     }
 }

@@ -29,7 +29,11 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
     let id = summary.id.clone();
     let unread = {
         let id = id.clone();
-        move || desk.inbox.with(|i| i.unread(&id))
+        move || {
+            desk.link
+                .threads
+                .with(|t| desk.inbox.with(|i| i.unread(&id, t)))
+        }
     };
     let active = {
         let id = id.clone();

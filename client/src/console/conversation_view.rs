@@ -1,12 +1,11 @@
 //! The open conversation: its history, who has it, take / reply.
 
-use escalera_protocol::{Author, ClientMsg, ClientMsgId, ConversationStatus};
+use escalera_protocol::{Author, ClientMsg, ConversationStatus};
 use leptos::prelude::*;
 
 use super::root::Desk;
-use crate::browser;
 use crate::call::CallButtons;
-use crate::chat::{Composer, Pending, Thread, UploadList};
+use crate::chat::{Composer, Thread, UploadList};
 
 /// Whose the open conversation is, from this agent's point of view.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,33 +35,21 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         let Some(id) = desk.selected.get() else {
             return Thread::default();
         };
-        desk.inbox
-            .with(|i| i.threads.get(&id).cloned().unwrap_or_default())
+        desk.link
+            .threads
+            .with(|t| t.get(&id).cloned().unwrap_or_default())
     });
     let take = move |_| {
         if let Some(id) = desk.selected.get_untracked() {
-            desk.socket.send(&ClientMsg::Take { conversation: id });
+            desk.link.socket.send(&ClientMsg::Take { conversation: id });
         }
     };
     let on_send = Callback::new(move |text: String| {
         let Some(id) = desk.selected.get_untracked() else {
             return;
         };
-        let pending = Pending {
-            client_id: ClientMsgId(browser::random_id()),
-            text,
-        };
-        desk.inbox.update(|i| {
-            i.threads
-                .entry(id.clone())
-                .or_default()
-                .push_pending(pending.clone())
-        });
-        desk.socket.send(&ClientMsg::Chat {
-            conversation: id,
-            client_id: pending.client_id,
-            text: pending.text,
-        });
+        // Offline it waits in the outbox and goes with the next join.
+        desk.link.chat(&id, text);
     });
     // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
     let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());

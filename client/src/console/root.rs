@@ -1,7 +1,7 @@
 //! The console's root: who is logged in, the socket, and the inbox shared by the list and the
 //! open conversation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use escalera_protocol::{AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
 use leptos::prelude::*;
@@ -14,7 +14,8 @@ use super::state::Inbox;
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
 use crate::chat::{Draft, Uploader};
-use crate::relay::{use_relay_socket, RelaySocket, Status};
+use crate::link::{use_link, Link};
+use crate::relay::Status;
 
 /// The logged-in agent, from `/api/me` or the login answer.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -73,9 +74,9 @@ pub fn Console() -> impl IntoView {
 /// What the list and the open conversation share.
 #[derive(Clone, Copy)]
 pub struct Desk {
-    /// The socket.
-    pub socket: RelaySocket,
-    /// Conversations and threads.
+    /// The socket, the threads and their outbox.
+    pub link: Link,
+    /// Conversations and read marks.
     pub inbox: RwSignal<Inbox>,
     /// The open conversation.
     pub selected: RwSignal<Option<ConversationId>>,
@@ -93,8 +94,6 @@ pub struct Desk {
     /// Where the drafts are kept: one key per agent, so the next agent on this browser does
     /// not get them.
     drafts_key: StoredValue<String>,
-    /// Conversations this socket has joined (to get their messages and calls live).
-    joined: StoredValue<HashSet<ConversationId>>,
 }
 
 /// Where the console keeps an agent's drafts across reloads; cleared at logout.
@@ -111,31 +110,14 @@ fn load_drafts(key: &str) -> HashMap<ConversationId, String> {
 impl Desk {
     /// Opens a conversation: joins it (history after what we hold) and marks it read.
     pub fn open(&self, id: ConversationId) {
-        self.join(&id);
+        self.link.join(&id);
         self.selected.set(Some(id));
         self.notice.set(None);
         self.call.notice.set(None);
     }
 
-    /// Joins a conversation once per connection: its history after what we hold, then live.
-    fn join(&self, id: &ConversationId) {
-        if !self
-            .joined
-            .try_update_value(|j| j.insert(id.clone()))
-            .unwrap_or(false)
-        {
-            return;
-        }
-        let after_seq = self
-            .inbox
-            .with_untracked(|i| i.threads.get(id).map_or(0, |t| t.last_seq()));
-        self.socket.send(&ClientMsg::Join {
-            conversation: id.clone(),
-            after_seq,
-        });
-    }
-
-    /// Joins every conversation assigned to us, so their messages and calls reach us live.
+    /// Joins every conversation assigned to us, so their messages and calls reach us live, and
+    /// every one we still have replies to deliver to.
     fn join_mine(&self) {
         let Some(me) = self
             .agent
@@ -143,15 +125,18 @@ impl Desk {
         else {
             return;
         };
-        let mine: Vec<ConversationId> = self.inbox.with_untracked(|i| {
+        let mut mine: Vec<ConversationId> = self.inbox.with_untracked(|i| {
             i.list
                 .iter()
                 .filter(|c| c.agent.as_ref().is_some_and(|a| a.id == me))
                 .map(|c| c.id.clone())
                 .collect()
         });
+        self.link
+            .threads
+            .with_untracked(|t| mine.extend(t.with_outbox().cloned()));
         for id in mine {
-            self.join(&id);
+            self.link.join(&id);
         }
     }
 
@@ -192,11 +177,16 @@ impl Desk {
             return;
         };
         // Update (and so notify) only when the mark moves: effects call this on every change.
-        if self.inbox.with_untracked(|i| i.unread_seq(&id)).is_none() {
+        let threads = self.link.threads;
+        if threads
+            .with_untracked(|t| self.inbox.with_untracked(|i| i.unread_seq(&id, t)))
+            .is_none()
+        {
             return;
         }
-        if let Some(seq) = self.inbox.try_update(|i| i.mark_read(&id)).flatten() {
-            self.socket.send(&ClientMsg::Read {
+        let moved = threads.with_untracked(|t| self.inbox.try_update(|i| i.mark_read(&id, t)));
+        if let Some(seq) = moved.flatten() {
+            self.link.socket.send(&ClientMsg::Read {
                 conversation: id,
                 seq,
             });
@@ -212,94 +202,13 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
     let welcomed = RwSignal::new(false);
     let uploader = Uploader::new();
-    // The desk (with the call) is made once the socket exists; messages reach it through here.
-    let desk_slot = StoredValue::new_local(None::<Desk>);
-    let socket = use_relay_socket(
-        "/ws/agent",
-        |tx| {
-            tx.send(&ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token: None,
-            });
-        },
-        move |msg| match msg {
-            ServerMsg::WelcomeAgent {
-                agent: who,
-                conversations,
-                read,
-                media,
-            } => {
-                inbox.update(|i| i.welcome(conversations, read));
-                agent.set(Some(who));
-                uploader.max.set(media.max_upload);
-                if let Some(desk) = desk_slot.get_value() {
-                    desk.call.set_ice_servers(media.ice_servers);
-                    desk.joined.update_value(HashSet::clear);
-                    // Before any join: this socket takes our end of a call under way back.
-                    desk.call.resume();
-                    desk.join_mine();
-                }
-                welcomed.set(true);
-            }
-            ServerMsg::Conversation(summary) => {
-                inbox.update(|i| i.upsert(summary));
-                if let Some(desk) = desk_slot.get_value() {
-                    desk.join_mine();
-                }
-            }
-            ServerMsg::Call { conversation, call } => {
-                let Some(desk) = desk_slot.get_value() else {
-                    return;
-                };
-                let ctl = desk.call;
-                let current = ctl.conversation.get_untracked();
-                let busy_elsewhere = ctl.info.get_untracked().is_some()
-                    && current.as_ref().is_some_and(|c| c != &conversation);
-                if busy_elsewhere {
-                    return;
-                }
-                if let Some(info) = &call {
-                    // A visitor calling: bring their conversation up.
-                    if info.caller == Author::Visitor
-                        && selected.get_untracked().as_ref() != Some(&conversation)
-                    {
-                        desk.open(conversation.clone());
-                    }
-                    ctl.conversation.set(Some(conversation.clone()));
-                }
-                ctl.on_call(&conversation, call);
-            }
-            ServerMsg::Signal {
-                conversation,
-                payload,
-            } => {
-                if let Some(desk) = desk_slot.get_value() {
-                    desk.call.on_signal(&conversation, payload);
-                }
-            }
-            ServerMsg::History {
-                conversation,
-                messages,
-            } => inbox.update(|i| i.merge(&conversation, messages)),
-            ServerMsg::Message(m) => {
-                let id = m.conversation.clone();
-                inbox.update(|i| i.merge(&id, vec![m]));
-            }
-            ServerMsg::Error {
-                message, client_id, ..
-            } => {
-                // An error about a chat message (it names its client id) is not about the call.
-                if let (Some(desk), None) = (desk_slot.get_value(), &client_id) {
-                    desk.call.on_refused();
-                }
-                notice.set(Some(message));
-            }
-            _ => {}
-        },
-    );
-    let call = use_call(socket, Author::Agent, uploader);
+    let link = use_link("/ws/agent", || ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        token: None,
+    });
+    let call = use_call(link, Author::Agent, uploader);
     let desk = Desk {
-        socket,
+        link,
         inbox,
         selected,
         agent,
@@ -308,19 +217,49 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         uploader,
         drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
         drafts_key: StoredValue::new(drafts_key(&me)),
-        joined: StoredValue::new(HashSet::new()),
     };
-    desk_slot.set_value(Some(desk));
-    // Call buttons act on the open conversation, unless a call is under way elsewhere.
-    Effect::new(move || {
-        let open = selected.get();
-        if call.info.with(Option::is_none) {
-            call.conversation.set(open);
+    // After the call controller: it has taken up a call before this looks at it.
+    link.subscribe(move |msg| match msg {
+        ServerMsg::WelcomeAgent {
+            agent: who,
+            conversations,
+            read,
+            media,
+        } => {
+            inbox.update(|i| i.welcome(conversations.clone(), read.clone()));
+            agent.set(Some(who.clone()));
+            uploader.max.set(media.max_upload);
+            call.set_ice_servers(media.ice_servers.clone());
+            // Before any join: this socket takes our end of a call under way back.
+            call.resume();
+            desk.join_mine();
+            welcomed.set(true);
         }
+        ServerMsg::Conversation(summary) => {
+            inbox.update(|i| i.upsert(summary.clone()));
+            desk.join_mine();
+        }
+        ServerMsg::Call {
+            conversation,
+            call: Some(info),
+        } => {
+            // A visitor calling: bring their conversation up.
+            let ours = call.conversation.get_untracked().as_ref() == Some(conversation);
+            if ours
+                && info.caller == Author::Visitor
+                && selected.get_untracked().as_ref() != Some(conversation)
+            {
+                desk.open(conversation.clone());
+            }
+        }
+        ServerMsg::Error { message, .. } => notice.set(Some(message.clone())),
+        _ => {}
     });
+    // Call buttons act on the open conversation, unless a call is under way elsewhere.
+    Effect::new(move || call.focus(selected.get()));
     // Rejoin the open conversation after every reconnect (the relay forgets subscriptions).
     Effect::new(move || {
-        if socket.status.get() != Status::Online {
+        if link.socket.status.get() != Status::Online {
             welcomed.set(false);
         }
     });
@@ -334,6 +273,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     // Whatever arrives in the open conversation, while the tab is visible, is read.
     Effect::new(move || {
         inbox.track();
+        link.threads.track();
         selected.track();
         let visible = browser::window()
             .document()
@@ -370,12 +310,12 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                     }}
                 </span>
                 <span class="grow"></span>
-                <span class=move || match socket.status.get() {
+                <span data-testid="connection" class=move || match link.socket.status.get() {
                     Status::Online => "conn online",
                     Status::Connecting => "conn connecting",
                     Status::Offline => "conn offline",
                 }>
-                    {move || match socket.status.get() {
+                    {move || match link.socket.status.get() {
                         Status::Online => "Online",
                         Status::Connecting => "Connecting…",
                         Status::Offline => "Reconnecting…",

@@ -1,20 +1,19 @@
-//! What the console knows: the agent's conversations, their threads and read marks. Pure logic.
+//! What the console knows: the agent's conversations and read marks (their threads are the
+//! link's, passed in). Pure logic.
 
 use std::collections::HashMap;
 
 use escalera_protocol::{
-    Author, ConversationId, ConversationStatus, ConversationSummary, Message, ReadMark,
+    Author, ConversationId, ConversationStatus, ConversationSummary, ReadMark,
 };
 
-use crate::chat::Thread;
+use crate::chat::{Thread, Threads};
 
 /// The agent's view of their sites' conversations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Inbox {
     /// The list, in display order: waiting first, then newest activity.
     pub list: Vec<ConversationSummary>,
-    /// Threads of the conversations opened so far.
-    pub threads: HashMap<ConversationId, Thread>,
     /// The newest seq read per conversation.
     pub read: HashMap<ConversationId, u64>,
 }
@@ -43,20 +42,15 @@ impl Inbox {
         });
     }
 
-    /// Messages arrived for a conversation.
-    pub fn merge(&mut self, id: &ConversationId, messages: Vec<Message>) {
-        self.threads.entry(id.clone()).or_default().merge(messages);
-    }
-
     /// The seq `id` would be marked read up to, if that is past its mark.
-    pub fn unread_seq(&self, id: &ConversationId) -> Option<u64> {
-        let newest = self.threads.get(id).map_or(0, Thread::newest_seq);
+    pub fn unread_seq(&self, id: &ConversationId, threads: &Threads) -> Option<u64> {
+        let newest = threads.get(id).map_or(0, Thread::newest_seq);
         (newest > self.read.get(id).copied().unwrap_or(0)).then_some(newest)
     }
 
     /// Marks everything held of `id` as read; returns the new mark if it moved.
-    pub fn mark_read(&mut self, id: &ConversationId) -> Option<u64> {
-        let seq = self.unread_seq(id)?;
+    pub fn mark_read(&mut self, id: &ConversationId, threads: &Threads) -> Option<u64> {
+        let seq = self.unread_seq(id, threads)?;
         self.read.insert(id.clone(), seq);
         Some(seq)
     }
@@ -68,9 +62,9 @@ impl Inbox {
 
     /// How many messages of `id` the agent has not read. Counted from the thread when it is
     /// loaded (visitor messages only); else estimated from seqs.
-    pub fn unread(&self, id: &ConversationId) -> u64 {
+    pub fn unread(&self, id: &ConversationId, threads: &Threads) -> u64 {
         let read = self.read.get(id).copied().unwrap_or(0);
-        match (self.threads.get(id), self.summary(id)) {
+        match (threads.get(id), self.summary(id)) {
             (Some(t), Some(s)) if t.newest_seq() >= s.last_seq => {
                 t.count_after(read, Author::Visitor) as u64
             }
@@ -83,7 +77,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escalera_protocol::{AgentId, AgentRef};
+    use escalera_protocol::{AgentId, AgentRef, Message, ServerMsg};
 
     fn row(
         id: &str,
@@ -148,18 +142,19 @@ mod tests {
                 seq: 1,
             }],
         );
-        assert_eq!(inbox.unread(&id), 2);
-        inbox.merge(
-            &id,
-            vec![
+        let mut threads = Threads::default();
+        assert_eq!(inbox.unread(&id, &threads), 2);
+        threads.apply(&ServerMsg::History {
+            conversation: id.clone(),
+            messages: vec![
                 msg(1, Author::Visitor),
                 msg(2, Author::System),
                 msg(3, Author::Visitor),
             ],
-        );
-        assert_eq!(inbox.unread(&id), 1);
-        assert_eq!(inbox.mark_read(&id), Some(3));
-        assert_eq!(inbox.mark_read(&id), None);
-        assert_eq!(inbox.unread(&id), 0);
+        });
+        assert_eq!(inbox.unread(&id, &threads), 1);
+        assert_eq!(inbox.mark_read(&id, &threads), Some(3));
+        assert_eq!(inbox.mark_read(&id, &threads), None);
+        assert_eq!(inbox.unread(&id, &threads), 0);
     }
 }

@@ -19,6 +19,44 @@ use web_sys::{
 
 use super::negotiation::{Action, Candidate, Input, Negotiator, SdpKind, Signal};
 
+/// The connection's state as the page shows it (on the call's status line, as `data-*`
+/// attributes): for people diagnosing a call, and for tests that prove what happened.
+#[derive(Clone, Copy)]
+pub struct Diagnostics {
+    /// `iceConnectionState`.
+    pub ice: RwSignal<String>,
+    /// `signalingState`.
+    pub signaling: RwSignal<String>,
+    /// `iceGatheringState`.
+    pub gathering: RwSignal<String>,
+    /// How many times our offer collided with the other side's and was rolled back.
+    pub rollbacks: RwSignal<u32>,
+    /// How many ICE restarts this side asked for after the connection failed.
+    pub ice_restarts: RwSignal<u32>,
+    /// Media sections (`m=` lines) in our latest local description.
+    pub m_lines: RwSignal<u32>,
+}
+
+impl Diagnostics {
+    /// A fresh connection's.
+    pub fn new() -> Self {
+        Self {
+            ice: RwSignal::new("new".into()),
+            signaling: RwSignal::new("stable".into()),
+            gathering: RwSignal::new("new".into()),
+            rollbacks: RwSignal::new(0),
+            ice_restarts: RwSignal::new(0),
+            m_lines: RwSignal::new(0),
+        }
+    }
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The connection and everything it needs to stay alive.
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -31,8 +69,7 @@ pub struct Peer {
     /// sends all its tracks in one stream).
     remote: RefCell<Option<MediaStream>>,
     remote_changed: RwSignal<u32>,
-    ice_state: RwSignal<String>,
-    signaling: RwSignal<String>,
+    diag: Diagnostics,
     handlers: RefCell<Vec<Handler>>,
 }
 
@@ -73,17 +110,22 @@ fn relay_only() -> bool {
     crate::browser::query_param("ice").as_deref() == Some("relay")
 }
 
+/// Test hook: `?streams=none` sends every track without a stream (`a=msid:-`), as some
+/// foreign peers do, so the other side's handling of such tracks is tested.
+fn streamless() -> bool {
+    crate::browser::query_param("streams").as_deref() == Some("none")
+}
+
 impl Peer {
     /// A new connection; `send` carries signals (JSON) to the other side through the relay.
-    /// `remote_changed` is bumped when remote tracks come or go; `ice_state` follows
-    /// `iceConnectionState`.
+    /// `remote_changed` is bumped when remote tracks come or go;
+    /// the connection's states and counts go to `diag`.
     pub fn new(
         servers: &[IceServer],
         polite: bool,
         send: impl Fn(String) + 'static,
         remote_changed: RwSignal<u32>,
-        ice_state: RwSignal<String>,
-        signaling: RwSignal<String>,
+        diag: Diagnostics,
     ) -> Result<Rc<Peer>, JsValue> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&ice_servers(servers));
@@ -91,6 +133,10 @@ impl Peer {
             config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
         }
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        // The counts are this connection's.
+        diag.rollbacks.set(0);
+        diag.ice_restarts.set(0);
+        diag.m_lines.set(0);
         let peer = Rc::new_cyclic(|weak: &std::rc::Weak<Peer>| {
             let on = |f: OnEvent| {
                 let weak = weak.clone();
@@ -114,16 +160,18 @@ impl Peer {
                 })),
                 on(Box::new(|p, e| {
                     let e: RtcTrackEvent = e.unchecked_into();
-                    if let Ok(stream) = e.streams().get(0).dyn_into::<MediaStream>() {
-                        p.adopt_remote(stream);
+                    match e.streams().get(0).dyn_into::<MediaStream>() {
+                        Ok(stream) => p.adopt_remote(stream),
+                        Err(_) => p.adopt_track(e.track()),
                     }
                     p.remote_changed.update(|n| *n += 1);
                 })),
+                on(Box::new(|p, _| p.ice_changed())),
                 on(Box::new(|p, _| {
-                    p.ice_state.set(js_state(&p.pc, "iceConnectionState"))
+                    p.diag.signaling.set(js_state(&p.pc, "signalingState"))
                 })),
                 on(Box::new(|p, _| {
-                    p.signaling.set(js_state(&p.pc, "signalingState"))
+                    p.diag.gathering.set(js_state(&p.pc, "iceGatheringState"))
                 })),
             ];
             pc.set_onnegotiationneeded(Some(handlers[0].as_ref().unchecked_ref()));
@@ -131,6 +179,7 @@ impl Peer {
             pc.set_ontrack(Some(handlers[2].as_ref().unchecked_ref()));
             pc.set_oniceconnectionstatechange(Some(handlers[3].as_ref().unchecked_ref()));
             pc.set_onsignalingstatechange(Some(handlers[4].as_ref().unchecked_ref()));
+            pc.set_onicegatheringstatechange(Some(handlers[5].as_ref().unchecked_ref()));
             Peer {
                 pc: pc.clone(),
                 neg: RefCell::new(Negotiator::new(polite)),
@@ -140,8 +189,7 @@ impl Peer {
                 send: Box::new(send),
                 remote: RefCell::new(None),
                 remote_changed,
-                ice_state,
-                signaling,
+                diag,
                 handlers: RefCell::new(handlers),
             }
         });
@@ -171,6 +219,55 @@ impl Peer {
         *self.remote.borrow_mut() = Some(stream);
     }
 
+    /// A track that came with no stream (`a=msid:-`): it joins the stream we show, made here
+    /// if the other side never sent one. With no stream to say it went, its `mute` (the
+    /// other side stopped sending it) takes it out and `unmute` puts it back.
+    fn adopt_track(&self, track: MediaStreamTrack) {
+        let stream = Clone::clone(
+            self.remote
+                .borrow_mut()
+                .get_or_insert_with(|| MediaStream::new().expect("MediaStream")),
+        );
+        stream.add_track(&track);
+        let changed = self.remote_changed;
+        let follow = {
+            let (stream, track) = (Clone::clone(&stream), Clone::clone(&track));
+            Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+                let kind = js_sys::Reflect::get(&e, &"type".into())
+                    .ok()
+                    .and_then(|t| t.as_string());
+                if kind.as_deref() == Some("unmute") {
+                    stream.add_track(&track);
+                } else {
+                    stream.remove_track(&track);
+                }
+                changed.update(|n| *n += 1);
+            })
+        };
+        for event in ["mute", "unmute", "ended"] {
+            let _ = track.add_event_listener_with_callback(event, follow.as_ref().unchecked_ref());
+        }
+        self.handlers.borrow_mut().push(follow);
+    }
+
+    /// The ICE connection changed. When it failed (the network under it changed), this side
+    /// asks for an ICE restart: new credentials and candidates in a new offer, on the same
+    /// connection, so both ends keep their tracks.
+    fn ice_changed(&self) {
+        let state = js_state(&self.pc, "iceConnectionState");
+        if state == "failed" && !self.closed.get() {
+            let restart = js_sys::Reflect::get(&self.pc, &"restartIce".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+            if let Some(restart) = restart {
+                if restart.call0(&self.pc).is_ok() {
+                    self.diag.ice_restarts.update(|n| *n += 1);
+                }
+            }
+        }
+        self.diag.ice.set(state);
+    }
+
     /// A signal from the other side (the payload of `ServerMsg::Signal`).
     pub fn on_signal(self: &Rc<Self>, payload: &str) {
         match serde_json::from_str::<Signal>(payload) {
@@ -185,6 +282,14 @@ impl Peer {
 
     /// Sends a local track (renegotiates).
     pub fn add_track(&self, track: &MediaStreamTrack, stream: &MediaStream) -> RtcRtpSender {
+        if streamless() {
+            let init = web_sys::RtcRtpTransceiverInit::new();
+            init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+            return self
+                .pc
+                .add_transceiver_with_media_stream_track_and_init(track, &init)
+                .sender();
+        }
         self.pc.add_track_0(track, stream)
     }
 
@@ -210,7 +315,7 @@ impl Peer {
                 None
             }
             None => {
-                let sender = self.pc.add_track_0(track, stream);
+                let sender = self.add_track(track, stream);
                 self.pc
                     .get_transceivers()
                     .iter()
@@ -238,8 +343,9 @@ impl Peer {
         self.pc.set_ontrack(None);
         self.pc.set_oniceconnectionstatechange(None);
         self.pc.set_onsignalingstatechange(None);
+        self.pc.set_onicegatheringstatechange(None);
         self.pc.close();
-        self.ice_state.set("closed".to_owned());
+        self.diag.ice.set("closed".to_owned());
     }
 
     fn push(self: &Rc<Self>, input: Input) {
@@ -311,7 +417,12 @@ impl Peer {
             },
             Action::Rollback => {
                 let rollback = RtcSessionDescriptionInit::new(RtcSdpType::Rollback);
-                let _ = JsFuture::from(self.pc.set_local_description(&rollback)).await;
+                if JsFuture::from(self.pc.set_local_description(&rollback))
+                    .await
+                    .is_ok()
+                {
+                    self.diag.rollbacks.update(|n| *n += 1);
+                }
                 None
             }
             Action::SetRemote { kind, sdp } => {
@@ -354,6 +465,8 @@ impl Peer {
             .local_description()
             .map(|d| d.sdp())
             .ok_or_else(|| JsValue::from_str("no local description"))?;
+        let sections = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        self.diag.m_lines.set(sections as u32);
         Ok(Input::LocalDescription { kind, sdp })
     }
 }

@@ -3,8 +3,7 @@
 //! on the relay's ack, and resends what was not acknowledged after a reconnect or a reload.
 
 use escalera_protocol::{
-    Author, ClientMsg, ClientMsgId, ConversationId, ErrorCode, ServerMsg, VisitorToken,
-    PROTOCOL_VERSION,
+    Author, ClientMsg, ConversationId, ErrorCode, ServerMsg, VisitorToken, PROTOCOL_VERSION,
 };
 use leptos::prelude::*;
 
@@ -12,7 +11,8 @@ use super::host::use_host;
 use crate::browser;
 use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
 use crate::chat::{Composer, MessageList, Pending, Thread, UploadList, Uploader};
-use crate::relay::{use_relay_socket, Status};
+use crate::link::use_link;
+use crate::relay::Status;
 
 /// Lets the widget's `<img>` and download links fetch this conversation's files: the relay
 /// sets an HttpOnly cookie for `/files` from the token.
@@ -37,6 +37,11 @@ impl Keys {
     }
 }
 
+/// Where messages typed before the first welcome wait: no conversation yet.
+fn unknown() -> ConversationId {
+    ConversationId::from("")
+}
+
 /// The widget page (`/embed?site=KEY&origin=HOST`).
 #[component]
 pub fn Widget() -> impl IntoView {
@@ -46,13 +51,6 @@ pub fn Widget() -> impl IntoView {
     };
     let keys = StoredValue::new(Keys::for_site(&site));
     let host = use_host();
-    let thread = RwSignal::new(Thread::default());
-    // Restore what was typed but never acknowledged before a reload.
-    if let Some(saved) = keys.with_value(|k| browser::load(&k.outbox)) {
-        if let Ok(pending) = serde_json::from_str::<Vec<Pending>>(&saved) {
-            thread.update(|t| pending.into_iter().for_each(|p| t.push_pending(p)));
-        }
-    }
     let conversation = RwSignal::new(None::<ConversationId>);
     // True between the relay's welcome and the socket's loss: only then may we send.
     let welcomed = RwSignal::new(false);
@@ -60,111 +58,79 @@ pub fn Widget() -> impl IntoView {
     let agent = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
     let seen_seq = RwSignal::new(0u64);
-
     let uploader = Uploader::new();
-    // The call controller is created with the socket below; messages for it wait here.
-    let call_slot = StoredValue::new_local(None::<crate::call::CallCtl>);
 
-    let save_outbox = move || {
-        let json =
-            thread.with_untracked(|t| serde_json::to_string(t.pending()).unwrap_or_default());
+    let link = use_link(&format!("/ws/visitor?site={site}"), move || {
+        let token = keys
+            .with_value(|k| browser::load(&k.token))
+            .map(VisitorToken);
+        ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token,
+        }
+    });
+    // What was typed but never acknowledged before a reload waits, under no conversation,
+    // for the welcome to say which conversation it belongs to.
+    if let Some(saved) = keys
+        .with_value(|k| browser::load(&k.outbox))
+        .and_then(|saved| serde_json::from_str::<Vec<Pending>>(&saved).ok())
+    {
+        link.threads.update(|t| {
+            for p in saved {
+                t.queue(&unknown(), p);
+            }
+        });
+    }
+    let call = use_call(link, Author::Visitor, uploader);
+    link.subscribe(move |msg| match msg {
+        ServerMsg::WelcomeVisitor {
+            token,
+            conversation: id,
+            site_name: name,
+            agent_name,
+            media,
+        } => {
+            keys.with_value(|k| browser::save(&k.token, token.as_str()));
+            uploader.max.set(media.max_upload);
+            uploader.bearer.set(Some(token.0.clone()));
+            allow_downloads(token.0.clone());
+            call.set_ice_servers(media.ice_servers.clone());
+            call.focus(Some(id.clone()));
+            // One conversation at a time: a new one (first visit, or the relay forgot us)
+            // takes over whatever was still to be sent.
+            link.threads.update(|t| t.only(id));
+            conversation.set(Some(id.clone()));
+            welcomed.set(true);
+            site_name.set(name.clone());
+            agent.set(agent_name.clone());
+        }
+        ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name.clone())),
+        ServerMsg::Error { code, message, .. } => {
+            let text = match code {
+                ErrorCode::RateLimited => {
+                    "You are sending messages too fast. Wait a moment.".to_owned()
+                }
+                _ => message.clone(),
+            };
+            notice.set(Some(text));
+        }
+        _ => {}
+    });
+    let thread = Signal::derive(move || {
+        let id = conversation.get().unwrap_or_else(unknown);
+        link.threads
+            .with(|t| t.get(&id).cloned().unwrap_or_default())
+    });
+    // The outbox survives a reload.
+    Effect::new(move || {
+        let json = link
+            .threads
+            .with(|t| serde_json::to_string(&t.outbox()).unwrap_or_default());
         keys.with_value(|k| browser::save(&k.outbox, &json));
-    };
+    });
 
-    let socket = use_relay_socket(
-        &format!("/ws/visitor?site={site}"),
-        move |tx| {
-            let token = keys
-                .with_value(|k| browser::load(&k.token))
-                .map(VisitorToken);
-            tx.send(&ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token,
-            });
-        },
-        move |msg| match msg {
-            ServerMsg::WelcomeVisitor {
-                token,
-                conversation: id,
-                site_name: name,
-                agent_name,
-                media,
-            } => {
-                keys.with_value(|k| browser::save(&k.token, token.as_str()));
-                uploader.max.set(media.max_upload);
-                uploader.bearer.set(Some(token.0.clone()));
-                allow_downloads(token.0);
-                if let Some(call) = call_slot.get_value() {
-                    call.set_ice_servers(media.ice_servers);
-                    call.conversation.set(Some(id.clone()));
-                }
-                if conversation.get_untracked().as_ref() != Some(&id) {
-                    // A new conversation (first visit, or the relay forgot us): start clean.
-                    thread.update(|t| {
-                        let pending = t.pending().to_vec();
-                        *t = Thread::default();
-                        pending.into_iter().for_each(|p| t.push_pending(p));
-                    });
-                }
-                conversation.set(Some(id));
-                welcomed.set(true);
-                site_name.set(name);
-                agent.set(agent_name);
-            }
-            ServerMsg::History { messages, .. } => {
-                thread.update(|t| t.merge(messages));
-                save_outbox();
-            }
-            ServerMsg::Message(m) => {
-                thread.update(|t| t.merge([m]));
-                save_outbox();
-            }
-            ServerMsg::Ack { client_id, .. } => {
-                thread.update(|t| {
-                    t.ack(&client_id);
-                });
-                save_outbox();
-            }
-            ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name)),
-            ServerMsg::Call { conversation, call } => {
-                if let Some(ctl) = call_slot.get_value() {
-                    ctl.on_call(&conversation, call);
-                }
-            }
-            ServerMsg::Signal {
-                conversation,
-                payload,
-            } => {
-                if let Some(ctl) = call_slot.get_value() {
-                    ctl.on_signal(&conversation, payload);
-                }
-            }
-            ServerMsg::Error {
-                code,
-                message,
-                client_id,
-                ..
-            } => {
-                // An error about a chat message (it names its client id) is not about the call.
-                if let (Some(ctl), None) = (call_slot.get_value(), &client_id) {
-                    ctl.on_refused();
-                }
-                let text = match code {
-                    ErrorCode::RateLimited => {
-                        "You are sending messages too fast. Wait a moment.".to_owned()
-                    }
-                    _ => message,
-                };
-                notice.set(Some(text));
-            }
-            _ => {}
-        },
-    );
-
-    let call = use_call(socket, Author::Visitor, uploader);
-    call_slot.set_value(Some(call));
-
-    // After every welcome: catch up from the last seq held, then resend what is unacknowledged.
+    // After every welcome: the call first (this socket takes our end back), then the
+    // conversation, with what is unacknowledged.
     Effect::new(move || {
         if !welcomed.get() {
             return;
@@ -172,23 +138,12 @@ pub fn Widget() -> impl IntoView {
         let Some(id) = conversation.get_untracked() else {
             return;
         };
-        let after_seq = thread.with_untracked(Thread::last_seq);
         call.resume();
-        socket.send(&ClientMsg::Join {
-            conversation: id.clone(),
-            after_seq,
-        });
-        for p in thread.with_untracked(|t| t.pending().to_vec()) {
-            socket.send(&ClientMsg::Chat {
-                conversation: id.clone(),
-                client_id: p.client_id,
-                text: p.text,
-            });
-        }
+        link.join(&id);
     });
     // A new socket needs a new welcome before anything else is sent.
     Effect::new(move || {
-        if socket.status.get() != Status::Online {
+        if link.socket.status.get() != Status::Online {
             welcomed.set(false);
         }
     });
@@ -206,24 +161,12 @@ pub fn Widget() -> impl IntoView {
     });
 
     let on_send = Callback::new(move |text: String| {
-        let pending = Pending {
-            client_id: ClientMsgId(browser::random_id()),
-            text,
-        };
-        thread.update(|t| t.push_pending(pending.clone()));
-        save_outbox();
         notice.set(None);
-        if let Some(id) = conversation
-            .get_untracked()
-            .filter(|_| welcomed.get_untracked())
-        {
-            socket.send(&ClientMsg::Chat {
-                conversation: id,
-                client_id: pending.client_id,
-                text: pending.text,
-            });
-        }
+        // Before the first welcome it waits under no conversation, with the restored ones.
+        let id = conversation.get_untracked().unwrap_or_else(unknown);
+        link.chat(&id, text);
     });
+    let socket = link.socket;
 
     let title = move || agent.get().unwrap_or_else(|| site_name.get());
     let subtitle = move || match (socket.status.get(), agent.get()) {
@@ -286,7 +229,7 @@ pub fn Widget() -> impl IntoView {
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
             <MessageList
-                thread=thread.into()
+                thread=thread
                 me=Author::Visitor
                 empty="Hi! Ask us anything: an agent will answer here."
             />
