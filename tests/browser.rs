@@ -93,7 +93,9 @@ async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
         json!("pwned")
     );
 
-    // Closed, the widget shows new agent messages as a count on the bubble.
+    // Closed, the widget shows new agent messages as a count on the bubble. Exactly one: the
+    // widget heard it was open since the first click (widget.js tells it only once it is
+    // ready; a message posted before would be lost and the count would be 2).
     visitor.client.enter_parent_frame().await.unwrap();
     visitor.click("launcher").await;
     agent.say("Are you still there?").await;
