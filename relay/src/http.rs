@@ -2,7 +2,7 @@
 //! upgrades, which check who is calling and hand the socket to the hub.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -10,8 +10,11 @@ use axum::{Json, Router};
 use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
 use serde::Deserialize;
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::core::Caller;
 use crate::core::Role;
+use crate::guard::Refusal;
 use crate::store::{Agent, Site};
 use crate::{assets, files, now_ms, secrets, AppState};
 use futures_util::StreamExt;
@@ -51,18 +54,29 @@ pub fn app(state: AppState) -> Router {
 
 /// A failed request: status and a short plain-text reason.
 #[derive(Debug)]
-pub struct HttpError(StatusCode, String);
+pub struct HttpError(StatusCode, String, Option<u64>);
 
 impl HttpError {
     /// A status and a reason for people.
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        Self(status, msg.into())
+        Self(status, msg.into(), None)
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.2 = Some(secs);
+        self
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
+        let mut res = (self.0, self.1).into_response();
+        if let Some(secs) = self.2 {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
     }
 }
 
@@ -348,13 +362,30 @@ fn me_json(agent: &Agent) -> Json<serde_json::Value> {
     }))
 }
 
+/// The longest email a login reads (RFC 5321's path limit).
+const MAX_EMAIL: usize = 254;
+
+/// The longest password a login hashes.
+const MAX_PASSWORD: usize = 1024;
+
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<Login>,
 ) -> HttpResult<Response> {
     if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    if body.email.len() > MAX_EMAIL || body.password.len() > MAX_PASSWORD {
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong email or password",
+        ));
+    }
+    let ip = from.ip();
+    if let Err(refusal) = state.logins.admit(ip, &body.email) {
+        return Err(refused_login(refusal, ip, &body.email));
     }
     let agent = state
         .hub
@@ -367,10 +398,14 @@ async fn login(
         None => (DUMMY_HASH.clone(), None),
     };
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+    let ok = state
+        .logins
+        .hash(move || secrets::verify_password(&password, &hash))
         .await
-        .unwrap_or(false);
+        .map_err(|refusal| refused_login(refusal, ip, &body.email))?;
+    let known = agent.is_some();
     let Some(agent) = agent.filter(|_| ok) else {
+        tracing::warn!(email = ?body.email, address = %ip, known, "login failed");
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             "wrong email or password",
@@ -401,6 +436,29 @@ async fn login(
         HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
     );
     Ok(res)
+}
+
+/// A login that was not checked: throttled (429 with `Retry-After`) or no hashing slot (503).
+fn refused_login(refusal: Refusal, ip: IpAddr, email: &str) -> HttpError {
+    match refusal {
+        Refusal::Throttled { retry_after, by } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            tracing::warn!(email = ?email, address = %ip, by, retry_after = secs, "login throttled");
+            HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many login attempts; try again in a moment",
+            )
+            .retry_after(secs)
+        }
+        Refusal::Busy => {
+            tracing::warn!(address = %ip, "login refused: every password check slot is busy");
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins at once; try again in a moment",
+            )
+            .retry_after(1)
+        }
+    }
 }
 
 static DUMMY_HASH: std::sync::LazyLock<String> =

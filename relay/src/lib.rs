@@ -8,6 +8,7 @@ pub mod bus;
 pub mod core;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod http;
 pub mod hub;
 pub mod ice;
@@ -58,6 +59,8 @@ pub struct Config {
     pub frame_rate: u32,
     /// ...and at once (a renegotiation with its ICE candidates can send a few dozen).
     pub frame_burst: u32,
+    /// What logins may cost.
+    pub login: guard::LoginLimits,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             call_grace_ms: core::CALL_GRACE_MS,
             frame_rate: 20,
             frame_burst: 100,
+            login: guard::LoginLimits::default(),
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Where uploaded files live (inside the data dir, never served as a folder).
     pub files_dir: PathBuf,
+    /// Login throttling and hashing slots.
+    pub logins: Arc<guard::LoginGuard>,
 }
 
 /// Everything the relay runs on: the store, the hub and the shutdown switch.
@@ -125,6 +131,7 @@ impl Relay {
         Self {
             state: AppState {
                 hub: Arc::new(Hub::new(directory, log, bus, config.clone(), rx)),
+                logins: Arc::new(guard::LoginGuard::new(&config.login)),
                 config,
                 files_dir,
             },
@@ -165,6 +172,14 @@ impl Relay {
         }
         tokio::spawn(state.hub.clone().run_clock(down.clone()));
         tokio::spawn(state.hub.clone().run_bus(bus_events));
+        let logins = state.logins.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                logins.tidy();
+            }
+        });
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|down| *down).await;
         };
@@ -173,7 +188,8 @@ impl Relay {
                 .with_graceful_shutdown(stopped(down.clone()));
             tokio::spawn(serve.into_future())
         });
-        axum::serve(listener.tap_io(no_delay), http::app(state))
+        let app = http::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener.tap_io(no_delay), app)
             .with_graceful_shutdown(stopped(down))
             .await?;
         if let Some(task) = demo_task {

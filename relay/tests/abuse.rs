@@ -1,0 +1,191 @@
+//! Strangers cannot hurt the relay: each attack of the outside review, through real sockets,
+//! is refused or bounded at the limit it states, and a bystander visitor and agent keep
+//! chatting meanwhile. (How much an attack costs, in memory and in a bystander's latency, is
+//! measured by `make abuse`, not asserted here.)
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::{ack, TestRelay, Ws, PASSWORD};
+use escalera_protocol::{ClientMsg, ClientMsgId, ConversationId, ServerMsg};
+use escalera_relay::guard::LoginLimits;
+use escalera_relay::Config;
+
+/// A client whose requests come from `127.0.0.N`: another address, as far as the relay sees.
+fn from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+        .build()
+        .unwrap()
+}
+
+async fn try_login(
+    client: &reqwest::Client,
+    relay: &TestRelay,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(relay.url("/api/login"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The bystanders: a visitor and Ana in one conversation, set up before the attack.
+struct Bystanders {
+    visitor: Ws,
+    agent: Ws,
+    conversation: ConversationId,
+    said: u32,
+}
+
+impl Bystanders {
+    async fn start(relay: &TestRelay) -> Self {
+        let (visitor, agent, conversation, _) = relay.pair().await;
+        Self {
+            visitor,
+            agent,
+            conversation,
+            said: 0,
+        }
+    }
+
+    /// One message each way, acknowledged and delivered.
+    async fn still_chat(&mut self) {
+        self.said += 1;
+        let n = self.said;
+        for (from, to) in [(0, 1), (1, 0)] {
+            let id = ClientMsgId(format!("bystander-{n}-{from}"));
+            let ends = [&mut self.visitor, &mut self.agent];
+            ends[from]
+                .send(&ClientMsg::Chat {
+                    conversation: self.conversation.clone(),
+                    client_id: id.clone(),
+                    text: format!("still here {n}"),
+                })
+                .await;
+            assert_eq!(ack(ends[from]).await.0, id);
+            ends[to]
+                .recv_until(|m| match m {
+                    ServerMsg::Message(m) if m.client_id.as_ref() == Some(&id) => Some(()),
+                    _ => None,
+                })
+                .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_one_agents_password_is_throttled_per_address_and_per_account() {
+    // Limits: 10 attempts per address per 20 s, 20 per account per 5 minutes (the defaults).
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+
+    // From one address: ten wrong guesses are answered 401, then 429 with Retry-After, even
+    // for the right password. (The limit refills one attempt per 2 s, so a slow check lets a
+    // few more through: counted from the time taken.)
+    let attacker = from(2);
+    let started = std::time::Instant::now();
+    let mut guesses = 0;
+    let refused = loop {
+        let res = try_login(&attacker, &relay, "ana@shop.example", "guess").await;
+        match res.status().as_u16() {
+            401 => guesses += 1,
+            429 => break res,
+            other => panic!("answered {other}"),
+        }
+        assert!(guesses <= 100, "never throttled");
+    };
+    let refilled = started.elapsed().as_secs() / 2 + 1;
+    assert!(
+        (10..=10 + refilled).contains(&guesses),
+        "{guesses} guesses before the address was throttled"
+    );
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&wait), "retry after {wait} s");
+    let res = try_login(&attacker, &relay, "ana@shop.example", PASSWORD).await;
+    assert_eq!(res.status(), 429, "even the right password is not checked");
+    bystanders.still_chat().await;
+
+    // From many addresses, five each: the account takes twenty attempts in all, then nobody
+    // may try it, the right password included, while other accounts are untouched.
+    let mut attempts = guesses + 1; // and the bystander agent logged in once
+    for n in 3.. {
+        let mut throttled = false;
+        for _ in 0..5 {
+            let res = try_login(&from(n), &relay, "ana@shop.example", "guess").await;
+            match res.status().as_u16() {
+                401 => attempts += 1,
+                429 => {
+                    throttled = true;
+                    break;
+                }
+                other => panic!("answered {other}"),
+            }
+        }
+        if throttled {
+            break;
+        }
+        assert!(attempts <= 200, "the account was never throttled");
+    }
+    let refilled = started.elapsed().as_secs() / 15 + 1;
+    assert!(
+        (20..=20 + refilled).contains(&attempts),
+        "{attempts} attempts before the account was throttled"
+    );
+    let res = try_login(&from(99), &relay, "ana@shop.example", PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    let res = try_login(&from(99), &relay, "ben@shop.example", PASSWORD).await;
+    assert_eq!(res.status(), 200, "another account logs in");
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crowd_of_logins_is_hashed_a_few_at_a_time_and_the_rest_told_to_wait() {
+    // Limit: one password check at once (set low so the crowd surely queues); a login that
+    // gets no slot within 2 s is answered 503 with Retry-After.
+    let config = Config {
+        login: LoginLimits {
+            concurrency: 1,
+            ..LoginLimits::default()
+        },
+        ..Config::default()
+    };
+    let relay = TestRelay::start_with(config).await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let crowd: Vec<_> = (0..128u8)
+        .map(|i| {
+            let (client, url) = (from(10 + i), relay.url("/api/login"));
+            tokio::spawn(async move {
+                let res = client
+                    .post(url)
+                    .json(&serde_json::json!({ "email": format!("nobody{i}@x.example"), "password": "x" }))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status().as_u16(), res.headers().contains_key("retry-after"))
+            })
+        })
+        .collect();
+    bystanders.still_chat().await;
+    let (mut unknown, mut busy) = (0, 0);
+    for answer in crowd {
+        match answer.await.unwrap() {
+            (401, _) => unknown += 1,
+            (503, true) => busy += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(busy > 0, "one slot cannot hash 128 passwords in 2 s");
+    assert!(unknown > 0, "the slot was used");
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
