@@ -75,7 +75,11 @@ pub struct Product {
     pub site_key: String,
     ports: (u16, u16),
     flags: Vec<String>,
+    log: Log,
 }
+
+/// The relay's log lines (stderr), across restarts; echoed to the test's output too.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl Product {
     /// Adds the agents and starts `escalera serve`.
@@ -99,7 +103,8 @@ impl Product {
         }
         let ports = (free_port(), free_port());
         let flags = flags.to_vec();
-        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports, &flags).await;
+        let log = Log::default();
+        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports, &flags, &log).await;
         Product {
             child,
             dir,
@@ -108,6 +113,7 @@ impl Product {
             site_key,
             ports,
             flags,
+            log,
         }
     }
 
@@ -118,8 +124,38 @@ impl Product {
 
     /// Starts the relay again on the same ports and data dir.
     pub async fn restart(&mut self) {
-        let (child, ..) = serve(self.dir.path(), self.ports, &self.flags).await;
+        let (child, ..) = serve(self.dir.path(), self.ports, &self.flags, &self.log).await;
         self.child = child;
+    }
+
+    /// The relay's log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a site whose widget may be embedded by (or opened on) `origin`; returns its key.
+    /// The running relay sees it at once (same data dir).
+    pub async fn add_site(&self, origin: &str) -> String {
+        let out = Command::new(binary())
+            .args(["site", "add", "--name", "Another shop", "--origin", origin])
+            .args(["--public-url", &self.relay_url])
+            .env("ESCALERA_DATA_DIR", self.dir.path())
+            .output()
+            .await
+            .expect("run escalera site add");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("data-site=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a site key in the snippet")
+            .to_owned()
     }
 
     /// The demo page's origin.
@@ -189,16 +225,27 @@ async fn serve(
     dir: &Path,
     (relay, demo): (u16, u16),
     flags: &[String],
+    log: &Log,
 ) -> (Child, String, String, String) {
     let mut child = Command::new(binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{relay}")])
         .args(["--demo-listen", &format!("127.0.0.1:{demo}")])
         .args(flags)
         .env("ESCALERA_DATA_DIR", dir)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = errors.next_line().await {
+            eprintln!("relay: {line}");
+            log.lock().unwrap().push(line);
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut console, mut page, mut key) = (None, None, None);
     while let Some(line) = tokio::time::timeout(PATIENCE, lines.next_line())

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::core::Role;
 use crate::error::RelayError;
-use crate::http::{caller_role, HttpError, HttpResult};
+use crate::http::{caller_role, check_origin, HttpError, HttpResult};
 use crate::hub::Refused;
 use crate::{secrets, AppState};
 
@@ -131,6 +131,11 @@ pub(crate) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult<Response> {
+    // A session cookie goes with any request the browser sends, a cross-site form's too; a
+    // bearer token only with ours.
+    if !headers.contains_key(header::AUTHORIZATION) {
+        check_origin(&state, &headers)?;
+    }
     let role = caller_role(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "log in or open the chat first"))?;

@@ -16,7 +16,7 @@ use crate::core::Caller;
 use crate::core::Role;
 use crate::guard::Refusal;
 use crate::store::{Agent, Site};
-use crate::{assets, files, now_ms, secrets, AppState};
+use crate::{assets, files, headers, now_ms, secrets, AppState};
 use futures_util::StreamExt;
 
 /// The visitor's download cookie (their token, sent only to `/files`).
@@ -49,6 +49,14 @@ pub fn app(state: AppState) -> Router {
         .route("/files/{*path}", get(files::download))
         .route("/ws/visitor", get(visitor_socket))
         .route("/ws/agent", get(agent_socket))
+        .route(
+            "/api/csp-report",
+            post(headers::csp_report).layer(axum::extract::DefaultBodyLimit::max(16 << 10)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            headers::security,
+        ))
         .with_state(state)
 }
 
@@ -90,35 +98,41 @@ impl From<crate::error::StoreError> for HttpError {
 /// What handlers return.
 pub type HttpResult<T> = Result<T, HttpError>;
 
-/// A page of the built client, `console` or `widget`, in the coding the request accepts.
-async fn page_html(state: &AppState, page: &str, headers: &HeaderMap) -> HttpResult<Response> {
-    let body = assets::load(
-        state.config.assets_dir.as_deref(),
-        &format!("{page}/index.html"),
-        &assets::Encoding::accepted(headers),
-    )
-    .await
-    .ok_or_else(|| {
+/// A page of the built client, `console` or `widget`, in the coding the request accepts, with
+/// its Content-Security-Policy (framed only by `ancestors`).
+async fn page_html(
+    state: &AppState,
+    page: &str,
+    headers: &HeaderMap,
+    ancestors: &str,
+) -> HttpResult<Response> {
+    let path = format!("{page}/index.html");
+    let dir = state.config.assets_dir.as_deref();
+    let missing = || {
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the client is not built into this relay: run `make build`",
         )
-    })?;
-    Ok(assets::respond(
-        body,
-        "text/html; charset=utf-8",
-        "no-cache",
-    ))
+    };
+    // The policy names the page's inline loader by its hash, read from the page as served.
+    let plain = assets::load(dir, &path, &[assets::Encoding::Identity])
+        .await
+        .ok_or_else(missing)?;
+    let hashes = headers::inline_script_hashes(&String::from_utf8_lossy(&plain.bytes));
+    let policy = HeaderValue::from_str(&headers::page_policy(&hashes, ancestors))
+        .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
+    let body = assets::load(dir, &path, &assets::Encoding::accepted(headers))
+        .await
+        .ok_or_else(missing)?;
+    let mut res = assets::respond(body, "text/html; charset=utf-8", "no-cache");
+    res.headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, policy);
+    Ok(res)
 }
 
 async fn console_page(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
-    let mut res = page_html(&state, "console", &headers).await?;
     // The console is never framed by anyone.
-    res.headers_mut().insert(
-        "content-security-policy",
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
-    Ok(res)
+    page_html(&state, "console", &headers, "'none'").await
 }
 
 #[derive(Deserialize)]
@@ -138,21 +152,13 @@ async fn embed_page(
     let site = load_site(&state, q.site).await?;
     let ancestors = match &q.origin {
         Some(o) if site.origins.iter().any(|a| a == o) => o.clone(),
-        Some(o) => {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                "{o} is not allowed to embed this chat; add it with `escalera site add --origin`"
-            ),
-            ))
-        }
+        Some(_) => return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "this page's origin is not allowed to embed this chat; add it to the site's origins",
+        )),
         None => "'none'".to_owned(),
     };
-    let mut res = page_html(&state, "widget", &headers).await?;
-    let csp = HeaderValue::from_str(&format!("frame-ancestors {ancestors}"))
-        .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
-    res.headers_mut().insert("content-security-policy", csp);
-    Ok(res)
+    page_html(&state, "widget", &headers, &ancestors).await
 }
 
 async fn widget_js(headers: HeaderMap) -> Response {
@@ -195,18 +201,34 @@ async fn load_site(state: &AppState, key: SiteKey) -> HttpResult<Site> {
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such site"))
 }
 
-/// Whether the request's `Origin` is this relay's own (its scheme-less part equals `Host`).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let (Some(origin), Some(host)) = (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) else {
-        return false;
+/// Whether the request's `Origin` is this relay's own, as `--public-url` says.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.eq_ignore_ascii_case(state.origin()))
+}
+
+/// Refuses a state-changing request that a page of another origin made the browser send
+/// (CSRF): its `Origin` must be ours; without one, its `Sec-Fetch-Site` must say same-origin
+/// (or `none`: typed by the person). A request with neither is not from a browser that
+/// follows a cross-site page's orders (every current one sends `Origin` on a cross-site
+/// POST), so tools like curl keep working.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> HttpResult<()> {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let ok = if headers.contains_key(header::ORIGIN) {
+        same_origin(state, headers)
+    } else {
+        fetch_site.is_none_or(|s| s == "same-origin" || s == "none")
     };
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        == Some(host)
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "this request came from another site",
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -224,8 +246,8 @@ async fn visitor_socket(
 ) -> HttpResult<Response> {
     let site = load_site(&state, q.site).await?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let allowed =
-        same_origin(&headers) || origin.is_some_and(|o| site.origins.iter().any(|a| a == o));
+    let allowed = same_origin(&state, &headers)
+        || origin.is_some_and(|o| site.origins.iter().any(|a| a == o));
     if !allowed {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
@@ -248,7 +270,7 @@ async fn agent_socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> HttpResult<Response> {
-    if !same_origin(&headers) {
+    if !same_origin(&state, &headers) {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let agent = session_agent(&state, &headers)
@@ -273,33 +295,60 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
         })
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+/// The value of cookie `name`. Sent twice (a sibling host can set one for the whole domain
+/// next to ours), it is refused rather than guessed at.
+fn cookie(headers: &HeaderMap, name: &str) -> HttpResult<Option<String>> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned());
+    let first = found.next();
+    if found.next().is_some() {
+        tracing::warn!(
+            cookie = name,
+            "a request sent the same cookie twice: refused"
+        );
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "this browser sent two different session cookies; clear this site's cookies",
+        ));
+    }
+    Ok(first)
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE)
+/// The session cookie's name: `__Host-` prefixed over https, so no other host (a sibling
+/// subdomain) can set or shadow it.
+pub fn session_cookie(state: &AppState) -> &'static str {
+    if state.config.secure_cookies {
+        "__Host-escalera_session"
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+fn session_token(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<String>> {
+    cookie(headers, session_cookie(state))
 }
 
 /// The visitor's token from `Authorization: Bearer` or the download cookie.
-fn visitor_token(headers: &HeaderMap) -> Option<String> {
-    headers
+fn visitor_token(headers: &HeaderMap) -> HttpResult<Option<String>> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| cookie(headers, VISITOR_COOKIE))
+        .map(str::to_owned);
+    match bearer {
+        Some(token) => Ok(Some(token)),
+        None => cookie(headers, VISITOR_COOKIE),
+    }
 }
 
 async fn visitor_role(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Role>> {
-    let Some(token) = visitor_token(headers) else {
+    let Some(token) = visitor_token(headers)? else {
         return Ok(None);
     };
     let hash = secrets::token_hash(&token);
@@ -324,7 +373,7 @@ async fn visitor_session(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
-    let token = visitor_token(&headers).filter(|_| headers.contains_key(header::AUTHORIZATION));
+    let token = visitor_token(&headers)?.filter(|_| headers.contains_key(header::AUTHORIZATION));
     let (Some(token), Some(_)) = (token, visitor_role(&state, &headers).await?) else {
         return Err(HttpError::new(StatusCode::UNAUTHORIZED, "unknown visitor"));
     };
@@ -341,7 +390,7 @@ async fn visitor_session(
 }
 
 async fn session_agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Agent>> {
-    let Some(token) = session_token(headers) else {
+    let Some(token) = session_token(state, headers)? else {
         return Ok(None);
     };
     let hash = secrets::token_hash(&token);
@@ -374,9 +423,7 @@ async fn login(
     headers: HeaderMap,
     Json(body): Json<Login>,
 ) -> HttpResult<Response> {
-    if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
-    }
+    check_origin(&state, &headers)?;
     if body.email.len() > MAX_EMAIL || body.password.len() > MAX_PASSWORD {
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
@@ -423,7 +470,8 @@ async fn login(
         .add_session(hash, id, now_ms() + ttl * 1000)
         .await?;
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{}",
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{}",
+        session_cookie(&state),
         if state.config.secure_cookies {
             "; Secure"
         } else {
@@ -465,11 +513,20 @@ static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| secrets::hash_password("not a real password"));
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
-    if let Some(token) = session_token(&headers) {
+    check_origin(&state, &headers)?;
+    if let Some(token) = session_token(&state, &headers)? {
         let hash = secrets::token_hash(&token);
         state.hub.directory().delete_session(hash).await?;
     }
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let clear = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        session_cookie(&state),
+        if state.config.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
     Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
 }
 

@@ -9,6 +9,7 @@ pub mod core;
 pub mod error;
 pub mod files;
 pub mod guard;
+pub mod headers;
 pub mod http;
 pub mod hub;
 pub mod ice;
@@ -47,6 +48,9 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Add `Secure` to the session cookie (set when the relay is reached over https).
     pub secure_cookies: bool,
+    /// The relay's public URL (`--public-url`): its origin is the one origin its own pages
+    /// have, checked on every state-changing request. Unset, `http://` + the listen address.
+    pub public_url: Option<String>,
     /// STUN/TURN servers for the browsers.
     pub ice: ice::IceConfig,
     /// The largest upload accepted, in bytes.
@@ -69,6 +73,7 @@ impl Default for Config {
             assets_dir: None,
             session_ttl_secs: 7 * 24 * 3600,
             secure_cookies: false,
+            public_url: None,
             ice: ice::IceConfig {
                 turn_ttl_secs: 3600,
                 ..Default::default()
@@ -94,6 +99,26 @@ pub struct AppState {
     pub files_dir: PathBuf,
     /// Login throttling and hashing slots.
     pub logins: Arc<guard::LoginGuard>,
+    /// The relay's own origin (`http://host:port`), known once it listens.
+    origin: Arc<std::sync::OnceLock<String>>,
+}
+
+impl AppState {
+    /// The relay's own origin, from `--public-url` (never from a request's `Host`).
+    pub fn origin(&self) -> &str {
+        self.origin.get().map_or("", String::as_str)
+    }
+}
+
+/// The origin of a URL: `https://chat.example.com/x/` → `https://chat.example.com`.
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
 }
 
 /// Everything the relay runs on: the store, the hub and the shutdown switch.
@@ -132,6 +157,7 @@ impl Relay {
             state: AppState {
                 hub: Arc::new(Hub::new(directory, log, bus, config.clone(), rx)),
                 logins: Arc::new(guard::LoginGuard::new(&config.login)),
+                origin: Arc::new(std::sync::OnceLock::new()),
                 config,
                 files_dir,
             },
@@ -158,6 +184,11 @@ impl Relay {
             shutdown,
             bus_events,
         } = self;
+        let own = match &state.config.public_url {
+            Some(url) => origin_of(url),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let _ = state.origin.set(own);
         let down = shutdown.subscribe();
         tokio::spawn(async move {
             signal.await;

@@ -164,6 +164,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "escalera=info,escalera_relay=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -214,7 +216,7 @@ fn normalize_origin(o: &str) -> anyhow::Result<String> {
         .strip_prefix("https://")
         .or_else(|| o.strip_prefix("http://"))
         .with_context(|| format!("{o} is not an origin: it must start with https:// or http://"))?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', ';', ',', '\'', '"']) {
         bail!("{o} is not an origin (scheme://host[:port], no path)");
     }
     Ok(o)
@@ -243,6 +245,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         Config {
             assets_dir: args.assets,
             secure_cookies: public_url.starts_with("https://"),
+            public_url: Some(public_url.clone()),
             ice: escalera_relay::ice::IceConfig {
                 stun: args.stun,
                 turn: args.turn,

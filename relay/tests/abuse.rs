@@ -189,3 +189,108 @@ async fn a_crowd_of_logins_is_hashed_a_few_at_a_time_and_the_rest_told_to_wait()
     bystanders.still_chat().await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sibling_hosts_forms_cannot_log_an_agent_out_or_post_as_them() {
+    // Rule: a state-changing request must come from the relay's own origin (`Origin`, else
+    // `Sec-Fetch-Site`). The session cookie is SameSite=Strict, but a sibling host
+    // (attacker.shop.test next to chat.shop.test) is the same site, so it is sent anyway.
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let session = relay.login("ana@shop.example").await;
+    let (_visitor, _token, conversation) = relay.visitor(None).await;
+    let http = reqwest::Client::new();
+    let me = |http: reqwest::Client| {
+        let (url, session) = (relay.url("/api/me"), session.clone());
+        async move {
+            http.get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // A form auto-submitted to /api/logout from the sibling: refused, the session lives on.
+    let res = http
+        .post(relay.url("/api/logout"))
+        .header("cookie", &session)
+        .header("origin", "http://attacker.shop.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(
+        !res.headers().contains_key("set-cookie"),
+        "the cookie is not cleared"
+    );
+    assert_eq!(me(http.clone()).await.status(), 200);
+
+    // A text/plain form to the upload route: refused, by Origin or, without one, by
+    // Sec-Fetch-Site; nothing is stored and the waiting conversation is not taken.
+    let upload = relay.url(&format!(
+        "/api/conversations/{conversation}/files?name=a.txt"
+    ));
+    for (name, value) in [
+        ("origin", "http://attacker.shop.test"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let res = http
+            .post(&upload)
+            .header("cookie", &session)
+            .header(name, value)
+            .header("content-type", "text/plain")
+            .body("a=b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{name}: {value}");
+    }
+    // Nothing was posted, and nobody took it (taking writes "Ana joined the conversation").
+    let (mut agent, _) = relay.agent("ana@shop.example").await;
+    agent
+        .send(&ClientMsg::Join {
+            conversation: conversation.clone(),
+            after_seq: 0,
+        })
+        .await;
+    assert_eq!(common::history(&mut agent).await, vec![]);
+
+    // The relay's own page may (its Origin is the relay's).
+    let res = http
+        .post(relay.url("/api/logout"))
+        .header("cookie", &session)
+        .header("origin", relay.url(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(me(http.clone()).await.status(), 401);
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_session_cookie_set_by_a_sibling_is_refused_not_guessed_at() {
+    let relay = TestRelay::start().await;
+    let session = relay.login("ana@shop.example").await;
+    let http = reqwest::Client::new();
+    // The sibling's cookie for the whole domain comes first.
+    let res = http
+        .get(relay.url("/api/me"))
+        .header("cookie", format!("escalera_session=planted; {session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = http
+        .get(relay.url("/api/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    relay.stop().await;
+}

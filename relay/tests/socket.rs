@@ -479,7 +479,11 @@ async fn login_sets_a_strict_http_only_cookie_and_wrong_passwords_fail() {
 async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
     let assets = tempfile::tempdir().unwrap();
     std::fs::create_dir(assets.path().join("widget")).unwrap();
-    std::fs::write(assets.path().join("widget/index.html"), "<html>app</html>").unwrap();
+    std::fs::write(
+        assets.path().join("widget/index.html"),
+        "<html><script type=\"module\">start()</script><script src=\"/app/x.js\"></script></html>",
+    )
+    .unwrap();
     let relay = TestRelay::start_with(escalera_relay::Config {
         assets_dir: Some(assets.path().to_owned()),
         ..Default::default()
@@ -495,10 +499,28 @@ async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+    let policy = ok.headers()["content-security-policy"].to_str().unwrap();
+    let directive = |name: &str| {
+        policy
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert_eq!(
-        ok.headers()["content-security-policy"],
+        directive("frame-ancestors"),
         "frame-ancestors https://shop.example"
     );
+    // Scripts: the relay's own files and the page's one inline loader, by its hash
+    // (python3: base64(sha256(b"start()").digest())); nothing else inline, no eval.
+    assert_eq!(
+        directive("script-src"),
+        "script-src 'self' 'wasm-unsafe-eval' 'sha256-DIm7WJS6ZKDYe5qFLPy+h4JFI9Bol5QmYC57mt3Fb00='"
+    );
+    assert_eq!(directive("default-src"), "default-src 'none'");
+    assert_eq!(ok.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(ok.headers()["referrer-policy"], "no-referrer");
     let evil = http
         .get(relay.url(&format!(
             "/embed?site={key}&origin=https%3A%2F%2Fevil.example"
@@ -507,6 +529,8 @@ async fn the_embed_page_may_be_framed_only_by_the_sites_origins() {
         .await
         .unwrap();
     assert_eq!(evil.status(), 403);
+    let said = evil.text().await.unwrap();
+    assert!(!said.contains("evil"), "the request is not echoed: {said}");
     let unknown = http
         .get(relay.url("/embed?site=nope"))
         .send()
