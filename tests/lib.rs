@@ -569,15 +569,27 @@ impl Browser {
             .await
     }
 
-    /// Waits until the call's ICE connection is up.
+    /// Waits until the call's ICE connection is up; on a timeout, says where the connection
+    /// stood (ICE, signaling and gathering states, rollbacks, ICE restarts).
     pub async fn wait_ice_connected(&self) {
-        self.wait_js(
-            "ICE connected",
-            "const l = document.querySelector('.stage-label');
-             return l && ['connected', 'completed'].includes(l.dataset.ice)",
-            vec![],
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let state = self
+                .js(
+                    "const l = document.querySelector('.stage-label');
+                     return l ? Object.assign({}, l.dataset) : null",
+                    vec![],
+                )
+                .await;
+            let ice = state["ice"].as_str().unwrap_or_default();
+            if ["connected", "completed"].contains(&ice) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for ICE connected: {state}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the remote `<video>` holds a live audio track.
