@@ -479,10 +479,33 @@ impl ErrorCode {
     }
 }
 
-/// Checks chat text: not blank, at most [`MAX_TEXT_CHARS`]. Shared so the widget can say so
-/// before sending and the relay enforces the same rule.
+/// The longest `client_id` the relay accepts, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// Characters that show nothing: zero-width spaces and joiners, word joiners and invisible
+/// operators, the byte-order mark, the soft hyphen, bidirectional controls, variation
+/// selectors, tag characters and the blank "fillers" of Hangul and Braille.
+pub fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Bidirectional controls (embeddings, overrides, isolates, marks): in a file name they can
+/// make `gpj.exe` read as `exe.jpg`.
+pub fn bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks chat text: at least one visible character, at most [`MAX_TEXT_CHARS`]. Shared so the
+/// widget can say so before sending and the relay enforces the same rule.
 pub fn check_text(text: &str) -> Result<(), &'static str> {
-    if text.trim().is_empty() {
+    if !text
+        .chars()
+        .any(|c| !c.is_whitespace() && !c.is_control() && !invisible(c))
+    {
         Err("The message is empty.")
     } else if text.chars().count() > MAX_TEXT_CHARS {
         Err("The message is too long (at most 8000 characters).")
@@ -719,6 +742,18 @@ mod tests {
         assert!(check_text("  \n ").is_err());
         assert!(check_text("ok").is_ok());
         assert!(check_text(&"é".repeat(MAX_TEXT_CHARS)).is_ok());
+        // Nothing visible: spaces, zero-width characters, a byte-order mark, a Hangul filler.
+        for blank in [
+            "  \n\t",
+            "\u{200B}\u{200D}",
+            "\u{FEFF} \u{2060}",
+            "\u{3164}",
+            "\u{202E}\u{E0041}",
+        ] {
+            assert_eq!(check_text(blank), Err("The message is empty."), "{blank:?}");
+        }
+        assert!(check_text("\u{200B}ok").is_ok());
+        assert!(check_text("👍").is_ok());
         assert!(check_text(&"é".repeat(MAX_TEXT_CHARS + 1)).is_err());
     }
 }

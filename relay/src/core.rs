@@ -10,7 +10,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use escalera_protocol::{
     check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
     ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind, Message,
-    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION,
+    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
@@ -921,6 +922,7 @@ impl Core {
                 client_id, text, ..
             } => {
                 check_text(&text).map_err(RelayError::BadText)?;
+                check_client_id(&client_id)?;
                 self.act(
                     now,
                     peer,
@@ -1695,6 +1697,16 @@ impl Out {
 /// The largest frame a chat message can be: its text (at most `MAX_TEXT_CHARS` characters of
 /// up to 4 bytes, escaped as up to 6) and its ids.
 const MAX_CHAT_FRAME_BYTES: usize = MAX_TEXT_CHARS * 6 + 1024;
+
+/// A `client_id` is an id, not a payload: at most [`MAX_CLIENT_ID_CHARS`] characters.
+pub fn check_client_id(id: &ClientMsgId) -> Result<(), RelayError> {
+    if id.0.is_empty() || id.0.chars().count() > MAX_CLIENT_ID_CHARS {
+        return Err(RelayError::BadFrame(format!(
+            "client_id must have 1 to {MAX_CLIENT_ID_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
 
 /// What a frame is about: its conversation, and for a chat message its client id.
 fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {

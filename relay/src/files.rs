@@ -57,13 +57,14 @@ pub fn sniff(head: &[u8], complete: bool) -> &'static str {
     }
 }
 
-/// A file name safe to show and to put in a header: no path, no control characters, at most
-/// 200 characters; empty becomes "file".
+/// A file name safe to show and to put in a header: no path, no control characters, no
+/// bidirectional controls (which can make `gpj.exe` read as `exe.jpg`), at most 200
+/// characters; empty becomes "file".
 pub fn clean_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !escalera_protocol::bidi_control(*c))
         .take(200)
         .collect::<String>()
         .trim()
@@ -136,6 +137,10 @@ pub(crate) async fn upload(
     if !headers.contains_key(header::AUTHORIZATION) {
         check_origin(&state, &headers)?;
     }
+    let client_id = q.client_id.map(ClientMsgId);
+    if let Some(id) = &client_id {
+        crate::core::check_client_id(id).map_err(relay_error)?;
+    }
     let role = caller_role(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "log in or open the chat first"))?;
@@ -194,7 +199,7 @@ pub(crate) async fn upload(
     let stored = dir.join(&file.id.0);
     let message = match state
         .hub
-        .post_file(role, conversation, file, q.client_id.map(ClientMsgId))
+        .post_file(role, conversation, file, client_id)
         .await
     {
         Ok(m) => m,
@@ -330,6 +335,8 @@ mod tests {
         assert_eq!(clean_name("C:\\Users\\me\\report.pdf"), "report.pdf");
         assert_eq!(clean_name("a\u{0}b\nc.txt"), "abc.txt");
         assert_eq!(clean_name(".."), "file");
+        assert_eq!(clean_name("invoice\u{202E}gpj.exe"), "invoicegpj.exe");
+        assert_eq!(clean_name("\u{2067}a\u{2069}.txt"), "a.txt");
         assert_eq!(clean_name(""), "file");
     }
 

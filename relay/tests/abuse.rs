@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::{ack, TestRelay, Ws, PASSWORD};
-use escalera_protocol::{ClientMsg, ClientMsgId, ConversationId, ServerMsg};
+use escalera_protocol::{ClientMsg, ClientMsgId, ConversationId, ErrorCode, ServerMsg};
 use escalera_relay::guard::LoginLimits;
 use escalera_relay::Config;
 
@@ -292,5 +292,43 @@ async fn a_second_session_cookie_set_by_a_sibling_is_refused_not_guessed_at() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invisible_messages_long_client_ids_and_bidi_file_names_are_refused_or_cleaned() {
+    // Rules: a message needs a visible character; a client_id has at most 64 characters;
+    // bidirectional controls are stripped from file names.
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conversation, token) = relay.pair().await;
+    let chat = |id: &str, text: &str| ClientMsg::Chat {
+        conversation: conversation.clone(),
+        client_id: ClientMsgId(id.to_owned()),
+        text: text.to_owned(),
+    };
+    visitor.send(&chat("blank", "\u{200B}\u{2060} \u{FEFF}")).await;
+    assert_eq!(common::error(&mut visitor).await, ErrorCode::BadText);
+    visitor.send(&chat(&"x".repeat(65), "hello")).await;
+    assert_eq!(common::error(&mut visitor).await, ErrorCode::BadFrame);
+    visitor.send(&chat(&"x".repeat(64), "hello")).await;
+    assert_eq!(ack(&mut visitor).await.0, ClientMsgId("x".repeat(64)));
+
+    let res = reqwest::Client::new()
+        .post(relay.url(&format!(
+            "/api/conversations/{conversation}/files?name=invoice%E2%80%AEgpj.exe"
+        )))
+        .bearer_auth(&token.0)
+        .body("MZ not really")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let stored = agent
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) => m.attachment,
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored.name, "invoicegpj.exe");
     relay.stop().await;
 }
