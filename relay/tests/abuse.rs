@@ -306,7 +306,9 @@ async fn invisible_messages_long_client_ids_and_bidi_file_names_are_refused_or_c
         client_id: ClientMsgId(id.to_owned()),
         text: text.to_owned(),
     };
-    visitor.send(&chat("blank", "\u{200B}\u{2060} \u{FEFF}")).await;
+    visitor
+        .send(&chat("blank", "\u{200B}\u{2060} \u{FEFF}"))
+        .await;
     assert_eq!(common::error(&mut visitor).await, ErrorCode::BadText);
     visitor.send(&chat(&"x".repeat(65), "hello")).await;
     assert_eq!(common::error(&mut visitor).await, ErrorCode::BadFrame);

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use escalera_protocol::{
-    Author, CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, IceServer,
-    MediaKind, ServerMsg,
+    Author, CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, ErrorCode,
+    IceServer, MediaKind, ServerMsg,
 };
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -90,8 +90,13 @@ struct Inner {
     ice: RefCell<Vec<IceServer>>,
     /// Signals that came before our peer connection existed.
     early: RefCell<Vec<String>>,
+    /// A call action waiting to be sent again (dropped, and so cancelled, with the controller).
+    retry: RefCell<Option<gloo_timers::callback::Timeout>>,
     _unload: RefCell<Option<Closure<dyn FnMut()>>>,
 }
+
+/// The pause before a call action refused as too fast goes again.
+const RETRY_MS: u32 = 1_500;
 
 /// A device opened for the machine, waiting for its verdict (keep or discard).
 enum Opened {
@@ -150,6 +155,7 @@ pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
         devices: RefCell::new(Devices::default()),
         ice: RefCell::new(Vec::new()),
         early: RefCell::new(Vec::new()),
+        retry: RefCell::new(None),
         _unload: RefCell::new(None),
     });
     let ctl = CallCtl {
@@ -182,11 +188,19 @@ pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
         // An error about a chat message (it names its client id), or about another
         // conversation, is not about the call.
         ServerMsg::Error {
+            code,
             client_id: None,
             conversation,
             ..
         } if conversation.is_none() || *conversation == ctl.conversation.get_untracked() => {
-            ctl.feed(Input::Refused)
+            // Too fast is not no: the action goes again after a pause.
+            ctl.feed(
+                if *code == ErrorCode::RateLimited && conversation.is_some() {
+                    Input::TooFast
+                } else {
+                    Input::Refused
+                },
+            )
         }
         _ => {}
     });
@@ -324,6 +338,14 @@ impl CallCtl {
                 Command::Connect => self.connect(),
                 Command::Teardown => self.release(),
                 Command::Notice(text) => self.notice.set(Some(text)),
+                Command::SendLater { action, generation } => {
+                    let ctl = *self;
+                    let timer = gloo_timers::callback::Timeout::new(RETRY_MS, move || {
+                        ctl.feed(Input::Due { action, generation });
+                    });
+                    self.inner
+                        .with_value(|i| *i.retry.borrow_mut() = Some(timer));
+                }
             }
         }
     }

@@ -75,6 +75,15 @@ pub enum Input {
     },
     /// The relay refused a frame that was not a chat message.
     Refused,
+    /// The relay refused our last call action only for coming too fast (`rate_limited`).
+    TooFast,
+    /// The pause after `TooFast` is over: send `action` again if nothing changed meanwhile.
+    Due {
+        /// The action to send again.
+        action: CallAction,
+        /// The generation it belongs to.
+        generation: u32,
+    },
     /// A new connection is welcomed; `holding` is whether a peer connection is still held.
     Reconnected {
         /// A peer connection of the call is still open here.
@@ -106,6 +115,13 @@ pub enum Command {
     Teardown,
     /// Tell the person something.
     Notice(String),
+    /// Feed `Due` with this action and generation after a pause.
+    SendLater {
+        /// The action.
+        action: CallAction,
+        /// The generation it belongs to.
+        generation: u32,
+    },
 }
 
 /// One browser's side of the calls of a widget or a console.
@@ -117,6 +133,8 @@ pub struct CallMachine {
     generation: u32,
     /// A start or accept under way, from pressing until the call is up or gone.
     busy: bool,
+    /// The last call action sent (to send again if it was refused as too fast).
+    last_sent: Option<CallAction>,
 }
 
 impl CallMachine {
@@ -128,6 +146,7 @@ impl CallMachine {
             info: None,
             generation: 0,
             busy: false,
+            last_sent: None,
         }
     }
 
@@ -148,6 +167,17 @@ impl CallMachine {
 
     /// Handles one input.
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
+        let out = self.decide(input);
+        if let Some(action) = out.iter().rev().find_map(|c| match c {
+            Command::Send(a) => Some(*a),
+            _ => None,
+        }) {
+            self.last_sent = Some(action);
+        }
+        out
+    }
+
+    fn decide(&mut self, input: Input) -> Vec<Command> {
         match input {
             Input::Focus(id) => {
                 if self.info.is_none() {
@@ -211,6 +241,20 @@ impl CallMachine {
                 out
             }
             Input::Relay { conversation, call } => self.relay(conversation, call),
+            Input::TooFast => match self.last_sent.take() {
+                Some(action) => vec![Command::SendLater {
+                    action,
+                    generation: self.generation,
+                }],
+                None => vec![],
+            },
+            Input::Due { action, generation } => {
+                if generation == self.generation {
+                    vec![Command::Send(action)]
+                } else {
+                    vec![]
+                }
+            }
             Input::Refused => {
                 let mut out = Vec::new();
                 if self.info.is_none() {
@@ -453,6 +497,34 @@ mod tests {
         let active = call(CallPhase::Active, Author::Visitor, true, CallKind::Voice);
         m.handle(relay(Some(active)));
         assert_eq!(m.handle(Input::Refused), []);
+    }
+
+    #[test]
+    fn a_call_action_refused_as_too_fast_is_sent_again_unless_the_call_ended() {
+        let mut m = visitor();
+        m.handle(Input::Start(CallKind::Voice));
+        m.handle(opened(&m, Then::Start(CallKind::Voice)));
+        let start = CallAction::Start {
+            kind: CallKind::Voice,
+        };
+        let later = m.handle(Input::TooFast);
+        assert_eq!(
+            later,
+            [Command::SendLater {
+                action: start,
+                generation: m.generation
+            }]
+        );
+        let due = Input::Due {
+            action: start,
+            generation: m.generation,
+        };
+        assert_eq!(m.handle(due.clone()), [Command::Send(start)]);
+        assert!(m.busy(), "the call is still being set up");
+        // Refused again and hung up meanwhile: nothing goes out.
+        m.handle(Input::TooFast);
+        m.handle(Input::HangUp);
+        assert_eq!(m.handle(due), []);
     }
 
     #[test]
