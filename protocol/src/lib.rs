@@ -460,6 +460,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The relay failed; the frame may be resent.
     Internal,
+    /// The agent's session ended (logout, expiry, disabled or removed); the socket closes.
+    /// Log in again.
+    SessionEnded,
 }
 
 impl ErrorCode {
@@ -475,6 +478,7 @@ impl ErrorCode {
             ErrorCode::AlreadyTaken => "already_taken",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::SessionEnded => "session_ended",
         }
     }
 }

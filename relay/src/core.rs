@@ -141,6 +141,8 @@ pub enum Caller {
         agent: AgentRef,
         /// The sites they serve.
         scope: Scope,
+        /// The hash of the session cookie it came with: the socket lives as long as that.
+        session: String,
     },
     /// An HTTP request (an upload) by someone already known.
     Http(Role),
@@ -231,6 +233,19 @@ pub enum Request {
 /// What the core is told.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// A session ended here (logout): its sockets close at once.
+    Revoked {
+        /// The session's hash.
+        session: String,
+    },
+    /// The answer to [`Effect::CheckSessions`]: which of the sessions asked about still live
+    /// (not expired, its agent not disabled or removed).
+    SessionsLive {
+        /// The sessions asked about.
+        asked: Vec<String>,
+        /// Those still live.
+        live: Vec<String>,
+    },
     /// A connection opened (or an HTTP request began) as `caller`.
     Opened {
         /// The new connection.
@@ -359,6 +374,8 @@ pub enum Event {
 /// What the core asks the hub to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
+    /// Ask which of these sessions still live; answer with [`Event::SessionsLive`].
+    CheckSessions(Vec<String>),
     /// Send a frame to a connection.
     Send(PeerId, ServerMsg),
     /// Close a connection (after what was sent to it).
@@ -648,6 +665,8 @@ pub struct Core {
     site_agents: HashMap<SiteKey, BTreeSet<PeerId>>,
     all_sites_agents: BTreeSet<PeerId>,
     calls: HashMap<ConversationId, Call>,
+    /// When the agents' sessions were last checked.
+    sessions_checked: i64,
 }
 
 impl Core {
@@ -764,8 +783,28 @@ impl Core {
                 }
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::Revoked { session } => self.end_sessions(|s| s == session, &mut out),
+            Event::SessionsLive { asked, live } => {
+                let ended: HashSet<String> =
+                    asked.into_iter().filter(|s| !live.contains(s)).collect();
+                self.end_sessions(|s| ended.contains(s), &mut out);
+            }
         }
         out.0
+    }
+
+    /// Closes every agent socket whose session `ended` says is over, telling it why.
+    fn end_sessions(&mut self, ended: impl Fn(&str) -> bool, out: &mut Out) {
+        let gone: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.caller, Caller::Agent { session, .. } if ended(session)))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in gone {
+            out.error(peer, RelayError::SessionEnded);
+            out.push(Effect::Close(peer));
+        }
     }
 
     fn open(&mut self, now: i64, peer: PeerId, caller: Caller) {
@@ -832,7 +871,7 @@ impl Core {
                         site: site.clone(),
                         token,
                     },
-                    Caller::Agent { agent, scope } => Effect::LoadDesk {
+                    Caller::Agent { agent, scope, .. } => Effect::LoadDesk {
                         peer,
                         agent: agent.id.clone(),
                         scope: scope.clone(),
@@ -1139,7 +1178,7 @@ impl Core {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let Caller::Agent { agent, scope } = &p.caller else {
+        let Caller::Agent { agent, scope, .. } = &p.caller else {
             return;
         };
         let (agent, scope) = (agent.clone(), scope.clone());
@@ -1377,8 +1416,24 @@ impl Core {
         }
     }
 
-    /// Ends calls that rang too long.
+    /// Ends calls that rang too long; every [`SESSION_CHECK_MS`], asks whether the agents'
+    /// sessions still live (an expiry, or `agent disable` from the command line, closes their
+    /// sockets within that time).
     fn tick(&mut self, now: i64, out: &mut Out) {
+        if now - self.sessions_checked >= SESSION_CHECK_MS {
+            self.sessions_checked = now;
+            let sessions: BTreeSet<String> = self
+                .peers
+                .values()
+                .filter_map(|p| match &p.caller {
+                    Caller::Agent { session, .. } => Some(session.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !sessions.is_empty() {
+                out.push(Effect::CheckSessions(sessions.into_iter().collect()));
+            }
+        }
         let timeout = self.limits.ring_timeout_ms;
         let missed: Vec<ConversationId> = self
             .calls
@@ -1708,6 +1763,9 @@ pub fn check_client_id(id: &ClientMsgId) -> Result<(), RelayError> {
     Ok(())
 }
 
+/// How often the agents' sessions are checked, in ms.
+pub const SESSION_CHECK_MS: i64 = 2_000;
+
 /// What a frame is about: its conversation, and for a chat message its client id.
 fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
     match msg {
@@ -1872,6 +1930,13 @@ mod tests {
             });
         }
 
+        /// A clock tick, without the periodic session check (tested on its own).
+        fn tick(&mut self) -> Vec<Effect> {
+            let mut e = self.ev(Event::Tick);
+            e.retain(|e| !matches!(e, Effect::CheckSessions(_)));
+            e
+        }
+
         /// Agent `peer`, welcomed.
         fn agent(&mut self, peer: u64, id: &str, scope: Scope) {
             self.ev(Event::Opened {
@@ -1879,6 +1944,7 @@ mod tests {
                 caller: Caller::Agent {
                     agent: agent(id),
                     scope,
+                    session: format!("session-{}", peer),
                 },
             });
             assert!(matches!(
@@ -2495,9 +2561,9 @@ mod tests {
         );
         // 30 s of ringing, as clock ticks: no waiting.
         w.now = 29_999;
-        assert!(w.ev(Event::Tick).is_empty());
+        assert!(w.tick().is_empty());
         w.now = 30_000;
-        assert_eq!(appends(&w.ev(Event::Tick)), vec!["Missed call"]);
+        assert_eq!(appends(&w.tick()), vec!["Missed call"]);
 
         w.now = 40_000;
         w.act(1, call("c1", video), &c1);
@@ -2514,9 +2580,9 @@ mod tests {
         let e = w.ev(Event::Closed { peer: PeerId(3) });
         assert!(appends(&e).is_empty());
         w.now = 116_000 + CALL_GRACE_MS - 1;
-        assert!(appends(&w.ev(Event::Tick)).is_empty());
+        assert!(appends(&w.tick()).is_empty());
         w.now = 116_000 + CALL_GRACE_MS;
-        let e = w.ev(Event::Tick);
+        let e = w.tick();
         assert_eq!(appends(&e), vec!["Call ended, 1:05"]);
         assert!(e.contains(&Effect::SaveCall {
             conversation: "c1".into(),
@@ -2594,7 +2660,7 @@ mod tests {
         w.act(4, call("c1", CallAction::Resume), &c1);
         // Long after the grace period, nothing ends it: both ends are there.
         w.now = 5_000 + 10 * CALL_GRACE_MS;
-        assert!(w.ev(Event::Tick).is_empty());
+        assert!(w.tick().is_empty());
         let e = w.act(4, call("c1", CallAction::HangUp), &c1);
         assert_eq!(appends(&e), vec!["Call ended, 5:04"]);
     }
@@ -2630,7 +2696,7 @@ mod tests {
         assert!(info.party && !info.away && info.phase == CallPhase::Active);
         // c2's parties never came back: it ends after the grace period, as long as it lasted.
         w.now = 60_000 + CALL_GRACE_MS;
-        let e = w.ev(Event::Tick);
+        let e = w.tick();
         assert_eq!(appends(&e), vec!["Call ended, 1:00"]);
         assert!(w.core.calls.contains_key(&ConversationId::from("c1")));
     }
@@ -2756,5 +2822,45 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn an_ended_session_closes_its_sockets_and_only_those() {
+        let mut w = World::new();
+        w.agent(10, "a", Scope::All);
+        w.agent(11, "a", Scope::All);
+        w.agent(12, "b", Scope::All);
+        let closed = |e: &[Effect]| {
+            let mut peers: Vec<u64> = e
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Close(p) => Some(p.0),
+                    _ => None,
+                })
+                .collect();
+            peers.sort();
+            peers
+        };
+        // Logout of one browser: that socket is told and closed, the agent's other stays.
+        let e = w.ev(Event::Revoked {
+            session: "session-10".into(),
+        });
+        assert_eq!(error_code(&e), Some(ErrorCode::SessionEnded));
+        assert_eq!(closed(&e), [10]);
+        w.ev(Event::Closed { peer: PeerId(10) });
+        // Every 2 s the sessions still open are checked; those gone (expired, the agent
+        // disabled from the command line) close.
+        w.now += SESSION_CHECK_MS;
+        let asked = match &w.ev(Event::Tick)[..] {
+            [Effect::CheckSessions(asked)] => asked.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(asked, ["session-11", "session-12"]);
+        assert!(w.ev(Event::Tick).is_empty(), "not again before 2 s");
+        let e = w.ev(Event::SessionsLive {
+            asked,
+            live: vec!["session-12".into()],
+        });
+        assert_eq!(closed(&e), [11]);
     }
 }

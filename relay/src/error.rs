@@ -36,6 +36,9 @@ pub enum RelayError {
     /// The store failed.
     #[error("the relay could not store this, try again")]
     Internal,
+    /// The agent's session is over.
+    #[error("your session has ended: log in again")]
+    SessionEnded,
 }
 
 impl RelayError {
@@ -51,6 +54,7 @@ impl RelayError {
             RelayError::AlreadyTaken(_) => ErrorCode::AlreadyTaken,
             RelayError::RateLimited => ErrorCode::RateLimited,
             RelayError::Internal => ErrorCode::Internal,
+            RelayError::SessionEnded => ErrorCode::SessionEnded,
         }
     }
 }

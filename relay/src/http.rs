@@ -276,12 +276,16 @@ async fn agent_socket(
     let agent = session_agent(&state, &headers)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, "log in first"))?;
+    let session = session_token(&state, &headers)?
+        .map(|t| secrets::token_hash(&t))
+        .unwrap_or_default();
     Ok(upgrade(
         state,
         ws,
         Caller::Agent {
             agent: agent.agent,
             scope: agent.scope,
+            session,
         },
     ))
 }
@@ -516,7 +520,9 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> HttpResult
     check_origin(&state, &headers)?;
     if let Some(token) = session_token(&state, &headers)? {
         let hash = secrets::token_hash(&token);
-        state.hub.directory().delete_session(hash).await?;
+        state.hub.directory().delete_session(hash.clone()).await?;
+        // Its sockets close now, not at the next check.
+        state.hub.revoke(hash).await;
     }
     let clear = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",

@@ -151,6 +151,15 @@ impl Hub {
     /// Carries out one effect; returns the effects of the answer, if it had one.
     async fn execute(&self, effect: Effect) -> Vec<Effect> {
         let event = match effect {
+            Effect::CheckSessions(asked) => {
+                match self.directory.live_sessions(asked.clone(), now_ms()).await {
+                    Ok(live) => Event::SessionsLive { asked, live },
+                    Err(e) => {
+                        tracing::warn!("cannot check the agents' sessions: {e}");
+                        return Vec::new();
+                    }
+                }
+            }
             Effect::Load {
                 peer,
                 conversation,
@@ -350,6 +359,11 @@ impl Hub {
             ice_servers: self.config.ice.servers(now_secs, who),
             max_upload: self.config.max_upload,
         }
+    }
+
+    /// A session ended here (logout): its sockets are told and closed now.
+    pub async fn revoke(&self, session: String) {
+        self.run(Event::Revoked { session }).await;
     }
 
     /// Brings back the calls that were active when the relay stopped: their ends have the

@@ -203,12 +203,18 @@ impl Relay {
         }
         tokio::spawn(state.hub.clone().run_clock(down.clone()));
         tokio::spawn(state.hub.clone().run_bus(bus_events));
-        let logins = state.logins.clone();
+        // Once a minute: forget login counters that refilled, and purge expired sessions.
+        let (logins, directory) = (state.logins.clone(), state.hub.directory().clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
                 logins.tidy();
+                match directory.purge_sessions(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("purged {n} expired session(s)"),
+                    Err(e) => tracing::warn!("cannot purge expired sessions: {e}"),
+                }
             }
         });
         let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -135,6 +135,47 @@ enum AgentCommand {
         #[arg(long = "site")]
         sites: Vec<String>,
     },
+    /// List the agents: email, name, sites, whether disabled, browsers logged in.
+    List,
+    /// Set an agent's password (from ESCALERA_AGENT_PASSWORD, else prompted for); their
+    /// sessions end, so every browser logs in again.
+    Passwd {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Disable an agent: they cannot log in, and their open consoles are closed within
+    /// seconds.
+    Disable {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled agent again.
+    Enable {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Remove an agent for good (what they wrote stays, under their name); their open
+    /// consoles are closed within seconds.
+    Remove {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// The password for `email`: ESCALERA_AGENT_PASSWORD, else asked for; at least 8 characters.
+fn new_password(email: &str) -> anyhow::Result<String> {
+    let password = match std::env::var("ESCALERA_AGENT_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => rpassword::prompt_password(format!("Password for {email}: "))?,
+    };
+    if password.chars().count() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    Ok(password)
 }
 
 #[derive(Subcommand)]
@@ -157,6 +198,72 @@ enum SiteCommand {
     },
 }
 
+/// `escalera agent list|passwd|disable|enable|remove`.
+fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::Result<()> {
+    let store = SqliteStore::open(data_dir)?;
+    let found = |ok: bool, email: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("no agent with the email {email}"))
+        }
+    };
+    match command {
+        AgentCommand::Add { .. } => unreachable!("handled by main"),
+        AgentCommand::List => {
+            let agents = block_on(store.agents(now_ms()))?;
+            if agents.is_empty() {
+                println!("No agents yet: add one with `escalera agent add`.");
+            }
+            for a in agents {
+                let sites = match &a.agent.scope {
+                    escalera_relay::core::Scope::All => "every site".to_owned(),
+                    escalera_relay::core::Scope::Sites(s) => s
+                        .iter()
+                        .map(|k| k.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{} logged in",
+                    a.agent.email,
+                    a.agent.agent.name,
+                    sites,
+                    if a.disabled { "disabled" } else { "enabled" },
+                    a.sessions
+                );
+            }
+        }
+        AgentCommand::Passwd { email } => {
+            let hash = secrets::hash_password(&new_password(&email)?);
+            found(block_on(store.set_password(email.clone(), hash))?, &email)?;
+            println!("Password changed for {email}; every browser logs in again.");
+        }
+        AgentCommand::Disable { email } => {
+            found(
+                block_on(store.set_disabled(email.clone(), true, now_ms()))?,
+                &email,
+            )?;
+            println!("Disabled {email}; open consoles close within seconds.");
+        }
+        AgentCommand::Enable { email } => {
+            found(
+                block_on(store.set_disabled(email.clone(), false, now_ms()))?,
+                &email,
+            )?;
+            println!("Enabled {email}.");
+        }
+        AgentCommand::Remove { email } => {
+            found(
+                block_on(store.remove_agent(email.clone(), now_ms()))?,
+                &email,
+            )?;
+            println!("Removed {email}; open consoles close within seconds.");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -174,13 +281,7 @@ fn main() -> anyhow::Result<()> {
             command: AgentCommand::Add { email, name, sites },
         } => {
             let store = SqliteStore::open(&cli.data_dir)?;
-            let password = match std::env::var("ESCALERA_AGENT_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => rpassword::prompt_password(format!("Password for {email}: "))?,
-            };
-            if password.chars().count() < 8 {
-                bail!("the password must have at least 8 characters");
-            }
+            let password = new_password(&email)?;
             let sites: Vec<SiteKey> = sites.into_iter().map(SiteKey).collect();
             let scope = (!sites.is_empty()).then_some(sites);
             let hash = secrets::hash_password(&password);
@@ -188,6 +289,7 @@ fn main() -> anyhow::Result<()> {
             println!("Added agent {} <{}>", agent.agent.name, agent.email);
             Ok(())
         }
+        Command::Agent { command } => agent_command(&cli.data_dir, command),
         Command::Site {
             command:
                 SiteCommand::Add {

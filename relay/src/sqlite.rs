@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
-use crate::store::{Agent, Appended, Directory, Log, Site, StoreFuture};
+use crate::store::{Agent, AgentListing, Appended, Directory, Log, Site, StoreFuture};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -87,6 +87,12 @@ CREATE TABLE calls (
     conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
     site_key TEXT NOT NULL, kind TEXT NOT NULL, caller TEXT NOT NULL,
     caller_name TEXT NOT NULL, since INTEGER NOT NULL);
+"#,
+    // 3: agents can be disabled (and removed: disabled for good); expired sessions are purged.
+    r#"
+ALTER TABLE agents ADD COLUMN disabled_at INTEGER;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+CREATE INDEX sessions_agent ON sessions (agent_id);
 "#,
 ];
 
@@ -355,6 +361,16 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
 }
 
 fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
+    // A disabled agent is nobody: no login, no session.
+    load_agent_where(
+        conn,
+        &format!("{where_clause} AND a.disabled_at IS NULL"),
+        arg,
+    )
+}
+
+/// An agent, disabled or not.
+fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
     let sql = format!(
         "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites FROM agents a {where_clause}"
     );
@@ -676,6 +692,112 @@ impl Directory for SqliteStore {
         self.dir(move |c| {
             c.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
             Ok(())
+        })
+    }
+
+    fn live_sessions(&self, token_hashes: Vec<String>, now: i64) -> StoreFuture<'_, Vec<String>> {
+        self.dir(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT 1 FROM sessions s JOIN agents a ON a.id = s.agent_id
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND a.disabled_at IS NULL",
+            )?;
+            let mut live = Vec::new();
+            for hash in token_hashes {
+                if stmt.exists(params![hash, now])? {
+                    live.push(hash);
+                }
+            }
+            Ok(live)
+        })
+    }
+
+    fn purge_sessions(&self, now: i64) -> StoreFuture<'_, u64> {
+        self.dir(move |c| {
+            Ok(c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])? as u64)
+        })
+    }
+
+    fn agents(&self, now: i64) -> StoreFuture<'_, Vec<AgentListing>> {
+        self.dir(move |c| {
+            let rows: Vec<(String, bool, i64)> = c
+                .prepare(
+                    "SELECT a.id, a.disabled_at IS NOT NULL,
+                        (SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.id AND s.expires_at > ?1)
+                     FROM agents a WHERE a.email NOT LIKE 'removed:%' ORDER BY a.email",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::new();
+            for (id, disabled, sessions) in rows {
+                if let Some(agent) = load_agent_where(c, "WHERE a.id = ?1", &id)? {
+                    out.push(AgentListing {
+                        agent,
+                        disabled,
+                        sessions: sessions as u64,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_password(&self, email: String, password_hash: String) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let tx = c.transaction()?;
+            let email = email.trim().to_lowercase();
+            let changed = tx.execute(
+                "UPDATE agents SET password_hash = ?2 WHERE email = ?1",
+                params![email, password_hash],
+            )?;
+            tx.execute(
+                "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
+                [&email],
+            )?;
+            tx.commit()?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn set_disabled(&self, email: String, disabled: bool, now: i64) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let tx = c.transaction()?;
+            let email = email.trim().to_lowercase();
+            let changed = tx.execute(
+                "UPDATE agents SET disabled_at = ?2 WHERE email = ?1",
+                params![email, disabled.then_some(now)],
+            )?;
+            if disabled {
+                tx.execute(
+                    "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
+                    [&email],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn remove_agent(&self, email: String, now: i64) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let tx = c.transaction()?;
+            let email = email.trim().to_lowercase();
+            let id: Option<String> = tx
+                .query_row("SELECT id FROM agents WHERE email = ?1", [&email], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(false);
+            };
+            tx.execute("DELETE FROM sessions WHERE agent_id = ?1", [&id])?;
+            tx.execute("DELETE FROM agent_sites WHERE agent_id = ?1", [&id])?;
+            tx.execute(
+                "UPDATE agents SET disabled_at = ?2, all_sites = 0,
+                    email = 'removed:' || id || ':' || email WHERE id = ?1",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 

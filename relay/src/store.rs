@@ -44,6 +44,17 @@ pub struct Agent {
     pub scope: Scope,
 }
 
+/// An agent as `escalera agent list` shows them.
+#[derive(Clone, Debug)]
+pub struct AgentListing {
+    /// The agent.
+    pub agent: Agent,
+    /// Disabled (cannot log in).
+    pub disabled: bool,
+    /// Live sessions (browsers logged in).
+    pub sessions: u64,
+}
+
 /// A stored message, as [`Log::append`] returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Appended {
@@ -88,6 +99,20 @@ pub trait Directory: Send + Sync + 'static {
     fn session_agent(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<Agent>>;
     /// Ends a session.
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()>;
+    /// Which of `token_hashes` are live sessions (not expired, their agent enabled).
+    fn live_sessions(&self, token_hashes: Vec<String>, now: i64) -> StoreFuture<'_, Vec<String>>;
+    /// Deletes expired sessions; returns how many.
+    fn purge_sessions(&self, now: i64) -> StoreFuture<'_, u64>;
+    /// Every agent (disabled ones too), with their live session count, by email.
+    fn agents(&self, now: i64) -> StoreFuture<'_, Vec<AgentListing>>;
+    /// Sets an agent's password and ends their sessions; false if there is no such agent.
+    fn set_password(&self, email: String, password_hash: String) -> StoreFuture<'_, bool>;
+    /// Disables (or enables again) an agent: a disabled one cannot log in and their sessions
+    /// end. False if there is no such agent.
+    fn set_disabled(&self, email: String, disabled: bool, now: i64) -> StoreFuture<'_, bool>;
+    /// Removes an agent: disabled for good, their sessions and sites gone, their email free
+    /// again; what they wrote stays in the record under their name. False if none.
+    fn remove_agent(&self, email: String, now: i64) -> StoreFuture<'_, bool>;
     /// A small key/value record for the relay's own bookkeeping (e.g. the demo site's key).
     fn setting(&self, key: String) -> StoreFuture<'_, Option<String>>;
     /// Sets a setting.

@@ -334,3 +334,130 @@ async fn invisible_messages_long_client_ids_and_bidi_file_names_are_refused_or_c
     assert_eq!(stored.name, "invoicegpj.exe");
     relay.stop().await;
 }
+
+/// An agent's socket on the session `cookie`, welcomed.
+async fn console(relay: &TestRelay, cookie: &str) -> Ws {
+    let mut ws = Ws::connect(
+        &relay.url("/ws/agent").replace("http://", "ws://"),
+        &relay.url(""),
+        Some(cookie),
+    )
+    .await
+    .unwrap();
+    ws.send(&ClientMsg::Hello {
+        protocol: escalera_protocol::PROTOCOL_VERSION,
+        token: None,
+    })
+    .await;
+    ws.recv_until(|m| matches!(m, ServerMsg::WelcomeAgent { .. }).then_some(()))
+        .await;
+    ws
+}
+
+/// The socket is told its session ended, then closed.
+async fn told_and_closed(ws: &mut Ws) {
+    let code = ws
+        .recv_until(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::SessionEnded);
+    assert!(ws.closed_within(std::time::Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_disabling_and_removal_close_an_agents_open_consoles() {
+    // Rule: a console socket lives as long as its session. Logout closes it at once; a
+    // session ended elsewhere (expiry, `agent disable`/`remove`/`passwd` from the command
+    // line, another process) within the 2 s session check.
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let http = reqwest::Client::new();
+
+    // Two browsers of Ana; one logs out: only its console closes.
+    let (laptop, phone) = (
+        relay.login("ana@shop.example").await,
+        relay.login("ana@shop.example").await,
+    );
+    let (mut on_laptop, mut on_phone) = (
+        console(&relay, &laptop).await,
+        console(&relay, &phone).await,
+    );
+    let res = http
+        .post(relay.url("/api/logout"))
+        .header("cookie", &laptop)
+        .header("origin", relay.url(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    told_and_closed(&mut on_laptop).await;
+    on_phone.send(&ClientMsg::Ping).await;
+    on_phone
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+
+    // Disabled from the command line (another process, the same database): the phone's
+    // console closes, and Ana can no longer log in.
+    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
+    use escalera_relay::store::Directory;
+    assert!(store
+        .set_disabled("ana@shop.example".into(), true, escalera_relay::now_ms())
+        .await
+        .unwrap());
+    told_and_closed(&mut on_phone).await;
+    let res = try_login(&from(2), &relay, "ana@shop.example", PASSWORD).await;
+    assert_eq!(res.status(), 401);
+
+    // Ben, removed: the same; his email is free again.
+    let ben = relay.login("ben@shop.example").await;
+    let mut bens = console(&relay, &ben).await;
+    assert!(store
+        .remove_agent("ben@shop.example".into(), escalera_relay::now_ms())
+        .await
+        .unwrap());
+    told_and_closed(&mut bens).await;
+    assert!(store
+        .agent_by_email("ben@shop.example".into())
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store.agents(escalera_relay::now_ms()).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| (a.agent.email.as_str(), a.disabled))
+            .collect::<Vec<_>>(),
+        [("ana@shop.example", true)]
+    );
+    // The visitor side never noticed.
+    bystanders.visitor.send(&ClientMsg::Ping).await;
+    bystanders
+        .visitor
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_session_closes_its_console_and_is_purged() {
+    let relay = TestRelay::start_with(Config {
+        session_ttl_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let cookie = relay.login("ana@shop.example").await;
+    let mut ws = console(&relay, &cookie).await;
+    told_and_closed(&mut ws).await;
+    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
+    use escalera_relay::store::Directory;
+    assert_eq!(
+        store
+            .purge_sessions(escalera_relay::now_ms())
+            .await
+            .unwrap(),
+        1
+    );
+    relay.stop().await;
+}

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use escalera_protocol::{AgentRef, Author, ClientMsg, ConversationId, ServerMsg, PROTOCOL_VERSION};
+use escalera_protocol::{
+    AgentRef, Author, ClientMsg, ConversationId, ErrorCode, ServerMsg, PROTOCOL_VERSION,
+};
 use leptos::prelude::*;
 use serde::Deserialize;
 
@@ -252,6 +254,11 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 desk.open(conversation.clone());
             }
         }
+        // Logged out elsewhere, expired, disabled: back to the login form.
+        ServerMsg::Error {
+            code: ErrorCode::SessionEnded,
+            ..
+        } => on_logout.run(()),
         ServerMsg::Error { message, .. } => notice.set(Some(message.clone())),
         _ => {}
     });
