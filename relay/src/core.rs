@@ -509,6 +509,8 @@ pub struct Limits {
     /// Live messages held for a connection still reading history; past this it is closed
     /// (it reconnects and resumes).
     pub catch_up_buffer: usize,
+    /// How long a new socket has to say hello before it is closed.
+    pub hello_deadline_ms: i64,
 }
 
 impl Default for Limits {
@@ -520,9 +522,13 @@ impl Default for Limits {
             frame_burst: 100,
             history_page: 500,
             catch_up_buffer: 1_000,
+            hello_deadline_ms: HELLO_DEADLINE_MS,
         }
     }
 }
+
+/// How long a new socket has to say hello, by default.
+pub const HELLO_DEADLINE_MS: i64 = 10_000;
 
 /// A conversation's call, as it is stored: enough to carry it over a restart of the relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -648,6 +654,8 @@ struct Peer {
     caller: Caller,
     role: Option<Role>,
     hello: Hello,
+    /// When it opened (for the hello deadline).
+    opened: i64,
     limit: RateLimit,
     joined: HashMap<ConversationId, Joined>,
 }
@@ -819,6 +827,7 @@ impl Core {
                 caller,
                 role,
                 hello,
+                opened: now,
                 limit,
                 joined: HashMap::new(),
             },
@@ -1416,10 +1425,18 @@ impl Core {
         }
     }
 
-    /// Ends calls that rang too long; every [`SESSION_CHECK_MS`], asks whether the agents'
+    /// Closes sockets that never said hello; ends calls that rang too long; every
+    /// [`SESSION_CHECK_MS`], asks whether the agents'
     /// sessions still live (an expiry, or `agent disable` from the command line, closes their
     /// sockets within that time).
     fn tick(&mut self, now: i64, out: &mut Out) {
+        let deadline = self.limits.hello_deadline_ms;
+        for (peer, p) in &self.peers {
+            if p.hello == Hello::Waiting && now - p.opened >= deadline {
+                out.error(*peer, RelayError::NoHello);
+                out.push(Effect::Close(*peer));
+            }
+        }
         if now - self.sessions_checked >= SESSION_CHECK_MS {
             self.sessions_checked = now;
             let sessions: BTreeSet<String> = self
@@ -2862,5 +2879,23 @@ mod tests {
             live: vec!["session-12".into()],
         });
         assert_eq!(closed(&e), [11]);
+    }
+
+    #[test]
+    fn a_socket_that_never_says_hello_is_closed_at_the_deadline() {
+        let mut w = World::new();
+        w.ev(Event::Opened {
+            peer: PeerId(1),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "S".into(),
+            },
+        });
+        w.now += HELLO_DEADLINE_MS - 1;
+        assert!(w.tick().is_empty());
+        w.now += 1;
+        let e = w.tick();
+        assert_eq!(error_code(&e), Some(ErrorCode::BadHello));
+        assert!(e.contains(&Effect::Close(PeerId(1))));
     }
 }

@@ -72,7 +72,7 @@ fn quota(count: u32, window: Duration) -> Quota {
 
 /// The key an address is counted under: IPv6 hosts get a /64 each, so one host cannot walk
 /// its own prefix to escape the limit.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -85,6 +85,7 @@ impl Hub {
             call_grace_ms: config.call_grace_ms,
             frame_rate: config.frame_rate,
             frame_burst: config.frame_burst,
+            hello_deadline_ms: config.hello_deadline_secs.max(1) as i64 * 1000,
             ..Limits::default()
         };
         Self {
@@ -416,10 +417,25 @@ impl Hub {
         R: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
         let (peer, mut outbox) = self.open(caller, OUTBOX);
+        // Heartbeat: a ping every third of the idle timeout (browsers answer by themselves);
+        // a socket that sends nothing, not even a pong, for the whole timeout is closed.
+        let idle = std::time::Duration::from_secs(self.config.idle_timeout_secs.max(3));
         let mut writer = tokio::spawn(async move {
-            while let Some(msg) = outbox.recv().await {
-                let text = serde_json::to_string(&msg).expect("ServerMsg always serialises");
-                if sink.send(WsMessage::Text(text.into())).await.is_err() {
+            let mut heartbeat =
+                tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+            loop {
+                let frame = tokio::select! {
+                    msg = outbox.recv() => match msg {
+                        Some(msg) => WsMessage::Text(
+                            serde_json::to_string(&msg)
+                                .expect("ServerMsg always serialises")
+                                .into(),
+                        ),
+                        None => break,
+                    },
+                    _ = heartbeat.tick() => WsMessage::Ping(Default::default()),
+                };
+                if sink.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -437,6 +453,10 @@ impl Hub {
                     break;
                 }
                 () = stopped(&mut shutdown) => break,
+                () = tokio::time::sleep(idle) => {
+                    tracing::debug!("closing a socket silent for {idle:?}");
+                    break;
+                }
             };
             let event = match frame {
                 Some(Ok(WsMessage::Text(text))) => Event::Text {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod secrets;
+pub mod serve;
 pub mod sqlite;
 pub mod store;
 
@@ -65,6 +66,18 @@ pub struct Config {
     pub frame_burst: u32,
     /// What logins may cost.
     pub login: guard::LoginLimits,
+    /// A socket that sends nothing (not even a pong to the relay's pings) for this long is
+    /// closed, in seconds.
+    pub idle_timeout_secs: u64,
+    /// How long a new socket has to say hello, in seconds.
+    pub hello_deadline_secs: u64,
+    /// Open connections per client address (IPv6: per /64).
+    pub per_address_connections: usize,
+    /// Open connections in all; 0: what the file-descriptor limit allows (raised to its hard
+    /// limit at start), less room for the rest.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, in seconds.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -84,6 +97,11 @@ impl Default for Config {
             frame_rate: 20,
             frame_burst: 100,
             login: guard::LoginLimits::default(),
+            idle_timeout_secs: 60,
+            hello_deadline_secs: 10,
+            per_address_connections: 256,
+            max_connections: 0,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -225,10 +243,20 @@ impl Relay {
                 .with_graceful_shutdown(stopped(down.clone()));
             tokio::spawn(serve.into_future())
         });
-        let app = http::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(stopped(down))
-            .await?;
+        let limits = serve::ConnLimits {
+            per_address: state.config.per_address_connections.max(1),
+            total: match state.config.max_connections {
+                0 => serve::connection_budget(),
+                n => n,
+            },
+            header_timeout: std::time::Duration::from_secs(state.config.header_timeout_secs.max(1)),
+        };
+        tracing::info!(
+            "accepting up to {} connections, {} per address",
+            limits.total,
+            limits.per_address
+        );
+        serve::serve(listener, http::app(state), limits, down).await?;
         if let Some(task) = demo_task {
             task.await.map_err(std::io::Error::other)??;
         }

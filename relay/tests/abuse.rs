@@ -461,3 +461,104 @@ async fn an_expired_session_closes_its_console_and_is_purged() {
     );
     relay.stop().await;
 }
+
+/// Connects from `127.0.0.N` to the relay and says nothing.
+async fn silent_from(n: u8, relay: &TestRelay) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)),
+            0,
+        ))
+        .unwrap();
+    let addr = relay.url("").trim_start_matches("http://").parse().unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the relay closes `tcp` (reads reach the end) within a few seconds.
+async fn cut_within(tcp: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(secs),
+            tcp.read_to_end(&mut sink)
+        )
+        .await,
+        Ok(Ok(_) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_clients_are_cut_and_one_address_cannot_take_every_connection() {
+    // Limits (set low for the test; the defaults are 256 per address, 10 s for headers and
+    // 10 s for the hello): 20 connections per address, 1 s to send a request's headers, 1 s
+    // to say hello on a WebSocket.
+    let relay = TestRelay::start_with(Config {
+        per_address_connections: 20,
+        header_timeout_secs: 1,
+        hello_deadline_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(silent_from(2, &relay).await);
+    }
+    // The 21st from that address is closed at once; others are served meanwhile.
+    let mut one_more = silent_from(2, &relay).await;
+    assert!(cut_within(&mut one_more, 5).await, "the 21st stayed open");
+    let health = from(3).get(relay.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    bystanders.still_chat().await;
+    // And every silent one is cut once its time for headers is up.
+    for tcp in &mut silent {
+        assert!(cut_within(tcp, 5).await, "a silent connection stayed open");
+    }
+    // A trickling client (a byte now and then) is cut the same way.
+    let mut slow = silent_from(4, &relay).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+    }
+    assert!(
+        cut_within(&mut slow, 5).await,
+        "a trickling client stayed open"
+    );
+
+    // A WebSocket that never says hello is told so and closed.
+    let mut mute = relay
+        .visitor_socket(&relay.site.key, common::SHOP)
+        .await
+        .unwrap();
+    assert_eq!(common::error(&mut mute).await, ErrorCode::BadHello);
+    assert!(mute.closed_within(std::time::Duration::from_secs(5)).await);
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_answers_nothing_is_closed_after_the_idle_timeout() {
+    // Limit: 3 s of silence (the default is 60 s); the relay pings every third of it, and a
+    // browser answers by itself.
+    let relay = TestRelay::start_with(Config {
+        idle_timeout_secs: 3,
+        ..Config::default()
+    })
+    .await;
+    let (mut gone, _, _) = relay.visitor(None).await;
+    // The scenario: this client reads nothing (so answers no ping) for longer than that.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(gone.closed_within(std::time::Duration::from_secs(5)).await);
+    // One that answers the pings (it reads) stays.
+    let (mut alive, _, _) = relay.visitor(None).await;
+    assert!(!alive.closed_within(std::time::Duration::from_secs(5)).await);
+    alive.send(&ClientMsg::Ping).await;
+    alive
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+    relay.stop().await;
+}
