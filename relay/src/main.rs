@@ -96,6 +96,21 @@ struct ServeArgs {
     /// Login attempts per account (email) per 5 minutes, from anywhere; more get 429.
     #[arg(long, env = "ESCALERA_LOGIN_PER_ACCOUNT", default_value_t = 20)]
     login_per_account: u32,
+    /// Open connections per client address (IPv6: per /64); more are closed at once.
+    #[arg(long, env = "ESCALERA_CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
+    connections_per_address: usize,
+    /// Open connections in all; 0: the file-descriptor limit (raised to its hard limit) less 128.
+    #[arg(long, env = "ESCALERA_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "ESCALERA_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a new WebSocket has to say hello.
+    #[arg(long, env = "ESCALERA_HELLO_DEADLINE", default_value_t = 10)]
+    hello_deadline: u64,
+    /// Seconds of silence (not even a pong to the relay's pings) before a socket is closed.
+    #[arg(long, env = "ESCALERA_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary units).
@@ -364,6 +379,11 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
                 per_address: args.login_per_address.max(1),
                 per_account: args.login_per_account.max(1),
             },
+            per_address_connections: args.connections_per_address.max(1),
+            max_connections: args.max_connections,
+            header_timeout_secs: args.header_timeout.max(1),
+            hello_deadline_secs: args.hello_deadline.max(1),
+            idle_timeout_secs: args.idle_timeout.max(3),
             ..Config::default()
         },
     )?;
