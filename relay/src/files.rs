@@ -164,6 +164,9 @@ pub(crate) async fn upload(
     let id = FileId(secrets::random_id());
     let dir = &state.files_dir;
     tokio::fs::create_dir_all(dir).await.map_err(internal)?;
+    tokio::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .await
+        .map_err(internal)?;
     let partial = dir.join(format!(".part-{id}"));
     let result = receive(body, &partial, limit).await;
     let (size, sha256, head) = match result {
@@ -225,7 +228,14 @@ async fn receive(
     path: &std::path::Path,
     limit: u64,
 ) -> Result<(u64, String, Vec<u8>), Receive> {
-    let mut out = tokio::fs::File::create(path).await.map_err(Receive::Io)?;
+    // Readable by this user only, like the database.
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(Receive::Io)?;
     let mut stream = body.into_data_stream();
     let (mut size, mut hash, mut head) = (0u64, Sha256::new(), Vec::with_capacity(512));
     while let Some(chunk) = stream.next().await {

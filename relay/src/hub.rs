@@ -179,7 +179,7 @@ impl Hub {
                         peer,
                         token,
                         conversation,
-                        media: self.media_config(&format!("v{}", peer.0)),
+                        media: self.media_config(),
                     },
                     Err(e) => failed(peer, None, None, e),
                 }
@@ -189,7 +189,7 @@ impl Hub {
                     peer,
                     conversations,
                     read,
-                    media: self.media_config(&format!("a{}", peer.0)),
+                    media: self.media_config(),
                 },
                 Err(e) => failed(peer, None, None, e),
             },
@@ -354,10 +354,13 @@ impl Hub {
         }
     }
 
-    fn media_config(&self, who: &str) -> MediaConfig {
+    /// ICE servers and the upload limit for a new socket. Its TURN username is a random id:
+    /// it tells the TURN server's logs nothing about how many sockets the relay served.
+    fn media_config(&self) -> MediaConfig {
         let now_secs = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        let who = crate::secrets::random_id();
         MediaConfig {
-            ice_servers: self.config.ice.servers(now_secs, who),
+            ice_servers: self.config.ice.servers(now_secs, &who[..12.min(who.len())]),
             max_upload: self.config.max_upload,
         }
     }

@@ -68,9 +68,17 @@ struct ServeArgs {
     /// A TURN server, e.g. turn:turn.example.org:3478?transport=udp (repeatable; comma-separated in the env).
     #[arg(long = "turn-url", env = "ESCALERA_TURN_URL", value_delimiter = ',')]
     turn: Vec<String>,
-    /// The TURN server's shared secret (coturn static-auth-secret): browsers get short-lived credentials.
+    /// The TURN server's shared secret (coturn static-auth-secret): browsers get short-lived
+    /// credentials. Visible in the process list: prefer --turn-secret-file.
     #[arg(long, env = "ESCALERA_TURN_SECRET", hide_env_values = true)]
     turn_secret: Option<String>,
+    /// A file holding the TURN secret (its first line), readable by the relay's user only.
+    #[arg(
+        long,
+        env = "ESCALERA_TURN_SECRET_FILE",
+        conflicts_with = "turn_secret"
+    )]
+    turn_secret_file: Option<PathBuf>,
     /// How long minted TURN credentials last, in seconds.
     #[arg(long, env = "ESCALERA_TURN_TTL", default_value_t = 3600)]
     turn_ttl: u64,
@@ -366,7 +374,19 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             ice: escalera_relay::ice::IceConfig {
                 stun: args.stun,
                 turn: args.turn,
-                turn_secret: args.turn_secret,
+                turn_secret: match &args.turn_secret_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .with_context(|| format!("cannot read {}", path.display()))?
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    )
+                    .filter(|s| !s.is_empty()),
+                    None => args.turn_secret,
+                },
                 turn_ttl_secs: args.turn_ttl,
             },
             max_upload: args.max_upload,

@@ -125,13 +125,28 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Sets `path`'s permission bits (Unix).
+fn private(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| StoreError::Invalid(format!("cannot restrict {}: {e}", path.display())))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `dir/escalera.db` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        // Transcripts and password hashes are for this user only: the folder is closed to
+        // others, and the database files too.
+        private(dir, 0o700)?;
         let path = dir.join("escalera.db");
         let mut conn = connect(&path)?;
+        for file in ["escalera.db", "escalera.db-wal", "escalera.db-shm"] {
+            if dir.join(file).exists() {
+                private(&dir.join(file), 0o600)?;
+            }
+        }
         conn.execute_batch(SCHEMA)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in (0i64..).zip(MIGRATIONS).skip(version as usize) {

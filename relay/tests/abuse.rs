@@ -562,3 +562,31 @@ async fn a_socket_that_answers_nothing_is_closed_after_the_idle_timeout() {
         .await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transcripts_and_uploads_are_readable_by_the_relays_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let relay = TestRelay::start().await;
+    let (_visitor, _agent, conversation, token) = relay.pair().await;
+    let res = reqwest::Client::new()
+        .post(relay.url(&format!(
+            "/api/conversations/{conversation}/files?name=a.txt"
+        )))
+        .bearer_auth(&token.0)
+        .body("private")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let dir = relay.dir.path();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700);
+    assert_eq!(mode(&dir.join("files")), 0o700);
+    for name in ["escalera.db", "escalera.db-wal"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    for file in std::fs::read_dir(dir.join("files")).unwrap() {
+        assert_eq!(mode(&file.unwrap().path()), 0o600);
+    }
+    relay.stop().await;
+}
