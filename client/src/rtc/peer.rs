@@ -71,7 +71,16 @@ pub struct Peer {
     remote_changed: RwSignal<u32>,
     diag: Diagnostics,
     handlers: RefCell<Vec<Handler>>,
+    /// Looks in a row at a settled but unconnected ICE (see [`Peer::watch`]).
+    stuck: Cell<u32>,
+    watchdog: RefCell<Option<gloo_timers::callback::Interval>>,
 }
+
+/// How often the watchdog looks at the connection, in ms.
+const WATCH_MS: u32 = 3_000;
+
+/// Looks in a row at a stuck connection before ICE is restarted.
+const STUCK_LOOKS: u32 = 3;
 
 /// A browser event handler kept alive as long as the connection.
 type Handler = Closure<dyn FnMut(JsValue)>;
@@ -191,8 +200,17 @@ impl Peer {
                 remote_changed,
                 diag,
                 handlers: RefCell::new(handlers),
+                stuck: Cell::new(0),
+                watchdog: RefCell::new(None),
             }
         });
+        let weak = Rc::downgrade(&peer);
+        let watchdog = gloo_timers::callback::Interval::new(WATCH_MS, move || {
+            if let Some(peer) = weak.upgrade() {
+                peer.watch();
+            }
+        });
+        *peer.watchdog.borrow_mut() = Some(watchdog);
         Ok(peer)
     }
 
@@ -255,17 +273,46 @@ impl Peer {
     /// connection, so both ends keep their tracks.
     fn ice_changed(&self) {
         let state = js_state(&self.pc, "iceConnectionState");
-        if state == "failed" && !self.closed.get() {
-            let restart = js_sys::Reflect::get(&self.pc, &"restartIce".into())
-                .ok()
-                .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-            if let Some(restart) = restart {
-                if restart.call0(&self.pc).is_ok() {
-                    self.diag.ice_restarts.update(|n| *n += 1);
-                }
-            }
+        if state == "failed" {
+            self.restart_ice();
         }
         self.diag.ice.set(state);
+    }
+
+    /// New ICE credentials and candidates in a new offer, on the same connection.
+    fn restart_ice(&self) {
+        if self.closed.get() {
+            return;
+        }
+        let restart = js_sys::Reflect::get(&self.pc, &"restartIce".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        if let Some(restart) = restart {
+            if restart.call0(&self.pc).is_ok() {
+                self.diag.ice_restarts.update(|n| *n += 1);
+            }
+        }
+    }
+
+    /// Looked at every [`WATCH_MS`]: a connection whose negotiation is over (signaling
+    /// stable, nothing queued) but whose ICE is still not connected after
+    /// [`STUCK_LOOKS`] looks in a row restarts ICE. A lost signal (a candidate dropped while a
+    /// socket was down, an offer refused in a race on a slow machine) then costs seconds, not
+    /// the call.
+    fn watch(&self) {
+        let ice = js_state(&self.pc, "iceConnectionState");
+        let settled = self.pc.signaling_state() == RtcSignalingState::Stable
+            && !self.busy.get()
+            && self.queue.borrow().is_empty();
+        let stuck = settled && matches!(ice.as_str(), "new" | "checking" | "disconnected");
+        let looks = if stuck { self.stuck.get() + 1 } else { 0 };
+        if looks >= STUCK_LOOKS {
+            leptos::logging::warn!("ICE still {ice} with negotiation over: restarting ICE");
+            self.restart_ice();
+            self.stuck.set(0);
+        } else {
+            self.stuck.set(looks);
+        }
     }
 
     /// A signal from the other side (the payload of `ServerMsg::Signal`).
@@ -337,6 +384,7 @@ impl Peer {
     /// Closes the connection; nothing more is sent.
     pub fn close(&self) {
         self.closed.set(true);
+        self.watchdog.borrow_mut().take();
         self.queue.borrow_mut().clear();
         self.pc.set_onnegotiationneeded(None);
         self.pc.set_onicecandidate(None);
