@@ -795,12 +795,41 @@ pub async fn chatting(product: &Product, driver: &mut Driver) -> (Browser, Brows
     (visitor, agent)
 }
 
+/// Both sides' connection diagnostics (the call status line's data attributes).
+pub async fn call_diagnostics(visitor: &Browser, agent: &Browser) -> String {
+    let read = "const l = document.querySelector('.stage-label');
+        return l ? Object.assign({}, l.dataset) : null";
+    format!(
+        "visitor {}, agent {}",
+        visitor.js(read, vec![]).await,
+        agent.js(read, vec![]).await
+    )
+}
+
 /// Agent calls, visitor accepts: a voice call on both sides.
 pub async fn voice_call(visitor: &Browser, agent: &Browser) {
     agent.click("call-voice").await;
     visitor.click("call-accept").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     for side in [visitor, agent] {
-        side.wait_ice_connected().await;
+        loop {
+            let ice = side
+                .js(
+                    "const l = document.querySelector('.stage-label'); return l && l.dataset.ice",
+                    vec![],
+                )
+                .await;
+            if ice == json!("connected") || ice == json!("completed") {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "the voice call never connected: {}",
+                    call_diagnostics(visitor, agent).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         side.wait_remote_audio().await;
         side.wait_message("system", "Voice call started").await;
     }

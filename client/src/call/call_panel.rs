@@ -81,7 +81,12 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
                     data-gathering=move || ctl.diag.gathering.get()
                     data-rollbacks=move || ctl.diag.rollbacks.get()
                     data-ice-restarts=move || ctl.diag.ice_restarts.get()
-                    data-m-lines=move || ctl.diag.m_lines.get()>{status}</div>
+                    data-m-lines=move || ctl.diag.m_lines.get()
+                    data-candidates=move || {
+                        let (sent, added, refused) = ctl.diag.candidates.get();
+                        format!("sent {sent}, added {added}, refused {refused}")
+                    }
+                    data-remote-refused=move || ctl.diag.remote_refused.get()>{status}</div>
                 <video node_ref=local data-testid="local-video" class="local" class:hidden=move || !local_video()
                     autoplay playsinline muted prop:muted=true></video>
             </div>

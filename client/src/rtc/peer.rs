@@ -35,6 +35,10 @@ pub struct Diagnostics {
     pub ice_restarts: RwSignal<u32>,
     /// Media sections (`m=` lines) in our latest local description.
     pub m_lines: RwSignal<u32>,
+    /// Candidates: ours sent, the other side's added, the other side's the browser refused.
+    pub candidates: RwSignal<(u32, u32, u32)>,
+    /// Remote descriptions the browser refused.
+    pub remote_refused: RwSignal<u32>,
 }
 
 impl Diagnostics {
@@ -47,6 +51,8 @@ impl Diagnostics {
             rollbacks: RwSignal::new(0),
             ice_restarts: RwSignal::new(0),
             m_lines: RwSignal::new(0),
+            candidates: RwSignal::new((0, 0, 0)),
+            remote_refused: RwSignal::new(0),
         }
     }
 }
@@ -146,6 +152,8 @@ impl Peer {
         diag.rollbacks.set(0);
         diag.ice_restarts.set(0);
         diag.m_lines.set(0);
+        diag.candidates.set((0, 0, 0));
+        diag.remote_refused.set(0);
         let peer = Rc::new_cyclic(|weak: &std::rc::Weak<Peer>| {
             let on = |f: OnEvent| {
                 let weak = weak.clone();
@@ -483,6 +491,7 @@ impl Peer {
                     Ok(_) => Some(Input::RemoteApplied(kind)),
                     Err(e) => {
                         leptos::logging::warn!("remote description refused: {e:?}");
+                        self.diag.remote_refused.update(|n| *n += 1);
                         Some(Input::RemoteFailed)
                     }
                 }
@@ -494,10 +503,22 @@ impl Peer {
                 let added = self
                     .pc
                     .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
-                let _ = JsFuture::from(added).await;
+                let ok = JsFuture::from(added).await.is_ok();
+                self.diag.candidates.update(
+                    |(_, added, refused)| {
+                        if ok {
+                            *added += 1
+                        } else {
+                            *refused += 1
+                        }
+                    },
+                );
                 None
             }
             Action::Send(signal) => {
+                if matches!(signal, super::negotiation::Signal::Candidate(_)) {
+                    self.diag.candidates.update(|(sent, ..)| *sent += 1);
+                }
                 (self.send)(serde_json::to_string(&signal).expect("signals serialise"));
                 None
             }
