@@ -95,6 +95,9 @@ struct Inner {
     _unload: RefCell<Option<Closure<dyn FnMut()>>>,
 }
 
+/// How long the polite end waits for the other's first offer before offering its own tracks.
+const FIRST_OFFER_WAIT_MS: u32 = 2_000;
+
 /// The pause before a call action refused as too fast goes again.
 const RETRY_MS: u32 = 1_500;
 
@@ -445,20 +448,46 @@ impl CallCtl {
                     return;
                 }
             };
-            let mut d = i.devices.borrow_mut();
-            let stream = d.stream();
-            if let Some((track, sender)) = d.mic.as_mut() {
-                *sender = Some(peer.add_track(track, &stream));
-            }
-            if let Some(track) = d.screen.clone().or_else(|| d.camera.clone()) {
-                d.video = peer.send_video(None, &track, &stream);
-            }
             for payload in i.early.borrow_mut().drain(..) {
                 peer.on_signal(&payload);
             }
+            // Both ends start at once; if both offered their tracks at once too, the polite one
+            // would roll its very first offer back, and Chrome sometimes never gathers again
+            // after that. So the polite end sends its tracks once the other's first offer is
+            // in (or after a moment, if the other has nothing to send).
+            let ctl = *self;
+            let send_tracks = move || ctl.send_tracks();
+            if polite {
+                peer.after_first_offer(Box::new(send_tracks), FIRST_OFFER_WAIT_MS);
+            }
             *i.peer.borrow_mut() = Some(peer);
+            if !polite {
+                send_tracks();
+            }
         });
         self.remote_changed.update(|n| *n += 1);
+    }
+
+    /// Puts the local tracks held so far on the connection.
+    fn send_tracks(&self) {
+        self.inner.with_value(|i| {
+            let peer = i.peer.borrow();
+            let Some(peer) = peer.as_ref() else {
+                return;
+            };
+            let mut d = i.devices.borrow_mut();
+            let stream = d.stream();
+            if let Some((track, sender)) = d.mic.as_mut() {
+                if sender.is_none() {
+                    *sender = Some(peer.add_track(track, &stream));
+                }
+            }
+            if d.video.is_none() {
+                if let Some(track) = d.screen.clone().or_else(|| d.camera.clone()) {
+                    d.video = peer.send_video(None, &track, &stream);
+                }
+            }
+        });
     }
 
     /// Ends everything local: tracks stopped, connection closed.

@@ -79,8 +79,13 @@ pub struct Peer {
     handlers: RefCell<Vec<Handler>>,
     /// Looks in a row at a settled but unconnected ICE (see [`Peer::watch`]).
     stuck: Cell<u32>,
+    /// What runs once the first remote offer is applied (or its wait is over).
+    first_offer: RefCell<Option<Waiting>>,
     watchdog: RefCell<Option<gloo_timers::callback::Interval>>,
 }
+
+/// Something waiting for the first remote offer, and the timer that stops the wait.
+type Waiting = (Box<dyn FnOnce()>, gloo_timers::callback::Timeout);
 
 /// How often the watchdog looks at the connection, in ms.
 const WATCH_MS: u32 = 3_000;
@@ -209,6 +214,7 @@ impl Peer {
                 diag,
                 handlers: RefCell::new(handlers),
                 stuck: Cell::new(0),
+                first_offer: RefCell::new(None),
                 watchdog: RefCell::new(None),
             }
         });
@@ -323,6 +329,29 @@ impl Peer {
         }
     }
 
+    /// Runs `then` once the other side's first offer is applied here, or after `wait_ms` if
+    /// none comes (the other side may have nothing to send).
+    pub fn after_first_offer(self: &Rc<Self>, then: Box<dyn FnOnce()>, wait_ms: u32) {
+        let weak = Rc::downgrade(self);
+        let timer = gloo_timers::callback::Timeout::new(wait_ms, move || {
+            if let Some(peer) = weak.upgrade() {
+                peer.first_offer_in();
+            }
+        });
+        *self.first_offer.borrow_mut() = Some((then, timer));
+    }
+
+    /// The first remote offer is in (or its wait is over): what waited for it runs.
+    fn first_offer_in(&self) {
+        let waiting = self.first_offer.borrow_mut().take();
+        if let Some((then, timer)) = waiting {
+            timer.cancel();
+            if !self.closed.get() {
+                then();
+            }
+        }
+    }
+
     /// A signal from the other side (the payload of `ServerMsg::Signal`).
     pub fn on_signal(self: &Rc<Self>, payload: &str) {
         match serde_json::from_str::<Signal>(payload) {
@@ -393,6 +422,7 @@ impl Peer {
     pub fn close(&self) {
         self.closed.set(true);
         self.watchdog.borrow_mut().take();
+        self.first_offer.borrow_mut().take();
         self.queue.borrow_mut().clear();
         self.pc.set_onnegotiationneeded(None);
         self.pc.set_onicecandidate(None);
@@ -488,7 +518,12 @@ impl Peer {
                 });
                 desc.set_sdp(&sdp);
                 match JsFuture::from(self.pc.set_remote_description(&desc)).await {
-                    Ok(_) => Some(Input::RemoteApplied(kind)),
+                    Ok(_) => {
+                        if kind == SdpKind::Offer {
+                            self.first_offer_in();
+                        }
+                        Some(Input::RemoteApplied(kind))
+                    }
                     Err(e) => {
                         leptos::logging::warn!("remote description refused: {e:?}");
                         self.diag.remote_refused.update(|n| *n += 1);
