@@ -196,14 +196,13 @@ pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
             conversation,
             ..
         } if conversation.is_none() || *conversation == ctl.conversation.get_untracked() => {
-            // Too fast is not no: the action goes again after a pause.
-            ctl.feed(
-                if *code == ErrorCode::RateLimited && conversation.is_some() {
-                    Input::TooFast
-                } else {
-                    Input::Refused
-                },
-            )
+            // Too fast is not no: a call step goes again after a pause. (A frame refused
+            // before it could be read names no conversation: nothing to do.)
+            match (code, conversation) {
+                (ErrorCode::RateLimited, Some(_)) => ctl.feed(Input::TooFast),
+                (ErrorCode::RateLimited, None) => {}
+                _ => ctl.feed(Input::Refused),
+            }
         }
         _ => {}
     });

@@ -167,9 +167,16 @@ impl CallMachine {
 
     /// Handles one input.
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
+        if matches!(input, Input::Relay { .. }) {
+            // The relay said what the call is now: whatever we asked has its answer.
+            self.last_sent = None;
+        }
         let out = self.decide(input);
+        // Only the steps that set a call up are sent again when refused as too fast.
         if let Some(action) = out.iter().rev().find_map(|c| match c {
-            Command::Send(a) => Some(*a),
+            Command::Send(
+                a @ (CallAction::Start { .. } | CallAction::Accept | CallAction::Resume),
+            ) => Some(*a),
             _ => None,
         }) {
             self.last_sent = Some(action);
@@ -521,7 +528,13 @@ mod tests {
         };
         assert_eq!(m.handle(due.clone()), [Command::Send(start)]);
         assert!(m.busy(), "the call is still being set up");
+        // Answered: a later "too fast" (a read mark, a signal) sends nothing again.
+        let ringing = call(CallPhase::Ringing, Author::Visitor, true, CallKind::Voice);
+        m.handle(relay(Some(ringing)));
+        assert_eq!(m.handle(Input::TooFast), []);
         // Refused again and hung up meanwhile: nothing goes out.
+        m.handle(Input::Start(CallKind::Voice));
+        m.handle(opened(&m, Then::Start(CallKind::Voice)));
         m.handle(Input::TooFast);
         m.handle(Input::HangUp);
         assert_eq!(m.handle(due), []);
