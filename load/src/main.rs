@@ -131,9 +131,10 @@ impl Relay {
                 "--listen",
                 &addr.to_string(),
             ])
-            // The per-socket frame limit protects the relay from one client; here one client
-            // is the load, so it is lifted.
+            // The per-socket frame limit and the per-address connection cap protect the relay
+            // from one client; here one client is the load, so they are lifted.
             .args(["--frame-rate", "1000000", "--frame-burst", "1000000"])
+            .args(["--connections-per-address", "1000000"])
             .env("ESCALERA_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
