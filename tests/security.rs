@@ -61,7 +61,7 @@ async fn the_console_and_the_widget_run_under_a_strict_csp_without_a_violation()
         "only the two canaries may be reported: {violations:#?}"
     );
     for v in &violations {
-        assert!(v.contains("blocked=inline"), "{v}");
+        assert!(v.contains("blocked=\"inline\""), "{v}");
     }
     visitor.close().await;
     agent.close().await;

@@ -85,10 +85,11 @@ pub async fn csp_report(body: Bytes) -> StatusCode {
     if REPORTS.check().is_ok() {
         let report: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let r = &report["csp-report"];
+        // Quoted (Debug): the report is anyone's text, and must not forge log lines.
         tracing::warn!(
-            directive = %r["violated-directive"].as_str().unwrap_or("?"),
-            blocked = %r["blocked-uri"].as_str().unwrap_or("?"),
-            page = %r["document-uri"].as_str().unwrap_or("?"),
+            directive = ?r["violated-directive"].as_str().unwrap_or("?"),
+            blocked = ?r["blocked-uri"].as_str().unwrap_or("?"),
+            page = ?r["document-uri"].as_str().unwrap_or("?"),
             "csp violation"
         );
     }

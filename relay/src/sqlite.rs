@@ -125,6 +125,15 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Ends every session of the agent with this (lowercase) email.
+fn end_sessions_of(conn: &Connection, email: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
+        [email],
+    )?;
+    Ok(())
+}
+
 /// Sets `path`'s permission bits (Unix).
 fn private(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -764,10 +773,7 @@ impl Directory for SqliteStore {
                 "UPDATE agents SET password_hash = ?2 WHERE email = ?1",
                 params![email, password_hash],
             )?;
-            tx.execute(
-                "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
-                [&email],
-            )?;
+            end_sessions_of(&tx, &email)?;
             tx.commit()?;
             Ok(changed > 0)
         })
@@ -782,10 +788,7 @@ impl Directory for SqliteStore {
                 params![email, disabled.then_some(now)],
             )?;
             if disabled {
-                tx.execute(
-                    "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
-                    [&email],
-                )?;
+                end_sessions_of(&tx, &email)?;
             }
             tx.commit()?;
             Ok(changed > 0)
