@@ -96,9 +96,11 @@ pub fn use_link(path: &str, hello: impl Fn() -> ClientMsg + 'static) -> Link {
 /// it is sent again.
 const RETRY_MS: u32 = 1_500;
 
-/// The relay refused one of our chat messages. Refused for now: it is sent again after a pause
-/// (if its conversation is still joined then). Refused for good (too long, not allowed): it
-/// leaves the outbox; the error itself tells the person why.
+/// The relay refused one of our chat messages. Refused for now (too fast, a store failure, or
+/// a limit such as new conversations from one network, which clears over time): it is sent
+/// again after a pause (if its conversation is still joined then), so nothing typed is lost.
+/// Refused for good (too long, not allowed): it leaves the outbox; the error itself tells the
+/// person why.
 fn refused(
     shared: &Rc<Shared>,
     threads: RwSignal<Threads>,
@@ -106,7 +108,10 @@ fn refused(
     conversation: &ConversationId,
     client_id: &ClientMsgId,
 ) {
-    if !matches!(code, ErrorCode::RateLimited | ErrorCode::Internal) {
+    if !matches!(
+        code,
+        ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::LimitReached
+    ) {
         threads.update(|t| {
             t.refused(conversation, client_id);
         });

@@ -75,7 +75,7 @@ id_type!(
 );
 
 /// Who wrote a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Author {
     /// The visitor of the site.
@@ -170,7 +170,7 @@ pub enum CallKind {
 }
 
 /// A device a party turns on or off during a call, for the record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaKind {
     /// The camera.
@@ -404,6 +404,14 @@ pub enum ServerMsg {
         /// The agent's display name.
         agent_name: String,
     },
+    /// To a visitor, once an agent has joined: ICE servers with TURN credentials (a welcome
+    /// before that carries STUN only). Replaces the welcome's `media`.
+    Media {
+        /// The conversation.
+        conversation: ConversationId,
+        /// ICE servers and upload limit.
+        media: MediaConfig,
+    },
     /// To agents: a conversation of theirs is new or has changed.
     Conversation(ConversationSummary),
     /// The conversation's call changed (or, after a join, what it is now).
@@ -456,8 +464,12 @@ pub enum ErrorCode {
     NotFound,
     /// Another agent took the conversation first.
     AlreadyTaken,
-    /// Too many frames too fast; this one was dropped.
+    /// Too many frames too fast; this one was dropped. Send it again a little later.
     RateLimited,
+    /// A limit that does not clear in seconds was reached (new conversations from one
+    /// network, tabs open for one visitor, files in a conversation); the message says which.
+    /// Sending again at once will not help.
+    LimitReached,
     /// The relay failed; the frame may be resent.
     Internal,
     /// The agent's session ended (logout, expiry, disabled or removed); the socket closes.
@@ -477,6 +489,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyTaken => "already_taken",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Internal => "internal",
             ErrorCode::SessionEnded => "session_ended",
         }
@@ -679,6 +692,10 @@ mod tests {
             ServerMsg::AgentJoined {
                 conversation: conv(),
                 agent_name: "Ana".into(),
+            },
+            ServerMsg::Media {
+                conversation: conv(),
+                media: media(),
             },
             ServerMsg::Conversation(summary()),
             ServerMsg::Call {

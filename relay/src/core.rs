@@ -6,6 +6,7 @@
 //! rule is unit-tested below in microseconds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 use escalera_protocol::{
     check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
@@ -134,6 +135,8 @@ pub enum Caller {
         site: SiteKey,
         /// Its display name, for the welcome.
         site_name: String,
+        /// Where it comes from (an IPv6 host counts as its /64), for the per-address limits.
+        address: IpAddr,
     },
     /// An agent with a valid session.
     Agent {
@@ -293,8 +296,17 @@ pub enum Event {
         token: VisitorToken,
         /// Their conversation.
         conversation: ConversationMeta,
+        /// Whether it is stored; a new visitor's is not until they first say something.
+        saved: bool,
         /// ICE servers and upload limit.
         media: MediaConfig,
+    },
+    /// The answer to [`Effect::Create`]: the conversation is stored, or why not.
+    Created {
+        /// The conversation.
+        conversation: ConversationMeta,
+        /// Why it could not be.
+        error: Option<RelayError>,
     },
     /// The answer to [`Effect::LoadDesk`].
     DeskReady {
@@ -389,8 +401,8 @@ pub enum Effect {
         /// What waits for it.
         request: Request,
     },
-    /// Find the visitor's conversation by token, or create a visitor; answer with
-    /// [`Event::VisitorReady`].
+    /// Find the visitor's conversation by token, or make up a new token and conversation id
+    /// (stored only later, by [`Effect::Create`]); answer with [`Event::VisitorReady`].
     ResolveVisitor {
         /// The visitor's connection.
         peer: PeerId,
@@ -398,6 +410,26 @@ pub enum Effect {
         site: SiteKey,
         /// The token they passed.
         token: Option<VisitorToken>,
+        /// The conversation of that token when it is known here but not stored yet.
+        unsaved: Option<ConversationId>,
+    },
+    /// Store a new visitor's conversation (their first message is on its way); answer with
+    /// [`Event::Created`].
+    Create {
+        /// The conversation.
+        conversation: ConversationMeta,
+        /// The visitor's token.
+        token: VisitorToken,
+        /// Where the visitor came from, for the agents' list.
+        address: IpAddr,
+    },
+    /// Send `peer` the full ICE servers (TURN credentials included), now that its
+    /// conversation has an agent.
+    SendMedia {
+        /// The visitor's connection.
+        peer: PeerId,
+        /// Its conversation.
+        conversation: ConversationId,
     },
     /// Read an agent's list and read marks; answer with [`Event::DeskReady`].
     LoadDesk {
@@ -511,6 +543,22 @@ pub struct Limits {
     pub catch_up_buffer: usize,
     /// How long a new socket has to say hello before it is closed.
     pub hello_deadline_ms: i64,
+    /// Sockets open at once for one visitor (one token: their tabs and devices).
+    pub sockets_per_visitor: usize,
+    /// New conversations stored per address in an hour (a burst of this many, then one
+    /// more each `1/n` hour).
+    pub conversations_per_address: u32,
+    /// Chat messages per second from one visitor, over all their sockets...
+    pub visitor_chat_rate: u32,
+    /// ...and at once.
+    pub visitor_chat_burst: u32,
+    /// Chat messages per second from every visitor of one address together...
+    pub address_chat_rate: u32,
+    /// ...and at once.
+    pub address_chat_burst: u32,
+    /// Call starts and device toggles per conversation per minute (ending a call is never
+    /// limited).
+    pub call_actions_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -523,9 +571,19 @@ impl Default for Limits {
             history_page: 500,
             catch_up_buffer: 1_000,
             hello_deadline_ms: HELLO_DEADLINE_MS,
+            sockets_per_visitor: 16,
+            conversations_per_address: 60,
+            visitor_chat_rate: 2,
+            visitor_chat_burst: 30,
+            address_chat_rate: 30,
+            address_chat_burst: 300,
+            call_actions_per_minute: 20,
         }
     }
 }
+
+/// The window of [`Limits::conversations_per_address`].
+const HOUR_MS: i64 = 3_600_000;
 
 /// How long a new socket has to say hello, by default.
 pub const HELLO_DEADLINE_MS: i64 = 10_000;
@@ -675,6 +733,95 @@ pub struct Core {
     calls: HashMap<ConversationId, Call>,
     /// When the agents' sessions were last checked.
     sessions_checked: i64,
+    /// New visitors' conversations, not stored until their first message or file.
+    unsaved: HashMap<ConversationId, Unsaved>,
+    /// ...by token, for a second tab's hello.
+    unsaved_tokens: HashMap<VisitorToken, ConversationId>,
+    /// New conversations stored per address.
+    new_conversations: HashMap<IpAddr, RateLimit>,
+    /// Visitors' chat messages per visitor (their conversation) and per address.
+    visitor_chat: HashMap<ConversationId, RateLimit>,
+    address_chat: HashMap<IpAddr, RateLimit>,
+    /// Call starts and toggles per conversation.
+    call_actions: HashMap<ConversationId, RateLimit>,
+    /// When the idle buckets above were last swept.
+    buckets_swept: i64,
+    /// Device toggles not in the record yet: a note is written once a device has stayed
+    /// put for [`TOGGLE_SETTLE_MS`], so flipping a camera 60 times leaves one line, not 60.
+    toggles: HashMap<(ConversationId, Author, MediaKind), Toggle>,
+}
+
+/// A device's state during a call, as the record knows it and as it is.
+#[derive(Debug)]
+struct Toggle {
+    site: SiteKey,
+    name: String,
+    on: bool,
+    recorded: bool,
+    at: i64,
+}
+
+/// How long a device stays on or off before the record says so.
+pub const TOGGLE_SETTLE_MS: i64 = 3_000;
+
+/// Writes the notes of `conv`'s toggles that changed the record (all of them with `all`, as
+/// the call ends; otherwise those settled by `now`), and forgets those written.
+fn record_toggles(
+    toggles: &mut HashMap<(ConversationId, Author, MediaKind), Toggle>,
+    now: i64,
+    conv: Option<&ConversationId>,
+    out: &mut Out,
+) {
+    let mut due: Vec<_> = toggles
+        .iter()
+        .filter(|((c, _, _), t)| match conv {
+            Some(id) => c == id,
+            None => now - t.at >= TOGGLE_SETTLE_MS,
+        })
+        .map(|(k, t)| (t.at, k.clone()))
+        .collect();
+    due.sort_by_key(|(at, _)| *at);
+    for (_, key) in due {
+        let Some(t) = toggles.remove(&key) else {
+            continue;
+        };
+        if t.on == t.recorded {
+            continue;
+        }
+        let name = &t.name;
+        let text = match (key.2, t.on) {
+            (MediaKind::Camera, true) => format!("{name} turned video on"),
+            (MediaKind::Camera, false) => format!("{name} turned video off"),
+            (MediaKind::Screen, true) => format!("{name} shared their screen"),
+            (MediaKind::Screen, false) => format!("{name} stopped sharing their screen"),
+        };
+        let meta = ConversationMeta {
+            id: key.0,
+            site: t.site,
+            agent: None,
+        };
+        out.push(system_note(now, &meta, text));
+    }
+}
+
+/// A new visitor's conversation, known only here until it is stored.
+#[derive(Debug)]
+struct Unsaved {
+    site: SiteKey,
+    token: VisitorToken,
+    address: IpAddr,
+    /// Once [`Effect::Create`] is asked for: what waits for it.
+    creating: Option<Vec<(PeerId, Request)>>,
+}
+
+impl Unsaved {
+    fn meta(&self, id: &ConversationId) -> ConversationMeta {
+        ConversationMeta {
+            id: id.clone(),
+            site: self.site.clone(),
+            agent: None,
+        }
+    }
 }
 
 impl Core {
@@ -701,14 +848,16 @@ impl Core {
                 conversation,
                 attachment,
                 client_id,
-            } => out.push(Effect::Load {
+            } => self.request(
+                now,
                 peer,
                 conversation,
-                request: Request::Upload {
+                Request::Upload {
                     attachment,
                     client_id,
                 },
-            }),
+                &mut out,
+            ),
             Event::Loaded {
                 peer,
                 request,
@@ -723,8 +872,13 @@ impl Core {
                 peer,
                 token,
                 conversation,
+                saved,
                 media,
-            } => self.visitor_ready(peer, token, conversation, media, &mut out),
+            } => self.visitor_ready(peer, token, conversation, saved, media, &mut out),
+            Event::Created {
+                conversation,
+                error,
+            } => self.created(now, conversation, error, &mut out),
             Event::DeskReady {
                 peer,
                 conversations,
@@ -801,6 +955,21 @@ impl Core {
         out.0
     }
 
+    /// A new visitor's conversation that is not stored yet.
+    pub fn unsaved_meta(&self, id: &ConversationId) -> Option<ConversationMeta> {
+        self.unsaved.get(id).map(|u| u.meta(id))
+    }
+
+    /// The visitor whose token this is, while their conversation is not stored yet.
+    pub fn unsaved_visitor(&self, token: &str) -> Option<Role> {
+        let id = self.unsaved_tokens.get(&VisitorToken::from(token))?;
+        let u = self.unsaved.get(id)?;
+        Some(Role::Visitor {
+            site: u.site.clone(),
+            conversation: id.clone(),
+        })
+    }
+
     /// Closes every agent socket whose session `ended` says is over, telling it why.
     fn end_sessions(&mut self, ended: impl Fn(&str) -> bool, out: &mut Out) {
         let gone: Vec<PeerId> = self
@@ -851,12 +1020,12 @@ impl Core {
             return out.error(peer, RelayError::TooLarge(text.len()));
         }
         match serde_json::from_str::<ClientMsg>(text) {
-            Ok(msg) => self.frame(peer, msg, out),
+            Ok(msg) => self.frame(now, peer, msg, out),
             Err(e) => out.error(peer, RelayError::BadFrame(e.to_string())),
         }
     }
 
-    fn frame(&mut self, peer: PeerId, msg: ClientMsg, out: &mut Out) {
+    fn frame(&mut self, now: i64, peer: PeerId, msg: ClientMsg, out: &mut Out) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -878,6 +1047,11 @@ impl Core {
                     Caller::Visitor { site, .. } => Effect::ResolveVisitor {
                         peer,
                         site: site.clone(),
+                        unsaved: token
+                            .as_ref()
+                            .and_then(|t| self.unsaved_tokens.get(t))
+                            .filter(|id| self.unsaved.get(*id).is_some_and(|u| u.site == *site))
+                            .cloned(),
                         token,
                     },
                     Caller::Agent { agent, scope, .. } => Effect::LoadDesk {
@@ -904,6 +1078,40 @@ impl Core {
                 Ok(None) => self.hold_signal(peer, &conversation, payload),
                 Err(e) => out.error_about(peer, e, (Some(conversation), None)),
             },
+            ClientMsg::Chat {
+                ref conversation,
+                ref client_id,
+                ..
+            } if matches!(p.role, Some(Role::Visitor { .. })) => {
+                let address = match &p.caller {
+                    Caller::Visitor { address, .. } => *address,
+                    _ => return,
+                };
+                // A visitor's messages are counted over all their sockets, and with every
+                // other visitor of their address.
+                let limits = &self.limits;
+                let mine = self
+                    .visitor_chat
+                    .entry(conversation.clone())
+                    .or_insert_with(|| {
+                        RateLimit::new(limits.visitor_chat_burst, limits.visitor_chat_rate, now)
+                    })
+                    .allow(now);
+                let ours = mine
+                    && self
+                        .address_chat
+                        .entry(address)
+                        .or_insert_with(|| {
+                            RateLimit::new(limits.address_chat_burst, limits.address_chat_rate, now)
+                        })
+                        .allow(now);
+                if !ours {
+                    let about = (Some(conversation.clone()), Some(client_id.clone()));
+                    return out.error_about(peer, RelayError::RateLimited, about);
+                }
+                let conversation = conversation.clone();
+                self.request(now, peer, conversation, Request::Frame(msg), out);
+            }
             ClientMsg::Join {
                 ref conversation, ..
             }
@@ -916,11 +1124,107 @@ impl Core {
             }
             | ClientMsg::Call {
                 ref conversation, ..
-            } => out.push(Effect::Load {
+            } => {
+                let conversation = conversation.clone();
+                self.request(now, peer, conversation, Request::Frame(msg), out);
+            }
+        }
+    }
+
+    /// A request about `conversation`: the store is asked for it, unless it is the asker's
+    /// own and not stored yet. A visitor's first message or file stores it first.
+    fn request(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        conversation: ConversationId,
+        request: Request,
+        out: &mut Out,
+    ) {
+        let own = matches!(
+            self.peers.get(&peer).and_then(|p| p.role.as_ref()),
+            Some(Role::Visitor { conversation: c, .. }) if *c == conversation
+        );
+        let Some(unsaved) = self.unsaved.get_mut(&conversation).filter(|_| own) else {
+            return out.push(Effect::Load {
                 peer,
-                conversation: conversation.clone(),
-                request: Request::Frame(msg.clone()),
-            }),
+                conversation,
+                request,
+            });
+        };
+        let stores = matches!(
+            request,
+            Request::Upload { .. } | Request::Frame(ClientMsg::Chat { .. })
+        );
+        if !stores {
+            // Joining or calling: as an empty conversation with no agent.
+            let meta = unsaved.meta(&conversation);
+            let about = request_context(&request);
+            if let Err(e) = self.loaded(now, peer, request, Some(meta), out) {
+                out.error_about(peer, e, about);
+            }
+            return;
+        }
+        // A message that would be refused stores nothing.
+        if let Request::Frame(ClientMsg::Chat {
+            client_id, text, ..
+        }) = &request
+        {
+            let valid = check_text(text)
+                .map_err(RelayError::BadText)
+                .and_then(|()| check_client_id(client_id));
+            if let Err(e) = valid {
+                return out.error_about(peer, e, request_context(&request));
+            }
+        }
+        if let Some(waiting) = &mut unsaved.creating {
+            return waiting.push((peer, request));
+        }
+        let per_hour = self.limits.conversations_per_address;
+        let allowed = self
+            .new_conversations
+            .entry(unsaved.address)
+            .or_insert_with(|| RateLimit::per_window(per_hour, HOUR_MS, now))
+            .allow(now);
+        if !allowed {
+            let e =
+                RelayError::Limit("too many new conversations from your network; try again later");
+            return out.error_about(peer, e, request_context(&request));
+        }
+        unsaved.creating = Some(vec![(peer, request)]);
+        out.push(Effect::Create {
+            conversation: unsaved.meta(&conversation),
+            token: unsaved.token.clone(),
+            address: unsaved.address,
+        });
+    }
+
+    /// A new visitor's conversation is stored (or could not be): what waited for it goes on.
+    fn created(
+        &mut self,
+        now: i64,
+        meta: ConversationMeta,
+        error: Option<RelayError>,
+        out: &mut Out,
+    ) {
+        let Some(unsaved) = self.unsaved.get_mut(&meta.id) else {
+            return;
+        };
+        let waiting = unsaved.creating.take().unwrap_or_default();
+        if error.is_none() {
+            if let Some(u) = self.unsaved.remove(&meta.id) {
+                self.unsaved_tokens.remove(&u.token);
+            }
+        }
+        for (peer, request) in waiting {
+            let about = request_context(&request);
+            let result = match &error {
+                Some(e) => Err(e.clone()),
+                None => self.loaded(now, peer, request, Some(meta.clone()), out),
+            };
+            if let Err(e) = result {
+                out.error_about(peer, e, about);
+            }
         }
     }
 
@@ -1145,14 +1449,48 @@ impl Core {
         peer: PeerId,
         token: VisitorToken,
         meta: ConversationMeta,
+        saved: bool,
         media: MediaConfig,
         out: &mut Out,
     ) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let Caller::Visitor { site, site_name } = &p.caller else {
+        let Caller::Visitor {
+            site,
+            site_name,
+            address,
+        } = &p.caller
+        else {
             return;
+        };
+        let open = self.visitors.get(&meta.id).map_or(0, BTreeSet::len);
+        if open >= self.limits.sockets_per_visitor {
+            out.error(
+                peer,
+                RelayError::Limit("this chat is open in too many tabs; close one and reload"),
+            );
+            out.push(Effect::Close(peer));
+            return;
+        }
+        if !saved && !self.unsaved.contains_key(&meta.id) {
+            self.unsaved_tokens.insert(token.clone(), meta.id.clone());
+            self.unsaved.insert(
+                meta.id.clone(),
+                Unsaved {
+                    site: site.clone(),
+                    token: token.clone(),
+                    address: *address,
+                    creating: None,
+                },
+            );
+        }
+        // TURN relays media at the operator's cost: only for a conversation an agent has
+        // joined (the visitor gets them when one does).
+        let media = if meta.agent.is_some() {
+            media
+        } else {
+            without_turn(media)
         };
         p.role = Some(Role::Visitor {
             site: site.clone(),
@@ -1330,6 +1668,10 @@ impl Core {
                 agent_name,
             } => {
                 for peer in self.visitors.get(&conversation).into_iter().flatten() {
+                    out.push(Effect::SendMedia {
+                        peer: *peer,
+                        conversation: conversation.clone(),
+                    });
                     out.send(
                         *peer,
                         ServerMsg::AgentJoined {
@@ -1374,6 +1716,17 @@ impl Core {
                 set.remove(&peer);
                 if set.is_empty() {
                     self.visitors.remove(conversation);
+                    // Never said anything and gone: forgotten (their next hello starts
+                    // afresh). One being stored is forgotten once it is.
+                    if self
+                        .unsaved
+                        .get(conversation)
+                        .is_some_and(|u| u.creating.is_none())
+                    {
+                        if let Some(u) = self.unsaved.remove(conversation) {
+                            self.unsaved_tokens.remove(&u.token);
+                        }
+                    }
                     if !self.members.contains_key(conversation) {
                         out.push(Effect::Unsubscribe(Topic::Conversation(
                             conversation.clone(),
@@ -1430,6 +1783,14 @@ impl Core {
     /// sessions still live (an expiry, or `agent disable` from the command line, closes their
     /// sockets within that time).
     fn tick(&mut self, now: i64, out: &mut Out) {
+        if now - self.buckets_swept >= BUCKET_SWEEP_MS {
+            self.buckets_swept = now;
+            self.new_conversations.retain(|_, b| !b.idle(now));
+            self.visitor_chat.retain(|_, b| !b.idle(now));
+            self.address_chat.retain(|_, b| !b.idle(now));
+            self.call_actions.retain(|_, b| !b.idle(now));
+        }
+        record_toggles(&mut self.toggles, now, None, out);
         let deadline = self.limits.hello_deadline_ms;
         for (peer, p) in &self.peers {
             if p.hello == Hello::Waiting && now - p.opened >= deadline {
@@ -1480,13 +1841,14 @@ impl Core {
     }
 
     fn call_over(
-        &self,
+        &mut self,
         now: i64,
         conv: &ConversationId,
         site: &SiteKey,
         note: String,
         out: &mut Out,
     ) {
+        record_toggles(&mut self.toggles, now, Some(conv), out);
         out.push(Effect::Publish(BusEvent::Call {
             conversation: conv.clone(),
         }));
@@ -1540,6 +1902,19 @@ impl Core {
         out: &mut Out,
     ) -> Result<(), RelayError> {
         let (side, name) = self.call_party(peer, conv)?;
+        // Ringing and toggling reach the other side and the record: a few a minute. Answering,
+        // declining, ending and resuming are never held back.
+        if matches!(action, CallAction::Start { .. } | CallAction::Media { .. }) {
+            let per_minute = self.limits.call_actions_per_minute;
+            let allowed = self
+                .call_actions
+                .entry(conv.id.clone())
+                .or_insert_with(|| RateLimit::per_window(per_minute, 60_000, now))
+                .allow(now);
+            if !allowed {
+                return Err(RelayError::RateLimited);
+            }
+        }
         let call = self.calls.get_mut(&conv.id);
         let note = match (action, call) {
             (CallAction::Start { kind }, None) => {
@@ -1586,6 +1961,7 @@ impl Core {
                 Some("Call declined".to_owned())
             }
             (CallAction::HangUp, Some(call)) if call.is_party(peer) => {
+                record_toggles(&mut self.toggles, now, Some(&conv.id), out);
                 let note = call.ended_note(now);
                 self.calls.remove(&conv.id);
                 out.push(Effect::SaveCall {
@@ -1621,12 +1997,19 @@ impl Core {
             (CallAction::Media { media, on }, Some(call))
                 if call.phase == CallPhase::Active && call.is_party(peer) =>
             {
-                Some(match (media, on) {
-                    (MediaKind::Camera, true) => format!("{name} turned video on"),
-                    (MediaKind::Camera, false) => format!("{name} turned video off"),
-                    (MediaKind::Screen, true) => format!("{name} shared their screen"),
-                    (MediaKind::Screen, false) => format!("{name} stopped sharing their screen"),
-                })
+                let toggle = self
+                    .toggles
+                    .entry((conv.id.clone(), side, media))
+                    .or_insert_with(|| Toggle {
+                        site: conv.site.clone(),
+                        name,
+                        on,
+                        recorded: !on,
+                        at: now,
+                    });
+                toggle.on = on;
+                toggle.at = now;
+                None
             }
             (_, None) => return Err(RelayError::Forbidden("there is no call")),
             (_, Some(_)) => return Err(RelayError::Forbidden("not possible in this call")),
@@ -1685,6 +2068,19 @@ impl Core {
         }
         call.held.push((to, payload));
     }
+}
+
+/// How often the rate buckets that are full again are forgotten.
+const BUCKET_SWEEP_MS: i64 = 60_000;
+
+/// `media` without its TURN servers (and so without credentials).
+fn without_turn(mut media: MediaConfig) -> MediaConfig {
+    media.ice_servers.retain(|s| {
+        s.urls
+            .iter()
+            .all(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+    });
+    media
 }
 
 fn other_side(side: Author) -> Author {
@@ -1820,6 +2216,21 @@ impl RateLimit {
         }
     }
 
+    /// `count` per `window_ms`: a full bucket of `count`, refilled over the window.
+    pub fn per_window(count: u32, window_ms: i64, now_ms: i64) -> Self {
+        Self {
+            tokens: f64::from(count),
+            burst: f64::from(count),
+            per_ms: f64::from(count) / window_ms.max(1) as f64,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Whether the bucket would be full at `now_ms` (so forgetting it changes nothing).
+    pub fn idle(&self, now_ms: i64) -> bool {
+        self.tokens + (now_ms - self.last_ms).max(0) as f64 * self.per_ms >= self.burst
+    }
+
     /// Takes a token if there is one.
     pub fn allow(&mut self, now_ms: i64) -> bool {
         let elapsed = (now_ms - self.last_ms).max(0) as f64;
@@ -1837,7 +2248,12 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escalera_protocol::{ConversationStatus, ErrorCode};
+    use escalera_protocol::{ConversationStatus, ErrorCode, IceServer};
+
+    /// The address every test visitor comes from, unless a test says otherwise.
+    fn home() -> IpAddr {
+        IpAddr::from([192, 0, 2, 1])
+    }
 
     fn site(k: &str) -> SiteKey {
         SiteKey::from(k)
@@ -1933,6 +2349,7 @@ mod tests {
                 caller: Caller::Visitor {
                     site: conv.site.clone(),
                     site_name: "Shop".into(),
+                    address: home(),
                 },
             });
             assert!(matches!(
@@ -1943,6 +2360,7 @@ mod tests {
                 peer: PeerId(peer),
                 token: VisitorToken("t".into()),
                 conversation: conv.clone(),
+                saved: true,
                 media: media(),
             });
         }
@@ -2046,6 +2464,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                address: home(),
             },
         });
         let before = w.text(1, &ClientMsg::Ping);
@@ -2062,6 +2481,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                address: home(),
             },
         });
         let old = ClientMsg::Hello {
@@ -2552,14 +2972,66 @@ mod tests {
             media: MediaKind::Camera,
             on: true,
         };
-        assert_eq!(
-            appends(&w.act(1, call("c1", camera), &c1)),
-            vec!["Visitor turned video on"]
-        );
+        // The record says so once the camera has stayed on a moment.
+        assert!(appends(&w.act(1, call("c1", camera), &c1)).is_empty());
+        w.now += TOGGLE_SETTLE_MS;
+        assert_eq!(appends(&w.tick()), vec!["Visitor turned video on"]);
         w.now = 194_000;
         let e = w.act(1, call("c1", CallAction::HangUp), &c1);
         assert_eq!(appends(&e), vec!["Call ended, 3:12"]);
         assert!(call_views(&mut w, &e).iter().all(|(_, v)| v.is_none()));
+    }
+
+    #[test]
+    fn device_toggles_leave_one_line_once_settled_and_are_limited_per_minute() {
+        let (mut w, c1) = call_world();
+        w.act(
+            1,
+            call(
+                "c1",
+                CallAction::Start {
+                    kind: CallKind::Video,
+                },
+            ),
+            &c1,
+        );
+        w.act(10, call("c1", CallAction::Accept), &c1);
+        let camera = |on| CallAction::Media {
+            media: MediaKind::Camera,
+            on,
+        };
+        // Off and on again within the moment: nothing to record.
+        w.act(1, call("c1", camera(false)), &c1);
+        w.now += 500;
+        w.act(1, call("c1", camera(true)), &c1);
+        w.now += TOGGLE_SETTLE_MS;
+        assert!(appends(&w.tick()).is_empty());
+        // Flipped 30 times in a row: past 20 actions a minute (the start and the first two
+        // counted) they are refused, and the record gets at most one line.
+        let mut refused = 0;
+        for i in 0..30 {
+            w.now += 10;
+            let e = w.act(1, call("c1", camera(i % 2 == 1)), &c1);
+            assert!(appends(&e).is_empty());
+            refused += usize::from(error_code(&e) == Some(ErrorCode::RateLimited));
+        }
+        assert!((11..=12).contains(&refused), "{refused} refused");
+        w.now += TOGGLE_SETTLE_MS;
+        assert!(appends(&w.tick()).len() <= 1);
+        // Ending and answering are never limited; a toggle still settling is recorded
+        // before the end.
+        let shared = CallAction::Media {
+            media: MediaKind::Screen,
+            on: true,
+        };
+        w.now += 60_000;
+        w.act(10, call("c1", shared), &c1);
+        w.now += 100;
+        let e = w.act(10, call("c1", CallAction::HangUp), &c1);
+        let notes = appends(&e);
+        assert_eq!(notes.len(), 2);
+        assert_eq!(notes[0], "Agent a shared their screen");
+        assert!(notes[1].starts_with("Call ended"));
     }
 
     #[test]
@@ -2889,6 +3361,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "S".into(),
+                address: home(),
             },
         });
         w.now += HELLO_DEADLINE_MS - 1;
@@ -2897,5 +3370,273 @@ mod tests {
         let e = w.tick();
         assert_eq!(error_code(&e), Some(ErrorCode::BadHello));
         assert!(e.contains(&Effect::Close(PeerId(1))));
+    }
+
+    /// A new visitor (no token, or one nobody stored) at `address`: welcomed into `conv`,
+    /// which is not stored.
+    fn newcomer(w: &mut World, peer: u64, conv: &str, token: &str, address: IpAddr) -> Vec<Effect> {
+        w.ev(Event::Opened {
+            peer: PeerId(peer),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "Shop".into(),
+                address,
+            },
+        });
+        w.text(peer, &hello());
+        w.ev(Event::VisitorReady {
+            peer: PeerId(peer),
+            token: VisitorToken::from(token),
+            conversation: meta(conv, "s1", None),
+            saved: false,
+            media: media(),
+        })
+    }
+
+    fn creates(effects: &[Effect]) -> Vec<ConversationId> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Create { conversation, .. } => Some(conversation.id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_visitors_conversation_is_stored_with_their_first_message_only() {
+        let mut w = World::new();
+        newcomer(&mut w, 1, "c1", "t1", home());
+        // Joining asks nothing of the store about the conversation: it is empty.
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        let e = w.text(1, &join);
+        assert!(!e
+            .iter()
+            .any(|e| matches!(e, Effect::Load { .. } | Effect::Create { .. })));
+        w.ev(Event::History {
+            peer: PeerId(1),
+            conversation: "c1".into(),
+            messages: Vec::new(),
+        });
+        // A second tab with the same token gets the same conversation, still unstored.
+        w.ev(Event::Opened {
+            peer: PeerId(2),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "Shop".into(),
+                address: home(),
+            },
+        });
+        let again = ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: Some("t1".into()),
+        };
+        assert!(matches!(
+            &w.text(2, &again)[..],
+            [Effect::ResolveVisitor { unsaved: Some(c), .. }] if *c == ConversationId::from("c1")
+        ));
+        assert_eq!(
+            w.core.unsaved_visitor("t1"),
+            Some(Role::Visitor {
+                site: site("s1"),
+                conversation: "c1".into()
+            })
+        );
+        // The first message stores it; one from the other tab meanwhile waits for that.
+        let e = w.text(1, &chat("c1", "m1"));
+        assert_eq!(creates(&e), vec![ConversationId::from("c1")]);
+        w.ev(Event::VisitorReady {
+            peer: PeerId(2),
+            token: "t1".into(),
+            conversation: meta("c1", "s1", None),
+            saved: false,
+            media: media(),
+        });
+        assert!(w.text(2, &chat("c1", "m2")).is_empty());
+        let e = w.ev(Event::Created {
+            conversation: meta("c1", "s1", None),
+            error: None,
+        });
+        let stored: Vec<_> = e
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Append { message, .. } => message.client_id.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            vec![ClientMsgId::from("m1"), ClientMsgId::from("m2")]
+        );
+        assert_eq!(w.core.unsaved_visitor("t1"), None);
+        // Stored now: the next message asks the store as usual.
+        assert!(matches!(
+            &w.text(1, &chat("c1", "m3"))[..],
+            [Effect::Load { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_visitor_who_never_said_anything_is_forgotten_when_they_leave() {
+        let mut w = World::new();
+        newcomer(&mut w, 1, "c1", "t1", home());
+        assert!(w.core.unsaved_meta(&"c1".into()).is_some());
+        w.ev(Event::Closed { peer: PeerId(1) });
+        assert!(w.core.unsaved_meta(&"c1".into()).is_none());
+        assert_eq!(w.core.unsaved_visitor("t1"), None);
+    }
+
+    #[test]
+    fn new_conversations_per_address_are_limited_per_hour() {
+        let mut w = World::new();
+        let limit = Limits::default().conversations_per_address;
+        let other = IpAddr::from([198, 51, 100, 7]);
+        let mut refused = Vec::new();
+        for i in 0..limit + 5 {
+            let (peer, conv) = (u64::from(i) + 1, format!("c{i}"));
+            newcomer(&mut w, peer, &conv, &format!("t{i}"), home());
+            let e = w.text(peer, &chat(&conv, "m1"));
+            if creates(&e).is_empty() {
+                refused.push(error_code(&e));
+            } else {
+                w.ev(Event::Created {
+                    conversation: meta(&conv, "s1", None),
+                    error: None,
+                });
+            }
+        }
+        assert_eq!(refused, vec![Some(ErrorCode::LimitReached); 5]);
+        // Another address is not affected...
+        newcomer(&mut w, 1000, "elsewhere", "te", other);
+        assert_eq!(creates(&w.text(1000, &chat("elsewhere", "m1"))).len(), 1);
+        // ...and this one gets another after a minute (60 an hour).
+        w.now += 60_000;
+        newcomer(&mut w, 1001, "later", "tl", home());
+        assert_eq!(creates(&w.text(1001, &chat("later", "m1"))).len(), 1);
+    }
+
+    #[test]
+    fn one_visitor_has_a_bounded_number_of_sockets() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        let limit = Limits::default().sockets_per_visitor as u64;
+        for peer in 1..=limit {
+            w.visitor(peer, &c1);
+        }
+        let extra = limit + 1;
+        w.ev(Event::Opened {
+            peer: PeerId(extra),
+            caller: Caller::Visitor {
+                site: site("s1"),
+                site_name: "Shop".into(),
+                address: home(),
+            },
+        });
+        w.text(extra, &hello());
+        let e = w.ev(Event::VisitorReady {
+            peer: PeerId(extra),
+            token: "t".into(),
+            conversation: c1.clone(),
+            saved: true,
+            media: media(),
+        });
+        assert_eq!(error_code(&e), Some(ErrorCode::LimitReached));
+        assert!(e.contains(&Effect::Close(PeerId(extra))));
+        // One closes: there is room again.
+        w.ev(Event::Closed { peer: PeerId(1) });
+        w.visitor(extra + 1, &c1);
+        assert!(w.core.visitors[&c1.id].contains(&PeerId(extra + 1)));
+    }
+
+    #[test]
+    fn a_visitors_chat_rate_counts_all_their_sockets_and_their_address() {
+        let mut w = World::new();
+        let limits = Limits::default();
+        let c1 = meta("c1", "s1", None);
+        // Two tabs of one visitor share one budget.
+        w.visitor(1, &c1);
+        w.visitor(2, &c1);
+        let mut loads = 0;
+        for i in 0..limits.visitor_chat_burst + 10 {
+            let peer = 1 + u64::from(i % 2);
+            let e = w.text(peer, &chat("c1", &format!("m{i}")));
+            loads += e
+                .iter()
+                .filter(|e| matches!(e, Effect::Load { .. }))
+                .count() as u32;
+        }
+        assert_eq!(loads, limits.visitor_chat_burst);
+        // Many visitors of one address share a larger one.
+        let mut loads = 0;
+        let visitors = limits.address_chat_burst / limits.visitor_chat_burst + 2;
+        for v in 0..u64::from(visitors) {
+            let conv = meta(&format!("v{v}"), "s1", None);
+            w.visitor(100 + v, &conv);
+            for i in 0..limits.visitor_chat_burst {
+                let e = w.text(100 + v, &chat(&conv.id.0, &format!("m{i}")));
+                loads += e
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Load { .. }))
+                    .count() as u32;
+            }
+        }
+        // The first visitor's 30 already counted against the address.
+        assert_eq!(loads, limits.address_chat_burst - limits.visitor_chat_burst);
+    }
+
+    #[test]
+    fn turn_credentials_wait_for_an_agent() {
+        let mut w = World::new();
+        let with_turn = MediaConfig {
+            ice_servers: vec![
+                IceServer {
+                    urls: vec!["stun:stun.example:3478".into()],
+                    username: None,
+                    credential: None,
+                },
+                IceServer {
+                    urls: vec!["turn:turn.example:3478".into()],
+                    username: Some("u".into()),
+                    credential: Some("p".into()),
+                },
+            ],
+            max_upload: 1,
+        };
+        let welcome = |w: &mut World, peer: u64, conv: &ConversationMeta| {
+            w.ev(Event::Opened {
+                peer: PeerId(peer),
+                caller: Caller::Visitor {
+                    site: site("s1"),
+                    site_name: "Shop".into(),
+                    address: home(),
+                },
+            });
+            w.text(peer, &hello());
+            let e = w.ev(Event::VisitorReady {
+                peer: PeerId(peer),
+                token: "t".into(),
+                conversation: conv.clone(),
+                saved: true,
+                media: with_turn.clone(),
+            });
+            match &sent(&e)[..] {
+                [(_, ServerMsg::WelcomeVisitor { media, .. })] => media.ice_servers.len(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(welcome(&mut w, 1, &meta("c1", "s1", None)), 1, "STUN only");
+        assert_eq!(welcome(&mut w, 2, &meta("c2", "s1", Some("a"))), 2);
+        // When an agent joins, the visitor's sockets get the full set.
+        let e = w.ev(Event::Delivered(BusEvent::AgentJoined {
+            conversation: "c1".into(),
+            agent_name: "Ana".into(),
+        }));
+        assert!(e.contains(&Effect::SendMedia {
+            peer: PeerId(1),
+            conversation: "c1".into()
+        }));
     }
 }

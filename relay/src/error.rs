@@ -33,6 +33,9 @@ pub enum RelayError {
     /// Too many frames.
     #[error("too many messages, slow down")]
     RateLimited,
+    /// A limit of this relay was reached (conversations, sockets, files): the text says which.
+    #[error("{0}")]
+    Limit(&'static str),
     /// The store failed.
     #[error("the relay could not store this, try again")]
     Internal,
@@ -53,6 +56,7 @@ impl RelayError {
             RelayError::NotFound => ErrorCode::NotFound,
             RelayError::AlreadyTaken(_) => ErrorCode::AlreadyTaken,
             RelayError::RateLimited => ErrorCode::RateLimited,
+            RelayError::Limit(_) => ErrorCode::LimitReached,
             RelayError::Internal => ErrorCode::Internal,
             RelayError::SessionEnded => ErrorCode::SessionEnded,
         }

@@ -240,6 +240,7 @@ struct VisitorQuery {
 /// may also connect directly when its origin is on the site's list. Anyone else: 403.
 async fn visitor_socket(
     State(state): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     Query(q): Query<VisitorQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -260,6 +261,7 @@ async fn visitor_socket(
         Caller::Visitor {
             site: site.key,
             site_name: site.name,
+            address: crate::guard::address_key(from.ip()),
         },
     ))
 }
@@ -355,6 +357,9 @@ async fn visitor_role(state: &AppState, headers: &HeaderMap) -> HttpResult<Optio
     let Some(token) = visitor_token(headers)? else {
         return Ok(None);
     };
+    if let Some(role) = state.hub.unsaved_visitor(&token) {
+        return Ok(Some(role));
+    }
     let hash = secrets::token_hash(&token);
     let found = state.hub.log().visitor(hash).await?;
     Ok(found.map(|(site, conversation)| Role::Visitor { site, conversation }))

@@ -86,6 +86,13 @@ impl Hub {
             frame_rate: config.frame_rate,
             frame_burst: config.frame_burst,
             hello_deadline_ms: config.hello_deadline_secs.max(1) as i64 * 1000,
+            sockets_per_visitor: config.sockets_per_visitor.max(1),
+            conversations_per_address: config.conversations_per_address.max(1),
+            visitor_chat_rate: config.visitor_chat_rate.max(1),
+            visitor_chat_burst: config.visitor_chat_rate.max(1) * 15,
+            address_chat_rate: config.address_chat_rate.max(1),
+            address_chat_burst: config.address_chat_rate.max(1) * 10,
+            call_actions_per_minute: config.call_actions_per_minute.max(1),
             ..Limits::default()
         };
         Self {
@@ -116,10 +123,13 @@ impl Hub {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What the core makes of `event`, now.
     fn feed(&self, event: Event) -> Vec<Effect> {
-        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
-        core.handle(now_ms(), event)
+        self.lock_core().handle(now_ms(), event)
     }
 
     /// Feeds `event` and carries out everything that follows from it, to the end.
@@ -139,6 +149,16 @@ impl Hub {
                 Effect::Close(peer) => {
                     // Dropping the outbox ends the writer after it flushed what was queued.
                     self.outboxes().remove(&peer);
+                }
+                Effect::SendMedia { peer, conversation } => {
+                    let media = self.media_config();
+                    self.deliver(
+                        peer,
+                        ServerMsg::Media {
+                            conversation,
+                            media,
+                        },
+                    );
                 }
                 Effect::Publish(event) => self.bus.publish(event),
                 Effect::Subscribe(topic) => self.bus.subscribe(topic),
@@ -173,15 +193,34 @@ impl Hub {
                 },
                 Err(e) => failed(peer, Some(conversation), None, e),
             },
-            Effect::ResolveVisitor { peer, site, token } => {
-                match self.resolve_visitor(site, token).await {
-                    Ok((token, conversation)) => Event::VisitorReady {
-                        peer,
-                        token,
-                        conversation,
-                        media: self.media_config(),
-                    },
-                    Err(e) => failed(peer, None, None, e),
+            Effect::ResolveVisitor {
+                peer,
+                site,
+                token,
+                unsaved,
+            } => match self.resolve_visitor(site, token, unsaved).await {
+                Ok((token, conversation, saved)) => Event::VisitorReady {
+                    peer,
+                    token,
+                    conversation,
+                    saved,
+                    media: self.media_config(),
+                },
+                Err(e) => failed(peer, None, None, e),
+            },
+            Effect::Create {
+                conversation,
+                token,
+                address,
+            } => {
+                let hash = secrets::token_hash(&token.0);
+                let stored = self
+                    .log
+                    .add_visitor(conversation.clone(), hash, address.to_string(), now_ms())
+                    .await;
+                Event::Created {
+                    conversation,
+                    error: stored.err().map(RelayError::from),
                 }
             }
             Effect::LoadDesk { peer, agent, scope } => match self.desk(agent, scope).await {
@@ -249,6 +288,7 @@ impl Hub {
             }
             now @ (Effect::Send(..)
             | Effect::Close(_)
+            | Effect::SendMedia { .. }
             | Effect::Publish(_)
             | Effect::Subscribe(_)
             | Effect::Unsubscribe(_)) => return self.execute_now(vec![now]),
@@ -292,23 +332,32 @@ impl Hub {
         &self.lanes[(std::hash::Hasher::finish(&h) as usize) % LANES]
     }
 
+    /// The visitor's token and conversation, and whether it is stored: theirs from the
+    /// store, the one this node knows and has not stored yet, or a new pair (stored only when
+    /// they first say something).
     async fn resolve_visitor(
         &self,
         site: escalera_protocol::SiteKey,
         token: Option<VisitorToken>,
-    ) -> Result<(VisitorToken, ConversationMeta), StoreError> {
+        unsaved: Option<ConversationId>,
+    ) -> Result<(VisitorToken, ConversationMeta, bool), StoreError> {
+        let fresh = |id, site| ConversationMeta {
+            id,
+            site,
+            agent: None,
+        };
         if let Some(t) = token {
+            if let Some(id) = unsaved {
+                return Ok((t, fresh(id, site), false));
+            }
             let hash = secrets::token_hash(&t.0);
             if let Some(meta) = self.log.visitor_conversation(site.clone(), hash).await? {
-                return Ok((t, meta));
+                return Ok((t, meta, true));
             }
         }
         let t = VisitorToken(secrets::random_token());
-        let meta = self
-            .log
-            .add_visitor(site, secrets::token_hash(&t.0), now_ms())
-            .await?;
-        Ok((t, meta))
+        let id = ConversationId(secrets::random_id());
+        Ok((t, fresh(id, site), false))
     }
 
     async fn desk(
@@ -482,12 +531,21 @@ impl Hub {
         }
     }
 
-    /// The conversation, for the HTTP handlers' permission checks.
+    /// The conversation, for the HTTP handlers' permission checks (a new visitor's, not
+    /// stored yet, included).
     pub async fn meta(&self, id: &ConversationId) -> Result<ConversationMeta, RelayError> {
+        if let Some(meta) = self.lock_core().unsaved_meta(id) {
+            return Ok(meta);
+        }
         self.log
             .conversation(id.clone())
             .await?
             .ok_or(RelayError::NotFound)
+    }
+
+    /// The visitor whose token this is, when their conversation is not stored yet.
+    pub fn unsaved_visitor(&self, token: &str) -> Option<Role> {
+        self.lock_core().unsaved_visitor(token)
     }
 
     /// Posts a file already on disk into a conversation as a message whose text is the file's
@@ -583,6 +641,7 @@ mod tests {
         let caller = Caller::Visitor {
             site: site.key,
             site_name: site.name,
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let served = tokio::spawn(hub.clone().serve(Box::pin(sink), Box::pin(stream), caller));
 

@@ -78,6 +78,28 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a client has to send a request's headers, in seconds.
     pub header_timeout_secs: u64,
+    /// Sockets open at once for one visitor (their tabs and devices).
+    pub sockets_per_visitor: usize,
+    /// New conversations per address per hour (IPv6: per /64).
+    pub conversations_per_address: u32,
+    /// Waiting conversations of one address shown in the agents' list (the oldest).
+    pub listed_per_address: u32,
+    /// Chat messages per second from one visitor over all their sockets (a burst of 15 times
+    /// this first).
+    pub visitor_chat_rate: u32,
+    /// Chat messages per second from all visitors of one address (a burst of 10 times this).
+    pub address_chat_rate: u32,
+    /// Call starts and device toggles per conversation per minute.
+    pub call_actions_per_minute: u32,
+    /// Bytes of files a conversation may hold, both sides together.
+    pub conversation_quota: u64,
+    /// Bytes of files a visitor may upload before an agent has joined.
+    pub upload_allowance: u64,
+    /// An upload slower than this, in bytes per second over any 10 s, is cut.
+    pub upload_min_rate: u64,
+    /// Share of `max_connections` kept for agents and the health check: visitors' sockets
+    /// stop at `max_connections` less this many percent.
+    pub agent_reserve_percent: u8,
 }
 
 impl Default for Config {
@@ -102,6 +124,16 @@ impl Default for Config {
             per_address_connections: 256,
             max_connections: 0,
             header_timeout_secs: 10,
+            sockets_per_visitor: 16,
+            conversations_per_address: 60,
+            listed_per_address: sqlite::LISTED_PER_ADDRESS,
+            visitor_chat_rate: 2,
+            address_chat_rate: 30,
+            call_actions_per_minute: 20,
+            conversation_quota: 200 << 20,
+            upload_allowance: 10 << 20,
+            upload_min_rate: 16 << 10,
+            agent_reserve_percent: 10,
         }
     }
 }
@@ -151,6 +183,7 @@ impl Relay {
     /// Opens the SQLite store in `data_dir` and builds the hub.
     pub fn open(data_dir: &std::path::Path, config: Config) -> anyhow::Result<Self> {
         let store = SqliteStore::open(data_dir)?;
+        store.set_listed_per_address(config.listed_per_address);
         Ok(Self::with_store(
             Arc::new(store.clone()),
             Arc::new(store),

@@ -121,6 +121,36 @@ struct ServeArgs {
     /// Seconds of silence (not even a pong to the relay's pings) before a socket is closed.
     #[arg(long, env = "ESCALERA_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
+    /// Sockets open at once for one visitor (tabs, devices); more are refused.
+    #[arg(long, env = "ESCALERA_SOCKETS_PER_VISITOR", default_value_t = 16)]
+    sockets_per_visitor: usize,
+    /// New conversations per client address per hour (IPv6: per /64).
+    #[arg(long, env = "ESCALERA_CONVERSATIONS_PER_ADDRESS", default_value_t = 60)]
+    conversations_per_address: u32,
+    /// Waiting conversations of one address shown in the agents' list (the oldest first).
+    #[arg(long, env = "ESCALERA_LISTED_PER_ADDRESS", default_value_t = 20)]
+    listed_per_address: u32,
+    /// Chat messages per second from one visitor, over all their sockets (burst: 15 times).
+    #[arg(long, env = "ESCALERA_VISITOR_CHAT_RATE", default_value_t = 2)]
+    visitor_chat_rate: u32,
+    /// Chat messages per second from all visitors of one address (burst: 10 times).
+    #[arg(long, env = "ESCALERA_ADDRESS_CHAT_RATE", default_value_t = 30)]
+    address_chat_rate: u32,
+    /// Call starts and device toggles per conversation per minute.
+    #[arg(long, env = "ESCALERA_CALL_ACTIONS_PER_MINUTE", default_value_t = 20)]
+    call_actions_per_minute: u32,
+    /// Files one conversation may hold in all, both sides (e.g. 200M).
+    #[arg(long, env = "ESCALERA_CONVERSATION_QUOTA", default_value = "200M", value_parser = parse_size)]
+    conversation_quota: u64,
+    /// Files a visitor may upload before an agent has joined, in all (e.g. 10M; 0: none).
+    #[arg(long, env = "ESCALERA_UPLOAD_ALLOWANCE", default_value = "10M", value_parser = parse_size)]
+    upload_allowance: u64,
+    /// Uploads slower than this per second, over any 10 s, are cut (e.g. 16K).
+    #[arg(long, env = "ESCALERA_UPLOAD_MIN_RATE", default_value = "16K", value_parser = parse_size)]
+    upload_min_rate: u64,
+    /// Percent of the connection limit kept for agents and /healthz (visitors stop short).
+    #[arg(long, env = "ESCALERA_AGENT_RESERVE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=90))]
+    agent_reserve: u8,
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary units).
@@ -406,6 +436,16 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             header_timeout_secs: args.header_timeout.max(1),
             hello_deadline_secs: args.hello_deadline.max(1),
             idle_timeout_secs: args.idle_timeout.max(3),
+            sockets_per_visitor: args.sockets_per_visitor.max(1),
+            conversations_per_address: args.conversations_per_address.max(1),
+            listed_per_address: args.listed_per_address.max(1),
+            visitor_chat_rate: args.visitor_chat_rate.max(1),
+            address_chat_rate: args.address_chat_rate.max(1),
+            call_actions_per_minute: args.call_actions_per_minute.max(1),
+            conversation_quota: args.conversation_quota,
+            upload_allowance: args.upload_allowance,
+            upload_min_rate: args.upload_min_rate,
+            agent_reserve_percent: args.agent_reserve,
             ..Config::default()
         },
     )?;

@@ -94,7 +94,17 @@ ALTER TABLE agents ADD COLUMN disabled_at INTEGER;
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 CREATE INDEX sessions_agent ON sessions (agent_id);
 "#,
+    // 4: where a visitor came from (their address, an IPv6 host as its /64), so that one
+    // address cannot fill the agents' list with waiting conversations.
+    r#"
+ALTER TABLE conversations ADD COLUMN address TEXT;
+CREATE INDEX conversations_waiting_address ON conversations (address, created_at)
+    WHERE agent_id IS NULL;
+"#,
 ];
+
+/// Waiting conversations listed per address, unless set otherwise.
+pub const LISTED_PER_ADDRESS: u32 = 20;
 
 /// A write for the writer thread: runs in its own savepoint and says whether it succeeded;
 /// `Finish` is called after the transaction's commit (with its outcome).
@@ -113,6 +123,8 @@ struct Inner {
     directory: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     writer: mpsc::Sender<Job>,
+    /// Waiting conversations listed per address (the oldest; the others wait unlisted).
+    listed_per_address: std::sync::atomic::AtomicU32,
 }
 
 fn connect(path: &Path) -> Result<Connection> {
@@ -179,8 +191,20 @@ impl SqliteStore {
                 directory: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
                 writer,
+                listed_per_address: LISTED_PER_ADDRESS.into(),
             }),
         })
+    }
+
+    /// How many waiting conversations of one address the agents' list shows.
+    pub fn set_listed_per_address(&self, n: u32) {
+        self.inner
+            .listed_per_address
+            .store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn listed_per_address(&self) -> u32 {
+        self.inner.listed_per_address.load(Ordering::Relaxed)
     }
 
     /// How many group commits the writer has made (each one fsync of the log).
@@ -479,7 +503,7 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
     }))
 }
 
-fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
+fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appended> {
     if let Some(cid) = &m.client_id {
         let mut stmt = c.prepare_cached(&format!(
             "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.client_id = ?2"
@@ -534,8 +558,8 @@ fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
         m.attachment.as_ref().map(|a| &a.id.0),
     ])?;
     let summary = c
-        .prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1"))?
-        .query_row([&m.conversation.0], row_summary)
+        .prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1 AND {LISTED}"))?
+        .query_row(params![m.conversation.0, listed_per_address], row_summary)
         .optional()?;
     Ok(Appended {
         message: Message {
@@ -553,13 +577,26 @@ fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
     })
 }
 
-fn summaries(c: &Connection, scope: &Scope, limit: u32) -> Result<Vec<ConversationSummary>> {
+/// Whether conversation `c` is listed: assigned, or waiting with fewer than `?2` older
+/// waiting conversations from its address (one address cannot fill the list).
+const LISTED: &str = "(c.agent_id IS NOT NULL OR c.address IS NULL OR ?2 > (
+    SELECT COUNT(*) FROM conversations o WHERE o.agent_id IS NULL AND o.address = c.address
+    AND o.created_at < c.created_at AND o.last_seq > 0))";
+
+fn summaries(
+    c: &Connection,
+    scope: &Scope,
+    limit: u32,
+    listed_per_address: u32,
+) -> Result<Vec<ConversationSummary>> {
     let order = "ORDER BY (c.agent_id IS NOT NULL), c.last_at DESC LIMIT ?1";
     let sites: Vec<&SiteKey> = match scope {
         Scope::All => {
-            let mut stmt = c.prepare(&format!("{SUMMARY_SELECT} WHERE c.last_seq > 0 {order}"))?;
+            let mut stmt = c.prepare(&format!(
+                "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED} {order}"
+            ))?;
             let rows = stmt
-                .query_map([limit], row_summary)?
+                .query_map([limit, listed_per_address], row_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             return Ok(rows);
         }
@@ -569,13 +606,13 @@ fn summaries(c: &Connection, scope: &Scope, limit: u32) -> Result<Vec<Conversati
         return Ok(Vec::new());
     }
     // Site keys are our own hex ids; bind them all the same.
-    let marks: Vec<String> = (0..sites.len()).map(|i| format!("?{}", i + 2)).collect();
+    let marks: Vec<String> = (0..sites.len()).map(|i| format!("?{}", i + 3)).collect();
     let sql = format!(
-        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND c.site_key IN ({}) {order}",
+        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED} AND c.site_key IN ({}) {order}",
         marks.join(",")
     );
     let mut stmt = c.prepare(&sql)?;
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit];
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit, &listed_per_address];
     args.extend(sites.iter().map(|s| &s.0 as &dyn rusqlite::ToSql));
     let rows = stmt
         .query_map(args.as_slice(), row_summary)?
@@ -942,26 +979,24 @@ impl Log for SqliteStore {
 
     fn add_visitor(
         &self,
-        site: SiteKey,
+        conversation: ConversationMeta,
         token_hash: String,
+        address: String,
         now: i64,
-    ) -> StoreFuture<'_, ConversationMeta> {
+    ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            let id = ConversationId(secrets::random_id());
+            let (id, site) = (&conversation.id.0, &conversation.site.0);
             c.prepare_cached(
-                "INSERT INTO conversations (id, site_key, last_at, created_at) VALUES (?1, ?2, ?3, ?3)",
+                "INSERT INTO conversations (id, site_key, last_at, created_at, address)
+                 VALUES (?1, ?2, ?3, ?3, ?4)",
             )?
-            .execute(params![id.0, site.0, now])?;
+            .execute(params![id, site, now, address])?;
             c.prepare_cached(
                 "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![token_hash, site.0, id.0, now])?;
-            Ok(ConversationMeta {
-                id,
-                site,
-                agent: None,
-            })
+            .execute(params![token_hash, site, id, now])?;
+            Ok(())
         })
     }
 
@@ -970,7 +1005,8 @@ impl Log for SqliteStore {
     }
 
     fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended> {
-        self.write(move |c| append(c, msg))
+        let listed = self.listed_per_address();
+        self.write(move |c| append(c, msg, listed))
     }
 
     fn messages_after(
@@ -1003,7 +1039,8 @@ impl Log for SqliteStore {
     }
 
     fn summaries(&self, scope: Scope, limit: u32) -> StoreFuture<'_, Vec<ConversationSummary>> {
-        self.read(move |c| summaries(c, &scope, limit))
+        let listed = self.listed_per_address();
+        self.read(move |c| summaries(c, &scope, limit, listed))
     }
 
     fn mark_read(&self, agent: AgentId, id: ConversationId, seq: u64) -> StoreFuture<'_, ()> {
@@ -1078,10 +1115,15 @@ mod tests {
     }
 
     async fn conversation(s: &SqliteStore, site: &SiteKey, visitor: &str) -> ConversationId {
-        s.add_visitor(site.clone(), visitor.into(), 0)
+        let meta = ConversationMeta {
+            id: ConversationId(secrets::random_id()),
+            site: site.clone(),
+            agent: None,
+        };
+        s.add_visitor(meta.clone(), visitor.into(), "192.0.2.1".into(), 0)
             .await
-            .unwrap()
-            .id
+            .unwrap();
+        meta.id
     }
 
     #[tokio::test]

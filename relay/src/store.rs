@@ -130,13 +130,15 @@ pub trait Log: Send + Sync + 'static {
     ) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// A visitor's site and conversation, by their token's hash (any site).
     fn visitor(&self, token_hash: String) -> StoreFuture<'_, Option<(SiteKey, ConversationId)>>;
-    /// Creates a visitor and their (still empty) conversation.
+    /// Stores a visitor and their conversation (about to get its first message), with the
+    /// address they came from.
     fn add_visitor(
         &self,
-        site: SiteKey,
+        conversation: ConversationMeta,
         token_hash: String,
+        address: String,
         now: i64,
-    ) -> StoreFuture<'_, ConversationMeta>;
+    ) -> StoreFuture<'_, ()>;
     /// A conversation's site and assignee.
     fn conversation(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// Stores a message (and its attachment's record) with the conversation's next seq,

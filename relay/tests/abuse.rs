@@ -198,7 +198,15 @@ async fn a_sibling_hosts_forms_cannot_log_an_agent_out_or_post_as_them() {
     let relay = TestRelay::start().await;
     let mut bystanders = Bystanders::start(&relay).await;
     let session = relay.login("ana@shop.example").await;
-    let (_visitor, _token, conversation) = relay.visitor(None).await;
+    let (mut visitor, _token, conversation) = relay.visitor(None).await;
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conversation.clone(),
+            client_id: "first".into(),
+            text: "Is anyone there?".into(),
+        })
+        .await;
+    common::ack(&mut visitor).await;
     let http = reqwest::Client::new();
     let me = |http: reqwest::Client| {
         let (url, session) = (relay.url("/api/me"), session.clone());
@@ -255,7 +263,12 @@ async fn a_sibling_hosts_forms_cannot_log_an_agent_out_or_post_as_them() {
             after_seq: 0,
         })
         .await;
-    assert_eq!(common::history(&mut agent).await, vec![]);
+    let texts: Vec<String> = common::history(&mut agent)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, vec!["Is anyone there?"]);
 
     // The relay's own page may (its Origin is the relay's).
     let res = http
@@ -588,5 +601,316 @@ async fn transcripts_and_uploads_are_readable_by_the_relays_user_only() {
     for file in std::fs::read_dir(dir.join("files")).unwrap() {
         assert_eq!(mode(&file.unwrap().path()), 0o600);
     }
+    relay.stop().await;
+}
+
+/// What the relay answers a chat message: its seq, or the error's code.
+async fn answer(ws: &mut Ws, id: &ClientMsgId) -> Result<u64, ErrorCode> {
+    ws.recv_until(|m| match m {
+        ServerMsg::Ack { client_id, seq, .. } if client_id == *id => Some(Ok(seq)),
+        ServerMsg::Error {
+            code,
+            client_id: Some(c),
+            ..
+        } if c == *id => Some(Err(code)),
+        _ => None,
+    })
+    .await
+}
+
+async fn say(ws: &mut Ws, conversation: &ConversationId, id: &str, text: &str) {
+    ws.send(&ClientMsg::Chat {
+        conversation: conversation.clone(),
+        client_id: id.into(),
+        text: text.into(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hellos_store_nothing_until_a_visitor_says_something() {
+    // Rule (attack 5): a hello stores no row; a visitor's conversation is stored with their
+    // first message. 300 hellos from one address leave the database as it was.
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let before = (
+        relay.count_rows("conversations"),
+        relay.count_rows("visitors"),
+    );
+    for _ in 0..300 {
+        let (ws, _, _) = relay.visitor_from(2, None).await.unwrap();
+        drop(ws);
+    }
+    bystanders.still_chat().await;
+    assert_eq!(
+        (
+            relay.count_rows("conversations"),
+            relay.count_rows("visitors")
+        ),
+        before
+    );
+    // The first message stores the conversation, and the visitor can come back to it.
+    let (mut ws, token, conversation) = relay.visitor_from(2, None).await.unwrap();
+    say(&mut ws, &conversation, "m1", "Hello?").await;
+    assert_eq!(answer(&mut ws, &"m1".into()).await, Ok(1));
+    assert_eq!(relay.count_rows("conversations"), before.0 + 1);
+    drop(ws);
+    let (_ws, _, again) = relay.visitor_from(2, Some(token)).await.unwrap();
+    assert_eq!(again, conversation);
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_fill_the_agents_list() {
+    // Limits (attack 6), set low for the test: 10 new conversations per address per hour
+    // (default 60) and 4 waiting conversations per address listed (default 20).
+    let relay = TestRelay::start_with(Config {
+        conversations_per_address: 10,
+        listed_per_address: 4,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let mut spam = Vec::new();
+    let mut refused = 0;
+    for i in 0..15 {
+        let (mut ws, _, conv) = relay.visitor_from(2, None).await.unwrap();
+        let id = ClientMsgId(format!("spam-{i}"));
+        say(&mut ws, &conv, &id.0, "buy now").await;
+        match answer(&mut ws, &id).await {
+            Ok(_) => spam.push((ws, conv)),
+            Err(code) => {
+                assert_eq!(code, ErrorCode::LimitReached);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((spam.len(), refused), (10, 5));
+    // A real visitor on another address is stored and listed.
+    let (mut real, _, real_conv) = relay.visitor_from(3, None).await.unwrap();
+    say(&mut real, &real_conv, "q", "Where is my order?").await;
+    assert!(answer(&mut real, &"q".into()).await.is_ok());
+    let (_agent, welcome) = relay.agent("ana@shop.example").await;
+    let ServerMsg::WelcomeAgent { conversations, .. } = welcome else {
+        unreachable!()
+    };
+    let listed: Vec<&ConversationId> = conversations.iter().map(|c| &c.id).collect();
+    let spam_listed = spam.iter().filter(|(_, c)| listed.contains(&c)).count();
+    assert_eq!(spam_listed, 4, "the oldest 4 of the address");
+    assert!(listed.contains(&&spam[0].1));
+    assert!(listed.contains(&&real_conv), "the real visitor is listed");
+    assert!(listed.contains(&&bystanders.conversation));
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_visitor_cannot_open_unlimited_sockets() {
+    // Limit: 16 sockets per visitor token (the default).
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (first, token, conv) = relay.visitor_from(2, None).await.unwrap();
+    let mut tabs = vec![first];
+    for _ in 1..16 {
+        let (ws, _, same) = relay.visitor_from(2, Some(token.clone())).await.unwrap();
+        assert_eq!(same, conv);
+        tabs.push(ws);
+    }
+    let Err(ServerMsg::Error { code, .. }) = relay.visitor_from(2, Some(token.clone())).await
+    else {
+        panic!("a 17th socket was welcomed")
+    };
+    assert_eq!(code, ErrorCode::LimitReached);
+    // One tab closes: a new one is welcomed.
+    drop(tabs.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = relay.visitor_from(2, Some(token.clone())).await {
+            again = Some(ws);
+            break;
+        }
+    }
+    assert_eq!(again.expect("room again once one closed").2, conv);
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_flood_the_record() {
+    // Limits (attack 9): chat messages per visitor over all their sockets, 2/s after a
+    // burst of 30; per address, 30/s after a burst of 300. Each socket alone may send 20/s
+    // after 100.
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    // One visitor, four sockets, 40 messages each at once.
+    let (first, token, conv) = relay.visitor_from(2, None).await.unwrap();
+    let mut tabs = vec![first];
+    for _ in 1..4 {
+        tabs.push(relay.visitor_from(2, Some(token.clone())).await.unwrap().0);
+    }
+    let start = std::time::Instant::now();
+    for (t, ws) in tabs.iter_mut().enumerate() {
+        for i in 0..40 {
+            say(ws, &conv, &format!("t{t}-{i}"), "spam").await;
+        }
+    }
+    let mut stored = 0;
+    for (t, ws) in tabs.iter_mut().enumerate() {
+        for i in 0..40 {
+            match answer(ws, &ClientMsgId(format!("t{t}-{i}"))).await {
+                Ok(_) => stored += 1,
+                Err(code) => assert_eq!(code, ErrorCode::RateLimited),
+            }
+        }
+    }
+    let allowed = 30 + 2 * start.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        (30..=allowed).contains(&stored),
+        "{stored} of 160 stored, at most {allowed} allowed"
+    );
+
+    // Forty visitors of one address (each a new conversation), 20 messages each at once.
+    let mut crowd = Vec::new();
+    for _ in 0..40 {
+        crowd.push(relay.visitor_from(3, None).await.unwrap());
+    }
+    let start = std::time::Instant::now();
+    for (v, (ws, _, conv)) in crowd.iter_mut().enumerate() {
+        for i in 0..20 {
+            say(ws, conv, &format!("v{v}-{i}"), "spam").await;
+        }
+    }
+    let mut stored = 0;
+    for (v, (ws, _, _)) in crowd.iter_mut().enumerate() {
+        for i in 0..20 {
+            match answer(ws, &ClientMsgId(format!("v{v}-{i}"))).await {
+                Ok(_) => stored += 1,
+                Err(code) => assert_eq!(code, ErrorCode::RateLimited),
+            }
+        }
+    }
+    let allowed = 300 + 30 * start.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        (300..=allowed).contains(&stored),
+        "{stored} of 800 stored, at most {allowed} allowed"
+    );
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rings_are_limited_per_conversation() {
+    // Limit (attack 17): 20 call starts and device toggles per conversation per minute;
+    // ending a call is never limited.
+    use escalera_protocol::{CallAction, CallKind, CallPhase};
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (mut visitor, mut agent, conv, _) = relay.pair().await;
+    let call = |action| ClientMsg::Call {
+        conversation: conv.clone(),
+        action,
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..30 {
+        agent
+            .send(&call(CallAction::Start {
+                kind: CallKind::Voice,
+            }))
+            .await;
+        agent.send(&call(CallAction::HangUp)).await;
+    }
+    // Errors go straight back: by the pong, every refusal has arrived.
+    agent.send(&ClientMsg::Ping).await;
+    let mut limited = 0;
+    loop {
+        match agent.recv().await {
+            ServerMsg::Pong => break,
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => limited += 1,
+            _ => {}
+        }
+    }
+    let rang = 30 - limited;
+    let allowed = 20 + start.elapsed().as_secs() as usize / 3 + 1;
+    assert!((20..=allowed).contains(&rang), "{rang} rang");
+    // The visitor was rung exactly that often, each cancelled.
+    let (mut rings, mut cancels) = (0, 0);
+    while cancels < rang {
+        match visitor.recv().await {
+            ServerMsg::Call { call: Some(c), .. } if c.phase == CallPhase::Ringing => rings += 1,
+            ServerMsg::Message(m) if m.text == "Call cancelled" => cancels += 1,
+            _ => {}
+        }
+    }
+    // (A ring cancelled before it reached the visitor is not even sent.)
+    assert!(rings <= rang, "{rings} rings");
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flipping_a_camera_leaves_the_record_readable() {
+    // Rule (attack 17): a device's state goes into the record once it has stayed put for
+    // 3 s; flips in between leave no line (and past 20 a minute they are refused).
+    use escalera_protocol::{Author, CallAction, CallKind, MediaKind};
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (mut visitor, mut agent, conv, _) = relay.pair().await;
+    let call = |action| ClientMsg::Call {
+        conversation: conv.clone(),
+        action,
+    };
+    agent
+        .send(&call(CallAction::Start {
+            kind: CallKind::Video,
+        }))
+        .await;
+    visitor
+        .recv_until(|m| matches!(m, ServerMsg::Call { call: Some(_), .. }).then_some(()))
+        .await;
+    visitor.send(&call(CallAction::Accept)).await;
+    agent
+        .recv_until(|m| match m {
+            ServerMsg::Call { call: Some(c), .. } => {
+                (c.phase == escalera_protocol::CallPhase::Active).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    for i in 0..60 {
+        visitor
+            .send(&call(CallAction::Media {
+                media: MediaKind::Camera,
+                on: i % 2 == 1,
+            }))
+            .await;
+    }
+    visitor.send(&ClientMsg::Ping).await;
+    visitor
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+    // Ending the call writes what is still settling, then the end.
+    agent.send(&call(CallAction::HangUp)).await;
+    let mut notes = Vec::new();
+    while !notes
+        .last()
+        .is_some_and(|n: &String| n.starts_with("Call ended"))
+    {
+        if let ServerMsg::Message(m) = agent.recv().await {
+            if m.author == Author::System {
+                notes.push(m.text);
+            }
+        }
+    }
+    let toggles = notes.iter().filter(|n| n.contains("turned video")).count();
+    assert!(toggles <= 1, "{notes:?}");
+    assert!(
+        notes.contains(&"Video call started".to_owned()),
+        "{notes:?}"
+    );
+    bystanders.still_chat().await;
     relay.stop().await;
 }

@@ -266,7 +266,10 @@ async fn a_visitor_cannot_call_before_an_agent_joins() {
 }
 
 #[tokio::test]
-async fn welcomes_carry_ice_servers_with_minted_turn_credentials() {
+async fn turn_credentials_are_minted_only_once_an_agent_has_joined() {
+    // Rule: TURN relays media at the operator's cost, so an anonymous visitor's welcome
+    // carries STUN only; the TURN credentials come when an agent joins (agents always get
+    // them).
     let relay = TestRelay::start_with(escalera_relay::Config {
         ice: escalera_relay::ice::IceConfig {
             stun: vec!["stun:127.0.0.1:3478".into()],
@@ -277,30 +280,62 @@ async fn welcomes_carry_ice_servers_with_minted_turn_credentials() {
         ..Default::default()
     })
     .await;
-    let mut ws = relay
-        .visitor_socket(&relay.site.key, common::SHOP)
-        .await
-        .unwrap();
-    ws.send(&ClientMsg::Hello {
-        protocol: escalera_protocol::PROTOCOL_VERSION,
-        token: None,
-    })
-    .await;
-    let ServerMsg::WelcomeVisitor { media, .. } = ws.recv().await else {
-        panic!("welcome")
+    let (mut visitor, _token, conv) = relay.visitor(None).await;
+    // The welcome (read by `visitor`) had STUN only: a second tab shows what it carries.
+    let (_, media) = {
+        let mut ws = relay
+            .visitor_socket(&relay.site.key, common::SHOP)
+            .await
+            .unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: escalera_protocol::PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+        let ServerMsg::WelcomeVisitor { media, .. } = ws.recv().await else {
+            panic!("welcome")
+        };
+        (ws, media)
     };
     assert_eq!(media.max_upload, 25 << 20);
+    assert_eq!(media.ice_servers.len(), 1);
     assert_eq!(media.ice_servers[0].urls, ["stun:127.0.0.1:3478"]);
-    let turn = &media.ice_servers[1];
-    let user = turn.username.clone().unwrap();
-    let expiry: i64 = user.split(':').next().unwrap().parse().unwrap();
-    let now = escalera_relay::now_ms() / 1000;
-    assert!((now + 590..=now + 610).contains(&expiry), "{user}");
-    let (_, expected) = escalera_relay::ice::turn_credential(
-        "north",
-        expiry as u64,
-        user.split_once(':').unwrap().1,
-    );
-    assert_eq!(turn.credential.as_deref(), Some(expected.as_str()));
+    assert_eq!(media.ice_servers[0].credential, None);
+
+    let check = |media: &escalera_protocol::MediaConfig| {
+        assert_eq!(media.ice_servers[0].urls, ["stun:127.0.0.1:3478"]);
+        let turn = &media.ice_servers[1];
+        let user = turn.username.clone().unwrap();
+        let expiry: i64 = user.split(':').next().unwrap().parse().unwrap();
+        let now = escalera_relay::now_ms() / 1000;
+        assert!((now + 590..=now + 610).contains(&expiry), "{user}");
+        let (_, expected) = escalera_relay::ice::turn_credential(
+            "north",
+            expiry as u64,
+            user.split_once(':').unwrap().1,
+        );
+        assert_eq!(turn.credential.as_deref(), Some(expected.as_str()));
+    };
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: "q".into(),
+            text: "Can we talk?".into(),
+        })
+        .await;
+    common::ack(&mut visitor).await;
+    let (mut agent, welcome) = relay.agent("ana@shop.example").await;
+    let ServerMsg::WelcomeAgent { media, .. } = welcome else {
+        panic!("welcome")
+    };
+    check(&media);
+    agent.send(&ClientMsg::Take { conversation: conv }).await;
+    let media = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Media { media, .. } => Some(media),
+            _ => None,
+        })
+        .await;
+    check(&media);
     relay.stop().await;
 }

@@ -126,7 +126,7 @@ async fn uploads_are_sniffed_posted_and_downloadable_only_by_participants() {
 
     // A stranger: 403. Another conversation's visitor: 404. No such file: 404.
     assert_eq!(http.get(&url).send().await.unwrap().status(), 403);
-    let (_, other_token, _) = relay.visitor(None).await;
+    let (_other, other_token, _) = relay.visitor(None).await;
     let res = http
         .get(&url)
         .header("authorization", format!("Bearer {other_token}"))

@@ -105,6 +105,11 @@ pub fn Widget() -> impl IntoView {
             agent.set(agent_name.clone());
         }
         ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name.clone())),
+        // TURN credentials come once an agent has joined.
+        ServerMsg::Media { media, .. } => {
+            uploader.max.set(media.max_upload);
+            call.set_ice_servers(media.ice_servers.clone());
+        }
         ServerMsg::Error { code, message, .. } => {
             let text = match code {
                 ErrorCode::RateLimited => {

@@ -132,6 +132,37 @@ impl TestRelay {
         }
     }
 
+    /// A visitor of the main site from `127.0.0.n` with `token`: welcomed (socket, token,
+    /// conversation), or what the relay said instead.
+    pub async fn visitor_from(
+        &self,
+        n: u8,
+        token: Option<VisitorToken>,
+    ) -> Result<(Ws, VisitorToken, escalera_protocol::ConversationId), ServerMsg> {
+        let url = format!("ws://{}/ws/visitor?site={}", self.addr, self.site.key);
+        let mut ws = Ws::connect_from(n, &url, SHOP).await.unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token,
+        })
+        .await;
+        match ws.recv().await {
+            ServerMsg::WelcomeVisitor {
+                token,
+                conversation,
+                ..
+            } => Ok((ws, token, conversation)),
+            other => Err(other),
+        }
+    }
+
+    /// Rows of a table in the relay's database (read beside the relay, as the CLI does).
+    pub fn count_rows(&self, table: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.path().join("escalera.db")).unwrap();
+        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// Logs in over HTTP and returns the session cookie (`name=value`).
     pub async fn login(&self, email: &str) -> String {
         let res = reqwest::Client::new()
@@ -173,6 +204,16 @@ impl TestRelay {
     /// join's history, call state and the take's messages.
     pub async fn pair(&self) -> (Ws, Ws, escalera_protocol::ConversationId, VisitorToken) {
         let (mut visitor, token, conv) = self.visitor(None).await;
+        // A conversation is stored with its visitor's first message: until then no agent
+        // can see it.
+        visitor
+            .send(&ClientMsg::Chat {
+                conversation: conv.clone(),
+                client_id: ClientMsgId::from("hello"),
+                text: "Hello".into(),
+            })
+            .await;
+        ack(&mut visitor).await;
         let (mut agent, _) = self.agent("ana@shop.example").await;
         for ws in [&mut visitor, &mut agent] {
             ws.send(&ClientMsg::Join {
@@ -228,6 +269,23 @@ impl Ws {
                 .insert("cookie", HeaderValue::from_str(c).unwrap());
         }
         match tokio_tungstenite::connect_async(req).await {
+            Ok((stream, _)) => Ok(Ws { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    /// Connects from `127.0.0.n` (another address, as far as the relay sees), with an
+    /// `Origin`.
+    pub async fn connect_from(n: u8, url: &str, origin: &str) -> Result<Ws, u16> {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(origin).unwrap());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, n], 0))).unwrap();
+        let host = req.uri().authority().unwrap().as_str().to_owned();
+        let tcp = socket.connect(host.parse().unwrap()).await.unwrap();
+        match tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await {
             Ok((stream, _)) => Ok(Ws { stream }),
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
             Err(e) => panic!("connect {url}: {e}"),
