@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::core::Role;
+use crate::core::{ConversationMeta, Role};
 use crate::error::RelayError;
 use crate::http::{caller_role, check_origin, HttpError, HttpResult};
 use crate::hub::Refused;
@@ -146,13 +146,22 @@ pub(crate) async fn upload(
         .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "log in or open the chat first"))?;
     let meta = state.hub.meta(&conversation).await.map_err(relay_error)?;
     role.may_post(&meta).map_err(relay_error)?;
-    let limit = state.config.max_upload;
-    let too_big = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The file is larger than the {} limit.", megabytes(limit)),
-        )
-    };
+    // One `client_id`, one file: a resend gets the stored message, and its bytes are not read.
+    if let Some(id) = &client_id {
+        let log = state.hub.log();
+        if let Some(m) = log
+            .message_by_client_id(conversation.clone(), id.clone())
+            .await?
+        {
+            return Ok((StatusCode::OK, Json(m)).into_response());
+        }
+    }
+    let room = room(&state, &role, &meta).await?;
+    let (limit, full) = (room.bytes, &room.full);
+    let too_big = || HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, full.clone());
+    if limit == 0 {
+        return Err(too_big());
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -168,7 +177,7 @@ pub(crate) async fn upload(
         .await
         .map_err(internal)?;
     let partial = dir.join(format!(".part-{id}"));
-    let result = receive(body, &partial, limit).await;
+    let result = receive(body, &partial, limit, state.config.upload_min_rate).await;
     let (size, sha256, head) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -178,6 +187,13 @@ pub(crate) async fn upload(
                 Receive::Io(e) => internal(e),
                 Receive::Aborted => {
                     HttpError::new(StatusCode::BAD_REQUEST, "the upload was interrupted")
+                }
+                Receive::TooSlow => {
+                    tracing::info!(%conversation, "an upload was cut: too slow");
+                    HttpError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "The upload was too slow and was stopped. Try again on a better connection.",
+                    )
                 }
             });
         }
@@ -202,9 +218,14 @@ pub(crate) async fn upload(
     let stored = dir.join(&file.id.0);
     let message = match state
         .hub
-        .post_file(role, conversation, file, client_id)
+        .post_file(role, conversation, file.clone(), client_id)
         .await
     {
+        // The same `client_id` raced in twice: the earlier file stands, this one goes.
+        Ok(m) if m.attachment.as_ref().is_some_and(|a| a.id != file.id) => {
+            let _ = tokio::fs::remove_file(&stored).await;
+            return Ok((StatusCode::OK, Json(m)).into_response());
+        }
         Ok(m) => m,
         Err(r) => {
             // Refused after all (another agent took the conversation meanwhile): keep nothing.
@@ -217,9 +238,56 @@ pub(crate) async fn upload(
 
 enum Receive {
     TooBig,
+    TooSlow,
     Aborted,
     Io(std::io::Error),
 }
+
+/// How much one upload may bring, and what to say past that.
+struct Room {
+    bytes: u64,
+    full: String,
+}
+
+/// The room for one more file in `meta`: the upload limit, what is left of the
+/// conversation's quota and, for a visitor no agent has joined yet, of their allowance;
+/// whichever is smallest.
+async fn room(state: &AppState, role: &Role, meta: &ConversationMeta) -> HttpResult<Room> {
+    let config = &state.config;
+    let used = state.hub.log().files_size(meta.id.clone()).await?;
+    let mut rooms = vec![
+        Room {
+            bytes: config.max_upload,
+            full: format!(
+                "The file is larger than the {} limit.",
+                megabytes(config.max_upload)
+            ),
+        },
+        Room {
+            bytes: config.conversation_quota.saturating_sub(used),
+            full: format!(
+                "This conversation has no room for this file: its files may take {} in all.",
+                megabytes(config.conversation_quota)
+            ),
+        },
+    ];
+    if matches!(role, Role::Visitor { .. }) && meta.agent.is_none() {
+        rooms.push(Room {
+            bytes: config.upload_allowance.saturating_sub(used),
+            full: format!(
+                "Files up to {} in all can be sent before an agent joins. Please wait for one.",
+                megabytes(config.upload_allowance)
+            ),
+        });
+    }
+    Ok(rooms
+        .into_iter()
+        .min_by_key(|r| r.bytes)
+        .expect("at least one"))
+}
+
+/// The window over which an upload's rate is measured.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Streams the body to `path`, hashing as it goes; at most `limit` bytes. Returns the size,
 /// the SHA-256 and the first 512 bytes (for sniffing).
@@ -227,6 +295,7 @@ async fn receive(
     body: Body,
     path: &std::path::Path,
     limit: u64,
+    min_rate: u64,
 ) -> Result<(u64, String, Vec<u8>), Receive> {
     // Readable by this user only, like the database.
     let mut out = tokio::fs::OpenOptions::new()
@@ -238,9 +307,28 @@ async fn receive(
         .map_err(Receive::Io)?;
     let mut stream = body.into_data_stream();
     let (mut size, mut hash, mut head) = (0u64, Sha256::new(), Vec::with_capacity(512));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Receive::Aborted)?;
+    // Every 10 s must bring `min_rate` bytes a second at least: a client trickling a byte now
+    // and then would hold a connection and a file open for ever.
+    let window_min = min_rate.saturating_mul(RATE_WINDOW.as_secs());
+    let mut window_end = tokio::time::Instant::now() + RATE_WINDOW;
+    let mut window_bytes = 0u64;
+    loop {
+        let next = tokio::time::timeout_at(window_end, stream.next()).await;
+        let now = tokio::time::Instant::now();
+        if now >= window_end {
+            if window_bytes < window_min {
+                return Err(Receive::TooSlow);
+            }
+            window_end = now + RATE_WINDOW;
+            window_bytes = 0;
+        }
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk.map_err(|_| Receive::Aborted)?,
+            Ok(None) => break,
+            Err(_) => continue, // a quiet window that had brought enough before
+        };
         size += chunk.len() as u64;
+        window_bytes += chunk.len() as u64;
         if size > limit {
             return Err(Receive::TooBig);
         }
@@ -252,6 +340,44 @@ async fn receive(
     // Durable before the message that points at it is acknowledged.
     out.sync_all().await.map_err(Receive::Io)?;
     Ok((size, secrets::hex(&hash.finalize()), head))
+}
+
+/// Files older than this that no message points at are removed by [`sweep`] (younger ones
+/// may be an upload still on its way).
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes from `dir` what no stored message will ever point at: partial uploads and files
+/// without a record (a crash between the disk and the database), once older than
+/// [`ORPHAN_AGE`]. Returns how many went.
+pub async fn sweep(log: &dyn crate::store::Log, dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let old = entry
+            .metadata()
+            .await?
+            .modified()?
+            .elapsed()
+            .is_ok_and(|age| age >= ORPHAN_AGE);
+        if !old {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = name.starts_with(".part-")
+            || log
+                .file(FileId(name.clone()))
+                .await
+                .map_err(std::io::Error::other)?
+                .is_none();
+        if orphan && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn internal(e: impl std::fmt::Display) -> HttpError {

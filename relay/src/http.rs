@@ -6,7 +6,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
 use serde::Deserialize;
 
@@ -241,10 +241,23 @@ struct VisitorQuery {
 async fn visitor_socket(
     State(state): State<AppState>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
+    occupancy: Option<Extension<crate::serve::Occupancy>>,
     Query(q): Query<VisitorQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> HttpResult<Response> {
+    // The last share of the connections is for agents and the health check.
+    if let Some(Extension(o)) = occupancy {
+        let reserve = usize::from(state.config.agent_reserve_percent.min(90));
+        let for_visitors = o.total * (100 - reserve) / 100;
+        if o.open() > for_visitors.max(1) {
+            tracing::warn!(open = o.open(), "visitor socket refused: the relay is full");
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The chat is very busy right now. Please try again in a minute.",
+            ));
+        }
+    }
     let site = load_site(&state, q.site).await?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let allowed = same_origin(&state, &headers)

@@ -254,17 +254,26 @@ impl Relay {
         }
         tokio::spawn(state.hub.clone().run_clock(down.clone()));
         tokio::spawn(state.hub.clone().run_bus(bus_events));
-        // Once a minute: forget login counters that refilled, and purge expired sessions.
+        // Once a minute: forget login counters that refilled, and purge expired sessions;
+        // every ten, remove orphaned files.
         let (logins, directory) = (state.logins.clone(), state.hub.directory().clone());
+        let (log, files_dir) = (state.hub.log().clone(), state.files_dir.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
+            for minute in 0u64.. {
                 every.tick().await;
                 logins.tidy();
                 match directory.purge_sessions(now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("purged {n} expired session(s)"),
                     Err(e) => tracing::warn!("cannot purge expired sessions: {e}"),
+                }
+                if minute % 10 == 0 {
+                    match files::sweep(&*log, &files_dir).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("removed {n} orphaned file(s)"),
+                        Err(e) => tracing::warn!("cannot sweep the files folder: {e}"),
+                    }
                 }
             }
         });

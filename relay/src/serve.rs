@@ -76,6 +76,23 @@ impl Drop for Slot {
     }
 }
 
+/// How full the listener is, handed to every request: handlers that open long-lived
+/// sockets for strangers (visitors) stop short of the limit, so agents and the health check
+/// always find room.
+#[derive(Clone)]
+pub struct Occupancy {
+    counts: Arc<Counts>,
+    /// The limit on open connections.
+    pub total: usize,
+}
+
+impl Occupancy {
+    /// Connections open now (the asking one included).
+    pub fn open(&self) -> usize {
+        self.counts.total.load(Ordering::Relaxed)
+    }
+}
+
 /// The key an address is counted under (IPv6 hosts get a /64 each).
 fn address_key(ip: IpAddr) -> IpAddr {
     crate::guard::address_key(ip)
@@ -200,10 +217,15 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
+        let occupancy = Occupancy {
+            counts: counts.clone(),
+            total: limits.total,
+        };
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                req.extensions_mut().insert(occupancy.clone());
                 req
             });
         let io = TokioIo::new(Counted {

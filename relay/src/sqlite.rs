@@ -1070,6 +1070,31 @@ impl Log for SqliteStore {
         })
     }
 
+    fn files_size(&self, id: ConversationId) -> StoreFuture<'_, u64> {
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(size), 0) FROM files WHERE conversation_id = ?1",
+                )?
+                .query_row([&id.0], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn message_by_client_id(
+        &self,
+        id: ConversationId,
+        client_id: ClientMsgId,
+    ) -> StoreFuture<'_, Option<Message>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.client_id = ?2"
+            ))?
+            .query_row(params![id.0, client_id.0], row_message)
+            .optional()?)
+        })
+    }
+
     fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>> {
         self.read(move |c| {
             Ok(c.prepare_cached(

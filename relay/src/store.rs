@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, ConversationId, ConversationSummary, FileId, Message, ReadMark,
-    SiteKey,
+    AgentId, AgentRef, Attachment, ClientMsgId, ConversationId, ConversationSummary, FileId,
+    Message, ReadMark, SiteKey,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
@@ -163,6 +163,14 @@ pub trait Log: Send + Sync + 'static {
     fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>>;
     /// A file and the conversation it belongs to.
     fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>>;
+    /// Bytes of files a conversation holds.
+    fn files_size(&self, id: ConversationId) -> StoreFuture<'_, u64>;
+    /// The message a participant sent with this `client_id`, if one is stored.
+    fn message_by_client_id(
+        &self,
+        id: ConversationId,
+        client_id: ClientMsgId,
+    ) -> StoreFuture<'_, Option<Message>>;
     /// Records the conversation's active call, or (`None`) that it is over.
     fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()>;
     /// Every active call, as recorded (read when the relay starts).

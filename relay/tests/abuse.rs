@@ -914,3 +914,170 @@ async fn flipping_a_camera_leaves_the_record_readable() {
     bystanders.still_chat().await;
     relay.stop().await;
 }
+
+/// Uploads `size` bytes as `who` (a header) into `conv`; the status and the body.
+async fn upload(
+    relay: &TestRelay,
+    conv: &ConversationId,
+    who: (&str, &str),
+    client_id: &str,
+    size: usize,
+) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(relay.url(&format!("/api/conversations/{conv}/files")))
+        .query(&[("name", "f.bin"), ("client_id", client_id)])
+        .header(who.0, who.1)
+        .header("origin", relay.url(""))
+        .body(vec![client_id.len() as u8; size])
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(body.into()))
+}
+
+/// Files in the relay's folder (finished ones, partial ones).
+fn files_on_disk(relay: &TestRelay) -> (usize, usize) {
+    let dir = relay.dir.path().join("files");
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let partial = names.iter().filter(|n| n.starts_with(".part-")).count();
+    (names.len() - partial, partial)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_bounded_per_conversation_and_before_an_agent_joins() {
+    // Limits (attack 8), scaled down for the test: files of 1 MiB at most (default 25 MiB),
+    // 2 MiB in all before an agent joins (default 10 MiB), 4 MiB per conversation (default
+    // 200 MiB). One `client_id` stores one file.
+    const MIB: usize = 1 << 20;
+    let relay = TestRelay::start_with(Config {
+        max_upload: MIB as u64,
+        upload_allowance: 2 * MIB as u64,
+        conversation_quota: 4 * MIB as u64,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (mut visitor, token, conv) = relay.visitor_from(2, None).await.unwrap();
+    let bearer = format!("Bearer {token}");
+    let me = ("authorization", bearer.as_str());
+    assert_eq!(upload(&relay, &conv, me, "a", MIB).await.0, 201);
+    assert_eq!(upload(&relay, &conv, me, "b", MIB).await.0, 201);
+    let (status, body) = upload(&relay, &conv, me, "c", 1000).await;
+    assert_eq!(status, 413);
+    assert!(
+        body.as_str()
+            .unwrap_or_default()
+            .contains("before an agent joins"),
+        "{body}"
+    );
+    assert_eq!(files_on_disk(&relay), (2, 0));
+    // The same client_id with other bytes: the stored message, nothing new on disk.
+    let (status, body) = upload(&relay, &conv, me, "a", 10).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["attachment"]["size"], MIB);
+    assert_eq!(files_on_disk(&relay), (2, 0));
+
+    // An agent joins: the conversation's quota is what is left.
+    let (mut agent, _) = relay.agent("ana@shop.example").await;
+    agent
+        .send(&ClientMsg::Take {
+            conversation: conv.clone(),
+        })
+        .await;
+    visitor
+        .recv_until(|m| matches!(m, ServerMsg::AgentJoined { .. }).then_some(()))
+        .await;
+    assert_eq!(upload(&relay, &conv, me, "d", MIB).await.0, 201);
+    assert_eq!(upload(&relay, &conv, me, "e", MIB).await.0, 201);
+    let (status, body) = upload(&relay, &conv, me, "f", 1).await;
+    assert_eq!(status, 413);
+    assert!(
+        body.as_str().unwrap_or_default().contains("no room"),
+        "{body}"
+    );
+    assert_eq!(files_on_disk(&relay), (4, 0));
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_upload_is_cut_and_leaves_nothing() {
+    // Limit (attack 4): an upload must bring 16 KiB/s over every 10 s (the default); one
+    // byte now and then is cut with 408 and its partial file removed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start().await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (_visitor, token, conv) = relay.visitor_from(2, None).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /api/conversations/{conv}/files?name=slow.txt HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let trickle = async {
+        loop {
+            if tcp.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let mut peek = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(1), tcp.peek(&mut peek)).await
+            {
+                if n > 0 {
+                    break;
+                }
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut answer),
+        )
+        .await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), trickle)
+        .await
+        .expect("cut within 30 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(files_on_disk(&relay), (0, 0));
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_and_the_health_check_keep_room_when_visitors_fill_the_relay() {
+    // Limits, set low for the test: 24 connections in all, half of them kept for agents and
+    // /healthz (the default keeps 10% of what the file-descriptor limit allows).
+    let relay = TestRelay::start_with(Config {
+        max_connections: 24,
+        agent_reserve_percent: 50,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let url = format!("ws://{}/ws/visitor?site={}", relay.addr, relay.site.key);
+    let mut crowd = Vec::new();
+    let refused = loop {
+        match Ws::connect_from(2, &url, common::SHOP).await {
+            Ok(ws) => crowd.push(ws),
+            Err(status) => break status,
+        }
+        assert!(crowd.len() <= 12, "visitors took more than their share");
+    };
+    assert_eq!(refused, 503);
+    assert!(crowd.len() >= 8, "only {} visitors got in", crowd.len());
+    let health = from(3).get(relay.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (_agent, _) = relay.agent("ben@shop.example").await;
+    bystanders.still_chat().await;
+    relay.stop().await;
+}

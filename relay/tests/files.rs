@@ -214,3 +214,43 @@ async fn uploads_over_the_limit_are_refused_whether_announced_or_streamed() {
     assert_eq!(empty.status(), 400);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn orphaned_and_partial_files_are_swept_once_old() {
+    // Rule: files no message points at (a crash between the disk and the database) and
+    // partial uploads are removed once an hour old; files of messages stay.
+    let relay = TestRelay::start().await;
+    let (_visitor, _agent, conv, token) = relay.pair().await;
+    let res = upload(
+        &relay,
+        &conv.0,
+        "kept.png",
+        ("authorization", &format!("Bearer {token}")),
+        PNG.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let dir = relay.dir.path().join("files");
+    std::fs::write(dir.join("0123456789abcdef0123456789abcdef"), b"orphan").unwrap();
+    std::fs::write(dir.join(".part-fedcba9876543210"), b"partial").unwrap();
+    std::fs::write(dir.join("fresh0123456789abcdef0123456789"), b"young orphan").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.ends_with("fresh0123456789abcdef0123456789") {
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(two_hours_ago).unwrap();
+        }
+    }
+    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
+    let removed = escalera_relay::files::sweep(&store, &dir).await.unwrap();
+    assert_eq!(removed, 2);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"fresh0123456789abcdef0123456789".to_owned()));
+    relay.stop().await;
+}

@@ -164,7 +164,8 @@ impl Uploader {
             let xhr = xhr.clone();
             Closure::<dyn FnMut()>::new(move || {
                 match xhr.status() {
-                    Ok(201) => this.dismiss(id),
+                    // 200: this file was stored before (a retry); either way it is in.
+                    Ok(200 | 201) => this.dismiss(id),
                     Ok(0) => this.set(id, |u| {
                         u.error = Some("The upload failed: the connection was lost.".into())
                     }),
