@@ -13,7 +13,7 @@ ifneq ($(words $(wildcard client/dist/console/index.html client/dist/widget/inde
 $(shell rm -f $(CLIENT_STAMP))
 endif
 
-.PHONY: run build client relay tools test lint size bench clean
+.PHONY: run build client relay tools test lint size bench abuse clean
 
 ## run: install what is missing, build, start the relay with a demo page
 run: build
@@ -55,6 +55,10 @@ size: build
 bench: build
 	@scripts/tools.sh --test
 	scripts/bench.sh
+
+## abuse: attacks 1, 3, 5, 7 and 9 of issue 7 against the release relay (figures for README)
+abuse: build
+	scripts/abuse.sh --seconds 10
 
 clean:
 	rm -rf target client/dist

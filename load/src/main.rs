@@ -8,8 +8,13 @@
 //!   token say hello and re-join it from seq 0 over and over, while a bystander in another
 //!   conversation chats: the bystander's ack latency before and during.
 //!
-//! Usage: `escalera-load [chat|rejoin|all] [--seconds N] [--conversations 1,100,1000]`.
+//! - `abuse` (`make abuse`): the attacks of issue 7 against the relay with its default
+//!   limits; see `abuse.rs`.
+//!
+//! Usage: `escalera-load [chat|rejoin|all|abuse] [--seconds N] [--conversations 1,100,1000]`.
 //! The relay binary is `$ESCALERA_BIN`, else `target/release/escalera`.
+
+mod abuse;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -57,7 +62,7 @@ fn args() -> Result<Args> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
-            "chat" | "rejoin" | "all" => a.scenario = arg,
+            "chat" | "rejoin" | "all" | "abuse" => a.scenario = arg,
             other => bail!("unknown argument {other}: see the header of load/src/main.rs"),
         }
     }
@@ -67,6 +72,9 @@ fn args() -> Result<Args> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = args()?;
+    if args.scenario == "abuse" {
+        return abuse::run(Duration::from_secs(args.seconds.max(5))).await;
+    }
     if matches!(args.scenario.as_str(), "chat" | "all") {
         println!("Chat acknowledged by the relay (SQLite), closed loop, one socket per conversation, {} s each:", args.seconds);
         println!(
@@ -131,10 +139,14 @@ impl Relay {
                 "--listen",
                 &addr.to_string(),
             ])
-            // The per-socket frame limit and the per-address connection cap protect the relay
-            // from one client; here one client is the load, so they are lifted.
+            // The per-socket, per-visitor and per-address limits protect the relay from one
+            // client; here one client is the load, so they are lifted.
             .args(["--frame-rate", "1000000", "--frame-burst", "1000000"])
             .args(["--connections-per-address", "1000000"])
+            .args(["--sockets-per-visitor", "1000000"])
+            .args(["--conversations-per-address", "1000000"])
+            .args(["--visitor-chat-rate", "1000000"])
+            .args(["--address-chat-rate", "1000000"])
             .env("ESCALERA_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
