@@ -365,62 +365,38 @@ pub async fn run(secs: Duration) -> Result<()> {
          127.0.0.2 and up, a bystander visitor and agent chatting from 127.0.0.1:",
         secs.as_secs()
     );
+    // `ESCALERA_ABUSE_ONLY=1,9` runs only those.
+    let only = std::env::var("ESCALERA_ABUSE_ONLY").unwrap_or_default();
+    let wanted = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
+    let none = async |_: &Arc<Target>| Ok(());
     let mut rows = Vec::new();
-    rows.push(
-        measure(
-            "1: 128 concurrent logins, unknown emails",
-            None,
-            secs,
-            async |_| Ok(()),
-            logins,
-        )
-        .await?,
-    );
-    rows.push(
-        measure(
-            "3: 1,030 silent connections, ulimit -n 1024",
-            Some(1024),
-            secs,
-            async |_| Ok(()),
-            silent,
-        )
-        .await?,
-    );
-    rows.push(
-        measure(
-            "5: 5,000 upgrades + hello from one address",
-            None,
-            secs,
-            async |_| Ok(()),
-            upgrades,
-        )
-        .await?,
-    );
-    let history: Arc<std::sync::Mutex<Option<(VisitorToken, ConversationId)>>> = Arc::default();
-    let slot = history.clone();
-    rows.push(
-        measure(
-            "7: one token, 150 sockets re-joining 5,000",
-            None,
-            secs,
-            async move |t| {
-                *slot.lock().unwrap() = Some(fill_history(t).await?);
-                Ok(())
-            },
-            move |t, stop| rejoins(t, stop, history),
-        )
-        .await?,
-    );
-    rows.push(
-        measure(
-            "9: 200 sockets x 19 chats/s from one client",
-            None,
-            secs,
-            async |_| Ok(()),
-            flood,
-        )
-        .await?,
-    );
+    if wanted("1") {
+        let name = "1: 128 concurrent logins, unknown emails";
+        rows.push(measure(name, None, secs, none, logins).await?);
+    }
+    if wanted("3") {
+        let name = "3: 1,030 silent connections, ulimit -n 1024";
+        rows.push(measure(name, Some(1024), secs, none, silent).await?);
+    }
+    if wanted("5") {
+        let name = "5: 5,000 upgrades + hello from one address";
+        rows.push(measure(name, None, secs, none, upgrades).await?);
+    }
+    if wanted("7") {
+        let history: Arc<std::sync::Mutex<Option<(VisitorToken, ConversationId)>>> = Arc::default();
+        let slot = history.clone();
+        let fill = async move |t: &Arc<Target>| {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(fill_history(t).await?);
+            Ok(())
+        };
+        let name = "7: one token, 150 sockets re-joining 5,000";
+        let attack = move |t, stop| rejoins(t, stop, history);
+        rows.push(measure(name, None, secs, fill, attack).await?);
+    }
+    if wanted("9") {
+        let name = "9: 200 sockets x 19 chats/s from one client";
+        rows.push(measure(name, None, secs, none, flood).await?);
+    }
     print(&rows);
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -14,7 +15,8 @@ use tokio::sync::Semaphore;
 /// The login limits, from the command line.
 #[derive(Clone, Debug)]
 pub struct LoginLimits {
-    /// Password checks at once (each holds argon2's 19 MiB).
+    /// Password checks at once (each holds argon2's 19 MiB and a core for ~50 ms); 0: half
+    /// the cores, at least one, so chat keeps a core while logins pour in.
     pub concurrency: usize,
     /// Attempts per address in [`ADDRESS_WINDOW`].
     pub per_address: u32,
@@ -25,7 +27,7 @@ pub struct LoginLimits {
 impl Default for LoginLimits {
     fn default() -> Self {
         Self {
-            concurrency: 2,
+            concurrency: 0,
             per_address: 10,
             per_account: 20,
         }
@@ -59,7 +61,9 @@ pub enum Refusal {
 pub struct LoginGuard {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_account: DefaultKeyedRateLimiter<String>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
+    /// argon2's working memory, one per slot, allocated once and reused.
+    memory: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
 }
 
 /// `count` attempts per `window`: a burst of `count`, then one more each `window / count`.
@@ -96,7 +100,11 @@ impl LoginGuard {
         Self {
             by_address: RateLimiter::keyed(quota(limits.per_address, ADDRESS_WINDOW)),
             by_account: RateLimiter::keyed(quota(limits.per_account, ACCOUNT_WINDOW)),
-            slots: Semaphore::new(limits.concurrency.max(1)),
+            slots: Arc::new(Semaphore::new(match limits.concurrency {
+                0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+                n => n,
+            })),
+            memory: Arc::default(),
         }
     }
 
@@ -116,19 +124,29 @@ impl LoginGuard {
         Ok(())
     }
 
-    /// Runs `check` (a password hash) on the blocking pool once a slot is free; `Busy` if
-    /// none frees up soon.
+    /// Runs `check` (a password hash, given the slot's working memory) on the blocking pool
+    /// once a slot is free; `Busy` if none frees up soon. The slot is held until the hash is
+    /// done, even if the request is dropped meanwhile, so at most `concurrency` hashes run and
+    /// at most that many working memories exist.
     pub async fn hash<T: Send + 'static>(
         &self,
-        check: impl FnOnce() -> T + Send + 'static,
+        check: impl FnOnce(&mut Vec<argon2::Block>) -> T + Send + 'static,
     ) -> Result<T, Refusal> {
-        let _slot = tokio::time::timeout(SLOT_WAIT, self.slots.acquire())
+        let slot = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| Refusal::Busy)?
             .expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(check)
-            .await
-            .map_err(|_| Refusal::Busy)
+        let pool = self.memory.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut memory = taken.unwrap_or_default();
+            let answer = check(&mut memory);
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
+            drop(slot);
+            answer
+        })
+        .await
+        .map_err(|_| Refusal::Busy)
     }
 
     /// Forgets addresses and accounts whose limit has fully refilled (called every minute),
@@ -216,7 +234,7 @@ mod tests {
             let guard = guard.clone();
             tokio::spawn(async move {
                 guard
-                    .hash(move || {
+                    .hash(move |_| {
                         let _ = started.send(());
                         let _ = held.recv();
                     })
@@ -225,9 +243,9 @@ mod tests {
         };
         running.await.unwrap();
         // The one slot is taken: the next waits, then is told to come back.
-        assert_eq!(guard.hash(|| 1).await, Err(Refusal::Busy));
+        assert_eq!(guard.hash(|_| 1).await, Err(Refusal::Busy));
         hold.send(()).unwrap();
         assert_eq!(busy.await.unwrap(), Ok(()));
-        assert_eq!(guard.hash(|| 2).await, Ok(2));
+        assert_eq!(guard.hash(|_| 2).await, Ok(2));
     }
 }

@@ -469,7 +469,7 @@ async fn login(
     let password = body.password;
     let ok = state
         .logins
-        .hash(move || secrets::verify_password(&password, &hash))
+        .hash(move |memory| secrets::verify_password_in(&password, &hash, memory))
         .await
         .map_err(|refusal| refused_login(refusal, ip, &body.email))?;
     let known = agent.is_some();

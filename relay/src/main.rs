@@ -97,8 +97,9 @@ struct ServeArgs {
     /// Frames one connection may send at once before the sustained rate applies.
     #[arg(long, env = "ESCALERA_FRAME_BURST", default_value_t = 100)]
     frame_burst: u32,
-    /// Password checks at once (argon2 holds 19 MiB each); more wait up to 2 s, then get 503.
-    #[arg(long, env = "ESCALERA_LOGIN_CONCURRENCY", default_value_t = 2)]
+    /// Password checks at once (argon2 holds 19 MiB and a core each); more wait up to 2 s, then
+    /// get 503. 0: half the cores, at least one.
+    #[arg(long, env = "ESCALERA_LOGIN_CONCURRENCY", default_value_t = 0)]
     login_concurrency: usize,
     /// Login attempts per client address per 20 s (IPv6: per /64); more get 429.
     #[arg(long, env = "ESCALERA_LOGIN_PER_ADDRESS", default_value_t = 10)]
@@ -427,7 +428,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             frame_rate: args.frame_rate.max(1),
             frame_burst: args.frame_burst.max(1),
             login: escalera_relay::guard::LoginLimits {
-                concurrency: args.login_concurrency.max(1),
+                concurrency: args.login_concurrency,
                 per_address: args.login_per_address.max(1),
                 per_account: args.login_per_account.max(1),
             },

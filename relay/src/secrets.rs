@@ -50,14 +50,47 @@ pub fn hash_password(password: &str) -> String {
 
 /// Whether `password` matches the PHC string `hash`.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash)
-        .map(|h| {
-            argon2::Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    verify_password_in(password, hash, &mut Vec::new())
+}
+
+/// [`verify_password`] in `memory`, grown to what the hash's parameters need and kept for the
+/// next call: argon2's 19 MiB is allocated once per hashing slot instead of once per login,
+/// so the allocator never collects dozens of them.
+pub fn verify_password_in(password: &str, hash: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    use argon2::password_hash::{Output, PasswordHash};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (phc.hash, phc.salt) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(phc.algorithm), Params::try_from(&phc))
+    else {
+        return false;
+    };
+    let version = match phc.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params);
+    if argon
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s comparison takes the same time wherever the bytes differ.
+    Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// A readable random password for the first agent: 16 characters from a 56-letter alphabet
@@ -101,5 +134,33 @@ mod tests {
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
         assert_eq!(generate_password().len(), 16);
+    }
+
+    #[test]
+    fn verifying_in_kept_memory_agrees_with_argon2_and_reuses_it() {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let h = hash_password("correct horse");
+        // A hash with other parameters (less memory, more passes) verifies too.
+        let other = {
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            let params = argon2::Params::new(8 * 1024, 3, 1, None).unwrap();
+            let argon = argon2::Argon2::new(Default::default(), Default::default(), params);
+            let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+            argon
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string()
+        };
+        let mut memory = Vec::new();
+        for hash in [&h, &other] {
+            for password in ["correct horse", "correct horsf", ""] {
+                let theirs = argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap())
+                    .is_ok();
+                assert_eq!(verify_password_in(password, hash, &mut memory), theirs);
+            }
+        }
+        // Grown once to the default's 19 MiB, and kept.
+        assert_eq!(memory.len(), argon2::Params::default().block_count());
     }
 }

@@ -4,13 +4,13 @@
 //! headers (a silent or trickling client is cut). Each connection is counted until it closes,
 //! WebSockets included: the count rides on the socket itself, which the upgrade keeps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -46,11 +46,31 @@ pub fn connection_budget() -> usize {
 /// File descriptors kept for everything but connections.
 const RESERVED_FDS: u64 = 128;
 
-/// The open connections, per address and in all.
+/// The open connections, per address and in all, and those that have not said a word yet.
 #[derive(Default)]
 struct Counts {
     by_address: Mutex<HashMap<IpAddr, usize>>,
     total: AtomicUsize,
+    /// Connections in the order they came, to find the oldest silent one when full.
+    silent: Mutex<VecDeque<Weak<Hush>>>,
+}
+
+/// A connection's standing while it has sent nothing: it can be cut to make room.
+#[derive(Default)]
+struct Hush {
+    spoke: AtomicBool,
+    cut: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Hush {
+    /// Cuts the connection (its next read fails).
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+    }
 }
 
 /// One admitted connection; it frees its place when dropped.
@@ -103,7 +123,12 @@ impl Counts {
         let key = address_key(ip);
         let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         let mine = map.entry(key).or_default();
-        if *mine >= limits.per_address || self.total.load(Ordering::Relaxed) >= limits.total {
+        // Full: the oldest connection that has not sent a byte makes room (its slot frees as
+        // it closes, a moment later; the descriptors kept aside cover that moment). Whoever
+        // speaks at once, like a health check, is served; a crowd of silent ones only
+        // pushes out its own kind.
+        let full = self.total.load(Ordering::Relaxed) >= limits.total;
+        if *mine >= limits.per_address || (full && !self.cut_oldest_silent()) {
             if *mine == 0 {
                 map.remove(&key);
             }
@@ -116,6 +141,33 @@ impl Counts {
             key,
         })
     }
+
+    /// Remembers a new connection as silent, until it speaks.
+    fn watch(&self, hush: &Arc<Hush>) {
+        let mut silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget those that spoke or closed, from the front, so the queue stays short.
+        while silent
+            .front()
+            .is_some_and(|w| w.upgrade().is_none_or(|h| h.spoke.load(Ordering::Relaxed)))
+        {
+            silent.pop_front();
+        }
+        silent.push_back(Arc::downgrade(hush));
+    }
+
+    /// Cuts the oldest connection that has not spoken; whether there was one.
+    fn cut_oldest_silent(&self) -> bool {
+        let mut silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(weak) = silent.pop_front() {
+            if let Some(h) = weak.upgrade() {
+                if !h.spoke.load(Ordering::Relaxed) && !h.cut.load(Ordering::Relaxed) {
+                    h.cut();
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// A TCP stream that holds its place in the counts as long as it lives, and is cut if its
@@ -124,6 +176,7 @@ struct Counted {
     tcp: TcpStream,
     _slot: Slot,
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    hush: Arc<Hush>,
 }
 
 impl AsyncRead for Counted {
@@ -132,11 +185,18 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.first_byte.is_some() {
+            // The waker first, then the flag: a cut in between still wakes this task.
+            *self.hush.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            if self.hush.cut.load(Ordering::SeqCst) {
+                return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+            }
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
         if read.is_ready() {
-            if buf.filled().len() > before {
-                self.first_byte = None;
+            if buf.filled().len() > before && self.first_byte.take().is_some() {
+                self.hush.spoke.store(true, Ordering::Relaxed);
             }
             return read;
         }
@@ -228,10 +288,13 @@ pub async fn serve(
                 req.extensions_mut().insert(occupancy.clone());
                 req
             });
+        let hush = Arc::new(Hush::default());
+        counts.watch(&hush);
         let io = TokioIo::new(Counted {
             tcp,
             _slot: slot,
             first_byte: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            hush,
         });
         let conn = builder
             .serve_connection_with_upgrades(io, TowerToHyperService::new(service))

@@ -1081,3 +1081,30 @@ async fn agents_and_the_health_check_keep_room_when_visitors_fill_the_relay() {
     bystanders.still_chat().await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_crowds_on_many_addresses_cannot_keep_the_health_check_out() {
+    // Limit (attack 3), set low for the test: 30 connections in all (the default is the
+    // file-descriptor limit less 128). When full, the oldest connection that has not sent a
+    // byte is cut to make room, so whoever speaks at once is served.
+    let relay = TestRelay::start_with(Config {
+        max_connections: 30,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let mut silent = Vec::new();
+    for i in 0..40u8 {
+        silent.push(silent_from(2 + i % 4, &relay).await);
+    }
+    for probe in 0..5 {
+        let health = from(9).get(relay.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "probe {probe}");
+        // The crowd comes back at once.
+        silent.push(silent_from(2 + probe, &relay).await);
+    }
+    // The oldest silent ones were cut: the first of them reads its end.
+    assert!(cut_within(&mut silent[0], 5).await, "the oldest stayed");
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
