@@ -147,6 +147,7 @@ impl Relay {
             .args(["--conversations-per-address", "1000000"])
             .args(["--visitor-chat-rate", "1000000"])
             .args(["--address-chat-rate", "1000000"])
+            .args(["--visitor-history-rate", "1000000"])
             .env("ESCALERA_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)

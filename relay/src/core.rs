@@ -559,6 +559,9 @@ pub struct Limits {
     /// Call starts and device toggles per conversation per minute (ending a call is never
     /// limited).
     pub call_actions_per_minute: u32,
+    /// History messages per second one visitor may read over all their sockets (a burst of
+    /// five times this first): re-joining a long conversation from many sockets is bounded.
+    pub visitor_history_rate: u32,
 }
 
 impl Default for Limits {
@@ -578,6 +581,7 @@ impl Default for Limits {
             address_chat_rate: 30,
             address_chat_burst: 300,
             call_actions_per_minute: 20,
+            visitor_history_rate: 1_000,
         }
     }
 }
@@ -744,6 +748,10 @@ pub struct Core {
     address_chat: HashMap<IpAddr, RateLimit>,
     /// Call starts and toggles per conversation.
     call_actions: HashMap<ConversationId, RateLimit>,
+    /// History messages a visitor may read, over all their sockets, and the pages waiting
+    /// for it to refill.
+    history_budget: HashMap<ConversationId, RateLimit>,
+    history_waiting: std::collections::VecDeque<(PeerId, ConversationId, u64)>,
     /// When the idle buckets above were last swept.
     buckets_swept: i64,
     /// Device toggles not in the record yet: a note is written once a device has stayed
@@ -889,7 +897,7 @@ impl Core {
                 peer,
                 conversation,
                 messages,
-            } => self.history(peer, conversation, messages, &mut out),
+            } => self.history(now, peer, conversation, messages, &mut out),
             Event::Assigned {
                 peer,
                 meta,
@@ -1263,12 +1271,7 @@ impl Core {
         match msg {
             ClientMsg::Join { after_seq, .. } => {
                 self.subscribe(peer, &meta.id, after_seq, out);
-                out.push(Effect::ReadHistory {
-                    peer,
-                    conversation: meta.id,
-                    after: after_seq,
-                    limit: self.limits.history_page,
-                });
+                self.read_history(now, peer, meta.id, after_seq, out);
             }
             ClientMsg::Chat {
                 client_id, text, ..
@@ -1582,13 +1585,56 @@ impl Core {
         }
     }
 
+    /// Asks for a page of history for `peer`. A visitor's pages come out of their history
+    /// budget (what re-joining a long conversation from many sockets would cost otherwise):
+    /// while it is spent, the page waits for the clock.
+    fn read_history(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        conversation: ConversationId,
+        after: u64,
+        out: &mut Out,
+    ) {
+        let visitor = match self.peers.get(&peer).and_then(|p| p.role.as_ref()) {
+            Some(Role::Visitor { conversation, .. }) => Some(conversation.clone()),
+            _ => None,
+        };
+        if let Some(own) = visitor {
+            let rate = self.limits.visitor_history_rate;
+            let budget = self
+                .history_budget
+                .entry(own)
+                .or_insert_with(|| RateLimit::new(rate * 5, rate, now));
+            if !budget.available(now) {
+                self.history_waiting.push_back((peer, conversation, after));
+                return;
+            }
+        }
+        out.push(Effect::ReadHistory {
+            peer,
+            conversation,
+            after,
+            limit: self.limits.history_page,
+        });
+    }
+
     fn history(
         &mut self,
+        now: i64,
         peer: PeerId,
         conversation: ConversationId,
         messages: Vec<Message>,
         out: &mut Out,
     ) {
+        if let Some(Some(Role::Visitor {
+            conversation: own, ..
+        })) = self.peers.get(&peer).map(|p| p.role.as_ref())
+        {
+            if let Some(budget) = self.history_budget.get_mut(own) {
+                budget.spend(now, messages.len());
+            }
+        }
         let page = self.limits.history_page;
         let Some(Joined::CatchingUp { after, buffer }) = self
             .peers
@@ -1608,13 +1654,7 @@ impl Core {
             },
         );
         if full {
-            out.push(Effect::ReadHistory {
-                peer,
-                conversation,
-                after: last,
-                limit: page,
-            });
-            return;
+            return self.read_history(now, peer, conversation, last, out);
         }
         // Caught up: what arrived meanwhile and is newer than the history follows, then the
         // call, so a late joiner knows.
@@ -1789,8 +1829,18 @@ impl Core {
             self.visitor_chat.retain(|_, b| !b.idle(now));
             self.address_chat.retain(|_, b| !b.idle(now));
             self.call_actions.retain(|_, b| !b.idle(now));
+            self.history_budget.retain(|_, b| !b.idle(now));
         }
         record_toggles(&mut self.toggles, now, None, out);
+        // Pages that waited for a visitor's history budget, in order, as it refills.
+        for (peer, conversation, after) in std::mem::take(&mut self.history_waiting) {
+            let joined = self.peers.get(&peer).is_some_and(|p| {
+                matches!(p.joined.get(&conversation), Some(Joined::CatchingUp { .. }))
+            });
+            if joined {
+                self.read_history(now, peer, conversation, after, out);
+            }
+        }
         let deadline = self.limits.hello_deadline_ms;
         for (peer, p) in &self.peers {
             if p.hello == Hello::Waiting && now - p.opened >= deadline {
@@ -2224,6 +2274,20 @@ impl RateLimit {
             per_ms: f64::from(count) / window_ms.max(1) as f64,
             last_ms: now_ms,
         }
+    }
+
+    /// Whether anything is left at `now_ms` (a bucket may be in debt after [`Self::spend`]).
+    pub fn available(&mut self, now_ms: i64) -> bool {
+        let elapsed = (now_ms - self.last_ms).max(0) as f64;
+        self.last_ms = now_ms.max(self.last_ms);
+        self.tokens = (self.tokens + elapsed * self.per_ms).min(self.burst);
+        self.tokens > 0.0
+    }
+
+    /// Takes `n` tokens, into debt if need be.
+    pub fn spend(&mut self, now_ms: i64, n: usize) {
+        self.available(now_ms);
+        self.tokens -= n as f64;
     }
 
     /// Whether the bucket would be full at `now_ms` (so forgetting it changes nothing).
@@ -3638,5 +3702,50 @@ mod tests {
             peer: PeerId(1),
             conversation: "c1".into()
         }));
+    }
+
+    #[test]
+    fn a_visitors_history_reads_wait_once_their_budget_is_spent() {
+        let mut w = World::new(); // pages of 3
+        w.core.limits.visitor_history_rate = 2; // 10 at once, 2 a second
+        let c1 = meta("c1", "s1", Some("a"));
+        w.visitor(1, &c1);
+        w.visitor(2, &c1);
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        let reads = |e: &[Effect]| {
+            e.iter()
+                .filter(|e| matches!(e, Effect::ReadHistory { .. }))
+                .count()
+        };
+        let page = |from: u64| (from..from + 3).map(|s| msg("c1", s)).collect::<Vec<_>>();
+        // Both tabs re-join: their pages come out of one budget of 10.
+        assert_eq!(reads(&w.act(1, join.clone(), &c1)), 1);
+        assert_eq!(reads(&w.act(2, join, &c1)), 1);
+        let next = |w: &mut World, peer: u64, from: u64| {
+            reads(&w.ev(Event::History {
+                peer: PeerId(peer),
+                conversation: "c1".into(),
+                messages: page(from),
+            }))
+        };
+        assert_eq!(next(&mut w, 1, 1), 1); // 3 read
+        assert_eq!(next(&mut w, 2, 1), 1); // 6
+        assert_eq!(next(&mut w, 1, 4), 1); // 9
+        assert_eq!(next(&mut w, 2, 4), 0, "12 read: the next page waits");
+        w.now += 500;
+        assert_eq!(reads(&w.tick()), 0, "still in debt");
+        w.now += 1_000;
+        let e = w.tick();
+        assert_eq!(reads(&e), 1, "refilled: it goes on");
+        // An agent is never held back.
+        w.agent(10, "a", Scope::All);
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        assert_eq!(reads(&w.act(10, join, &c1)), 1);
     }
 }

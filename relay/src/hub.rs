@@ -93,6 +93,7 @@ impl Hub {
             address_chat_rate: config.address_chat_rate.max(1),
             address_chat_burst: config.address_chat_rate.max(1) * 10,
             call_actions_per_minute: config.call_actions_per_minute.max(1),
+            visitor_history_rate: config.visitor_history_rate.max(1),
             ..Limits::default()
         };
         Self {

@@ -91,6 +91,8 @@ pub struct Config {
     pub address_chat_rate: u32,
     /// Call starts and device toggles per conversation per minute.
     pub call_actions_per_minute: u32,
+    /// History messages per second one visitor may read over all their sockets (burst 5x).
+    pub visitor_history_rate: u32,
     /// Bytes of files a conversation may hold, both sides together.
     pub conversation_quota: u64,
     /// Bytes of files a visitor may upload before an agent has joined.
@@ -130,6 +132,7 @@ impl Default for Config {
             visitor_chat_rate: 2,
             address_chat_rate: 30,
             call_actions_per_minute: 20,
+            visitor_history_rate: 1_000,
             conversation_quota: 200 << 20,
             upload_allowance: 10 << 20,
             upload_min_rate: 16 << 10,

@@ -140,6 +140,9 @@ struct ServeArgs {
     /// Call starts and device toggles per conversation per minute.
     #[arg(long, env = "ESCALERA_CALL_ACTIONS_PER_MINUTE", default_value_t = 20)]
     call_actions_per_minute: u32,
+    /// History messages per second one visitor may read over all their sockets (burst 5x).
+    #[arg(long, env = "ESCALERA_VISITOR_HISTORY_RATE", default_value_t = 1000)]
+    visitor_history_rate: u32,
     /// Files one conversation may hold in all, both sides (e.g. 200M).
     #[arg(long, env = "ESCALERA_CONVERSATION_QUOTA", default_value = "200M", value_parser = parse_size)]
     conversation_quota: u64,
@@ -443,6 +446,7 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             visitor_chat_rate: args.visitor_chat_rate.max(1),
             address_chat_rate: args.address_chat_rate.max(1),
             call_actions_per_minute: args.call_actions_per_minute.max(1),
+            visitor_history_rate: args.visitor_history_rate.max(1),
             conversation_quota: args.conversation_quota,
             upload_allowance: args.upload_allowance,
             upload_min_rate: args.upload_min_rate,

@@ -1108,3 +1108,94 @@ async fn silent_crowds_on_many_addresses_cannot_keep_the_health_check_out() {
     bystanders.still_chat().await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn re_joining_a_long_conversation_from_many_sockets_is_bounded() {
+    // Limits (attack 7), the history budget set low for the test: a visitor reads 1,000
+    // history messages at once, then 200 a second, over all their sockets (default 5,000 and
+    // 1,000); 16 sockets per visitor.
+    let relay = TestRelay::start_with(Config {
+        visitor_history_rate: 200,
+        ..Config::default()
+    })
+    .await;
+    let mut bystanders = Bystanders::start(&relay).await;
+    let (mut visitor, token, conv) = relay.visitor_from(2, None).await.unwrap();
+    say(&mut visitor, &conv, "first", "My order?").await;
+    answer(&mut visitor, &"first".into()).await.unwrap();
+    // Ana writes 1,000 lines from 10 consoles (each within its socket's burst of 100).
+    let cookie = relay.login("ana@shop.example").await;
+    let url = format!("ws://{}/ws/agent", relay.addr);
+    for w in 0..10 {
+        let mut ws = Ws::connect(&url, &relay.url(""), Some(&cookie))
+            .await
+            .unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: escalera_protocol::PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+        for i in 0..100 {
+            say(&mut ws, &conv, &format!("h{w}-{i}"), "a line of history").await;
+        }
+        for i in 0..100 {
+            answer(&mut ws, &ClientMsgId(format!("h{w}-{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    // 15 more sockets of that visitor (16 in all) each re-join from the start, over and over,
+    // for 3 s.
+    let start = std::time::Instant::now();
+    let mut tabs = Vec::new();
+    for _ in 0..15 {
+        tabs.push(relay.visitor_from(2, Some(token.clone())).await.unwrap().0);
+    }
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rejoiners: Vec<_> = tabs
+        .into_iter()
+        .map(|mut ws| {
+            let (conv, read) = (conv.clone(), read.clone());
+            tokio::spawn(async move {
+                while start.elapsed() < std::time::Duration::from_secs(3) {
+                    ws.send(&ClientMsg::Join {
+                        conversation: conv.clone(),
+                        after_seq: 0,
+                    })
+                    .await;
+                    loop {
+                        let Some(m) = ws.try_recv(std::time::Duration::from_secs(3)).await else {
+                            return;
+                        };
+                        match m {
+                            ServerMsg::History { messages, .. } => {
+                                read.fetch_add(
+                                    messages.len(),
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                            }
+                            ServerMsg::Call { .. } => break,
+                            _ => {}
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    bystanders.still_chat().await;
+    for r in rejoiners {
+        r.await.unwrap();
+    }
+    // A page starts while anything is left of the budget: each socket may have one page
+    // (500) in flight past it. Unbounded, these sockets read millions in 3 s.
+    let secs = start.elapsed().as_secs_f64().ceil() as usize;
+    let allowed = 1_000 + 200 * secs + 500 * 15;
+    let read = read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        read <= allowed,
+        "{read} history messages read, at most {allowed} allowed"
+    );
+    assert!(read >= 1_000, "only {read} read");
+    bystanders.still_chat().await;
+    relay.stop().await;
+}
