@@ -1219,7 +1219,8 @@ impl Core {
             return;
         };
         let waiting = unsaved.creating.take().unwrap_or_default();
-        if error.is_none() {
+        // Stored, or not and nobody left to try again: forgotten here.
+        if error.is_none() || !self.visitors.contains_key(&meta.id) {
             if let Some(u) = self.unsaved.remove(&meta.id) {
                 self.unsaved_tokens.remove(&u.token);
             }

@@ -46,6 +46,9 @@ pub fn connection_budget() -> usize {
 /// File descriptors kept for everything but connections.
 const RESERVED_FDS: u64 = 128;
 
+/// Connections admitted past the limit while the silent ones cut for them are closing.
+const OVERSHOOT: usize = 32;
+
 /// The open connections, per address and in all, and those that have not said a word yet.
 #[derive(Default)]
 struct Counts {
@@ -127,8 +130,11 @@ impl Counts {
         // it closes, a moment later; the descriptors kept aside cover that moment). Whoever
         // speaks at once, like a health check, is served; a crowd of silent ones only
         // pushes out its own kind.
-        let full = self.total.load(Ordering::Relaxed) >= limits.total;
-        if *mine >= limits.per_address || (full && !self.cut_oldest_silent()) {
+        let open = self.total.load(Ordering::Relaxed);
+        let full = open >= limits.total;
+        // Cut connections take a moment to close: never more than OVERSHOOT past the limit.
+        let overflowing = open >= limits.total + OVERSHOOT;
+        if *mine >= limits.per_address || overflowing || (full && !self.cut_oldest_silent()) {
             if *mine == 0 {
                 map.remove(&key);
             }
