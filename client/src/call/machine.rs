@@ -172,10 +172,15 @@ impl CallMachine {
             self.last_sent = None;
         }
         let out = self.decide(input);
-        // Only the steps that set a call up are sent again when refused as too fast.
+        // The steps that set a call up or end it are sent again when refused as too fast (a
+        // device toggle is not: the next one says where it stands).
         if let Some(action) = out.iter().rev().find_map(|c| match c {
             Command::Send(
-                a @ (CallAction::Start { .. } | CallAction::Accept | CallAction::Resume),
+                a @ (CallAction::Start { .. }
+                | CallAction::Accept
+                | CallAction::Resume
+                | CallAction::Decline
+                | CallAction::HangUp),
             ) => Some(*a),
             _ => None,
         }) {
@@ -256,7 +261,9 @@ impl CallMachine {
                 None => vec![],
             },
             Input::Due { action, generation } => {
-                if generation == self.generation {
+                // Hanging up has torn the call down here already (a new generation); the
+                // relay still has to hear it.
+                if generation == self.generation || action == CallAction::HangUp {
                     vec![Command::Send(action)]
                 } else {
                     vec![]
@@ -538,6 +545,47 @@ mod tests {
         m.handle(Input::TooFast);
         m.handle(Input::HangUp);
         assert_eq!(m.handle(due), []);
+    }
+
+    #[test]
+    fn declining_and_hanging_up_refused_as_too_fast_are_sent_again() {
+        // The agent is rung, declines, and the relay says "too fast": it goes again.
+        let mut m = visitor();
+        let ringing = call(CallPhase::Ringing, Author::Agent, false, CallKind::Voice);
+        m.handle(relay(Some(ringing)));
+        assert_eq!(
+            m.handle(Input::Decline),
+            [Command::Send(CallAction::Decline)]
+        );
+        let later = m.handle(Input::TooFast);
+        assert_eq!(
+            later,
+            [Command::SendLater {
+                action: CallAction::Decline,
+                generation: m.generation
+            }]
+        );
+        let due = Input::Due {
+            action: CallAction::Decline,
+            generation: m.generation,
+        };
+        assert_eq!(m.handle(due), [Command::Send(CallAction::Decline)]);
+        // In a call, hanging up tears it down here at once; refused, the relay still hears it.
+        let active = call(CallPhase::Active, Author::Agent, true, CallKind::Voice);
+        m.handle(relay(Some(active)));
+        let before = m.generation;
+        let out = m.handle(Input::HangUp);
+        assert!(out.contains(&Command::Send(CallAction::HangUp)));
+        assert_ne!(m.generation, before, "torn down");
+        let later = m.handle(Input::TooFast);
+        let [Command::SendLater { action, generation }] = later[..] else {
+            panic!("{later:?}")
+        };
+        assert_eq!(action, CallAction::HangUp);
+        assert_eq!(
+            m.handle(Input::Due { action, generation }),
+            [Command::Send(CallAction::HangUp)]
+        );
     }
 
     #[test]
