@@ -288,6 +288,41 @@ pub struct AgentRef {
     pub name: String,
 }
 
+/// Whether an agent can take a conversation now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Takes new conversations.
+    Available,
+    /// At the desk but not taking new conversations (chosen, or idle with the tab hidden).
+    Away,
+    /// In a call (set by the relay while it lasts).
+    Busy,
+    /// Not there: chosen, or no console open for a while.
+    Offline,
+}
+
+impl Presence {
+    /// The value on the wire (and in the console's `<select>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Available => "available",
+            Presence::Away => "away",
+            Presence::Busy => "busy",
+            Presence::Offline => "offline",
+        }
+    }
+}
+
+/// An agent of the team, as the other agents see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamMember {
+    /// The agent.
+    pub agent: AgentRef,
+    /// What they are now.
+    pub presence: Presence,
+}
+
 /// Browser -> relay: every frame a widget or a console sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -348,6 +383,16 @@ pub enum ClientMsg {
     },
     /// Keep-alive; answered by [`ServerMsg::Pong`].
     Ping,
+    /// Agents only: what they choose to be (`available`, `away` or `offline`; `busy` is the
+    /// relay's to set). Answered by [`ServerMsg::Presence`] to the team, this agent included.
+    Presence {
+        /// The choice.
+        presence: Presence,
+    },
+}
+
+fn available() -> Presence {
+    Presence::Available
 }
 
 /// Relay -> browser: every frame the relay sends.
@@ -378,6 +423,16 @@ pub enum ServerMsg {
         read: Vec<ReadMark>,
         /// ICE servers and upload limit.
         media: MediaConfig,
+        /// What this agent chose to be (kept over reconnects and restarts).
+        #[serde(default = "available")]
+        presence: Presence,
+        /// The agents sharing a site with this one (this one included), as they are now.
+        #[serde(default)]
+        team: Vec<TeamMember>,
+        /// Seconds of no input with the tab hidden after which the console says `away` by
+        /// itself (and back when the agent returns).
+        #[serde(default)]
+        away_after_secs: u64,
     },
     /// Answer to [`ClientMsg::Join`]: the messages after the asked seq, oldest first.
     History {
@@ -414,6 +469,8 @@ pub enum ServerMsg {
     },
     /// To agents: a conversation of theirs is new or has changed.
     Conversation(ConversationSummary),
+    /// To agents: a member of their team (or they themselves) is now this.
+    Presence(TeamMember),
     /// The conversation's call changed (or, after a join, what it is now).
     Call {
         /// The conversation.
@@ -651,6 +708,9 @@ mod tests {
                 payload: r#"{"sdp":"v=0"}"#.into(),
             },
             ClientMsg::Ping,
+            ClientMsg::Presence {
+                presence: Presence::Away,
+            },
         ];
         for msg in &all {
             round_trip(msg);
@@ -678,6 +738,15 @@ mod tests {
                     seq: 2,
                 }],
                 media: MediaConfig::default(),
+                presence: Presence::Away,
+                team: vec![TeamMember {
+                    agent: AgentRef {
+                        id: AgentId::from("b"),
+                        name: "Bea".into(),
+                    },
+                    presence: Presence::Busy,
+                }],
+                away_after_secs: 300,
             },
             ServerMsg::History {
                 conversation: conv(),
@@ -698,6 +767,13 @@ mod tests {
                 media: media(),
             },
             ServerMsg::Conversation(summary()),
+            ServerMsg::Presence(TeamMember {
+                agent: AgentRef {
+                    id: AgentId::from("b"),
+                    name: "Bea".into(),
+                },
+                presence: Presence::Offline,
+            }),
             ServerMsg::Call {
                 conversation: conv(),
                 call: Some(CallInfo {

@@ -11,11 +11,12 @@ use std::net::IpAddr;
 use escalera_protocol::{
     check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
     ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind, Message,
-    ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES,
+    Presence, ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES,
     MAX_TEXT_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
+use crate::presence::Team;
 
 /// One connection (or one HTTP request acting in a conversation), as the relay numbers them.
 /// Never sent to a browser.
@@ -312,6 +313,8 @@ pub enum Event {
     DeskReady {
         /// The agent's connection.
         peer: PeerId,
+        /// Every agent (enabled) with their sites and chosen presence, for the team.
+        team: Vec<(AgentRef, Scope, Presence)>,
         /// Their list.
         conversations: Vec<ConversationSummary>,
         /// Their read marks.
@@ -481,6 +484,13 @@ pub enum Effect {
         /// Up to here.
         seq: u64,
     },
+    /// Keep what an agent chose to be.
+    SavePresence {
+        /// The agent.
+        agent: AgentId,
+        /// Their choice.
+        presence: Presence,
+    },
     /// Store the conversation's active call (`None`: it is over).
     SaveCall {
         /// The conversation.
@@ -562,6 +572,10 @@ pub struct Limits {
     /// History messages per second one visitor may read over all their sockets (a burst of
     /// five times this first): re-joining a long conversation from many sockets is bounded.
     pub visitor_history_rate: u32,
+    /// How long an agent's last console may be gone before they are shown offline.
+    pub presence_grace_ms: i64,
+    /// Seconds of no input with the tab hidden before a console says `away` by itself.
+    pub away_after_secs: u64,
 }
 
 impl Default for Limits {
@@ -582,6 +596,8 @@ impl Default for Limits {
             address_chat_burst: 300,
             call_actions_per_minute: 20,
             visitor_history_rate: 1_000,
+            presence_grace_ms: 30_000,
+            away_after_secs: 300,
         }
     }
 }
@@ -752,6 +768,10 @@ pub struct Core {
     /// for it to refill.
     history_budget: HashMap<ConversationId, RateLimit>,
     history_waiting: std::collections::VecDeque<(PeerId, ConversationId, u64)>,
+    /// Every agent's presence.
+    team: Team,
+    /// Whether a call began, changed ends or ended since presence was last brought up to date.
+    calls_changed: bool,
     /// When the idle buckets above were last swept.
     buckets_swept: i64,
     /// Device toggles not in the record yet: a note is written once a device has stayed
@@ -836,6 +856,7 @@ impl Core {
     /// An empty core.
     pub fn new(limits: Limits) -> Self {
         Self {
+            team: Team::new(limits.presence_grace_ms),
             limits,
             ..Self::default()
         }
@@ -889,10 +910,16 @@ impl Core {
             } => self.created(now, conversation, error, &mut out),
             Event::DeskReady {
                 peer,
+                team,
                 conversations,
                 read,
                 media,
-            } => self.desk_ready(peer, conversations, read, media, &mut out),
+            } => {
+                for (agent, scope, chosen) in team {
+                    self.team.know(agent, scope, chosen);
+                }
+                self.desk_ready(peer, conversations, read, media, &mut out)
+            }
             Event::History {
                 peer,
                 conversation,
@@ -934,6 +961,7 @@ impl Core {
             Event::Delivered(event) => self.delivered(event, &mut out),
             Event::Closed { peer } => self.close(now, peer, &mut out),
             Event::Restored { calls } => {
+                self.calls_changed = true;
                 for (id, r) in calls {
                     self.calls.insert(
                         id,
@@ -960,7 +988,41 @@ impl Core {
                 self.end_sessions(|s| ended.contains(s), &mut out);
             }
         }
+        self.presence_news(&mut out);
         out.0
+    }
+
+    /// Tells the agents whose team member changed presence (a choice, a console opened or
+    /// gone past the grace period, a call begun or over).
+    fn presence_news(&mut self, out: &mut Out) {
+        if std::mem::take(&mut self.calls_changed) {
+            let busy: Vec<(AgentId, bool)> = self
+                .team
+                .online()
+                .map(|(id, consoles)| {
+                    let in_call = self.calls.values().any(|c| {
+                        c.phase == CallPhase::Active
+                            && [c.caller_peer, c.callee_peer]
+                                .iter()
+                                .flatten()
+                                .any(|p| consoles.contains(p))
+                    });
+                    (id.clone(), in_call)
+                })
+                .collect();
+            for (id, in_call) in busy {
+                self.team.in_call(&id, in_call);
+            }
+        }
+        for (member, scope) in self.team.changes() {
+            for (peer, p) in &self.peers {
+                if let Some(Role::Agent { scope: theirs, .. }) = &p.role {
+                    if crate::presence::overlap(theirs, &scope) {
+                        out.send(*peer, ServerMsg::Presence(member.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// A new visitor's conversation that is not stored yet.
@@ -1072,6 +1134,19 @@ impl Core {
             }
             _ if p.hello != Hello::Done => refuse(out, RelayError::NoHello),
             ClientMsg::Ping => out.send(peer, ServerMsg::Pong),
+            ClientMsg::Presence { presence } => {
+                let Some(Role::Agent { agent, .. }) = &p.role else {
+                    return out.error(peer, RelayError::Forbidden("only agents have a presence"));
+                };
+                let id = agent.id.clone();
+                match self.team.choose(&id, presence) {
+                    Ok(()) => out.push(Effect::SavePresence {
+                        agent: id,
+                        presence,
+                    }),
+                    Err(why) => out.error(peer, RelayError::Forbidden(why)),
+                }
+            }
             ClientMsg::Signal {
                 conversation,
                 payload,
@@ -1312,7 +1387,10 @@ impl Core {
             ClientMsg::Call { action, .. } => {
                 self.act(now, peer, &role, meta, AfterTake::Call(action), out)?;
             }
-            ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Signal { .. } => {}
+            ClientMsg::Hello { .. }
+            | ClientMsg::Ping
+            | ClientMsg::Signal { .. }
+            | ClientMsg::Presence { .. } => {}
         }
         Ok(())
     }
@@ -1538,13 +1616,18 @@ impl Core {
             scope: scope.clone(),
         });
         p.hello = Hello::Done;
+        self.team.connected(&agent.id, peer);
+        let presence = self.team.chosen(&agent.id).unwrap_or(Presence::Available);
         out.send(
             peer,
             ServerMsg::WelcomeAgent {
+                team: self.team.members_for(&scope),
                 agent,
                 conversations,
                 read,
                 media,
+                presence,
+                away_after_secs: self.limits.away_after_secs,
             },
         );
         let sets: Vec<(Topic, &mut BTreeSet<PeerId>)> = match &scope {
@@ -1776,7 +1859,8 @@ impl Core {
                 }
             }
         }
-        if let Some(Role::Agent { .. }) = &p.role {
+        if let Some(Role::Agent { agent, .. }) = &p.role {
+            self.team.disconnected(now, &agent.id, peer);
             if self.all_sites_agents.remove(&peer) && self.all_sites_agents.is_empty() {
                 out.push(Effect::Unsubscribe(Topic::AllSites));
             }
@@ -1806,6 +1890,7 @@ impl Core {
         }
         for (id, call) in self.calls.iter_mut() {
             if call.is_party(peer) {
+                self.calls_changed = true;
                 for end in [&mut call.caller_peer, &mut call.callee_peer] {
                     if *end == Some(peer) {
                         *end = None;
@@ -1833,6 +1918,7 @@ impl Core {
             self.history_budget.retain(|_, b| !b.idle(now));
         }
         record_toggles(&mut self.toggles, now, None, out);
+        self.team.tick(now);
         // Pages that waited for a visitor's history budget, in order, as it refills.
         for (peer, conversation, after) in std::mem::take(&mut self.history_waiting) {
             let joined = self.peers.get(&peer).is_some_and(|p| {
@@ -1900,6 +1986,7 @@ impl Core {
         out: &mut Out,
     ) {
         record_toggles(&mut self.toggles, now, Some(conv), out);
+        self.calls_changed = true;
         out.push(Effect::Publish(BusEvent::Call {
             conversation: conv.clone(),
         }));
@@ -1953,6 +2040,7 @@ impl Core {
         out: &mut Out,
     ) -> Result<(), RelayError> {
         let (side, name) = self.call_party(peer, conv)?;
+        self.calls_changed = true;
         // Ringing and toggling reach the other side and the record: a few a minute. Answering,
         // declining, ending and resuming are never held back.
         if matches!(action, CallAction::Start { .. } | CallAction::Media { .. }) {
@@ -2173,7 +2261,9 @@ fn request_context(request: &Request) -> (Option<ConversationId>, Option<ClientM
             | ClientMsg::Call { conversation, .. }
             | ClientMsg::Signal { conversation, .. },
         ) => (Some(conversation.clone()), None),
-        Request::Frame(ClientMsg::Hello { .. } | ClientMsg::Ping) => (None, None),
+        Request::Frame(ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. }) => {
+            (None, None)
+        }
         Request::Upload { client_id, .. } => (None, client_id.clone()),
     }
 }
@@ -2243,7 +2333,7 @@ fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
         | ClientMsg::Read { conversation, .. }
         | ClientMsg::Call { conversation, .. }
         | ClientMsg::Signal { conversation, .. } => (Some(conversation.clone()), None),
-        ClientMsg::Hello { .. } | ClientMsg::Ping => (None, None),
+        ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. } => (None, None),
     }
 }
 
@@ -2443,7 +2533,7 @@ mod tests {
                 peer: PeerId(peer),
                 caller: Caller::Agent {
                     agent: agent(id),
-                    scope,
+                    scope: scope.clone(),
                     session: format!("session-{}", peer),
                 },
             });
@@ -2453,6 +2543,7 @@ mod tests {
             ));
             self.ev(Event::DeskReady {
                 peer: PeerId(peer),
+                team: vec![(agent(id), scope, Presence::Available)],
                 conversations: Vec::new(),
                 read: Vec::new(),
                 media: media(),
@@ -3748,5 +3839,59 @@ mod tests {
             after_seq: 0,
         };
         assert_eq!(reads(&w.act(10, join, &c1)), 1);
+    }
+
+    #[test]
+    fn the_team_hears_an_agents_presence_change() {
+        let (mut w, c1) = call_world(); // agent "a" on peer 10, visitor on 1
+        w.agent(20, "b", Scope::All);
+        let told = |e: &[Effect], to: u64| -> Vec<(String, Presence)> {
+            sent(e)
+                .into_iter()
+                .filter(|(p, _)| *p == to)
+                .filter_map(|(_, m)| match m {
+                    ServerMsg::Presence(t) => Some((t.agent.id.0, t.presence)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let choose = |presence| ClientMsg::Presence { presence };
+        let e = w.text(10, &choose(Presence::Away));
+        assert!(e.contains(&Effect::SavePresence {
+            agent: "a".into(),
+            presence: Presence::Away
+        }));
+        assert_eq!(told(&e, 20), vec![("a".into(), Presence::Away)]);
+        assert_eq!(told(&e, 10), vec![("a".into(), Presence::Away)]);
+        // Busy is not a choice; visitors have no presence.
+        assert_eq!(
+            error_code(&w.text(10, &choose(Presence::Busy))),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            error_code(&w.text(1, &choose(Presence::Away))),
+            Some(ErrorCode::Forbidden)
+        );
+        // In a call: busy; after it, away again.
+        w.act(
+            10,
+            call(
+                "c1",
+                CallAction::Start {
+                    kind: CallKind::Voice,
+                },
+            ),
+            &c1,
+        );
+        let e = w.act(1, call("c1", CallAction::Accept), &c1);
+        assert_eq!(told(&e, 20), vec![("a".into(), Presence::Busy)]);
+        let e = w.act(10, call("c1", CallAction::HangUp), &c1);
+        assert_eq!(told(&e, 20), vec![("a".into(), Presence::Away)]);
+        // Gone: nothing within the grace period, offline past it.
+        assert!(told(&w.ev(Event::Closed { peer: PeerId(10) }), 20).is_empty());
+        w.now += 29_000;
+        assert!(told(&w.tick(), 20).is_empty());
+        w.now += 1_000;
+        assert_eq!(told(&w.tick(), 20), vec![("a".into(), Presence::Offline)]);
     }
 }

@@ -34,6 +34,17 @@ use crate::secrets;
 use crate::store::{Directory, Log};
 use crate::{now_ms, Config};
 
+/// What an agent's console starts with: the team, their list and their read marks.
+type Desk = (
+    Vec<(
+        escalera_protocol::AgentRef,
+        Scope,
+        escalera_protocol::Presence,
+    )>,
+    Vec<escalera_protocol::ConversationSummary>,
+    Vec<escalera_protocol::ReadMark>,
+);
+
 /// How many frames may wait for a slow connection before it is cut.
 const OUTBOX: usize = 256;
 /// Conversation lanes: appends to conversations in one lane are serialised.
@@ -94,6 +105,8 @@ impl Hub {
             address_chat_burst: config.address_chat_rate.max(1) * 10,
             call_actions_per_minute: config.call_actions_per_minute.max(1),
             visitor_history_rate: config.visitor_history_rate.max(1),
+            presence_grace_ms: config.presence_grace_secs as i64 * 1000,
+            away_after_secs: config.away_after_secs,
             ..Limits::default()
         };
         Self {
@@ -225,14 +238,21 @@ impl Hub {
                 }
             }
             Effect::LoadDesk { peer, agent, scope } => match self.desk(agent, scope).await {
-                Ok((conversations, read)) => Event::DeskReady {
+                Ok((team, conversations, read)) => Event::DeskReady {
                     peer,
+                    team,
                     conversations,
                     read,
                     media: self.media_config(),
                 },
                 Err(e) => failed(peer, None, None, e),
             },
+            Effect::SavePresence { agent, presence } => {
+                if let Err(e) = self.directory.set_presence(agent, presence).await {
+                    tracing::error!("store: presence: {e}");
+                }
+                return Vec::new();
+            }
             Effect::ReadHistory {
                 peer,
                 conversation,
@@ -365,14 +385,17 @@ impl Hub {
         &self,
         agent: escalera_protocol::AgentId,
         scope: Scope,
-    ) -> Result<
-        (
-            Vec<escalera_protocol::ConversationSummary>,
-            Vec<escalera_protocol::ReadMark>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<Desk, StoreError> {
+        let team = self
+            .directory
+            .agents(now_ms())
+            .await?
+            .into_iter()
+            .filter(|a| !a.disabled)
+            .map(|a| (a.agent.agent, a.agent.scope, a.agent.presence))
+            .collect();
         Ok((
+            team,
             self.log.summaries(scope, 500).await?,
             self.log.read_marks(agent).await?,
         ))

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod http;
 pub mod hub;
 pub mod ice;
+pub mod presence;
 pub mod secrets;
 pub mod serve;
 pub mod sqlite;
@@ -93,6 +94,11 @@ pub struct Config {
     pub call_actions_per_minute: u32,
     /// History messages per second one visitor may read over all their sockets (burst 5x).
     pub visitor_history_rate: u32,
+    /// Seconds an agent's last console may be gone before they are shown offline.
+    pub presence_grace_secs: u64,
+    /// Seconds of no input with the tab hidden before a console says `away` by itself (0:
+    /// never).
+    pub away_after_secs: u64,
     /// Bytes of files a conversation may hold, both sides together.
     pub conversation_quota: u64,
     /// Bytes of files a visitor may upload before an agent has joined.
@@ -133,6 +139,8 @@ impl Default for Config {
             address_chat_rate: 30,
             call_actions_per_minute: 20,
             visitor_history_rate: 1_000,
+            presence_grace_secs: 30,
+            away_after_secs: 300,
             conversation_quota: 200 << 20,
             upload_allowance: 10 << 20,
             upload_min_rate: 16 << 10,

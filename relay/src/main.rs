@@ -143,6 +143,14 @@ struct ServeArgs {
     /// History messages per second one visitor may read over all their sockets (burst 5x).
     #[arg(long, env = "ESCALERA_VISITOR_HISTORY_RATE", default_value_t = 1000)]
     visitor_history_rate: u32,
+    /// Seconds an agent's last console may be gone (a reload, a dropped network) before the
+    /// team sees them offline.
+    #[arg(long, env = "ESCALERA_PRESENCE_GRACE", default_value_t = 30)]
+    presence_grace: u64,
+    /// Seconds of no input with the console's tab hidden before it says away by itself (0:
+    /// never).
+    #[arg(long, env = "ESCALERA_AWAY_AFTER", default_value_t = 300)]
+    away_after: u64,
     /// Files one conversation may hold in all, both sides (e.g. 200M).
     #[arg(long, env = "ESCALERA_CONVERSATION_QUOTA", default_value = "200M", value_parser = parse_size)]
     conversation_quota: u64,
@@ -447,6 +455,8 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             address_chat_rate: args.address_chat_rate.max(1),
             call_actions_per_minute: args.call_actions_per_minute.max(1),
             visitor_history_rate: args.visitor_history_rate.max(1),
+            presence_grace_secs: args.presence_grace,
+            away_after_secs: args.away_after,
             conversation_quota: args.conversation_quota,
             upload_allowance: args.upload_allowance,
             upload_min_rate: args.upload_min_rate,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, Author, CallKind, ClientMsgId, ConversationId,
-    ConversationStatus, ConversationSummary, FileId, Message, ReadMark, SiteKey,
+    ConversationStatus, ConversationSummary, FileId, Message, Presence, ReadMark, SiteKey,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -100,6 +100,10 @@ CREATE INDEX sessions_agent ON sessions (agent_id);
 ALTER TABLE conversations ADD COLUMN address TEXT;
 CREATE INDEX conversations_waiting_address ON conversations (address, created_at)
     WHERE agent_id IS NULL;
+"#,
+    // 5: what each agent chose to be (available, away, offline), kept over restarts.
+    r#"
+ALTER TABLE agents ADD COLUMN presence TEXT NOT NULL DEFAULT 'available';
 "#,
 ];
 
@@ -420,7 +424,8 @@ fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option
 /// An agent, disabled or not.
 fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
     let sql = format!(
-        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites FROM agents a {where_clause}"
+        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites, a.presence
+         FROM agents a {where_clause}"
     );
     let row = conn
         .query_row(&sql, [arg], |r| {
@@ -430,11 +435,17 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, bool>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .optional()?;
-    let Some((id, name, email, password_hash, all_sites)) = row else {
+    let Some((id, name, email, password_hash, all_sites, presence)) = row else {
         return Ok(None);
+    };
+    let presence = match presence.as_str() {
+        "away" => Presence::Away,
+        "offline" => Presence::Offline,
+        _ => Presence::Available,
     };
     let scope = if all_sites {
         Scope::All
@@ -453,6 +464,7 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
         email,
         password_hash,
         scope,
+        presence,
     }))
 }
 
@@ -704,6 +716,7 @@ impl Directory for SqliteStore {
                     None => Scope::All,
                     Some(s) => Scope::Sites(s.into_iter().collect()),
                 },
+                presence: Presence::Available,
             })
         })
     }
@@ -853,6 +866,16 @@ impl Directory for SqliteStore {
             )?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+
+    fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute(
+                "UPDATE agents SET presence = ?2 WHERE id = ?1",
+                params![agent.0, presence.as_str()],
+            )?;
+            Ok(())
         })
     }
 

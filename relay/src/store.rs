@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, ClientMsgId, ConversationId, ConversationSummary, FileId,
-    Message, ReadMark, SiteKey,
+    Message, Presence, ReadMark, SiteKey,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
@@ -42,6 +42,8 @@ pub struct Agent {
     pub password_hash: String,
     /// The sites they serve.
     pub scope: Scope,
+    /// What they last chose to be (`available`, `away` or `offline`).
+    pub presence: Presence,
 }
 
 /// An agent as `escalera agent list` shows them.
@@ -115,6 +117,8 @@ pub trait Directory: Send + Sync + 'static {
     fn remove_agent(&self, email: String, now: i64) -> StoreFuture<'_, bool>;
     /// A small key/value record for the relay's own bookkeeping (e.g. the demo site's key).
     fn setting(&self, key: String) -> StoreFuture<'_, Option<String>>;
+    /// Keeps what an agent chose to be, over restarts.
+    fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()>;
     /// Sets a setting.
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()>;
 }

@@ -5,5 +5,6 @@ mod conversation_view;
 mod login;
 mod root;
 mod state;
+mod team;
 
 pub use root::Console;

@@ -13,6 +13,7 @@ use super::conversation_list::ConversationList;
 use super::conversation_view::ConversationView;
 use super::login::Login;
 use super::state::Inbox;
+use super::team::{PresenceSelect, Team, TeamList};
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
 use crate::chat::{Draft, Uploader};
@@ -209,6 +210,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         token: None,
     });
     let call = use_call(link, Author::Agent, uploader);
+    let team = Team::new(link);
     let desk = Desk {
         link,
         inbox,
@@ -227,6 +229,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             conversations,
             read,
             media,
+            ..
         } => {
             inbox.update(|i| i.welcome(conversations.clone(), read.clone()));
             agent.set(Some(who.clone()));
@@ -328,13 +331,17 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                         Status::Offline => "Reconnecting…",
                     }}
                 </span>
+                <PresenceSelect team=team />
                 <span class="me">{me.name.clone()}</span>
                 <button class="link" data-testid="logout" on:click=logout>"Log out"</button>
             </header>
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
             <div class="panes">
-                <ConversationList desk=desk />
+                <div class="side">
+                    <ConversationList desk=desk />
+                    <TeamList team=team />
+                </div>
                 <ConversationView desk=desk />
             </div>
         </div>

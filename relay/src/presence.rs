@@ -1,0 +1,279 @@
+//! The team's presence, sans I/O: what each agent chose (`available`, `away`, `offline`), what
+//! the relay sees (their consoles open or gone, their calls), and so what the others are shown.
+//! The core feeds it and sends what [`Team::changes`] returns.
+//!
+//! - An agent is shown as they chose while a console of theirs is open, `busy` instead of
+//!   `available` or `away` while in a call, and `offline` once their last console has been
+//!   gone for the grace period (a reload or a dropped network within it changes nothing).
+//! - An agent known only from the store (no console since the relay started) is `offline`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use escalera_protocol::{AgentId, AgentRef, Presence, TeamMember};
+
+use crate::core::{PeerId, Scope};
+
+/// One agent.
+#[derive(Debug)]
+struct Member {
+    agent: AgentRef,
+    scope: Scope,
+    chosen: Presence,
+    consoles: BTreeSet<PeerId>,
+    /// Since when their last console has been gone (while within the grace period).
+    gone_since: Option<i64>,
+    /// No console for longer than the grace period (or none since the start).
+    away_for_good: bool,
+    in_call: bool,
+    /// What the others were last told.
+    shown: Option<Presence>,
+}
+
+impl Member {
+    fn presence(&self) -> Presence {
+        if self.away_for_good || self.chosen == Presence::Offline {
+            return Presence::Offline;
+        }
+        if self.in_call {
+            return Presence::Busy;
+        }
+        self.chosen
+    }
+}
+
+/// Whether two agents' scopes share a site (and so they are one team).
+pub fn overlap(a: &Scope, b: &Scope) -> bool {
+    match (a, b) {
+        (Scope::All, _) | (_, Scope::All) => true,
+        (Scope::Sites(x), Scope::Sites(y)) => !x.is_disjoint(y),
+    }
+}
+
+/// Every agent the relay knows of.
+#[derive(Debug, Default)]
+pub struct Team {
+    members: HashMap<AgentId, Member>,
+    grace_ms: i64,
+}
+
+impl Team {
+    /// An empty team whose agents go offline `grace_ms` after their last console closed.
+    pub fn new(grace_ms: i64) -> Self {
+        Self {
+            members: HashMap::new(),
+            grace_ms,
+        }
+    }
+
+    /// An agent as the store has them (their choice is kept over restarts). A known agent's
+    /// choice made here meanwhile wins over the store's copy.
+    pub fn know(&mut self, agent: AgentRef, scope: Scope, chosen: Presence) {
+        // Newly known from the store: offline, as every welcome has shown them so far.
+        let m = self.members.entry(agent.id.clone()).or_insert(Member {
+            agent: agent.clone(),
+            scope: scope.clone(),
+            chosen,
+            consoles: BTreeSet::new(),
+            gone_since: None,
+            away_for_good: true,
+            in_call: false,
+            shown: Some(Presence::Offline),
+        });
+        m.agent = agent;
+        m.scope = scope;
+    }
+
+    /// A console of `agent` opened.
+    pub fn connected(&mut self, agent: &AgentId, peer: PeerId) {
+        if let Some(m) = self.members.get_mut(agent) {
+            m.consoles.insert(peer);
+            m.gone_since = None;
+            m.away_for_good = false;
+        }
+    }
+
+    /// A console of `agent` closed; the last one starts the grace period.
+    pub fn disconnected(&mut self, now: i64, agent: &AgentId, peer: PeerId) {
+        if let Some(m) = self.members.get_mut(agent) {
+            if m.consoles.remove(&peer) && m.consoles.is_empty() {
+                m.gone_since = Some(now);
+            }
+        }
+    }
+
+    /// The agent's own choice; `busy` is not one.
+    pub fn choose(&mut self, agent: &AgentId, presence: Presence) -> Result<(), &'static str> {
+        if presence == Presence::Busy {
+            return Err("busy is set by the relay during calls");
+        }
+        if let Some(m) = self.members.get_mut(agent) {
+            m.chosen = presence;
+        }
+        Ok(())
+    }
+
+    /// Whether `agent` is in a call now.
+    pub fn in_call(&mut self, agent: &AgentId, in_call: bool) {
+        if let Some(m) = self.members.get_mut(agent) {
+            m.in_call = in_call;
+        }
+    }
+
+    /// Agents with a console open, with their consoles.
+    pub fn online(&self) -> impl Iterator<Item = (&AgentId, &BTreeSet<PeerId>)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.consoles.is_empty())
+            .map(|(id, m)| (id, &m.consoles))
+    }
+
+    /// Ends the grace period of those gone long enough.
+    pub fn tick(&mut self, now: i64) {
+        for m in self.members.values_mut() {
+            if m.gone_since.is_some_and(|t| now - t >= self.grace_ms) {
+                m.gone_since = None;
+                m.away_for_good = true;
+            }
+        }
+    }
+
+    /// What `agent` chose.
+    pub fn chosen(&self, agent: &AgentId) -> Option<Presence> {
+        self.members.get(agent).map(|m| m.chosen)
+    }
+
+    /// What `agent` is shown as.
+    pub fn presence(&self, agent: &AgentId) -> Presence {
+        self.members
+            .get(agent)
+            .map_or(Presence::Offline, Member::presence)
+    }
+
+    /// The team of an agent serving `scope` (themselves included), by name.
+    pub fn members_for(&self, scope: &Scope) -> Vec<TeamMember> {
+        let mut team: Vec<TeamMember> = self
+            .members
+            .values()
+            .filter(|m| overlap(&m.scope, scope))
+            .map(|m| TeamMember {
+                agent: m.agent.clone(),
+                presence: m.presence(),
+            })
+            .collect();
+        team.sort_by(|a, b| a.agent.name.cmp(&b.agent.name));
+        team
+    }
+
+    /// Members whose presence changed since last asked, with their scope (who is to be told).
+    pub fn changes(&mut self) -> Vec<(TeamMember, Scope)> {
+        let mut changed = Vec::new();
+        for m in self.members.values_mut() {
+            let now = m.presence();
+            if m.shown != Some(now) {
+                m.shown = Some(now);
+                changed.push((
+                    TeamMember {
+                        agent: m.agent.clone(),
+                        presence: now,
+                    },
+                    m.scope.clone(),
+                ));
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escalera_protocol::SiteKey;
+    use std::collections::HashSet;
+
+    fn agent(id: &str) -> AgentRef {
+        AgentRef {
+            id: AgentId::from(id),
+            name: id.to_uppercase(),
+        }
+    }
+
+    fn sites(keys: &[&str]) -> Scope {
+        Scope::Sites(
+            keys.iter()
+                .map(|k| SiteKey::from(*k))
+                .collect::<HashSet<_>>(),
+        )
+    }
+
+    fn shown(team: &mut Team) -> Vec<(String, Presence)> {
+        let mut c: Vec<_> = team
+            .changes()
+            .into_iter()
+            .map(|(m, _)| (m.agent.id.0, m.presence))
+            .collect();
+        c.sort_by(|a, b| a.0.cmp(&b.0));
+        c
+    }
+
+    #[test]
+    fn an_agent_is_shown_as_chosen_busy_in_a_call_and_offline_after_the_grace() {
+        let mut team = Team::new(30_000);
+        let a = AgentId::from("a");
+        team.know(agent("a"), Scope::All, Presence::Away);
+        // Known from the store only: offline, whatever they chose (no news: that is what
+        // everyone was shown).
+        assert_eq!(team.presence(&a), Presence::Offline);
+        assert!(shown(&mut team).is_empty());
+        team.connected(&a, PeerId(1));
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Away)]);
+        assert_eq!(
+            team.choose(&a, Presence::Busy),
+            Err("busy is set by the relay during calls")
+        );
+        team.choose(&a, Presence::Available).unwrap();
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Available)]);
+        // In a call: busy; after it, what they chose.
+        team.in_call(&a, true);
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Busy)]);
+        team.in_call(&a, false);
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Available)]);
+        // A second console, then both close: nothing changes within the grace period...
+        team.connected(&a, PeerId(2));
+        team.disconnected(1_000, &a, PeerId(1));
+        team.disconnected(2_000, &a, PeerId(2));
+        team.tick(31_000);
+        assert!(shown(&mut team).is_empty());
+        // ...a reload within it keeps them as they were...
+        team.connected(&a, PeerId(3));
+        team.disconnected(40_000, &a, PeerId(3));
+        team.tick(69_999);
+        assert!(shown(&mut team).is_empty());
+        // ...and past it, offline; back with their choice when a console opens.
+        team.tick(70_000);
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Offline)]);
+        team.connected(&a, PeerId(4));
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Available)]);
+        // Chosen offline is offline, even in a call.
+        team.choose(&a, Presence::Offline).unwrap();
+        team.in_call(&a, true);
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Offline)]);
+    }
+
+    #[test]
+    fn the_team_is_those_sharing_a_site() {
+        let mut team = Team::new(1);
+        team.know(agent("a"), sites(&["s1"]), Presence::Available);
+        team.know(agent("b"), sites(&["s1", "s2"]), Presence::Available);
+        team.know(agent("c"), sites(&["s3"]), Presence::Available);
+        team.know(agent("d"), Scope::All, Presence::Available);
+        let names = |scope: &Scope| -> Vec<String> {
+            team.members_for(scope)
+                .into_iter()
+                .map(|m| m.agent.id.0)
+                .collect()
+        };
+        assert_eq!(names(&sites(&["s2"])), vec!["b", "d"]);
+        assert_eq!(names(&sites(&["s1"])), vec!["a", "b", "d"]);
+        assert_eq!(names(&Scope::All), vec!["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,105 @@
+//! The agents' desk through real sockets: presence.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestRelay, Ws};
+use escalera_protocol::{ClientMsg, Presence, ServerMsg, TeamMember};
+use escalera_relay::Config;
+
+/// The team in an agent's welcome, as (name, presence), and their own choice.
+fn team_of(welcome: &ServerMsg) -> (Vec<(String, Presence)>, Presence) {
+    let ServerMsg::WelcomeAgent { team, presence, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    let names = team
+        .iter()
+        .map(|m| (m.agent.name.clone(), m.presence))
+        .collect();
+    (names, *presence)
+}
+
+/// The next presence news about `name`.
+async fn news_of(ws: &mut Ws, name: &str) -> Presence {
+    ws.recv_until(|m| match m {
+        ServerMsg::Presence(TeamMember { agent, presence }) if agent.name == name => Some(presence),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_team_sees_each_agents_presence_live_and_it_is_stored() {
+    // Limits: an agent's last console may be gone 1 s (default 30 s) before the team sees
+    // them offline.
+    let relay = TestRelay::start_with(Config {
+        presence_grace_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    // Ana serves every site, Ben one: they share it, so each is in the other's team.
+    let (mut ana, welcome) = relay.agent("ana@shop.example").await;
+    assert_eq!(
+        team_of(&welcome),
+        (
+            vec![
+                ("Ana".into(), Presence::Available),
+                ("Ben".into(), Presence::Offline)
+            ],
+            Presence::Available
+        )
+    );
+    let (mut ben, _) = relay.agent("ben@shop.example").await;
+    assert_eq!(news_of(&mut ana, "Ben").await, Presence::Available);
+
+    ben.send(&ClientMsg::Presence {
+        presence: Presence::Away,
+    })
+    .await;
+    assert_eq!(news_of(&mut ana, "Ben").await, Presence::Away);
+    // Ben hears of himself too: his console opening, then his choice.
+    assert_eq!(news_of(&mut ben, "Ben").await, Presence::Available);
+    assert_eq!(news_of(&mut ben, "Ben").await, Presence::Away);
+    // Busy is the relay's to say.
+    ben.send(&ClientMsg::Presence {
+        presence: Presence::Busy,
+    })
+    .await;
+    assert_eq!(
+        common::error(&mut ben).await,
+        escalera_protocol::ErrorCode::Forbidden
+    );
+    // Stored: the database says so (the relay reads it at the next start).
+    let stored = || {
+        let db = rusqlite::Connection::open(relay.dir.path().join("escalera.db")).unwrap();
+        db.query_row(
+            "SELECT presence FROM agents WHERE email = 'ben@shop.example'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+    };
+    ben.send(&ClientMsg::Ping).await;
+    ben.recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+    assert_eq!(stored(), "away");
+
+    // Ben's console goes: past the grace period the team sees him offline; back, as he chose.
+    drop(ben);
+    assert_eq!(news_of(&mut ana, "Ben").await, Presence::Offline);
+    let (_ben, welcome) = relay.agent("ben@shop.example").await;
+    assert_eq!(team_of(&welcome).1, Presence::Away);
+    assert_eq!(news_of(&mut ana, "Ben").await, Presence::Away);
+    // A reload within the grace period is not noticed.
+    let (ana_again, _) = relay.agent("ana@shop.example").await;
+    drop(ana_again);
+    let (mut watcher, _) = relay.agent("ben@shop.example").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), news_of(&mut watcher, "Ana"))
+            .await
+            .is_err(),
+        "Ana's other console closing changed nothing"
+    );
+    relay.stop().await;
+}
