@@ -116,3 +116,64 @@ async fn a_console_hidden_and_idle_says_away_by_itself_and_comes_back() {
         b.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_see_the_other_typing_and_the_visitor_sees_what_was_read() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    // The visitor types (without sending): Ana sees it under the conversation.
+    visitor
+        .find("chat-input")
+        .await
+        .send_keys("I think the seal")
+        .await
+        .unwrap();
+    ana.wait_js(
+        "the visitor typing, at Ana's",
+        "const t = document.querySelector('[data-testid=typing]');
+         return t && t.textContent.includes('visitor is typing')",
+        vec![],
+    )
+    .await;
+    // Ana types: the visitor sees her name.
+    ana.find("chat-input")
+        .await
+        .send_keys("Let me check")
+        .await
+        .unwrap();
+    visitor
+        .wait_js(
+            "Ana typing, at the visitor's",
+            "const t = document.querySelector('[data-testid=typing]');
+             return t && t.textContent === 'Ana is typing…'",
+            vec![],
+        )
+        .await;
+    // It goes a few seconds after the last key.
+    visitor
+        .wait_js(
+            "the typing line gone",
+            "return document.querySelector('[data-testid=typing]') === null",
+            vec![],
+        )
+        .await;
+
+    // Ana has the conversation open: the visitor's messages show as read, a new one too.
+    let all_read =
+        "const mine = [...document.querySelectorAll('[data-testid=message][data-author=visitor]')];
+        return mine.length === arguments[0] && mine.every(m => m.dataset.read === 'true')";
+    visitor
+        .wait_js("the first message read", all_read, vec![json!(1)])
+        .await;
+    visitor.find("chat-input").await.clear().await.unwrap();
+    visitor.say("It drips from the bottom").await;
+    ana.wait_message("visitor", "It drips from the bottom")
+        .await;
+    visitor
+        .wait_js("both messages read", all_read, vec![json!(2)])
+        .await;
+    for b in [visitor, ana] {
+        b.close().await;
+    }
+}

@@ -383,6 +383,12 @@ pub enum ClientMsg {
     },
     /// Keep-alive; answered by [`ServerMsg::Pong`].
     Ping,
+    /// "I am typing in this conversation": sent at most every 2 s while keys are pressed. The
+    /// other side's sockets get [`ServerMsg::Typing`]; nothing is stored.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+    },
     /// Agents only: what they choose to be (`available`, `away` or `offline`; `busy` is the
     /// relay's to set). Answered by [`ServerMsg::Presence`] to the team, this agent included.
     Presence {
@@ -471,6 +477,24 @@ pub enum ServerMsg {
     Conversation(ConversationSummary),
     /// To agents: a member of their team (or they themselves) is now this.
     Presence(TeamMember),
+    /// Someone on the other side is typing (show it for a few seconds).
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Which side.
+        author: Author,
+        /// The agent's name, when an agent types.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// To a visitor: an agent has read the conversation up to `seq` (after a join's history,
+    /// and whenever it moves).
+    Read {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The newest seq read.
+        seq: u64,
+    },
     /// The conversation's call changed (or, after a join, what it is now).
     Call {
         /// The conversation.
@@ -711,6 +735,9 @@ mod tests {
             ClientMsg::Presence {
                 presence: Presence::Away,
             },
+            ClientMsg::Typing {
+                conversation: conv(),
+            },
         ];
         for msg in &all {
             round_trip(msg);
@@ -767,6 +794,15 @@ mod tests {
                 media: media(),
             },
             ServerMsg::Conversation(summary()),
+            ServerMsg::Typing {
+                conversation: conv(),
+                author: Author::Agent,
+                name: Some("Ana".into()),
+            },
+            ServerMsg::Read {
+                conversation: conv(),
+                seq: 4,
+            },
             ServerMsg::Presence(TeamMember {
                 agent: AgentRef {
                     id: AgentId::from("b"),

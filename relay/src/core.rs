@@ -330,6 +330,8 @@ pub enum Event {
         conversation: ConversationId,
         /// Up to a page of messages.
         messages: Vec<Message>,
+        /// How far the agents have read it, when asked.
+        read: Option<u64>,
     },
     /// The answer to [`Effect::Assign`]: `holder` is who has the conversation now.
     Assigned {
@@ -369,6 +371,13 @@ pub enum Event {
         client_id: Option<ClientMsgId>,
         /// What to tell them.
         error: RelayError,
+    },
+    /// The answer to [`Effect::MarkRead`]: the mark is stored.
+    MarkedRead {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Read up to here.
+        seq: u64,
     },
     /// The bus delivered an event to this node.
     Delivered(BusEvent),
@@ -453,6 +462,8 @@ pub enum Effect {
         after: u64,
         /// At most this many.
         limit: u32,
+        /// Also how far the agents have read it (for a visitor's last page).
+        with_read: bool,
     },
     /// Assign a waiting conversation, first come first served; answer with
     /// [`Event::Assigned`].
@@ -475,7 +486,7 @@ pub enum Effect {
         /// Who hears of it.
         reply: Reply,
     },
-    /// Record an agent's read mark.
+    /// Record an agent's read mark; answer with [`Event::MarkedRead`].
     MarkRead {
         /// The agent.
         agent: AgentId,
@@ -924,7 +935,8 @@ impl Core {
                 peer,
                 conversation,
                 messages,
-            } => self.history(now, peer, conversation, messages, &mut out),
+                read,
+            } => self.history(now, peer, conversation, messages, read, &mut out),
             Event::Assigned {
                 peer,
                 meta,
@@ -959,6 +971,19 @@ impl Core {
                 out.error_about(peer, error, (conversation, client_id));
             }
             Event::Delivered(event) => self.delivered(event, &mut out),
+            // The visitor sees their messages read (once it is stored, so a tab opened next
+            // hears the same from the store).
+            Event::MarkedRead { conversation, seq } => {
+                for v in self.visitors.get(&conversation).into_iter().flatten() {
+                    out.send(
+                        *v,
+                        ServerMsg::Read {
+                            conversation: conversation.clone(),
+                            seq,
+                        },
+                    );
+                }
+            }
             Event::Closed { peer } => self.close(now, peer, &mut out),
             Event::Restored { calls } => {
                 self.calls_changed = true;
@@ -1207,7 +1232,8 @@ impl Core {
             }
             | ClientMsg::Call {
                 ref conversation, ..
-            } => {
+            }
+            | ClientMsg::Typing { ref conversation } => {
                 let conversation = conversation.clone();
                 self.request(now, peer, conversation, Request::Frame(msg), out);
             }
@@ -1387,12 +1413,54 @@ impl Core {
             ClientMsg::Call { action, .. } => {
                 self.act(now, peer, &role, meta, AfterTake::Call(action), out)?;
             }
+            ClientMsg::Typing { .. } => self.typing(peer, &role, &meta, out),
             ClientMsg::Hello { .. }
             | ClientMsg::Ping
             | ClientMsg::Signal { .. }
             | ClientMsg::Presence { .. } => {}
         }
         Ok(())
+    }
+
+    /// Tells the other side of `meta` that `peer` is typing: a visitor's agents (the joined
+    /// consoles), or an agent's visitor (only in a conversation the agent may post in).
+    fn typing(&self, peer: PeerId, role: &Role, meta: &ConversationMeta, out: &mut Out) {
+        let (author, name, to): (Author, Option<String>, Vec<PeerId>) = match role {
+            Role::Visitor { .. } => {
+                let agents = self.members.get(&meta.id).into_iter().flatten();
+                let agents = agents
+                    .filter(|p| {
+                        matches!(
+                            self.peers.get(p).and_then(|p| p.role.as_ref()),
+                            Some(Role::Agent { .. })
+                        )
+                    })
+                    .copied()
+                    .collect();
+                (Author::Visitor, None, agents)
+            }
+            Role::Agent { agent, .. } => {
+                if role.agent_post(meta) != Ok(AgentPost::Assigned) {
+                    return;
+                }
+                let visitors = self.visitors.get(&meta.id).into_iter().flatten();
+                (
+                    Author::Agent,
+                    Some(agent.name.clone()),
+                    visitors.copied().collect(),
+                )
+            }
+        };
+        for p in to.into_iter().filter(|p| *p != peer) {
+            out.send(
+                p,
+                ServerMsg::Typing {
+                    conversation: meta.id.clone(),
+                    author,
+                    name: name.clone(),
+                },
+            );
+        }
     }
 
     /// An action that posts or calls in `meta`: an agent in a waiting conversation takes it
@@ -1684,6 +1752,7 @@ impl Core {
             Some(Role::Visitor { conversation, .. }) => Some(conversation.clone()),
             _ => None,
         };
+        let with_read = visitor.is_some();
         if let Some(own) = visitor {
             let rate = self.limits.visitor_history_rate;
             let budget = self
@@ -1700,6 +1769,7 @@ impl Core {
             conversation,
             after,
             limit: self.limits.history_page,
+            with_read,
         });
     }
 
@@ -1709,6 +1779,7 @@ impl Core {
         peer: PeerId,
         conversation: ConversationId,
         messages: Vec<Message>,
+        read: Option<u64>,
         out: &mut Out,
     ) {
         if let Some(Some(Role::Visitor {
@@ -1749,6 +1820,15 @@ impl Core {
         }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.joined.insert(conversation.clone(), Joined::Live);
+        }
+        if let Some(seq) = read.filter(|s| *s > 0) {
+            out.send(
+                peer,
+                ServerMsg::Read {
+                    conversation: conversation.clone(),
+                    seq,
+                },
+            );
         }
         out.send(peer, self.call_msg(&conversation, peer));
     }
@@ -2259,6 +2339,7 @@ fn request_context(request: &Request) -> (Option<ConversationId>, Option<ClientM
             | ClientMsg::Take { conversation }
             | ClientMsg::Read { conversation, .. }
             | ClientMsg::Call { conversation, .. }
+            | ClientMsg::Typing { conversation }
             | ClientMsg::Signal { conversation, .. },
         ) => (Some(conversation.clone()), None),
         Request::Frame(ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. }) => {
@@ -2332,6 +2413,7 @@ fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
         | ClientMsg::Take { conversation }
         | ClientMsg::Read { conversation, .. }
         | ClientMsg::Call { conversation, .. }
+        | ClientMsg::Typing { conversation }
         | ClientMsg::Signal { conversation, .. } => (Some(conversation.clone()), None),
         ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. } => (None, None),
     }
@@ -2579,6 +2661,7 @@ mod tests {
                 peer: PeerId(peer),
                 conversation: conv.id.clone(),
                 messages: Vec::new(),
+                read: None,
             });
         }
     }
@@ -2737,7 +2820,7 @@ mod tests {
     }
 
     #[test]
-    fn only_agents_keep_read_marks() {
+    fn only_agents_keep_read_marks_and_the_visitor_sees_them() {
         let mut w = World::new();
         let c1 = meta("c1", "s1", None);
         w.visitor(1, &c1);
@@ -2758,6 +2841,69 @@ mod tests {
                 seq: 7
             }]
         );
+        // Once stored, the visitor hears it.
+        let e = w.ev(Event::MarkedRead {
+            conversation: "c1".into(),
+            seq: 7,
+        });
+        assert_eq!(
+            sent(&e),
+            vec![(
+                1,
+                ServerMsg::Read {
+                    conversation: "c1".into(),
+                    seq: 7
+                }
+            )]
+        );
+        // A visitor joining later hears how far it was read, after the history.
+        w.visitor(2, &c1);
+        let join = ClientMsg::Join {
+            conversation: "c1".into(),
+            after_seq: 0,
+        };
+        w.act(2, join, &c1);
+        let e = w.ev(Event::History {
+            peer: PeerId(2),
+            conversation: "c1".into(),
+            messages: vec![msg("c1", 1)],
+            read: Some(7),
+        });
+        assert!(sent(&e).contains(&(
+            2,
+            ServerMsg::Read {
+                conversation: "c1".into(),
+                seq: 7
+            }
+        )));
+    }
+
+    #[test]
+    fn typing_reaches_the_other_side_only() {
+        let (mut w, c1) = call_world(); // visitors 1 and 3, agent "a" on 10, all joined
+        w.agent(20, "b", Scope::All);
+        w.join(20, &c1);
+        let typing = ClientMsg::Typing {
+            conversation: "c1".into(),
+        };
+        let to = |e: &[Effect]| -> Vec<u64> {
+            sent(e)
+                .into_iter()
+                .filter(|(_, m)| matches!(m, ServerMsg::Typing { .. }))
+                .map(|(p, _)| p)
+                .collect()
+        };
+        // The visitor types: the agents joined hear it, not the visitor's other tab.
+        assert_eq!(to(&w.act(1, typing.clone(), &c1)), vec![10, 20]);
+        // The assigned agent types: the visitor's tabs, with the agent's name.
+        let e = w.act(10, typing.clone(), &c1);
+        assert_eq!(to(&e), vec![1, 3]);
+        assert!(sent(&e).iter().any(|(_, m)| matches!(
+            m,
+            ServerMsg::Typing { author: Author::Agent, name: Some(n), .. } if n == "Agent a"
+        )));
+        // Another agent looking on: nothing reaches the visitor.
+        assert!(to(&w.act(20, typing, &c1)).is_empty());
     }
 
     #[test]
@@ -2872,7 +3018,8 @@ mod tests {
             peer: PeerId(1),
             conversation: "c1".into(),
             after: 0,
-            limit: 3
+            limit: 3,
+            with_read: true
         }));
         let deliver = |w: &mut World, seq| {
             w.ev(Event::Delivered(BusEvent::Message {
@@ -2887,13 +3034,15 @@ mod tests {
             peer: PeerId(1),
             conversation: "c1".into(),
             messages: (1..=3).map(|s| msg("c1", s)).collect(),
+            read: None,
         });
         assert_eq!(sent(&page).len(), 1);
         assert!(page.contains(&Effect::ReadHistory {
             peer: PeerId(1),
             conversation: "c1".into(),
             after: 3,
-            limit: 3
+            limit: 3,
+            with_read: true
         }));
         assert!(sent(&deliver(&mut w, 5)).is_empty());
         // The last page already has 4 (it was committed before the read): 4 is not sent
@@ -2902,6 +3051,7 @@ mod tests {
             peer: PeerId(1),
             conversation: "c1".into(),
             messages: vec![msg("c1", 4)],
+            read: None,
         });
         let frames: Vec<ServerMsg> = sent(&last).into_iter().map(|(_, m)| m).collect();
         assert_eq!(
@@ -3576,6 +3726,7 @@ mod tests {
             peer: PeerId(1),
             conversation: "c1".into(),
             messages: Vec::new(),
+            read: None,
         });
         // A second tab with the same token gets the same conversation, still unstored.
         w.ev(Event::Opened {
@@ -3821,6 +3972,7 @@ mod tests {
                 peer: PeerId(peer),
                 conversation: "c1".into(),
                 messages: page(from),
+                read: None,
             }))
         };
         assert_eq!(next(&mut w, 1, 1), 1); // 3 read

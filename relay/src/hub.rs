@@ -258,18 +258,25 @@ impl Hub {
                 conversation,
                 after,
                 limit,
-            } => match self
-                .log
-                .messages_after(conversation.clone(), after, limit)
-                .await
-            {
-                Ok(messages) => Event::History {
-                    peer,
-                    conversation,
-                    messages,
-                },
-                Err(e) => failed(peer, Some(conversation), None, e),
-            },
+                with_read,
+            } => {
+                let page = self.log.messages_after(conversation.clone(), after, limit);
+                let read = async {
+                    match with_read {
+                        true => self.log.read_upto(conversation.clone()).await.map(Some),
+                        false => Ok(None),
+                    }
+                };
+                match tokio::try_join!(page, read) {
+                    Ok((messages, read)) => Event::History {
+                        peer,
+                        conversation,
+                        messages,
+                        read,
+                    },
+                    Err(e) => failed(peer, Some(conversation), None, e),
+                }
+            }
             Effect::Assign {
                 peer,
                 meta,
@@ -301,12 +308,13 @@ impl Hub {
                 agent,
                 conversation,
                 seq,
-            } => {
-                if let Err(e) = self.log.mark_read(agent, conversation, seq).await {
+            } => match self.log.mark_read(agent, conversation.clone(), seq).await {
+                Ok(()) => Event::MarkedRead { conversation, seq },
+                Err(e) => {
                     tracing::error!("store: read mark: {e}");
+                    return Vec::new();
                 }
-                return Vec::new();
-            }
+            },
             now @ (Effect::Send(..)
             | Effect::Close(_)
             | Effect::SendMedia { .. }

@@ -1093,6 +1093,17 @@ impl Log for SqliteStore {
         })
     }
 
+    fn read_upto(&self, id: ConversationId) -> StoreFuture<'_, u64> {
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(seq), 0) FROM reads WHERE conversation_id = ?1",
+                )?
+                .query_row([&id.0], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
     fn files_size(&self, id: ConversationId) -> StoreFuture<'_, u64> {
         self.read(move |c| {
             let n: i64 = c

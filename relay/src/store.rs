@@ -167,6 +167,8 @@ pub trait Log: Send + Sync + 'static {
     fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>>;
     /// A file and the conversation it belongs to.
     fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>>;
+    /// How far any agent has read a conversation.
+    fn read_upto(&self, id: ConversationId) -> StoreFuture<'_, u64>;
     /// Bytes of files a conversation holds.
     fn files_size(&self, id: ConversationId) -> StoreFuture<'_, u64>;
     /// The message a participant sent with this `client_id`, if one is stored.

@@ -103,3 +103,53 @@ async fn the_team_sees_each_agents_presence_live_and_it_is_stored() {
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typing_goes_to_the_other_side_and_the_visitor_sees_what_was_read() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conv, token) = relay.pair().await;
+    let typing = ClientMsg::Typing {
+        conversation: conv.clone(),
+    };
+    visitor.send(&typing).await;
+    let (author, name) = agent
+        .recv_until(|m| match m {
+            ServerMsg::Typing { author, name, .. } => Some((author, name)),
+            _ => None,
+        })
+        .await;
+    assert_eq!((author, name), (escalera_protocol::Author::Visitor, None));
+    agent.send(&typing).await;
+    let name = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Typing { name, .. } => Some(name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(name.as_deref(), Some("Ana"));
+
+    // Ana reads up to the visitor's first message (seq 1): the visitor hears it live...
+    agent
+        .send(&ClientMsg::Read {
+            conversation: conv.clone(),
+            seq: 1,
+        })
+        .await;
+    let read = |m: ServerMsg| match m {
+        ServerMsg::Read { seq, .. } => Some(seq),
+        _ => None,
+    };
+    assert_eq!(visitor.recv_until(read).await, 1);
+    // ...and a tab opened later hears it after the history.
+    let (mut later, _, _) = relay.visitor(Some(token)).await;
+    later
+        .send(&ClientMsg::Join {
+            conversation: conv.clone(),
+            after_seq: 0,
+        })
+        .await;
+    let history = common::history(&mut later).await;
+    assert!(!history.is_empty());
+    assert_eq!(later.recv_until(read).await, 1);
+    relay.stop().await;
+}

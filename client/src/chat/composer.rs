@@ -47,6 +47,9 @@ pub fn Composer(
     #[prop(into)] placeholder: String,
     #[prop(optional)] on_files: Option<Callback<Vec<web_sys::File>>>,
     #[prop(optional)] draft: Option<Draft>,
+    /// Called on every edit (the caller throttles what it sends).
+    #[prop(optional)]
+    on_typing: Option<Callback<()>>,
 ) -> impl IntoView {
     let Draft {
         text,
@@ -103,7 +106,12 @@ pub fn Composer(
                 placeholder=placeholder
                 prop:value=move || text.get()
                 prop:disabled=move || disabled.get()
-                on:input=move |ev| set_text.run(event_target_value(&ev))
+                on:input=move |ev| {
+                    set_text.run(event_target_value(&ev));
+                    if let Some(typing) = on_typing {
+                        typing.run(());
+                    }
+                }
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
                     if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                         ev.prevent_default();

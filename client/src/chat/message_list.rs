@@ -23,6 +23,9 @@ pub fn MessageList(
     thread: Signal<Thread>,
     me: Author,
     #[prop(into)] empty: String,
+    /// How far the other side has read: this side's messages up to it say `data-read`.
+    #[prop(optional)]
+    read_upto: Option<Signal<u64>>,
 ) -> impl IntoView {
     let list = NodeRef::<html::Div>::new();
     // Keep the newest message in view as messages arrive.
@@ -46,7 +49,7 @@ pub fn MessageList(
                 <p class="empty">{empty.clone()}</p>
             </Show>
             <For each=lines key=|(k, _)| k.clone() let:item>
-                {line_view(item.1, me)}
+                {line_view(item.1, me, read_upto)}
             </For>
         </div>
     }
@@ -62,8 +65,8 @@ fn line_key(line: &Line) -> String {
     }
 }
 
-fn line_view(line: Line, me: Author) -> impl IntoView {
-    let (author, name, text, at, pending, attachment) = match line {
+fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl IntoView {
+    let (author, name, text, at, pending, attachment, seq) = match line {
         Line::Stored(m) => (
             m.author,
             m.author_name,
@@ -71,8 +74,14 @@ fn line_view(line: Line, me: Author) -> impl IntoView {
             Some(m.at),
             false,
             m.attachment,
+            m.seq,
         ),
-        Line::Pending(p) => (me, None, p.text, None, true, None),
+        Line::Pending(p) => (me, None, p.text, None, true, None, 0),
+    };
+    // Only this side's stored messages can be read by the other.
+    let read = move || {
+        let upto = read_upto.filter(|_| author == me && seq > 0)?;
+        Some(if seq <= upto.get() { "true" } else { "false" })
     };
     let side = if author == Author::System {
         "system"
@@ -94,6 +103,7 @@ fn line_view(line: Line, me: Author) -> impl IntoView {
             data-testid="message"
             data-author=author_attr(author)
             data-pending=pending.to_string()
+            data-read=read
         >
             {match attachment {
                 Some(file) => view! { <div class="bubble has-file">

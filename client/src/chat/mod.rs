@@ -4,10 +4,12 @@ mod attachment;
 mod composer;
 mod message_list;
 mod thread;
+mod typing;
 mod upload;
 
 pub use attachment::AttachmentView;
 pub use composer::{files_of, Composer, Draft};
 pub use message_list::MessageList;
 pub use thread::{Line, Pending, Thread, Threads};
+pub use typing::{Typing, TypingLine};
 pub use upload::{human_size, Upload, UploadList, Uploader};

@@ -50,6 +50,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         };
         // Offline it waits in the outbox and goes with the next join.
         desk.link.chat(&id, text);
+        desk.typing.sent();
     });
     // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
     let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());
@@ -103,10 +104,16 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     </div>
                 </Show>
                 <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
+                <crate::chat::TypingLine typing=desk.typing conversation=desk.selected />
                 <UploadList uploader=desk.uploader conversation=desk.selected />
                 <Composer
                     on_files=on_files
                     on_send=on_send
+                    on_typing=Callback::new(move |()| {
+                        if let Some(id) = desk.selected.get_untracked() {
+                            desk.typing.keystroke(&id);
+                        }
+                    })
                     draft=desk.draft()
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_))))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"

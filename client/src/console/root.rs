@@ -16,7 +16,7 @@ use super::state::Inbox;
 use super::team::{PresenceSelect, Team, TeamList};
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
-use crate::chat::{Draft, Uploader};
+use crate::chat::{Draft, Typing, Uploader};
 use crate::link::{use_link, Link};
 use crate::relay::Status;
 
@@ -91,6 +91,8 @@ pub struct Desk {
     pub call: CallCtl,
     /// File uploads.
     pub uploader: Uploader,
+    /// Who is typing.
+    pub typing: Typing,
     /// Unsent replies, one per conversation (kept in this browser's storage, per agent, until
     /// logout).
     pub drafts: RwSignal<HashMap<ConversationId, String>>,
@@ -211,6 +213,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     });
     let call = use_call(link, Author::Agent, uploader);
     let team = Team::new(link);
+    let typing = Typing::new(link);
     let desk = Desk {
         link,
         inbox,
@@ -219,6 +222,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         notice,
         call,
         uploader,
+        typing,
         drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
         drafts_key: StoredValue::new(drafts_key(&me)),
     };

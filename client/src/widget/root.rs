@@ -10,7 +10,9 @@ use leptos::prelude::*;
 use super::host::use_host;
 use crate::browser;
 use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
-use crate::chat::{Composer, MessageList, Pending, Thread, UploadList, Uploader};
+use crate::chat::{
+    Composer, MessageList, Pending, Thread, Typing, TypingLine, UploadList, Uploader,
+};
 use crate::link::use_link;
 use crate::relay::Status;
 
@@ -82,6 +84,9 @@ pub fn Widget() -> impl IntoView {
         });
     }
     let call = use_call(link, Author::Visitor, uploader);
+    let typing = Typing::new(link);
+    // How far the agent has read (our messages up to it show as read).
+    let read_upto = RwSignal::new(0u64);
     link.subscribe(move |msg| match msg {
         ServerMsg::WelcomeVisitor {
             token,
@@ -105,6 +110,7 @@ pub fn Widget() -> impl IntoView {
             agent.set(agent_name.clone());
         }
         ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name.clone())),
+        ServerMsg::Read { seq, .. } => read_upto.update(|r| *r = (*r).max(*seq)),
         // TURN credentials come once an agent has joined.
         ServerMsg::Media { media, .. } => {
             uploader.max.set(media.max_upload);
@@ -170,6 +176,7 @@ pub fn Widget() -> impl IntoView {
         // Before the first welcome it waits under no conversation, with the restored ones.
         let id = conversation.get_untracked().unwrap_or_else(unknown);
         link.chat(&id, text);
+        typing.sent();
     });
     let socket = link.socket;
 
@@ -237,7 +244,9 @@ pub fn Widget() -> impl IntoView {
                 thread=thread
                 me=Author::Visitor
                 empty="Hi! Ask us anything: an agent will answer here."
+                read_upto=Signal::derive(move || read_upto.get())
             />
+            <TypingLine typing=typing conversation=conversation />
             <Show when=move || notice.get().or(call.notice.get()).is_some()>
                 <div class="banner notice" role="alert" data-testid="notice">
                     <span>{move || notice.get().or(call.notice.get()).unwrap_or_default()}</span>
@@ -245,7 +254,17 @@ pub fn Widget() -> impl IntoView {
                 </div>
             </Show>
             <UploadList uploader=uploader conversation=conversation />
-            <Composer on_send=on_send disabled=false placeholder="Type your message…" on_files=on_files />
+            <Composer
+                on_send=on_send
+                disabled=false
+                placeholder="Type your message…"
+                on_files=on_files
+                on_typing=Callback::new(move |()| {
+                    if let Some(id) = conversation.get_untracked() {
+                        typing.keystroke(&id);
+                    }
+                })
+            />
         </div>
     }
     .into_any()

@@ -1,0 +1,105 @@
+//! "Ana is typing…": sent while keys are pressed (at most every 2 s), shown for a few seconds
+//! after the other side's last word of it.
+
+use escalera_protocol::{Author, ClientMsg, ConversationId, ServerMsg};
+use leptos::prelude::*;
+
+use crate::link::Link;
+
+/// How often this side says it is typing, at most.
+const SAY_EVERY_MS: f64 = 2_000.0;
+/// How long "is typing" stays after the last word of it.
+const SHOWN_FOR_MS: f64 = 4_000.0;
+
+/// Who is typing where, as the relay told us.
+#[derive(Clone, Copy)]
+pub struct Typing {
+    /// The conversation, what to show, and until when.
+    shown: RwSignal<Option<(ConversationId, String, f64)>>,
+    said_at: StoredValue<f64>,
+    link: Link,
+}
+
+impl Typing {
+    /// Follows the other side's typing on `link`; a message from them ends it at once.
+    pub fn new(link: Link) -> Self {
+        let typing = Self {
+            shown: RwSignal::new(None),
+            said_at: StoredValue::new(0.0),
+            link,
+        };
+        link.subscribe(move |msg| match msg {
+            ServerMsg::Typing {
+                conversation,
+                author,
+                name,
+            } => {
+                let who = match (author, name) {
+                    (Author::Agent, Some(n)) => format!("{n} is typing…"),
+                    (Author::Agent, None) => "The agent is typing…".to_owned(),
+                    _ => "The visitor is typing…".to_owned(),
+                };
+                let until = js_sys::Date::now() + SHOWN_FOR_MS;
+                typing.shown.set(Some((conversation.clone(), who, until)));
+                let shown = typing.shown;
+                gloo_timers::callback::Timeout::new(SHOWN_FOR_MS as u32 + 50, move || {
+                    if shown
+                        .get_untracked()
+                        .is_some_and(|(_, _, u)| u <= js_sys::Date::now())
+                    {
+                        shown.set(None);
+                    }
+                })
+                .forget();
+            }
+            ServerMsg::Message(m)
+                if m.author != Author::System
+                    && typing
+                        .shown
+                        .get_untracked()
+                        .is_some_and(|(c, _, _)| c == m.conversation) =>
+            {
+                typing.shown.set(None);
+            }
+            _ => {}
+        });
+        typing
+    }
+
+    /// This side pressed a key in `conversation`'s composer.
+    pub fn keystroke(&self, conversation: &ConversationId) {
+        let now = js_sys::Date::now();
+        if now - self.said_at.get_value() >= SAY_EVERY_MS {
+            self.said_at.set_value(now);
+            self.link.socket.send(&ClientMsg::Typing {
+                conversation: conversation.clone(),
+            });
+        }
+    }
+
+    /// This side sent its message: the next key says "typing" again at once.
+    pub fn sent(&self) {
+        self.said_at.set_value(0.0);
+    }
+
+    /// What to show under `conversation`'s messages, if anything.
+    pub fn line(&self, conversation: Option<ConversationId>) -> Option<String> {
+        let (c, who, _) = self.shown.get()?;
+        (Some(c) == conversation).then_some(who)
+    }
+}
+
+/// The "is typing" line (announced to screen readers politely).
+#[component]
+pub fn TypingLine(
+    typing: Typing,
+    #[prop(into)] conversation: Signal<Option<ConversationId>>,
+) -> impl IntoView {
+    view! {
+        <p class="typing" aria-live="polite">
+            {move || typing.line(conversation.get()).map(|who| view! {
+                <span data-testid="typing">{who}</span>
+            })}
+        </p>
+    }
+}
