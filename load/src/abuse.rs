@@ -84,13 +84,7 @@ impl Target {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("the relay did not start on {addr}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::listening(addr).await?;
         Ok(Self {
             child,
             addr,

@@ -152,13 +152,7 @@ impl Relay {
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("the relay did not start on {addr}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        listening(addr).await?;
         Ok(Self {
             _child: child,
             addr,
@@ -192,6 +186,18 @@ impl Relay {
             other => bail!("expected a welcome, got {other:?}"),
         }
     }
+}
+
+/// Waits (up to 30 s) until the relay just started listens on `addr`.
+async fn listening(addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the relay did not start on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);

@@ -116,20 +116,10 @@ impl TestRelay {
         &self,
         token: Option<VisitorToken>,
     ) -> (Ws, VisitorToken, escalera_protocol::ConversationId) {
-        let mut ws = self.visitor_socket(&self.site.key, SHOP).await.unwrap();
-        ws.send(&ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token,
-        })
-        .await;
-        match ws.recv().await {
-            ServerMsg::WelcomeVisitor {
-                token,
-                conversation,
-                ..
-            } => (ws, token, conversation),
-            other => panic!("expected a welcome, got {other:?}"),
-        }
+        let ws = self.visitor_socket(&self.site.key, SHOP).await.unwrap();
+        welcome(ws, token)
+            .await
+            .unwrap_or_else(|other| panic!("expected a welcome, got {other:?}"))
     }
 
     /// A visitor of the main site from `127.0.0.n` with `token`: welcomed (socket, token,
@@ -140,20 +130,7 @@ impl TestRelay {
         token: Option<VisitorToken>,
     ) -> Result<(Ws, VisitorToken, escalera_protocol::ConversationId), ServerMsg> {
         let url = format!("ws://{}/ws/visitor?site={}", self.addr, self.site.key);
-        let mut ws = Ws::connect_from(n, &url, SHOP).await.unwrap();
-        ws.send(&ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token,
-        })
-        .await;
-        match ws.recv().await {
-            ServerMsg::WelcomeVisitor {
-                token,
-                conversation,
-                ..
-            } => Ok((ws, token, conversation)),
-            other => Err(other),
-        }
+        welcome(Ws::connect_from(n, &url, SHOP).await.unwrap(), token).await
     }
 
     /// Rows of a table in the relay's database (read beside the relay, as the CLI does).
@@ -250,6 +227,27 @@ impl TestRelay {
             t.await.unwrap().unwrap();
         }
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+/// Says hello as a visitor with `token`: the welcome (socket, token, conversation), or what
+/// the relay said instead.
+async fn welcome(
+    mut ws: Ws,
+    token: Option<VisitorToken>,
+) -> Result<(Ws, VisitorToken, escalera_protocol::ConversationId), ServerMsg> {
+    ws.send(&ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        token,
+    })
+    .await;
+    match ws.recv().await {
+        ServerMsg::WelcomeVisitor {
+            token,
+            conversation,
+            ..
+        } => Ok((ws, token, conversation)),
+        other => Err(other),
     }
 }
 
