@@ -177,3 +177,37 @@ async fn both_sides_see_the_other_typing_and_the_visitor_sees_what_was_read() {
         b.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_note_is_never_visible_to_the_visitor_also_after_a_reload() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    ana.click("note-toggle").await;
+    ana.say("Regular customer, offer the free seal").await;
+    ana.wait_js(
+        "the note shown to Ana as a note",
+        "return [...document.querySelectorAll('[data-testid=message][data-author=note]')]
+            .some(m => m.textContent.includes('offer the free seal') && m.dataset.pending === 'false')",
+        vec![],
+    )
+    .await;
+    // The toggle was for one message: the next is a reply the visitor gets.
+    ana.say("A new seal is on its way").await;
+    visitor
+        .wait_message("agent", "A new seal is on its way")
+        .await;
+    let no_note = "return !document.body.textContent.includes('free seal')
+        && document.querySelectorAll('[data-author=note]').length === 0";
+    assert_eq!(visitor.js(no_note, vec![]).await, json!(true));
+    // After a reload (history from the relay): still not there, the reply is.
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor
+        .wait_message("agent", "A new seal is on its way")
+        .await;
+    assert_eq!(visitor.js(no_note, vec![]).await, json!(true));
+    for b in [visitor, ana] {
+        b.close().await;
+    }
+}

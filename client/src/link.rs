@@ -184,9 +184,19 @@ impl Link {
     /// Sends a chat message: it shows as "Sending…" at once and stays in the outbox until the
     /// relay acknowledges it. Offline, or before `id` is joined, it waits for the join.
     pub fn chat(&self, id: &ConversationId, text: String) {
+        self.post(id, text, false);
+    }
+
+    /// Sends an agent's private note (like [`Link::chat`]: kept until acknowledged).
+    pub fn note(&self, id: &ConversationId, text: String) {
+        self.post(id, text, true);
+    }
+
+    fn post(&self, id: &ConversationId, text: String, note: bool) {
         let pending = Pending {
             client_id: ClientMsgId(crate::browser::random_id()),
             text,
+            note,
         };
         let mut frame = None;
         self.threads.update(|t| frame = Some(t.queue(id, pending)));

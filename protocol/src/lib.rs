@@ -84,6 +84,8 @@ pub enum Author {
     Agent,
     /// The relay itself: joins, hand-overs and other events of the conversation.
     System,
+    /// An agent's private note: for agents only, never sent to a visitor.
+    Note,
 }
 
 /// One stored chat message.
@@ -354,6 +356,17 @@ pub enum ClientMsg {
         /// The text, at most [`MAX_TEXT_CHARS`] characters, not blank.
         text: String,
     },
+    /// Agents only: a private note in the conversation, stored and shown to agents, never to
+    /// the visitor (their history skips it). Acknowledged like a chat message; it does not take
+    /// a waiting conversation.
+    Note {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sender's id for this note; resending it never stores it twice.
+        client_id: ClientMsgId,
+        /// The text, as for a chat message.
+        text: String,
+    },
     /// Agent only: take a waiting conversation. The first agent to ask gets it.
     Take {
         /// The conversation.
@@ -446,6 +459,10 @@ pub enum ServerMsg {
         conversation: ConversationId,
         /// The messages.
         messages: Vec<Message>,
+        /// Nothing this socket may see is missing up to this seq (a visitor's history skips
+        /// agents' notes, so its seqs have gaps): join after it next time.
+        #[serde(default)]
+        upto: u64,
     },
     /// A message stored in a conversation this socket has joined.
     Message(Message),

@@ -330,6 +330,10 @@ pub enum Event {
         conversation: ConversationId,
         /// Up to a page of messages.
         messages: Vec<Message>,
+        /// Nothing the joiner may see is missing up to this seq.
+        upto: u64,
+        /// Whether the page was full (there may be more after `upto`).
+        full: bool,
         /// How far the agents have read it, when asked.
         read: Option<u64>,
     },
@@ -462,8 +466,9 @@ pub enum Effect {
         after: u64,
         /// At most this many.
         limit: u32,
-        /// Also how far the agents have read it (for a visitor's last page).
-        with_read: bool,
+        /// For a visitor: without the agents' notes, and with how far the agents have read
+        /// it (for the last page).
+        for_visitor: bool,
     },
     /// Assign a waiting conversation, first come first served; answer with
     /// [`Event::Assigned`].
@@ -730,6 +735,15 @@ enum Hello {
     Done,
 }
 
+/// A page of history, as the store read it.
+#[derive(Debug)]
+struct Page {
+    messages: Vec<Message>,
+    upto: u64,
+    full: bool,
+    read: Option<u64>,
+}
+
 /// A joined conversation: live, or still reading its history (live messages wait in
 /// `buffer` until the last page is sent, so none is missed, doubled or out of order).
 #[derive(Debug)]
@@ -935,8 +949,18 @@ impl Core {
                 peer,
                 conversation,
                 messages,
+                upto,
+                full,
                 read,
-            } => self.history(now, peer, conversation, messages, read, &mut out),
+            } => {
+                let page = Page {
+                    messages,
+                    upto,
+                    full,
+                    read,
+                };
+                self.history(now, peer, conversation, page, &mut out)
+            }
             Event::Assigned {
                 peer,
                 meta,
@@ -1233,7 +1257,10 @@ impl Core {
             | ClientMsg::Call {
                 ref conversation, ..
             }
-            | ClientMsg::Typing { ref conversation } => {
+            | ClientMsg::Typing { ref conversation }
+            | ClientMsg::Note {
+                ref conversation, ..
+            } => {
                 let conversation = conversation.clone();
                 self.request(now, peer, conversation, Request::Frame(msg), out);
             }
@@ -1414,6 +1441,28 @@ impl Core {
                 self.act(now, peer, &role, meta, AfterTake::Call(action), out)?;
             }
             ClientMsg::Typing { .. } => self.typing(peer, &role, &meta, out),
+            ClientMsg::Note {
+                client_id, text, ..
+            } => {
+                let Role::Agent { agent, .. } = &role else {
+                    return Err(RelayError::Forbidden("only agents write notes"));
+                };
+                check_text(&text).map_err(RelayError::BadText)?;
+                check_client_id(&client_id)?;
+                out.push(Effect::Append {
+                    message: NewMessage {
+                        conversation: meta.id.clone(),
+                        client_id: Some(client_id),
+                        author: Author::Note,
+                        author_name: Some(agent.name.clone()),
+                        text,
+                        attachment: None,
+                        at: now,
+                    },
+                    site: meta.site.clone(),
+                    reply: Reply::Ack(peer),
+                });
+            }
             ClientMsg::Hello { .. }
             | ClientMsg::Ping
             | ClientMsg::Signal { .. }
@@ -1752,7 +1801,7 @@ impl Core {
             Some(Role::Visitor { conversation, .. }) => Some(conversation.clone()),
             _ => None,
         };
-        let with_read = visitor.is_some();
+        let for_visitor = visitor.is_some();
         if let Some(own) = visitor {
             let rate = self.limits.visitor_history_rate;
             let budget = self
@@ -1769,7 +1818,7 @@ impl Core {
             conversation,
             after,
             limit: self.limits.history_page,
-            with_read,
+            for_visitor,
         });
     }
 
@@ -1778,10 +1827,15 @@ impl Core {
         now: i64,
         peer: PeerId,
         conversation: ConversationId,
-        messages: Vec<Message>,
-        read: Option<u64>,
+        page: Page,
         out: &mut Out,
     ) {
+        let Page {
+            messages,
+            upto,
+            full,
+            read,
+        } = page;
         if let Some(Some(Role::Visitor {
             conversation: own, ..
         })) = self.peers.get(&peer).map(|p| p.role.as_ref())
@@ -1790,7 +1844,6 @@ impl Core {
                 budget.spend(now, messages.len());
             }
         }
-        let page = self.limits.history_page;
         let Some(Joined::CatchingUp { after, buffer }) = self
             .peers
             .get_mut(&peer)
@@ -1798,14 +1851,14 @@ impl Core {
         else {
             return;
         };
-        let full = messages.len() >= page as usize;
-        *after = messages.last().map_or(*after, |m| m.seq);
+        *after = upto.max(*after);
         let last = *after;
         out.send(
             peer,
             ServerMsg::History {
                 conversation: conversation.clone(),
                 messages,
+                upto: last,
             },
         );
         if full {
@@ -1841,6 +1894,7 @@ impl Core {
                 summary,
             } => {
                 let cap = self.limits.catch_up_buffer;
+                let note = message.author == Author::Note;
                 for peer in self
                     .members
                     .get(&message.conversation)
@@ -1850,6 +1904,10 @@ impl Core {
                     let Some(p) = self.peers.get_mut(peer) else {
                         continue;
                     };
+                    // A note is for agents: never on a visitor's socket.
+                    if note && !matches!(p.role, Some(Role::Agent { .. })) {
+                        continue;
+                    }
                     match p.joined.get_mut(&message.conversation) {
                         Some(Joined::Live) => {
                             out.send(*peer, ServerMsg::Message((*message).clone()))
@@ -2329,11 +2387,18 @@ fn system_note(now: i64, meta: &ConversationMeta, text: String) -> Effect {
 /// The conversation and chat message a request is about, for its errors.
 fn request_context(request: &Request) -> (Option<ConversationId>, Option<ClientMsgId>) {
     match request {
-        Request::Frame(ClientMsg::Chat {
-            conversation,
-            client_id,
-            ..
-        }) => (Some(conversation.clone()), Some(client_id.clone())),
+        Request::Frame(
+            ClientMsg::Chat {
+                conversation,
+                client_id,
+                ..
+            }
+            | ClientMsg::Note {
+                conversation,
+                client_id,
+                ..
+            },
+        ) => (Some(conversation.clone()), Some(client_id.clone())),
         Request::Frame(
             ClientMsg::Join { conversation, .. }
             | ClientMsg::Take { conversation }
@@ -2405,6 +2470,11 @@ pub const SESSION_CHECK_MS: i64 = 2_000;
 fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
     match msg {
         ClientMsg::Chat {
+            conversation,
+            client_id,
+            ..
+        }
+        | ClientMsg::Note {
             conversation,
             client_id,
             ..
@@ -2657,12 +2727,24 @@ mod tests {
                 after_seq: 0,
             };
             self.act(peer, join, conv);
-            self.ev(Event::History {
-                peer: PeerId(peer),
-                conversation: conv.id.clone(),
-                messages: Vec::new(),
-                read: None,
-            });
+            self.ev(page_of(PeerId(peer), conv.id.clone(), Vec::new(), None));
+        }
+    }
+
+    /// A page of history as the store would read it (pages of 3, as in [`World::new`]).
+    fn page_of(
+        peer: PeerId,
+        conversation: ConversationId,
+        messages: Vec<Message>,
+        read: Option<u64>,
+    ) -> Event {
+        Event::History {
+            peer,
+            conversation,
+            upto: messages.last().map_or(0, |m| m.seq),
+            full: messages.len() >= 3,
+            messages,
+            read,
         }
     }
 
@@ -2863,12 +2945,7 @@ mod tests {
             after_seq: 0,
         };
         w.act(2, join, &c1);
-        let e = w.ev(Event::History {
-            peer: PeerId(2),
-            conversation: "c1".into(),
-            messages: vec![msg("c1", 1)],
-            read: Some(7),
-        });
+        let e = w.ev(page_of(PeerId(2), "c1".into(), vec![msg("c1", 1)], Some(7)));
         assert!(sent(&e).contains(&(
             2,
             ServerMsg::Read {
@@ -3019,7 +3096,7 @@ mod tests {
             conversation: "c1".into(),
             after: 0,
             limit: 3,
-            with_read: true
+            for_visitor: true
         }));
         let deliver = |w: &mut World, seq| {
             w.ev(Event::Delivered(BusEvent::Message {
@@ -3030,36 +3107,32 @@ mod tests {
         };
         // Stored while the history is read: held, not sent.
         assert!(sent(&deliver(&mut w, 4)).is_empty());
-        let page = w.ev(Event::History {
-            peer: PeerId(1),
-            conversation: "c1".into(),
-            messages: (1..=3).map(|s| msg("c1", s)).collect(),
-            read: None,
-        });
+        let page = w.ev(page_of(
+            PeerId(1),
+            "c1".into(),
+            (1..=3).map(|s| msg("c1", s)).collect(),
+            None,
+        ));
         assert_eq!(sent(&page).len(), 1);
         assert!(page.contains(&Effect::ReadHistory {
             peer: PeerId(1),
             conversation: "c1".into(),
             after: 3,
             limit: 3,
-            with_read: true
+            for_visitor: true
         }));
         assert!(sent(&deliver(&mut w, 5)).is_empty());
         // The last page already has 4 (it was committed before the read): 4 is not sent
         // twice, 5 follows, then the call.
-        let last = w.ev(Event::History {
-            peer: PeerId(1),
-            conversation: "c1".into(),
-            messages: vec![msg("c1", 4)],
-            read: None,
-        });
+        let last = w.ev(page_of(PeerId(1), "c1".into(), vec![msg("c1", 4)], None));
         let frames: Vec<ServerMsg> = sent(&last).into_iter().map(|(_, m)| m).collect();
         assert_eq!(
             frames,
             vec![
                 ServerMsg::History {
                     conversation: "c1".into(),
-                    messages: vec![msg("c1", 4)]
+                    messages: vec![msg("c1", 4)],
+                    upto: 4
                 },
                 ServerMsg::Message(msg("c1", 5)),
                 ServerMsg::Call {
@@ -3722,12 +3795,7 @@ mod tests {
         assert!(!e
             .iter()
             .any(|e| matches!(e, Effect::Load { .. } | Effect::Create { .. })));
-        w.ev(Event::History {
-            peer: PeerId(1),
-            conversation: "c1".into(),
-            messages: Vec::new(),
-            read: None,
-        });
+        w.ev(page_of(PeerId(1), "c1".into(), Vec::new(), None));
         // A second tab with the same token gets the same conversation, still unstored.
         w.ev(Event::Opened {
             peer: PeerId(2),
@@ -3968,12 +4036,7 @@ mod tests {
         assert_eq!(reads(&w.act(1, join.clone(), &c1)), 1);
         assert_eq!(reads(&w.act(2, join, &c1)), 1);
         let next = |w: &mut World, peer: u64, from: u64| {
-            reads(&w.ev(Event::History {
-                peer: PeerId(peer),
-                conversation: "c1".into(),
-                messages: page(from),
-                read: None,
-            }))
+            reads(&w.ev(page_of(PeerId(peer), "c1".into(), page(from), None)))
         };
         assert_eq!(next(&mut w, 1, 1), 1); // 3 read
         assert_eq!(next(&mut w, 2, 1), 1); // 6

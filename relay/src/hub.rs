@@ -258,20 +258,24 @@ impl Hub {
                 conversation,
                 after,
                 limit,
-                with_read,
+                for_visitor,
             } => {
-                let page = self.log.messages_after(conversation.clone(), after, limit);
+                let page =
+                    self.log
+                        .messages_after(conversation.clone(), after, limit, !for_visitor);
                 let read = async {
-                    match with_read {
+                    match for_visitor {
                         true => self.log.read_upto(conversation.clone()).await.map(Some),
                         false => Ok(None),
                     }
                 };
                 match tokio::try_join!(page, read) {
-                    Ok((messages, read)) => Event::History {
+                    Ok((page, read)) => Event::History {
                         peer,
                         conversation,
-                        messages,
+                        messages: page.messages,
+                        upto: page.upto,
+                        full: page.full,
                         read,
                     },
                     Err(e) => failed(peer, Some(conversation), None, e),

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
-use crate::store::{Agent, AgentListing, Appended, Directory, Log, Site, StoreFuture};
+use crate::store::{Agent, AgentListing, Appended, Directory, HistoryPage, Log, Site, StoreFuture};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -336,6 +336,7 @@ fn author_str(a: Author) -> &'static str {
         Author::Visitor => "visitor",
         Author::Agent => "agent",
         Author::System => "system",
+        Author::Note => "note",
     }
 }
 
@@ -343,6 +344,7 @@ fn parse_author(s: &str) -> Author {
     match s {
         "visitor" => Author::Visitor,
         "agent" => Author::Agent,
+        "note" => Author::Note,
         _ => Author::System,
     }
 }
@@ -1037,15 +1039,28 @@ impl Log for SqliteStore {
         id: ConversationId,
         after_seq: u64,
         limit: u32,
-    ) -> StoreFuture<'_, Vec<Message>> {
+        notes: bool,
+    ) -> StoreFuture<'_, HistoryPage> {
         self.read(move |c| {
+            // Notes are read and then left out, so `upto` covers them: a visitor's next join
+            // starts after them.
             let mut stmt = c.prepare_cached(&format!(
                 "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
             ))?;
-            let rows = stmt
+            let rows: Vec<Message> = stmt
                 .query_map(params![id.0, after_seq as i64, limit], row_message)?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            let full = rows.len() >= limit as usize;
+            let upto = rows.last().map_or(after_seq, |m| m.seq);
+            let messages = rows
+                .into_iter()
+                .filter(|m| notes || m.author != Author::Note)
+                .collect();
+            Ok(HistoryPage {
+                messages,
+                upto,
+                full,
+            })
         })
     }
 
@@ -1200,10 +1215,32 @@ mod tests {
         assert!(one.fresh && two.fresh && !again.fresh);
         assert_eq!(again.message, one.message);
         assert_eq!(two.summary.unwrap().preview, "two");
-        let all = s.messages_after(conv.clone(), 0, 100).await.unwrap();
-        assert_eq!(all.len(), 2);
-        let after = s.messages_after(conv, 1, 100).await.unwrap();
-        assert_eq!(after, vec![two.message]);
+        let all = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
+        assert_eq!((all.messages.len(), all.upto, all.full), (2, 2, false));
+        let after = s.messages_after(conv, 1, 100, true).await.unwrap();
+        assert_eq!(after.messages, vec![two.message]);
+    }
+
+    #[tokio::test]
+    async fn a_visitors_history_skips_notes_but_covers_their_seqs() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let conv = conversation(&s, &site.key, "h").await;
+        s.append(chat(&conv, "a", "hello")).await.unwrap();
+        let mut note = chat(&conv, "n", "VIP customer, refund quietly");
+        note.author = Author::Note;
+        s.append(note).await.unwrap();
+        s.append(chat(&conv, "b", "still there?")).await.unwrap();
+        // An agent's page has the note; a visitor's does not, and still covers seq 1 to 3.
+        let agent = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
+        assert_eq!(agent.messages.len(), 3);
+        let visitor = s.messages_after(conv.clone(), 0, 100, false).await.unwrap();
+        let seqs: Vec<u64> = visitor.messages.iter().map(|m| m.seq).collect();
+        assert_eq!((seqs, visitor.upto), (vec![1, 3], 3));
+        assert!(visitor.messages.iter().all(|m| !m.text.contains("VIP")));
+        // A full page of two rows ends on the note: the next starts after it.
+        let first = s.messages_after(conv, 0, 2, false).await.unwrap();
+        assert_eq!((first.messages.len(), first.upto, first.full), (1, 2, true));
     }
 
     #[tokio::test]
@@ -1233,9 +1270,10 @@ mod tests {
         );
         for conv in &convs {
             let seqs: Vec<u64> = s
-                .messages_after(conv.clone(), 0, 10)
+                .messages_after(conv.clone(), 0, 10, true)
                 .await
                 .unwrap()
+                .messages
                 .iter()
                 .map(|m| m.seq)
                 .collect();
@@ -1343,8 +1381,8 @@ mod tests {
         m.attachment = Some(file.clone());
         let stored = s.append(m).await.unwrap();
         assert_eq!(stored.message.attachment.as_ref(), Some(&file));
-        let history = s.messages_after(conv.clone(), 0, 10).await.unwrap();
-        assert_eq!(history[0].attachment, Some(file.clone()));
+        let history = s.messages_after(conv.clone(), 0, 10, true).await.unwrap();
+        assert_eq!(history.messages[0].attachment, Some(file.clone()));
         assert_eq!(s.file(file.id.clone()).await.unwrap(), Some((conv, file)));
         assert_eq!(s.file(FileId::from("nope")).await.unwrap(), None);
     }

@@ -57,6 +57,17 @@ pub struct AgentListing {
     pub sessions: u64,
 }
 
+/// A page of history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryPage {
+    /// The messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Every seq up to this one was looked at (the notes skipped included).
+    pub upto: u64,
+    /// Whether `limit` rows were looked at (there may be more).
+    pub full: bool,
+}
+
 /// A stored message, as [`Log::append`] returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Appended {
@@ -149,13 +160,15 @@ pub trait Log: Send + Sync + 'static {
     /// unless one with the same `client_id` is already in that conversation. Resolves after
     /// the commit is durable.
     fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended>;
-    /// Up to `limit` messages after `after_seq`, oldest first. Never waits for writers.
+    /// Up to `limit` messages after `after_seq`, oldest first (without the agents' notes
+    /// unless `notes`). Never waits for writers.
     fn messages_after(
         &self,
         id: ConversationId,
         after_seq: u64,
         limit: u32,
-    ) -> StoreFuture<'_, Vec<Message>>;
+        notes: bool,
+    ) -> StoreFuture<'_, HistoryPage>;
     /// Assigns a waiting conversation to `agent`; `false` if someone else has it.
     fn assign(&self, id: ConversationId, agent: AgentId) -> StoreFuture<'_, bool>;
     /// Conversations with at least one message on the sites of `scope`: waiting first, then

@@ -153,3 +153,84 @@ async fn typing_goes_to_the_other_side_and_the_visitor_sees_what_was_read() {
     assert_eq!(later.recv_until(read).await, 1);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_note_never_reaches_a_visitor() {
+    // Rule: a note is stored and sent to agents; a visitor's socket never gets it, live or in
+    // history, and their history still covers its seq (so they do not ask for it again).
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut agent, conv, token) = relay.pair().await;
+    let secret = "VIP customer: refund without asking";
+    agent
+        .send(&ClientMsg::Note {
+            conversation: conv.clone(),
+            client_id: "n1".into(),
+            text: secret.into(),
+        })
+        .await;
+    let seq = common::ack(&mut agent).await.1;
+    let stored = agent
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) if m.seq == seq => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored.author, escalera_protocol::Author::Note);
+    // Then a chat message: the visitor gets it, and nothing before it since the join.
+    agent
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: "c1".into(),
+            text: "Let me check that for you".into(),
+        })
+        .await;
+    let next = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(next.text, "Let me check that for you");
+    // A visitor's re-join: no note, and `upto` past it.
+    let (mut again, _, _) = relay.visitor(Some(token)).await;
+    again
+        .send(&ClientMsg::Join {
+            conversation: conv.clone(),
+            after_seq: 0,
+        })
+        .await;
+    let (messages, upto) = again
+        .recv_until(|m| match m {
+            ServerMsg::History { messages, upto, .. } => Some((messages, upto)),
+            _ => None,
+        })
+        .await;
+    assert!(messages
+        .iter()
+        .all(|m| m.author != escalera_protocol::Author::Note));
+    assert!(!format!("{messages:?}").contains("VIP"));
+    assert!(upto > seq, "upto {upto} covers the note at {seq}");
+    // An agent's history has it.
+    let (mut other, _) = relay.agent("ana@shop.example").await;
+    other
+        .send(&ClientMsg::Join {
+            conversation: conv.clone(),
+            after_seq: 0,
+        })
+        .await;
+    let history = common::history(&mut other).await;
+    assert!(history.iter().any(|m| m.text == secret));
+    // A visitor cannot write one.
+    visitor
+        .send(&ClientMsg::Note {
+            conversation: conv.clone(),
+            client_id: "v".into(),
+            text: "sneaky".into(),
+        })
+        .await;
+    assert_eq!(
+        common::error(&mut visitor).await,
+        escalera_protocol::ErrorCode::Forbidden
+    );
+    relay.stop().await;
+}

@@ -13,6 +13,7 @@ fn author_attr(a: Author) -> &'static str {
         Author::Visitor => "visitor",
         Author::Agent => "agent",
         Author::System => "system",
+        Author::Note => "note",
     }
 }
 
@@ -76,7 +77,10 @@ fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl Int
             m.attachment,
             m.seq,
         ),
-        Line::Pending(p) => (me, None, p.text, None, true, None, 0),
+        Line::Pending(p) => {
+            let author = if p.note { Author::Note } else { me };
+            (author, None, p.text, None, true, None, 0)
+        }
     };
     // Only this side's stored messages can be read by the other.
     let read = move || {
@@ -85,6 +89,8 @@ fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl Int
     };
     let side = if author == Author::System {
         "system"
+    } else if author == Author::Note {
+        "note"
     } else if author == me {
         "mine"
     } else {
@@ -93,6 +99,7 @@ fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl Int
     let meta = match (author, name, at) {
         (Author::System, _, _) => None,
         (_, _, None) => Some("Sending…".to_owned()),
+        (Author::Note, Some(n), Some(at)) => Some(format!("Note by {n} · {}", clock(at))),
         (Author::Agent, Some(n), Some(at)) if author != me => Some(format!("{n} · {}", clock(at))),
         (_, _, Some(at)) => Some(clock(at)),
     };
@@ -144,6 +151,7 @@ mod tests {
         let pending = Line::Pending(Pending {
             client_id: "1".into(),
             text: String::new(),
+            note: false,
         });
         assert_ne!(line_key(&pending), line_key(&stored("1", 1)));
     }

@@ -14,6 +14,33 @@ pub struct Pending {
     pub client_id: ClientMsgId,
     /// Its text.
     pub text: String,
+    /// An agent's private note rather than a chat message.
+    #[serde(default)]
+    pub note: bool,
+}
+
+impl Pending {
+    /// The frame that sends it to `conversation`.
+    fn frame(&self, conversation: &ConversationId) -> ClientMsg {
+        let (conversation, client_id, text) = (
+            conversation.clone(),
+            self.client_id.clone(),
+            self.text.clone(),
+        );
+        if self.note {
+            ClientMsg::Note {
+                conversation,
+                client_id,
+                text,
+            }
+        } else {
+            ClientMsg::Chat {
+                conversation,
+                client_id,
+                text,
+            }
+        }
+    }
 }
 
 /// A conversation's messages.
@@ -21,6 +48,9 @@ pub struct Pending {
 pub struct Thread {
     stored: BTreeMap<u64, Message>,
     pending: Vec<Pending>,
+    /// The relay said nothing this side may see is missing up to here (a visitor's history
+    /// skips the agents' notes, so their seqs are gaps).
+    upto: u64,
 }
 
 /// One line to show: stored, or still on its way.
@@ -66,8 +96,8 @@ impl Thread {
 
     /// The highest seq up to which nothing is missing: what to ask history after.
     pub fn last_seq(&self) -> u64 {
-        let mut last = 0;
-        for seq in self.stored.keys() {
+        let mut last = self.upto;
+        for seq in self.stored.range(self.upto + 1..).map(|(s, _)| s) {
             if *seq == last + 1 {
                 last = *seq;
             } else if *seq > last + 1 {
@@ -124,10 +154,12 @@ impl Threads {
             ServerMsg::History {
                 conversation,
                 messages,
+                upto,
             } => {
                 let thread = self.0.entry(conversation.clone()).or_default();
                 let before = thread.clone();
                 thread.merge(messages.iter().cloned());
+                thread.upto = thread.upto.max(*upto);
                 *thread != before
             }
             ServerMsg::Message(m) => {
@@ -150,11 +182,7 @@ impl Threads {
 
     /// Puts one of our messages in `id`'s outbox; returns the frame that sends it.
     pub fn queue(&mut self, id: &ConversationId, pending: Pending) -> ClientMsg {
-        let msg = ClientMsg::Chat {
-            conversation: id.clone(),
-            client_id: pending.client_id.clone(),
-            text: pending.text.clone(),
-        };
+        let msg = pending.frame(id);
         self.0.entry(id.clone()).or_default().push_pending(pending);
         msg
     }
@@ -171,11 +199,7 @@ impl Threads {
         let resend = thread
             .into_iter()
             .flat_map(|t| t.pending())
-            .map(|p| ClientMsg::Chat {
-                conversation: id.clone(),
-                client_id: p.client_id.clone(),
-                text: p.text.clone(),
-            });
+            .map(|p| p.frame(id));
         std::iter::once(join).chain(resend).collect()
     }
 
@@ -187,11 +211,7 @@ impl Threads {
             .pending()
             .iter()
             .find(|p| &p.client_id == client_id)?;
-        Some(ClientMsg::Chat {
-            conversation: id.clone(),
-            client_id: p.client_id.clone(),
-            text: p.text.clone(),
-        })
+        Some(p.frame(id))
     }
 
     /// The relay refused our message for good (it said why): it leaves the outbox.
@@ -251,7 +271,55 @@ mod tests {
         Pending {
             client_id: id.into(),
             text: id.into(),
+            note: false,
         }
+    }
+
+    #[test]
+    fn a_visitors_history_that_skips_notes_still_says_what_is_complete() {
+        let mut threads = Threads::default();
+        let c = ConversationId::from("c");
+        // Seq 2 was a note: the visitor gets 1 and 3, and `upto` 3.
+        threads.apply(&ServerMsg::History {
+            conversation: c.clone(),
+            messages: vec![msg(1, None), msg(3, None)],
+            upto: 3,
+        });
+        assert!(matches!(
+            threads.rejoin(&c)[0],
+            ClientMsg::Join { after_seq: 3, .. }
+        ));
+        // Live, past another note (4): 5 leaves a gap until the next history says otherwise.
+        threads.apply(&ServerMsg::Message(msg(5, None)));
+        assert!(matches!(
+            threads.rejoin(&c)[0],
+            ClientMsg::Join { after_seq: 3, .. }
+        ));
+        threads.apply(&ServerMsg::History {
+            conversation: c.clone(),
+            messages: vec![msg(5, None)],
+            upto: 5,
+        });
+        assert!(matches!(
+            threads.rejoin(&c)[0],
+            ClientMsg::Join { after_seq: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_note_is_sent_and_resent_as_a_note() {
+        let mut threads = Threads::default();
+        let c = ConversationId::from("c");
+        let note = Pending {
+            note: true,
+            ..pending("n")
+        };
+        assert!(matches!(threads.queue(&c, note), ClientMsg::Note { .. }));
+        assert!(matches!(threads.rejoin(&c)[1], ClientMsg::Note { .. }));
+        assert!(matches!(
+            threads.resend(&c, &"n".into()),
+            Some(ClientMsg::Note { .. })
+        ));
     }
 
     #[test]
@@ -312,6 +380,7 @@ mod tests {
         assert!(threads.apply(&ServerMsg::History {
             conversation: c.clone(),
             messages: vec![msg(1, None), msg(2, None)],
+            upto: 2,
         }));
         threads.queue(&c, pending("a"));
         let rejoin = threads.rejoin(&c);

@@ -44,13 +44,20 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
             desk.link.socket.send(&ClientMsg::Take { conversation: id });
         }
     };
+    // The next message is a private note (for agents only) while this is on.
+    let note_mode = RwSignal::new(false);
     let on_send = Callback::new(move |text: String| {
         let Some(id) = desk.selected.get_untracked() else {
             return;
         };
         // Offline it waits in the outbox and goes with the next join.
-        desk.link.chat(&id, text);
-        desk.typing.sent();
+        if note_mode.get_untracked() {
+            desk.link.note(&id, text);
+            note_mode.set(false);
+        } else {
+            desk.link.chat(&id, text);
+            desk.typing.sent();
+        }
     });
     // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
     let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());
@@ -106,11 +113,26 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                 <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
                 <crate::chat::TypingLine typing=desk.typing conversation=desk.selected />
                 <UploadList uploader=desk.uploader conversation=desk.selected />
+                <div class="note-bar" class:on=move || note_mode.get()>
+                    <button
+                        type="button"
+                        class="link"
+                        data-testid="note-toggle"
+                        aria-pressed=move || note_mode.get().to_string()
+                        on:click=move |_| note_mode.update(|n| *n = !*n)
+                    >
+                        {move || if note_mode.get() { "Private note: on" } else { "Private note" }}
+                    </button>
+                    <Show when=move || note_mode.get()>
+                        <span class="hint">"Only agents see the next message."</span>
+                    </Show>
+                </div>
                 <Composer
                     on_files=on_files
                     on_send=on_send
                     on_typing=Callback::new(move |()| {
-                        if let Some(id) = desk.selected.get_untracked() {
+                        // A note being written is nobody's business but the agents'.
+                        if let Some(id) = desk.selected.get_untracked().filter(|_| !note_mode.get_untracked()) {
                             desk.typing.keystroke(&id);
                         }
                     })

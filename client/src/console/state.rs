@@ -151,6 +151,7 @@ mod tests {
                 msg(2, Author::System),
                 msg(3, Author::Visitor),
             ],
+            upto: 3,
         });
         assert_eq!(inbox.unread(&id, &threads), 1);
         assert_eq!(inbox.mark_read(&id, &threads), Some(3));
