@@ -755,6 +755,11 @@ mod tests {
             ClientMsg::Typing {
                 conversation: conv(),
             },
+            ClientMsg::Note {
+                conversation: conv(),
+                client_id: ClientMsgId::from("n1"),
+                text: "VIP".into(),
+            },
         ];
         for msg in &all {
             round_trip(msg);
@@ -795,7 +800,9 @@ mod tests {
             ServerMsg::History {
                 conversation: conv(),
                 messages: vec![message(Author::Visitor), message(Author::System)],
+                upto: 7,
             },
+            ServerMsg::Message(message(Author::Note)),
             ServerMsg::Message(message(Author::Agent)),
             ServerMsg::Ack {
                 conversation: conv(),
