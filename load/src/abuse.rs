@@ -5,7 +5,6 @@
 //! bystander from 127.0.0.1. It asserts nothing; the goals are in README.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,9 +34,7 @@ struct Target {
 
 impl Target {
     async fn start(nofile: Option<u64>) -> Result<Self> {
-        let bin = std::env::var_os("ESCALERA_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("target/release/escalera"));
+        let bin = crate::relay_binary();
         let dir = tempfile::tempdir()?;
         let cli = |args: &[&str]| {
             let mut c = Command::new(&bin);
@@ -45,16 +42,7 @@ impl Target {
             c.env("ESCALERA_AGENT_PASSWORD", PASSWORD);
             c
         };
-        let out = cli(&["site", "add", "--name", "Abuse", "--origin", ORIGIN])
-            .output()
-            .await
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let site = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Site key: "))
-            .with_context(|| format!("no site key in: {text}"))?
-            .to_owned();
+        let site = crate::add_site(&mut cli(&[]), "Abuse").await?;
         let added = cli(&["agent", "add", "--email", EMAIL, "--name", "Ana"])
             .output()
             .await?;

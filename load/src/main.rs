@@ -111,23 +111,9 @@ struct Relay {
 
 impl Relay {
     async fn start() -> Result<Self> {
-        let bin = std::env::var_os("ESCALERA_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("target/release/escalera"));
+        let bin = relay_binary();
         let dir = tempfile::tempdir()?;
-        let out = Command::new(&bin)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["site", "add", "--name", "Load", "--origin", ORIGIN])
-            .output()
-            .await
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let site = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Site key: "))
-            .with_context(|| format!("no site key in: {text}"))?
-            .to_owned();
+        let site = add_site(Command::new(&bin).arg("--data-dir").arg(dir.path()), "Load").await?;
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let child = Command::new(&bin)
             .arg("--data-dir")
@@ -186,6 +172,28 @@ impl Relay {
             other => bail!("expected a welcome, got {other:?}"),
         }
     }
+}
+
+/// The release relay: `$ESCALERA_BIN`, else `target/release/escalera`.
+fn relay_binary() -> PathBuf {
+    std::env::var_os("ESCALERA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/escalera"))
+}
+
+/// Runs `escalera … site add` for a site named `name` allowing [`ORIGIN`]; its key.
+async fn add_site(cli: &mut Command, name: &str) -> Result<String> {
+    let out = cli
+        .args(["site", "add", "--name", name, "--origin", ORIGIN])
+        .output()
+        .await
+        .context("cannot run the relay's binary")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("Site key: "))
+        .with_context(|| format!("no site key in: {text}"))?
+        .to_owned())
 }
 
 /// Waits (up to 30 s) until the relay just started listens on `addr`.

@@ -1215,16 +1215,22 @@ impl Core {
                 ref client_id,
                 ..
             } if matches!(p.role, Some(Role::Visitor { .. })) => {
-                let address = match &p.caller {
-                    Caller::Visitor { address, .. } => *address,
-                    _ => return,
+                let (
+                    Some(Role::Visitor {
+                        conversation: own, ..
+                    }),
+                    Caller::Visitor { address, .. },
+                ) = (&p.role, &p.caller)
+                else {
+                    return;
                 };
-                // A visitor's messages are counted over all their sockets, and with every
-                // other visitor of their address.
+                let (own, address) = (own.clone(), *address);
+                // A visitor's messages are counted over all their sockets (whatever they
+                // name), and with every other visitor of their address.
                 let limits = &self.limits;
                 let mine = self
                     .visitor_chat
-                    .entry(conversation.clone())
+                    .entry(own)
                     .or_insert_with(|| {
                         RateLimit::new(limits.visitor_chat_burst, limits.visitor_chat_rate, now)
                     })
@@ -1281,6 +1287,23 @@ impl Core {
             self.peers.get(&peer).and_then(|p| p.role.as_ref()),
             Some(Role::Visitor { conversation: c, .. }) if *c == conversation
         );
+        // A visitor typing in their own conversation: its site is all it takes, no store read.
+        if own && matches!(request, Request::Frame(ClientMsg::Typing { .. })) {
+            if let Some(Role::Visitor { site, .. }) =
+                self.peers.get(&peer).and_then(|p| p.role.clone())
+            {
+                let meta = ConversationMeta {
+                    id: conversation,
+                    site,
+                    agent: None,
+                };
+                let role = Role::Visitor {
+                    site: meta.site.clone(),
+                    conversation: meta.id.clone(),
+                };
+                return self.typing(peer, &role, &meta, out);
+            }
+        }
         let Some(unsaved) = self.unsaved.get_mut(&conversation).filter(|_| own) else {
             return out.push(Effect::Load {
                 peer,
@@ -1306,10 +1329,7 @@ impl Core {
             client_id, text, ..
         }) = &request
         {
-            let valid = check_text(text)
-                .map_err(RelayError::BadText)
-                .and_then(|()| check_client_id(client_id));
-            if let Err(e) = valid {
+            if let Err(e) = check_message(text, client_id) {
                 return out.error_about(peer, e, request_context(&request));
             }
         }
@@ -1405,8 +1425,7 @@ impl Core {
             ClientMsg::Chat {
                 client_id, text, ..
             } => {
-                check_text(&text).map_err(RelayError::BadText)?;
-                check_client_id(&client_id)?;
+                check_message(&text, &client_id)?;
                 self.act(
                     now,
                     peer,
@@ -1447,8 +1466,7 @@ impl Core {
                 let Role::Agent { agent, .. } = &role else {
                     return Err(RelayError::Forbidden("only agents write notes"));
                 };
-                check_text(&text).map_err(RelayError::BadText)?;
-                check_client_id(&client_id)?;
+                check_message(&text, &client_id)?;
                 out.push(Effect::Append {
                     message: NewMessage {
                         conversation: meta.id.clone(),
@@ -2453,6 +2471,12 @@ impl Out {
 /// up to 4 bytes, escaped as up to 6) and its ids.
 const MAX_CHAT_FRAME_BYTES: usize = MAX_TEXT_CHARS * 6 + 1024;
 
+/// The rules for a chat message or a note: its text, then its id.
+fn check_message(text: &str, client_id: &ClientMsgId) -> Result<(), RelayError> {
+    check_text(text).map_err(RelayError::BadText)?;
+    check_client_id(client_id)
+}
+
 /// A `client_id` is an id, not a payload: at most [`MAX_CLIENT_ID_CHARS`] characters.
 pub fn check_client_id(id: &ClientMsgId) -> Result<(), RelayError> {
     if id.0.is_empty() || id.0.chars().count() > MAX_CLIENT_ID_CHARS {
@@ -2970,8 +2994,11 @@ mod tests {
                 .map(|(p, _)| p)
                 .collect()
         };
-        // The visitor types: the agents joined hear it, not the visitor's other tab.
-        assert_eq!(to(&w.act(1, typing.clone(), &c1)), vec![10, 20]);
+        // The visitor types: the agents joined hear it, not the visitor's other tab, and the
+        // store is not asked (a visitor's own conversation is known).
+        let e = w.text(1, &typing);
+        assert_eq!(to(&e), vec![10, 20]);
+        assert!(!e.iter().any(|e| matches!(e, Effect::Load { .. })));
         // The assigned agent types: the visitor's tabs, with the agent's name.
         let e = w.act(10, typing.clone(), &c1);
         assert_eq!(to(&e), vec![1, 3]);

@@ -355,25 +355,26 @@ pub async fn sweep(log: &dyn crate::store::Log, dir: &std::path::Path) -> std::i
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let mut removed = 0;
+    let mut old = Vec::new();
     while let Some(entry) = entries.next_entry().await? {
-        let old = entry
-            .metadata()
-            .await?
-            .modified()?
-            .elapsed()
-            .is_ok_and(|age| age >= ORPHAN_AGE);
-        if !old {
-            continue;
+        let age = entry.metadata().await?.modified()?.elapsed();
+        if age.is_ok_and(|age| age >= ORPHAN_AGE) {
+            old.push(entry.file_name().to_string_lossy().into_owned());
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan = name.starts_with(".part-")
-            || log
-                .file(FileId(name.clone()))
-                .await
-                .map_err(std::io::Error::other)?
-                .is_none();
-        if orphan && tokio::fs::remove_file(entry.path()).await.is_ok() {
+    }
+    // One question to the store for all of them, not one per file.
+    let ids = old.iter().filter(|n| !n.starts_with(".part-"));
+    let known: std::collections::HashSet<FileId> = log
+        .known_files(ids.map(|n| FileId(n.clone())).collect())
+        .await
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .collect();
+    let mut removed = 0;
+    for name in old {
+        if !known.contains(&FileId(name.clone()))
+            && tokio::fs::remove_file(dir.join(&name)).await.is_ok()
+        {
             removed += 1;
         }
     }

@@ -54,6 +54,9 @@ pub fn overlap(a: &Scope, b: &Scope) -> bool {
 pub struct Team {
     members: HashMap<AgentId, Member>,
     grace_ms: i64,
+    /// Something may have changed since [`Team::changes`] last looked (it runs after every
+    /// event, chat messages included, so it looks only then).
+    dirty: bool,
 }
 
 impl Team {
@@ -62,6 +65,7 @@ impl Team {
         Self {
             members: HashMap::new(),
             grace_ms,
+            dirty: false,
         }
     }
 
@@ -81,6 +85,7 @@ impl Team {
         });
         m.agent = agent;
         m.scope = scope;
+        self.dirty = true;
     }
 
     /// A console of `agent` opened.
@@ -89,6 +94,7 @@ impl Team {
             m.consoles.insert(peer);
             m.gone_since = None;
             m.away_for_good = false;
+            self.dirty = true;
         }
     }
 
@@ -108,6 +114,7 @@ impl Team {
         }
         if let Some(m) = self.members.get_mut(agent) {
             m.chosen = presence;
+            self.dirty = true;
         }
         Ok(())
     }
@@ -115,6 +122,7 @@ impl Team {
     /// Whether `agent` is in a call now.
     pub fn in_call(&mut self, agent: &AgentId, in_call: bool) {
         if let Some(m) = self.members.get_mut(agent) {
+            self.dirty |= m.in_call != in_call;
             m.in_call = in_call;
         }
     }
@@ -133,6 +141,7 @@ impl Team {
             if m.gone_since.is_some_and(|t| now - t >= self.grace_ms) {
                 m.gone_since = None;
                 m.away_for_good = true;
+                self.dirty = true;
             }
         }
     }
@@ -166,6 +175,9 @@ impl Team {
 
     /// Members whose presence changed since last asked, with their scope (who is to be told).
     pub fn changes(&mut self) -> Vec<(TeamMember, Scope)> {
+        if !std::mem::take(&mut self.dirty) {
+            return Vec::new();
+        }
         let mut changed = Vec::new();
         for m in self.members.values_mut() {
             let now = m.presence();

@@ -1108,6 +1108,20 @@ impl Log for SqliteStore {
         })
     }
 
+    fn known_files(&self, ids: Vec<FileId>) -> StoreFuture<'_, Vec<FileId>> {
+        self.read(move |c| {
+            let mut known = Vec::new();
+            for chunk in ids.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let mut stmt = c.prepare(&format!("SELECT id FROM files WHERE id IN ({marks})"))?;
+                let args = rusqlite::params_from_iter(chunk.iter().map(|f| &f.0));
+                let rows = stmt.query_map(args, |r| r.get(0).map(FileId))?;
+                known.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            Ok(known)
+        })
+    }
+
     fn read_upto(&self, id: ConversationId) -> StoreFuture<'_, u64> {
         self.read(move |c| {
             let n: i64 = c

@@ -180,6 +180,8 @@ pub trait Log: Send + Sync + 'static {
     fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>>;
     /// A file and the conversation it belongs to.
     fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>>;
+    /// Which of these files have a record (the others are orphans on disk).
+    fn known_files(&self, ids: Vec<FileId>) -> StoreFuture<'_, Vec<FileId>>;
     /// How far any agent has read a conversation.
     fn read_upto(&self, id: ConversationId) -> StoreFuture<'_, u64>;
     /// Bytes of files a conversation holds.

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{TestRelay, Ws};
 use escalera_protocol::{ClientMsg, Presence, ServerMsg, TeamMember};
 use escalera_relay::Config;
@@ -91,16 +89,8 @@ async fn the_team_sees_each_agents_presence_live_and_it_is_stored() {
     let (_ben, welcome) = relay.agent("ben@shop.example").await;
     assert_eq!(team_of(&welcome).1, Presence::Away);
     assert_eq!(news_of(&mut ana, "Ben").await, Presence::Away);
-    // A reload within the grace period is not noticed.
-    let (ana_again, _) = relay.agent("ana@shop.example").await;
-    drop(ana_again);
-    let (mut watcher, _) = relay.agent("ben@shop.example").await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), news_of(&mut watcher, "Ana"))
-            .await
-            .is_err(),
-        "Ana's other console closing changed nothing"
-    );
+    // (A reload within the grace period changes nothing: the presence unit tests show it
+    // without a race against the clock.)
     relay.stop().await;
 }
 

@@ -14,9 +14,11 @@ const SHOWN_FOR_MS: f64 = 4_000.0;
 /// Who is typing where, as the relay told us.
 #[derive(Clone, Copy)]
 pub struct Typing {
-    /// The conversation, what to show, and until when.
-    shown: RwSignal<Option<(ConversationId, String, f64)>>,
+    /// The conversation and what to show.
+    shown: RwSignal<Option<(ConversationId, String)>>,
     said_at: StoredValue<f64>,
+    /// Clears `shown` when it runs out; replaced (so cancelled) by each new word of typing.
+    expiry: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
     link: Link,
 }
 
@@ -26,6 +28,7 @@ impl Typing {
         let typing = Self {
             shown: RwSignal::new(None),
             said_at: StoredValue::new(0.0),
+            expiry: StoredValue::new_local(None),
             link,
         };
         link.subscribe(move |msg| match msg {
@@ -39,25 +42,19 @@ impl Typing {
                     (Author::Agent, None) => "The agent is typing…".to_owned(),
                     _ => "The visitor is typing…".to_owned(),
                 };
-                let until = js_sys::Date::now() + SHOWN_FOR_MS;
-                typing.shown.set(Some((conversation.clone(), who, until)));
+                typing.shown.set(Some((conversation.clone(), who)));
                 let shown = typing.shown;
-                gloo_timers::callback::Timeout::new(SHOWN_FOR_MS as u32 + 50, move || {
-                    if shown
-                        .get_untracked()
-                        .is_some_and(|(_, _, u)| u <= js_sys::Date::now())
-                    {
-                        shown.set(None);
-                    }
-                })
-                .forget();
+                let clear = gloo_timers::callback::Timeout::new(SHOWN_FOR_MS as u32, move || {
+                    shown.set(None)
+                });
+                typing.expiry.set_value(Some(clear));
             }
             ServerMsg::Message(m)
                 if m.author != Author::System
                     && typing
                         .shown
                         .get_untracked()
-                        .is_some_and(|(c, _, _)| c == m.conversation) =>
+                        .is_some_and(|(c, _)| c == m.conversation) =>
             {
                 typing.shown.set(None);
             }
@@ -84,7 +81,7 @@ impl Typing {
 
     /// What to show under `conversation`'s messages, if anything.
     pub fn line(&self, conversation: Option<ConversationId>) -> Option<String> {
-        let (c, who, _) = self.shown.get()?;
+        let (c, who) = self.shown.get()?;
         (Some(c) == conversation).then_some(who)
     }
 }

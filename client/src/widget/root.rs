@@ -104,6 +104,9 @@ pub fn Widget() -> impl IntoView {
             // One conversation at a time: a new one (first visit, or the relay forgot us)
             // takes over whatever was still to be sent.
             link.threads.update(|t| t.only(id));
+            if conversation.get_untracked().as_ref() != Some(id) {
+                read_upto.set(0);
+            }
             conversation.set(Some(id.clone()));
             welcomed.set(true);
             site_name.set(name.clone());
