@@ -241,13 +241,54 @@ pub struct CallInfo {
 }
 
 /// Where a conversation stands, as agents see it in their list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationStatus {
     /// Nobody has taken it yet: it is in the queue.
     Waiting,
-    /// An agent has taken it.
+    /// An agent has it.
     Assigned,
+    /// An agent closed it (a visitor who writes again reopens it).
+    Closed,
+}
+
+/// A visitor's verdict on a closed conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    /// Thumbs up.
+    Up,
+    /// Thumbs down.
+    Down,
+}
+
+/// The longest rating comment or transfer note, in characters.
+pub const MAX_COMMENT_CHARS: usize = 1_000;
+
+/// The longest email address a visitor may leave, in characters.
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// Checks a visitor's email address: one `@` with something on both sides, a dot in the
+/// domain, no spaces, at most [`MAX_EMAIL_CHARS`]. Shared so the widget says the same as the
+/// relay.
+pub fn check_email(email: &str) -> Result<(), &'static str> {
+    let email = email.trim();
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err("an email address has an @");
+    };
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        Err("that email address is too long")
+    } else if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        Err("that does not look like an email address")
+    } else {
+        Ok(())
+    }
 }
 
 /// One row of the agent's conversation list.
@@ -270,6 +311,9 @@ pub struct ConversationSummary {
     pub preview: String,
     /// When the newest message was stored, in ms since the Unix epoch.
     pub last_at: i64,
+    /// The visitor's rating, once they gave one after it was closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<Rating>,
 }
 
 /// How far one agent has read one conversation.
@@ -408,6 +452,45 @@ pub enum ClientMsg {
         /// The choice.
         presence: Presence,
     },
+    /// Agents only: close a conversation (theirs, or a waiting one). It leaves the open
+    /// lists, its visitor gets [`ServerMsg::Closed`], and a visitor who writes again reopens
+    /// it.
+    Close {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Agents only: hand one's own conversation to another agent of its site (`to`), or
+    /// back to the site's queue (`to` absent). A call under way ends first. The note, if
+    /// any, is stored as a private note for the agents.
+    Transfer {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent who gets it; absent for the queue.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<AgentId>,
+        /// For the receiving agent, at most [`MAX_COMMENT_CHARS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Visitors only, once their conversation is closed: thumbs up or down, with an optional
+    /// comment of at most [`MAX_COMMENT_CHARS`]. Once per closing.
+    Rate {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The verdict.
+        rating: Rating,
+        /// Why, if they say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Visitors only: an email address where the team can answer (asked for when nobody is
+    /// available). Stored like a first message would be, and shown to the agents.
+    Contact {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The address ([`check_email`]).
+        email: String,
+    },
 }
 
 fn available() -> Presence {
@@ -431,6 +514,12 @@ pub enum ServerMsg {
         agent_name: Option<String>,
         /// ICE servers and upload limit.
         media: MediaConfig,
+        /// An agent closed the conversation (writing again reopens it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        closed: bool,
+        /// The visitor rated it since it was closed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rated: bool,
     },
     /// Answer to an agent's hello: who they are and the conversations of their sites.
     WelcomeAgent {
@@ -475,7 +564,8 @@ pub enum ServerMsg {
         /// The seq it was stored with.
         seq: u64,
     },
-    /// To the visitor: an agent has joined their conversation.
+    /// To the visitor: an agent has joined their conversation (routed to them, taken, handed
+    /// over by a transfer, or back to them when it reopened): "You're now talking with …".
     AgentJoined {
         /// The conversation.
         conversation: ConversationId,
@@ -489,6 +579,23 @@ pub enum ServerMsg {
         conversation: ConversationId,
         /// ICE servers and upload limit.
         media: MediaConfig,
+    },
+    /// To a visitor whose conversation has no agent (after the welcome, and whenever it
+    /// changes): their place in the site's queue and whether any agent is available.
+    Queue {
+        /// The conversation.
+        conversation: ConversationId,
+        /// 1 for next in line; 0 while not in the queue (nothing said yet).
+        position: u32,
+        /// Whether an agent of the site is available now. When none is, the widget says so
+        /// and offers to leave an email.
+        online: bool,
+    },
+    /// To a visitor: an agent closed their conversation (ask for a rating). Writing again
+    /// reopens it.
+    Closed {
+        /// The conversation.
+        conversation: ConversationId,
     },
     /// To agents: a conversation of theirs is new or has changed.
     Conversation(ConversationSummary),
@@ -680,6 +787,7 @@ mod tests {
             last_seq: 3,
             preview: "hello".into(),
             last_at: 5,
+            rating: Some(Rating::Down),
         }
     }
 
@@ -760,10 +868,53 @@ mod tests {
                 client_id: ClientMsgId::from("n1"),
                 text: "VIP".into(),
             },
+            ClientMsg::Close {
+                conversation: conv(),
+            },
+            ClientMsg::Transfer {
+                conversation: conv(),
+                to: Some(AgentId::from("b")),
+                note: Some("wants a refund".into()),
+            },
+            ClientMsg::Transfer {
+                conversation: conv(),
+                to: None,
+                note: None,
+            },
+            ClientMsg::Rate {
+                conversation: conv(),
+                rating: Rating::Up,
+                comment: Some("quick".into()),
+            },
+            ClientMsg::Contact {
+                conversation: conv(),
+                email: "ines@example.com".into(),
+            },
         ];
         for msg in &all {
             round_trip(msg);
         }
+    }
+
+    #[test]
+    fn email_addresses_are_checked_loosely() {
+        for good in ["ines@example.com", " a.b+c@mail.example.org "] {
+            assert_eq!(check_email(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "ines",
+            "@example.com",
+            "ines@",
+            "ines@example",
+            "i nes@example.com",
+            "a@b@example.com",
+            "ines@.com",
+            "ines@example.",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+        assert!(check_email(&format!("{}@example.com", "a".repeat(250))).is_err());
     }
 
     #[test]
@@ -775,6 +926,25 @@ mod tests {
                 site_name: "Shop".into(),
                 agent_name: Some("Ana".into()),
                 media: media(),
+                closed: false,
+                rated: false,
+            },
+            ServerMsg::WelcomeVisitor {
+                token: VisitorToken::from("t"),
+                conversation: conv(),
+                site_name: "Shop".into(),
+                agent_name: None,
+                media: media(),
+                closed: true,
+                rated: true,
+            },
+            ServerMsg::Queue {
+                conversation: conv(),
+                position: 3,
+                online: true,
+            },
+            ServerMsg::Closed {
+                conversation: conv(),
             },
             ServerMsg::WelcomeAgent {
                 agent: AgentRef {

@@ -26,7 +26,9 @@ pub fn topics(event: &BusEvent) -> Vec<Topic> {
             Topic::Site(site.clone()),
             Topic::AllSites,
         ],
-        BusEvent::AgentJoined { conversation, .. } | BusEvent::Call { conversation } => {
+        BusEvent::AgentJoined { conversation, .. }
+        | BusEvent::Call { conversation }
+        | BusEvent::Closed { conversation } => {
             vec![Topic::Conversation(conversation.clone())]
         }
     }

@@ -9,14 +9,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use escalera_protocol::{
-    check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind, CallPhase,
-    ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind, Message,
-    Presence, ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES,
-    MAX_TEXT_CHARS, PROTOCOL_VERSION,
+    check_email, check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind,
+    CallPhase, ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind,
+    Message, Presence, Rating, ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS,
+    MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
 use crate::presence::Team;
+use crate::routing::Desk;
+use crate::store::OpenConversation;
 
 /// One connection (or one HTTP request acting in a conversation), as the relay numbers them.
 /// Never sent to a browser.
@@ -123,8 +125,25 @@ pub struct ConversationMeta {
     pub id: ConversationId,
     /// The site it belongs to.
     pub site: SiteKey,
-    /// The agent it is assigned to.
+    /// The agent it is assigned to (or was, when it closed).
     pub agent: Option<AgentRef>,
+    /// An agent closed it.
+    pub closed: bool,
+    /// Its visitor rated it since it was closed.
+    pub rated: bool,
+}
+
+impl ConversationMeta {
+    /// An open conversation.
+    pub fn new(id: ConversationId, site: SiteKey, agent: Option<AgentRef>) -> Self {
+        Self {
+            id,
+            site,
+            agent,
+            closed: false,
+            rated: false,
+        }
+    }
 }
 
 /// Who opened a connection, as established before any frame.
@@ -204,6 +223,11 @@ pub enum BusEvent {
     },
     /// The conversation's call changed: everyone joined gets it as they see it.
     Call {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// An agent closed the conversation: its visitor is told.
+    Closed {
         /// The conversation.
         conversation: ConversationId,
     },
@@ -313,8 +337,9 @@ pub enum Event {
     DeskReady {
         /// The agent's connection.
         peer: PeerId,
-        /// Every agent (enabled) with their sites and chosen presence, for the team.
-        team: Vec<(AgentRef, Scope, Presence)>,
+        /// Every agent (enabled) with their sites, chosen presence and chat limit, for the
+        /// team and routing.
+        team: Vec<(AgentRef, Scope, Presence, u32)>,
         /// Their list.
         conversations: Vec<ConversationSummary>,
         /// Their read marks.
@@ -339,8 +364,8 @@ pub enum Event {
     },
     /// The answer to [`Effect::Assign`]: `holder` is who has the conversation now.
     Assigned {
-        /// Who asked.
-        peer: PeerId,
+        /// Who asked (none when routing did).
+        peer: Option<PeerId>,
         /// The conversation as it was when the agent acted.
         meta: ConversationMeta,
         /// The agent who wanted it.
@@ -390,10 +415,52 @@ pub enum Event {
         /// The connection.
         peer: PeerId,
     },
-    /// The relay started: the active calls in the store, whose ends must resume.
+    /// The relay started: the active calls in the store, whose ends must resume, and the
+    /// open conversations, for routing.
     Restored {
         /// The calls.
         calls: Vec<(ConversationId, CallRecord)>,
+        /// The open conversations.
+        open: Vec<OpenConversation>,
+    },
+    /// The answer to [`Effect::Conclude`].
+    Concluded {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation as it was.
+        meta: ConversationMeta,
+        /// The agent closing it.
+        agent: AgentRef,
+        /// Whether it is closed now (false: someone else has it, or it was closed).
+        ok: bool,
+    },
+    /// The answer to [`Effect::Transfer`].
+    Transferred {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation as it was.
+        meta: ConversationMeta,
+        /// The agent handing it over.
+        from: AgentRef,
+        /// Who gets it (none: the queue).
+        to: Option<AgentRef>,
+        /// For the agents.
+        note: Option<String>,
+        /// Whether it moved (false: it was not `from`'s any more).
+        ok: bool,
+    },
+    /// The answer to [`Effect::Rate`].
+    Rated {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation.
+        meta: ConversationMeta,
+        /// The verdict.
+        rating: Rating,
+        /// Why.
+        comment: Option<String>,
+        /// Whether it was recorded (false: rated already, or open again).
+        ok: bool,
     },
     /// The clock: ends calls that rang too long, or waited too long for an end.
     Tick,
@@ -473,8 +540,8 @@ pub enum Effect {
     /// Assign a waiting conversation, first come first served; answer with
     /// [`Event::Assigned`].
     Assign {
-        /// Who asked.
-        peer: PeerId,
+        /// Who asked (none: routing).
+        peer: Option<PeerId>,
         /// The conversation.
         meta: ConversationMeta,
         /// The agent.
@@ -513,6 +580,55 @@ pub enum Effect {
         conversation: ConversationId,
         /// The call.
         call: Option<CallRecord>,
+    },
+    /// Close a conversation; answer with [`Event::Concluded`].
+    Conclude {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation.
+        meta: ConversationMeta,
+        /// The agent closing it.
+        agent: AgentRef,
+    },
+    /// Move an agent's conversation to another agent or the queue; answer with
+    /// [`Event::Transferred`].
+    Transfer {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation.
+        meta: ConversationMeta,
+        /// Its agent now.
+        from: AgentRef,
+        /// Who gets it (none: the queue).
+        to: Option<AgentRef>,
+        /// For the agents.
+        note: Option<String>,
+    },
+    /// Record a visitor's rating; answer with [`Event::Rated`].
+    Rate {
+        /// Who asked.
+        peer: PeerId,
+        /// The conversation.
+        meta: ConversationMeta,
+        /// The verdict.
+        rating: Rating,
+        /// Why.
+        comment: Option<String>,
+    },
+    /// Reopen a closed conversation with `agent` (none: the queue), before the visitor's
+    /// message that reopens it.
+    Reopen {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who has it again.
+        agent: Option<AgentId>,
+    },
+    /// Keep the email a visitor left.
+    SaveEmail {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The address.
+        email: String,
     },
     /// Hand an event to the bus.
     Publish(BusEvent),
@@ -797,6 +913,15 @@ pub struct Core {
     team: Team,
     /// Whether a call began, changed ends or ended since presence was last brought up to date.
     calls_changed: bool,
+    /// The open conversations: who has each, and the sites' queues.
+    desk: Desk,
+    /// Whether the team changed in a way routing must hear (presence, limits).
+    team_moved: bool,
+    /// Consoles of available agents ringing for a visitor's call in a waiting conversation,
+    /// which they have not joined.
+    ringing: HashMap<ConversationId, BTreeSet<PeerId>>,
+    /// Whether an agent of each site was available, as its visitors were last told.
+    told_online: HashMap<SiteKey, bool>,
     /// When the idle buckets above were last swept.
     buckets_swept: i64,
     /// Device toggles not in the record yet: a note is written once a device has stayed
@@ -848,11 +973,7 @@ fn record_toggles(
             (MediaKind::Screen, true) => format!("{name} shared their screen"),
             (MediaKind::Screen, false) => format!("{name} stopped sharing their screen"),
         };
-        let meta = ConversationMeta {
-            id: key.0,
-            site: t.site,
-            agent: None,
-        };
+        let meta = ConversationMeta::new(key.0, t.site, None);
         out.push(system_note(now, &meta, text));
     }
 }
@@ -869,11 +990,7 @@ struct Unsaved {
 
 impl Unsaved {
     fn meta(&self, id: &ConversationId) -> ConversationMeta {
-        ConversationMeta {
-            id: id.clone(),
-            site: self.site.clone(),
-            agent: None,
-        }
+        ConversationMeta::new(id.clone(), self.site.clone(), None)
     }
 }
 
@@ -940,9 +1057,10 @@ impl Core {
                 read,
                 media,
             } => {
-                for (agent, scope, chosen) in team {
-                    self.team.know(agent, scope, chosen);
+                for (agent, scope, chosen, limit) in team {
+                    self.team.know(agent, scope, chosen, limit);
                 }
+                self.team_moved = true;
                 self.desk_ready(peer, conversations, read, media, &mut out)
             }
             Event::History {
@@ -971,7 +1089,9 @@ impl Core {
             } => {
                 let about = (Some(meta.id.clone()), after_take_client_id(&then));
                 if let Err(e) = self.assigned(now, peer, meta, agent, won, holder, then, &mut out) {
-                    out.error_about(peer, e, about);
+                    if let Some(peer) = peer {
+                        out.error_about(peer, e, about);
+                    }
                 }
             }
             Event::Appended {
@@ -1009,7 +1129,10 @@ impl Core {
                 }
             }
             Event::Closed { peer } => self.close(now, peer, &mut out),
-            Event::Restored { calls } => {
+            Event::Restored { calls, open } => {
+                for o in open {
+                    self.desk.opened(o.id, o.site, o.agent, o.since);
+                }
                 self.calls_changed = true;
                 for (id, r) in calls {
                     self.calls.insert(
@@ -1030,6 +1153,34 @@ impl Core {
                 }
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::Concluded {
+                peer,
+                meta,
+                agent,
+                ok,
+            } => self.concluded(now, peer, meta, agent, ok, &mut out),
+            Event::Transferred {
+                peer,
+                meta,
+                from,
+                to,
+                note,
+                ok,
+            } => self.transferred(now, peer, meta, from, to, note, ok, &mut out),
+            Event::Rated {
+                peer,
+                meta,
+                rating,
+                comment,
+                ok,
+            } => {
+                if !ok {
+                    let e = RelayError::Forbidden("this conversation is rated already");
+                    out.error_about(peer, e, (Some(meta.id.clone()), None));
+                } else {
+                    out.push(rating_note(now, &meta, rating, comment));
+                }
+            }
             Event::Revoked { session } => self.end_sessions(|s| s == session, &mut out),
             Event::SessionsLive { asked, live } => {
                 let ended: HashSet<String> =
@@ -1038,7 +1189,90 @@ impl Core {
             }
         }
         self.presence_news(&mut out);
+        self.route_news(now, &mut out);
         out.0
+    }
+
+    /// Routes the waiting conversations when something changed (a conversation stored,
+    /// closed, reopened or handed back; an agent available, free or at a new limit), then
+    /// tells visitors whose place in line moved, or whose site's agents all came or went.
+    fn route_news(&mut self, now: i64, out: &mut Out) {
+        if self.desk.take_dirty() | std::mem::take(&mut self.team_moved) {
+            for (id, agent) in self.desk.route(now, &self.team.candidates()) {
+                let Some(agent) = self.team.member(&agent).map(|(a, _)| a.clone()) else {
+                    continue;
+                };
+                let site = self.desk.site_of(&id).cloned();
+                let Some(site) = site else { continue };
+                out.push(Effect::Assign {
+                    peer: None,
+                    meta: ConversationMeta::new(id, site, None),
+                    agent,
+                    then: AfterTake::Nothing,
+                });
+            }
+        }
+        for (id, position) in self.desk.positions() {
+            let Some(site) = self.desk.site_of(&id) else {
+                continue;
+            };
+            let online = self.team.any_available(site);
+            for v in self.visitors.get(&id).into_iter().flatten() {
+                out.send(
+                    *v,
+                    ServerMsg::Queue {
+                        conversation: id.clone(),
+                        position,
+                        online,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Whether `id` waits for an agent: in the queue, or not stored yet (nothing said).
+    fn without_agent(&self, id: &ConversationId) -> bool {
+        self.unsaved.contains_key(id) || self.desk.agent_of(id) == Some(None)
+    }
+
+    /// Tells the visitors without an agent on sites whose agents all went (or the first came
+    /// back) whether someone is available.
+    fn online_news(&mut self, out: &mut Out) {
+        let flipped: Vec<(SiteKey, bool)> = self
+            .told_online
+            .iter()
+            .map(|(site, was)| (site, *was, self.team.any_available(site)))
+            .filter(|(_, was, now)| was != now)
+            .map(|(site, _, now)| (site.clone(), now))
+            .collect();
+        if flipped.is_empty() {
+            return;
+        }
+        for (site, online) in &flipped {
+            self.told_online.insert(site.clone(), *online);
+        }
+        for (id, peers) in &self.visitors {
+            if !self.without_agent(id) {
+                continue;
+            }
+            for v in peers {
+                let Some(Role::Visitor { site, .. }) =
+                    self.peers.get(v).and_then(|p| p.role.as_ref())
+                else {
+                    continue;
+                };
+                if let Some((_, online)) = flipped.iter().find(|(s, _)| s == site) {
+                    out.send(
+                        *v,
+                        ServerMsg::Queue {
+                            conversation: id.clone(),
+                            position: self.desk.position(id),
+                            online: *online,
+                        },
+                    );
+                }
+            }
+        }
     }
 
     /// Tells the agents whose team member changed presence (a choice, a console opened or
@@ -1063,7 +1297,12 @@ impl Core {
                 self.team.in_call(&id, in_call);
             }
         }
-        for (member, scope) in self.team.changes() {
+        let changes = self.team.changes();
+        if !changes.is_empty() {
+            self.team_moved = true;
+            self.online_news(out);
+        }
+        for (member, scope) in changes {
             for (peer, p) in &self.peers {
                 if let Some(Role::Agent { scope: theirs, .. }) = &p.role {
                     if crate::presence::overlap(theirs, &scope) {
@@ -1266,6 +1505,16 @@ impl Core {
             | ClientMsg::Typing { ref conversation }
             | ClientMsg::Note {
                 ref conversation, ..
+            }
+            | ClientMsg::Close { ref conversation }
+            | ClientMsg::Transfer {
+                ref conversation, ..
+            }
+            | ClientMsg::Rate {
+                ref conversation, ..
+            }
+            | ClientMsg::Contact {
+                ref conversation, ..
             } => {
                 let conversation = conversation.clone();
                 self.request(now, peer, conversation, Request::Frame(msg), out);
@@ -1292,11 +1541,7 @@ impl Core {
             if let Some(Role::Visitor { site, .. }) =
                 self.peers.get(&peer).and_then(|p| p.role.clone())
             {
-                let meta = ConversationMeta {
-                    id: conversation,
-                    site,
-                    agent: None,
-                };
+                let meta = ConversationMeta::new(conversation, site, None);
                 let role = Role::Visitor {
                     site: meta.site.clone(),
                     conversation: meta.id.clone(),
@@ -1313,7 +1558,8 @@ impl Core {
         };
         let stores = matches!(
             request,
-            Request::Upload { .. } | Request::Frame(ClientMsg::Chat { .. })
+            Request::Upload { .. }
+                | Request::Frame(ClientMsg::Chat { .. } | ClientMsg::Contact { .. })
         );
         if !stores {
             // Joining or calling: as an empty conversation with no agent.
@@ -1331,6 +1577,11 @@ impl Core {
         {
             if let Err(e) = check_message(text, client_id) {
                 return out.error_about(peer, e, request_context(&request));
+            }
+        }
+        if let Request::Frame(ClientMsg::Contact { email, .. }) = &request {
+            if let Err(e) = check_email(email) {
+                return out.error_about(peer, RelayError::BadText(e), request_context(&request));
             }
         }
         if let Some(waiting) = &mut unsaved.creating {
@@ -1367,6 +1618,11 @@ impl Core {
             return;
         };
         let waiting = unsaved.creating.take().unwrap_or_default();
+        if error.is_none() {
+            // In the queue, to be routed once its first message is stored.
+            self.desk
+                .opened(meta.id.clone(), meta.site.clone(), None, now);
+        }
         // Stored, or not and nobody left to try again: forgotten here.
         if error.is_none() || !self.visitors.contains_key(&meta.id) {
             if let Some(u) = self.unsaved.remove(&meta.id) {
@@ -1436,10 +1692,13 @@ impl Core {
                 )?;
             }
             ClientMsg::Take { .. } => {
+                if meta.closed {
+                    return Err(RelayError::Forbidden("this conversation is closed"));
+                }
                 let me = role.may_take(&meta)?;
                 if meta.agent.as_ref().is_none_or(|a| a.id != me.id) {
                     out.push(Effect::Assign {
-                        peer,
+                        peer: Some(peer),
                         meta,
                         agent: me,
                         then: AfterTake::Nothing,
@@ -1481,12 +1740,186 @@ impl Core {
                     reply: Reply::Ack(peer),
                 });
             }
+            ClientMsg::Close { .. } => {
+                let Role::Agent { agent, .. } = &role else {
+                    return Err(RelayError::Forbidden("only agents close conversations"));
+                };
+                role.may_take(&meta)?;
+                if !meta.closed {
+                    out.push(Effect::Conclude {
+                        peer,
+                        agent: agent.clone(),
+                        meta,
+                    });
+                }
+            }
+            ClientMsg::Transfer { to, note, .. } => {
+                self.transfer(now, peer, &role, meta, to, note, out)?
+            }
+            ClientMsg::Rate {
+                rating, comment, ..
+            } => {
+                if !matches!(role, Role::Visitor { .. }) {
+                    return Err(RelayError::Forbidden("only visitors rate conversations"));
+                }
+                if !meta.closed {
+                    return Err(RelayError::Forbidden(
+                        "a conversation is rated once it is closed",
+                    ));
+                }
+                if meta.rated {
+                    return Err(RelayError::Forbidden("this conversation is rated already"));
+                }
+                let comment = comment_of(comment)?;
+                out.push(Effect::Rate {
+                    peer,
+                    meta,
+                    rating,
+                    comment,
+                });
+            }
+            ClientMsg::Contact { email, .. } => {
+                if !matches!(role, Role::Visitor { .. }) {
+                    return Err(RelayError::Forbidden("only visitors leave an email"));
+                }
+                check_email(&email).map_err(RelayError::BadText)?;
+                let email = email.trim().to_owned();
+                out.push(system_note(
+                    now,
+                    &meta,
+                    format!("The visitor left their email for the reply: {email}"),
+                ));
+                out.push(Effect::SaveEmail {
+                    conversation: meta.id,
+                    email,
+                });
+            }
             ClientMsg::Hello { .. }
             | ClientMsg::Ping
             | ClientMsg::Signal { .. }
             | ClientMsg::Presence { .. } => {}
         }
         Ok(())
+    }
+
+    /// An agent hands their conversation to a colleague of its site, or back to the queue;
+    /// a call under way ends first.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        role: &Role,
+        meta: ConversationMeta,
+        to: Option<AgentId>,
+        note: Option<String>,
+        out: &mut Out,
+    ) -> Result<(), RelayError> {
+        let Role::Agent { agent, .. } = role else {
+            return Err(RelayError::Forbidden("only agents transfer conversations"));
+        };
+        if meta.closed {
+            return Err(RelayError::Forbidden("this conversation is closed"));
+        }
+        if role.agent_post(&meta)? != AgentPost::Assigned {
+            return Err(RelayError::Forbidden("take the conversation first"));
+        }
+        let note = comment_of(note)?;
+        let to = match to {
+            None => None,
+            Some(id) if id == agent.id => {
+                return Err(RelayError::Forbidden("the conversation is yours already"))
+            }
+            Some(id) => match self.team.member(&id) {
+                Some((a, scope)) if scope.covers(&meta.site) => Some(a.clone()),
+                _ => return Err(RelayError::NotFound),
+            },
+        };
+        if let Some(call) = self.calls.remove(&meta.id) {
+            let text = format!("{} for a transfer", call.ended_note(now));
+            self.call_over(now, &meta.id, &meta.site, text, out);
+        }
+        out.push(Effect::Transfer {
+            peer,
+            meta,
+            from: agent.clone(),
+            to,
+            note,
+        });
+        Ok(())
+    }
+
+    fn concluded(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        meta: ConversationMeta,
+        agent: AgentRef,
+        ok: bool,
+        out: &mut Out,
+    ) {
+        if !ok {
+            let e = RelayError::Forbidden("this conversation is closed or not yours");
+            return out.error_about(peer, e, (Some(meta.id), None));
+        }
+        self.desk.closed(&meta.id);
+        if let Some(call) = self.calls.remove(&meta.id) {
+            self.call_over(now, &meta.id, &meta.site, call.ended_note(now), out);
+        }
+        out.push(system_note(
+            now,
+            &meta,
+            format!("{} closed the conversation", agent.name),
+        ));
+        out.push(Effect::Publish(BusEvent::Closed {
+            conversation: meta.id,
+        }));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transferred(
+        &mut self,
+        now: i64,
+        peer: PeerId,
+        meta: ConversationMeta,
+        from: AgentRef,
+        to: Option<AgentRef>,
+        note: Option<String>,
+        ok: bool,
+        out: &mut Out,
+    ) {
+        if !ok {
+            let e = RelayError::Forbidden("this conversation is no longer yours");
+            return out.error_about(peer, e, (Some(meta.id), None));
+        }
+        self.desk
+            .assigned(&meta.id, to.as_ref().map(|a| a.id.clone()), now);
+        let text = match &to {
+            Some(a) => format!("{} transferred the conversation to {}", from.name, a.name),
+            None => format!("{} put the conversation back in the queue", from.name),
+        };
+        out.push(system_note(now, &meta, text));
+        if let Some(text) = note {
+            out.push(Effect::Append {
+                message: NewMessage {
+                    conversation: meta.id.clone(),
+                    client_id: None,
+                    author: Author::Note,
+                    author_name: Some(from.name.clone()),
+                    text,
+                    attachment: None,
+                    at: now,
+                },
+                site: meta.site.clone(),
+                reply: Reply::None,
+            });
+        }
+        if let Some(a) = to {
+            out.push(Effect::Publish(BusEvent::AgentJoined {
+                conversation: meta.id,
+                agent_name: a.name,
+            }));
+        }
     }
 
     /// Tells the other side of `meta` that `peer` is typing: a visitor's agents (the joined
@@ -1541,10 +1974,26 @@ impl Core {
         then: AfterTake,
         out: &mut Out,
     ) -> Result<(), RelayError> {
+        let mut meta = meta;
+        if meta.closed {
+            match (role, &then) {
+                (Role::Agent { .. }, _) => {
+                    return Err(RelayError::Forbidden("this conversation is closed"))
+                }
+                (_, AfterTake::Chat { .. } | AfterTake::File { .. }) => {
+                    self.reopen(now, &mut meta, out)
+                }
+                _ => {
+                    return Err(RelayError::Forbidden(
+                        "this conversation is closed: write to reopen it",
+                    ))
+                }
+            }
+        }
         if let Role::Agent { agent, .. } = role {
             if role.agent_post(&meta)? == AgentPost::TakesIt {
                 out.push(Effect::Assign {
-                    peer,
+                    peer: Some(peer),
                     meta,
                     agent: agent.clone(),
                     then,
@@ -1553,6 +2002,39 @@ impl Core {
             }
         }
         self.perform(now, peer, role, &meta, then, out)
+    }
+
+    /// A visitor writes in their closed conversation: it opens again, back with its agent if
+    /// they are available and have room, else in the queue.
+    fn reopen(&mut self, now: i64, meta: &mut ConversationMeta, out: &mut Out) {
+        let back = meta
+            .agent
+            .take()
+            .filter(|a| self.team.takes_more(&a.id, self.desk.load(&a.id)));
+        out.push(Effect::Reopen {
+            conversation: meta.id.clone(),
+            agent: back.as_ref().map(|a| a.id.clone()),
+        });
+        self.desk.opened(
+            meta.id.clone(),
+            meta.site.clone(),
+            back.as_ref().map(|a| a.id.clone()),
+            now,
+        );
+        out.push(system_note(
+            now,
+            meta,
+            "The visitor reopened the conversation".to_owned(),
+        ));
+        if let Some(a) = &back {
+            out.push(Effect::Publish(BusEvent::AgentJoined {
+                conversation: meta.id.clone(),
+                agent_name: a.name.clone(),
+            }));
+        }
+        meta.closed = false;
+        meta.rated = false;
+        meta.agent = back;
     }
 
     /// The action itself, once `role` may do it in `meta`.
@@ -1605,7 +2087,7 @@ impl Core {
     fn assigned(
         &mut self,
         now: i64,
-        peer: PeerId,
+        peer: Option<PeerId>,
         mut meta: ConversationMeta,
         agent: AgentRef,
         won: bool,
@@ -1614,9 +2096,15 @@ impl Core {
         out: &mut Out,
     ) -> Result<(), RelayError> {
         if !won {
+            match &holder {
+                Some(h) => self.desk.assigned(&meta.id, Some(h.id.clone()), now),
+                // Closed meanwhile (or gone).
+                None => self.desk.closed(&meta.id),
+            }
             let name = holder.map_or_else(|| "Another agent".to_owned(), |a| a.name);
             return Err(RelayError::AlreadyTaken(name));
         }
+        self.desk.assigned(&meta.id, Some(agent.id.clone()), now);
         out.push(Effect::Publish(BusEvent::AgentJoined {
             conversation: meta.id.clone(),
             agent_name: agent.name.clone(),
@@ -1627,6 +2115,9 @@ impl Core {
             format!("{} joined the conversation", agent.name),
         ));
         meta.agent = Some(agent);
+        let Some(peer) = peer else {
+            return Ok(());
+        };
         let role = self.role(peer)?.clone();
         self.perform(now, peer, &role, &meta, then, out)
     }
@@ -1720,14 +2211,29 @@ impl Core {
                 token,
                 conversation: meta.id.clone(),
                 site_name: site_name.clone(),
-                agent_name: meta.agent.map(|a| a.name),
+                agent_name: meta.agent.as_ref().map(|a| a.name.clone()),
                 media,
+                closed: meta.closed,
+                rated: meta.rated,
             },
         );
         let set = self.visitors.entry(meta.id.clone()).or_default();
         set.insert(peer);
         if set.len() == 1 && !self.members.contains_key(&meta.id) {
-            out.push(Effect::Subscribe(Topic::Conversation(meta.id)));
+            out.push(Effect::Subscribe(Topic::Conversation(meta.id.clone())));
+        }
+        // Without an agent: their place in line, and whether anyone is there to answer.
+        if !meta.closed && self.without_agent(&meta.id) {
+            let online = self.team.any_available(&meta.site);
+            self.told_online.insert(meta.site.clone(), online);
+            out.send(
+                peer,
+                ServerMsg::Queue {
+                    position: self.desk.position(&meta.id),
+                    conversation: meta.id,
+                    online,
+                },
+            );
         }
     }
 
@@ -1965,6 +2471,40 @@ impl Core {
                 for peer in self.members.get(&conversation).into_iter().flatten() {
                     out.send(*peer, self.call_msg(&conversation, *peer));
                 }
+                // Agents ringing for a queued call: once it is answered or over, it is gone
+                // for those who did not get it.
+                let still = self
+                    .calls
+                    .get(&conversation)
+                    .is_some_and(|c| c.phase == CallPhase::Ringing);
+                let ringing = match still {
+                    true => self.ringing.get(&conversation).cloned(),
+                    false => self.ringing.remove(&conversation),
+                };
+                let members = self.members.get(&conversation);
+                for peer in ringing.into_iter().flatten() {
+                    if members.is_some_and(|m| m.contains(&peer)) {
+                        continue;
+                    }
+                    let msg = match still {
+                        true => self.call_msg(&conversation, peer),
+                        false => ServerMsg::Call {
+                            conversation: conversation.clone(),
+                            call: None,
+                        },
+                    };
+                    out.send(peer, msg);
+                }
+            }
+            BusEvent::Closed { conversation } => {
+                for v in self.visitors.get(&conversation).into_iter().flatten() {
+                    out.send(
+                        *v,
+                        ServerMsg::Closed {
+                            conversation: conversation.clone(),
+                        },
+                    );
+                }
             }
         }
     }
@@ -2150,11 +2690,7 @@ impl Core {
             conversation: conv.clone(),
             call: None,
         });
-        let meta = ConversationMeta {
-            id: conv.clone(),
-            site: site.clone(),
-            agent: None,
-        };
+        let meta = ConversationMeta::new(conv.clone(), site.clone(), None);
         out.push(system_note(now, &meta, note));
     }
 
@@ -2168,9 +2704,20 @@ impl Core {
         let role = self.role(peer)?;
         role.may_read(conv)?;
         match role {
-            Role::Visitor { .. } if conv.agent.is_none() => Err(RelayError::Forbidden(
-                "no agent has joined this conversation yet",
+            Role::Visitor { .. } if conv.closed => Err(RelayError::Forbidden(
+                "this conversation is closed: write to reopen it",
             )),
+            // In the queue, a call rings every available agent of the site.
+            Role::Visitor { .. }
+                if conv.agent.is_none()
+                    && !self.calls.contains_key(&conv.id)
+                    && !(self.desk.agent_of(&conv.id) == Some(None)
+                        && self.team.any_available(&conv.site)) =>
+            {
+                Err(RelayError::Forbidden(
+                    "no agent can answer a call now: write, and one will join",
+                ))
+            }
             Role::Visitor { .. } => Ok((Author::Visitor, "Visitor".to_owned())),
             Role::Agent { .. } => match role.agent_post(conv)? {
                 AgentPost::Assigned => {
@@ -2213,6 +2760,21 @@ impl Core {
         let call = self.calls.get_mut(&conv.id);
         let note = match (action, call) {
             (CallAction::Start { kind }, None) => {
+                if conv.agent.is_none() {
+                    if kind == CallKind::Screen {
+                        return Err(RelayError::Forbidden(
+                            "screen sharing starts once an agent has joined",
+                        ));
+                    }
+                    // Like a phone queue: every available agent of the site rings.
+                    let members = self.members.get(&conv.id);
+                    let ring: BTreeSet<PeerId> = self
+                        .team
+                        .available_consoles(&conv.site)
+                        .filter(|p| !members.is_some_and(|m| m.contains(p)))
+                        .collect();
+                    self.ringing.insert(conv.id.clone(), ring);
+                }
                 self.calls.insert(
                     conv.id.clone(),
                     Call {
@@ -2385,6 +2947,37 @@ fn other_side(side: Author) -> Author {
     }
 }
 
+/// A rating comment or transfer note: trimmed, none when blank, at most
+/// [`MAX_COMMENT_CHARS`].
+fn comment_of(text: Option<String>) -> Result<Option<String>, RelayError> {
+    let text = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if text
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_COMMENT_CHARS)
+    {
+        return Err(RelayError::BadText("that is too long"));
+    }
+    Ok(text)
+}
+
+/// The record's line for a visitor's rating.
+fn rating_note(
+    now: i64,
+    meta: &ConversationMeta,
+    rating: Rating,
+    comment: Option<String>,
+) -> Effect {
+    let verdict = match rating {
+        Rating::Up => "👍",
+        Rating::Down => "👎",
+    };
+    let text = match comment {
+        Some(c) => format!("The visitor rated the conversation {verdict}: {c}"),
+        None => format!("The visitor rated the conversation {verdict}"),
+    };
+    system_note(now, meta, text)
+}
+
 /// A system message for the record.
 fn system_note(now: i64, meta: &ConversationMeta, text: String) -> Effect {
     Effect::Append {
@@ -2405,29 +2998,7 @@ fn system_note(now: i64, meta: &ConversationMeta, text: String) -> Effect {
 /// The conversation and chat message a request is about, for its errors.
 fn request_context(request: &Request) -> (Option<ConversationId>, Option<ClientMsgId>) {
     match request {
-        Request::Frame(
-            ClientMsg::Chat {
-                conversation,
-                client_id,
-                ..
-            }
-            | ClientMsg::Note {
-                conversation,
-                client_id,
-                ..
-            },
-        ) => (Some(conversation.clone()), Some(client_id.clone())),
-        Request::Frame(
-            ClientMsg::Join { conversation, .. }
-            | ClientMsg::Take { conversation }
-            | ClientMsg::Read { conversation, .. }
-            | ClientMsg::Call { conversation, .. }
-            | ClientMsg::Typing { conversation }
-            | ClientMsg::Signal { conversation, .. },
-        ) => (Some(conversation.clone()), None),
-        Request::Frame(ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. }) => {
-            (None, None)
-        }
+        Request::Frame(msg) => about(msg),
         Request::Upload { client_id, .. } => (None, client_id.clone()),
     }
 }
@@ -2508,7 +3079,11 @@ fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
         | ClientMsg::Read { conversation, .. }
         | ClientMsg::Call { conversation, .. }
         | ClientMsg::Typing { conversation }
-        | ClientMsg::Signal { conversation, .. } => (Some(conversation.clone()), None),
+        | ClientMsg::Signal { conversation, .. }
+        | ClientMsg::Close { conversation }
+        | ClientMsg::Transfer { conversation, .. }
+        | ClientMsg::Rate { conversation, .. }
+        | ClientMsg::Contact { conversation, .. } => (Some(conversation.clone()), None),
         ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. } => (None, None),
     }
 }
@@ -2596,11 +3171,7 @@ mod tests {
         }
     }
     fn meta(id: &str, s: &str, a: Option<&str>) -> ConversationMeta {
-        ConversationMeta {
-            id: ConversationId::from(id),
-            site: site(s),
-            agent: a.map(agent),
-        }
+        ConversationMeta::new(ConversationId::from(id), site(s), a.map(agent))
     }
     fn media() -> MediaConfig {
         MediaConfig {
@@ -2719,7 +3290,7 @@ mod tests {
             ));
             self.ev(Event::DeskReady {
                 peer: PeerId(peer),
-                team: vec![(agent(id), scope, Presence::Available)],
+                team: vec![(agent(id), scope, Presence::Available, 5)],
                 conversations: Vec::new(),
                 read: Vec::new(),
                 media: media(),
@@ -3048,6 +3619,7 @@ mod tests {
             last_seq: 1,
             preview: "m1".into(),
             last_at: 0,
+            rating: None,
         };
         let e = w.ev(Event::Appended {
             reply: Reply::Ack(PeerId(1)),
@@ -3218,7 +3790,7 @@ mod tests {
             ));
         }
         let lost = w.ev(Event::Assigned {
-            peer: PeerId(11),
+            peer: Some(PeerId(11)),
             meta: c1.clone(),
             agent: agent("b"),
             won: false,
@@ -3233,7 +3805,7 @@ mod tests {
             )]
         );
         let won = w.ev(Event::Assigned {
-            peer: PeerId(10),
+            peer: Some(PeerId(10)),
             meta: c1.clone(),
             agent: agent("a"),
             won: true,
@@ -3268,7 +3840,7 @@ mod tests {
             panic!("{e:?}")
         };
         let e = w.ev(Event::Assigned {
-            peer: PeerId(10),
+            peer: Some(PeerId(10)),
             meta: c1.clone(),
             agent: agent("a"),
             won: true,
@@ -3283,7 +3855,7 @@ mod tests {
         assert_eq!(message.author_name.as_deref(), Some("Agent a"));
         // Lost: the reply is not stored, and the error names it.
         let e = w.ev(Event::Assigned {
-            peer: PeerId(10),
+            peer: Some(PeerId(10)),
             meta: c1,
             agent: agent("a"),
             won: false,
@@ -3573,6 +4145,7 @@ mod tests {
         };
         w.now = 60_000;
         w.ev(Event::Restored {
+            open: Vec::new(),
             calls: vec![("c1".into(), record.clone()), ("c2".into(), record)],
         });
         w.visitor(1, &c1);

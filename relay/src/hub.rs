@@ -40,6 +40,7 @@ type Desk = (
         escalera_protocol::AgentRef,
         Scope,
         escalera_protocol::Presence,
+        u32,
     )>,
     Vec<escalera_protocol::ConversationSummary>,
     Vec<escalera_protocol::ReadMark>,
@@ -295,8 +296,86 @@ impl Hub {
                     holder,
                     then,
                 },
+                Err(e) => match peer {
+                    Some(peer) => failed(peer, Some(meta.id), None, e),
+                    None => {
+                        tracing::error!("store: routing an assignment: {e}");
+                        return Vec::new();
+                    }
+                },
+            },
+            Effect::Conclude { peer, meta, agent } => {
+                match self
+                    .log
+                    .close(meta.id.clone(), agent.id.clone(), now_ms())
+                    .await
+                {
+                    Ok(ok) => Event::Concluded {
+                        peer,
+                        meta,
+                        agent,
+                        ok,
+                    },
+                    Err(e) => failed(peer, Some(meta.id), None, e),
+                }
+            }
+            Effect::Transfer {
+                peer,
+                meta,
+                from,
+                to,
+                note,
+            } => {
+                let moved = self.log.reassign(
+                    meta.id.clone(),
+                    Some(from.id.clone()),
+                    to.as_ref().map(|a| a.id.clone()),
+                );
+                match moved.await {
+                    Ok(ok) => Event::Transferred {
+                        peer,
+                        meta,
+                        from,
+                        to,
+                        note,
+                        ok,
+                    },
+                    Err(e) => failed(peer, Some(meta.id), None, e),
+                }
+            }
+            Effect::Rate {
+                peer,
+                meta,
+                rating,
+                comment,
+            } => match self.log.rate(meta.id.clone(), rating).await {
+                Ok(ok) => Event::Rated {
+                    peer,
+                    meta,
+                    rating,
+                    comment,
+                    ok,
+                },
                 Err(e) => failed(peer, Some(meta.id), None, e),
             },
+            Effect::Reopen {
+                conversation,
+                agent,
+            } => {
+                if let Err(e) = self.log.reopen(conversation, agent).await {
+                    tracing::error!("store: reopening a conversation: {e}");
+                }
+                return Vec::new();
+            }
+            Effect::SaveEmail {
+                conversation,
+                email,
+            } => {
+                if let Err(e) = self.log.set_email(conversation, email).await {
+                    tracing::error!("store: a visitor's email: {e}");
+                }
+                return Vec::new();
+            }
             Effect::Append {
                 message,
                 site,
@@ -374,11 +453,7 @@ impl Hub {
         token: Option<VisitorToken>,
         unsaved: Option<ConversationId>,
     ) -> Result<(VisitorToken, ConversationMeta, bool), StoreError> {
-        let fresh = |id, site| ConversationMeta {
-            id,
-            site,
-            agent: None,
-        };
+        let fresh = |id, site| ConversationMeta::new(id, site, None);
         if let Some(t) = token {
             if let Some(id) = unsaved {
                 return Ok((t, fresh(id, site), false));
@@ -404,7 +479,14 @@ impl Hub {
             .await?
             .into_iter()
             .filter(|a| !a.disabled)
-            .map(|a| (a.agent.agent, a.agent.scope, a.agent.presence))
+            .map(|a| {
+                (
+                    a.agent.agent,
+                    a.agent.scope,
+                    a.agent.presence,
+                    a.agent.limit,
+                )
+            })
             .collect();
         Ok((
             team,
@@ -419,7 +501,10 @@ impl Hub {
         meta: &ConversationMeta,
         agent: &escalera_protocol::AgentRef,
     ) -> Result<(bool, Option<escalera_protocol::AgentRef>), StoreError> {
-        if self.log.assign(meta.id.clone(), agent.id.clone()).await? {
+        let taken = self
+            .log
+            .reassign(meta.id.clone(), None, Some(agent.id.clone()));
+        if taken.await? {
             return Ok((true, None));
         }
         let now = self.log.conversation(meta.id.clone()).await?;
@@ -459,8 +544,9 @@ impl Hub {
     /// grace period to reconnect and resume.
     pub async fn restore_calls(&self) -> Result<usize, StoreError> {
         let calls = self.log.calls().await?;
+        let open = self.log.open_conversations().await?;
         let n = calls.len();
-        self.run(Event::Restored { calls }).await;
+        self.run(Event::Restored { calls, open }).await;
         Ok(n)
     }
 
@@ -709,7 +795,14 @@ mod tests {
             }))
             .await
             .unwrap();
-        assert!(matches!(recv().await, ServerMsg::Ack { seq: 1, .. }));
+        // Before the ack: where the visitor stands in the queue (nobody is there).
+        let ack = loop {
+            match recv().await {
+                ServerMsg::Queue { online: false, .. } => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(ack, ServerMsg::Ack { seq: 1, .. }), "{ack:?}");
         drop(to_relay);
         served.await.unwrap();
         assert!(hub.outboxes().is_empty());

@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod presence;
+pub mod routing;
 pub mod secrets;
 pub mod serve;
 pub mod sqlite;

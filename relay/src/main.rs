@@ -201,9 +201,21 @@ enum AgentCommand {
         /// Site keys this agent serves (repeatable); without any, every site.
         #[arg(long = "site")]
         sites: Vec<String>,
+        /// How many open conversations routing gives them at most.
+        #[arg(long, default_value_t = escalera_relay::store::DEFAULT_CHAT_LIMIT)]
+        limit: u32,
     },
-    /// List the agents: email, name, sites, whether disabled, browsers logged in.
+    /// List the agents: email, name, sites, chat limit, whether disabled, browsers logged in.
     List,
+    /// Set how many open conversations routing gives an agent at most (0: none, they take
+    /// them by hand). A running relay uses it from the next console that connects.
+    Limit {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// The limit.
+        limit: u32,
+    },
     /// Set an agent's password (from ESCALERA_AGENT_PASSWORD, else prompted for); their
     /// sessions end, so every browser logs in again.
     Passwd {
@@ -292,14 +304,19 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
                         .join(", "),
                 };
                 println!(
-                    "{}\t{}\t{}\t{}\t{} logged in",
+                    "{}\t{}\t{}\tlimit {}\t{}\t{} logged in",
                     a.agent.email,
                     a.agent.agent.name,
                     sites,
+                    a.agent.limit,
                     if a.disabled { "disabled" } else { "enabled" },
                     a.sessions
                 );
             }
+        }
+        AgentCommand::Limit { email, limit } => {
+            found(block_on(store.set_limit(email.clone(), limit))?, &email)?;
+            println!("{email} gets at most {limit} open conversations.");
         }
         AgentCommand::Passwd { email } => {
             let hash = secrets::hash_password(&new_password(&email)?);
@@ -345,7 +362,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.data_dir, args),
         Command::Agent {
-            command: AgentCommand::Add { email, name, sites },
+            command:
+                AgentCommand::Add {
+                    email,
+                    name,
+                    sites,
+                    limit,
+                },
         } => {
             let store = SqliteStore::open(&cli.data_dir)?;
             let password = new_password(&email)?;
@@ -353,6 +376,9 @@ fn main() -> anyhow::Result<()> {
             let scope = (!sites.is_empty()).then_some(sites);
             let hash = secrets::hash_password(&password);
             let agent = block_on(store.add_agent(email, name, hash, scope, now_ms()))?;
+            if limit != escalera_relay::store::DEFAULT_CHAT_LIMIT {
+                block_on(store.set_limit(agent.email.clone(), limit))?;
+            }
             println!("Added agent {} <{}>", agent.agent.name, agent.email);
             Ok(())
         }

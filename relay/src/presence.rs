@@ -9,9 +9,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use escalera_protocol::{AgentId, AgentRef, Presence, TeamMember};
+use escalera_protocol::{AgentId, AgentRef, Presence, SiteKey, TeamMember};
 
 use crate::core::{PeerId, Scope};
+use crate::routing::Candidate;
 
 /// One agent.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ struct Member {
     agent: AgentRef,
     scope: Scope,
     chosen: Presence,
+    /// How many open conversations routing may give them.
+    limit: u32,
     consoles: BTreeSet<PeerId>,
     /// Since when their last console has been gone (while within the grace period).
     gone_since: Option<i64>,
@@ -71,12 +74,13 @@ impl Team {
 
     /// An agent as the store has them (their choice is kept over restarts). A known agent's
     /// choice made here meanwhile wins over the store's copy.
-    pub fn know(&mut self, agent: AgentRef, scope: Scope, chosen: Presence) {
+    pub fn know(&mut self, agent: AgentRef, scope: Scope, chosen: Presence, limit: u32) {
         // Newly known from the store: offline, as every welcome has shown them so far.
         let m = self.members.entry(agent.id.clone()).or_insert(Member {
             agent: agent.clone(),
             scope: scope.clone(),
             chosen,
+            limit,
             consoles: BTreeSet::new(),
             gone_since: None,
             away_for_good: true,
@@ -85,7 +89,51 @@ impl Team {
         });
         m.agent = agent;
         m.scope = scope;
+        m.limit = limit;
         self.dirty = true;
+    }
+
+    /// The agents routing may give a conversation to now: shown as `available`.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.presence() == Presence::Available)
+            .map(|(id, m)| Candidate {
+                agent: id.clone(),
+                scope: m.scope.clone(),
+                limit: m.limit,
+            })
+            .collect()
+    }
+
+    /// Whether an agent serving `site` is available now.
+    pub fn any_available(&self, site: &SiteKey) -> bool {
+        self.members
+            .values()
+            .any(|m| m.presence() == Presence::Available && m.scope.covers(site))
+    }
+
+    /// Whether routing may give `agent`, who has `load` open conversations, one more.
+    pub fn takes_more(&self, agent: &AgentId, load: u32) -> bool {
+        self.members
+            .get(agent)
+            .is_some_and(|m| m.presence() == Presence::Available && load < m.limit)
+    }
+
+    /// The open consoles of the agents available for `site`.
+    pub fn available_consoles<'a>(
+        &'a self,
+        site: &'a SiteKey,
+    ) -> impl Iterator<Item = PeerId> + 'a {
+        self.members
+            .values()
+            .filter(move |m| m.presence() == Presence::Available && m.scope.covers(site))
+            .flat_map(|m| m.consoles.iter().copied())
+    }
+
+    /// An agent as the others know them, and their sites.
+    pub fn member(&self, agent: &AgentId) -> Option<(&AgentRef, &Scope)> {
+        self.members.get(agent).map(|m| (&m.agent, &m.scope))
     }
 
     /// A console of `agent` opened.
@@ -231,7 +279,7 @@ mod tests {
     fn an_agent_is_shown_as_chosen_busy_in_a_call_and_offline_after_the_grace() {
         let mut team = Team::new(30_000);
         let a = AgentId::from("a");
-        team.know(agent("a"), Scope::All, Presence::Away);
+        team.know(agent("a"), Scope::All, Presence::Away, 5);
         // Known from the store only: offline, whatever they chose (no news: that is what
         // everyone was shown).
         assert_eq!(team.presence(&a), Presence::Offline);
@@ -274,10 +322,10 @@ mod tests {
     #[test]
     fn the_team_is_those_sharing_a_site() {
         let mut team = Team::new(1);
-        team.know(agent("a"), sites(&["s1"]), Presence::Available);
-        team.know(agent("b"), sites(&["s1", "s2"]), Presence::Available);
-        team.know(agent("c"), sites(&["s3"]), Presence::Available);
-        team.know(agent("d"), Scope::All, Presence::Available);
+        team.know(agent("a"), sites(&["s1"]), Presence::Available, 5);
+        team.know(agent("b"), sites(&["s1", "s2"]), Presence::Available, 5);
+        team.know(agent("c"), sites(&["s3"]), Presence::Available, 5);
+        team.know(agent("d"), Scope::All, Presence::Available, 5);
         let names = |scope: &Scope| -> Vec<String> {
             team.members_for(scope)
                 .into_iter()

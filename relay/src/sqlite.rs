@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, Author, CallKind, ClientMsgId, ConversationId,
-    ConversationStatus, ConversationSummary, FileId, Message, Presence, ReadMark, SiteKey,
+    ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark, SiteKey,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
-use crate::store::{Agent, AgentListing, Appended, Directory, HistoryPage, Log, Site, StoreFuture};
+use crate::store::{
+    Agent, AgentListing, Appended, Directory, HistoryPage, Log, OpenConversation, Site, StoreFuture,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -104,6 +106,16 @@ CREATE INDEX conversations_waiting_address ON conversations (address, created_at
     // 5: what each agent chose to be (available, away, offline), kept over restarts.
     r#"
 ALTER TABLE agents ADD COLUMN presence TEXT NOT NULL DEFAULT 'available';
+"#,
+    // 6: the desk: each agent's chat limit for routing; conversations closed and reopened,
+    // rated, and the email a visitor left.
+    r#"
+ALTER TABLE agents ADD COLUMN chat_limit INTEGER NOT NULL DEFAULT 5;
+ALTER TABLE conversations ADD COLUMN closed_at INTEGER;
+ALTER TABLE conversations ADD COLUMN rating TEXT;
+ALTER TABLE conversations ADD COLUMN email TEXT;
+CREATE INDEX conversations_open ON conversations (created_at)
+    WHERE closed_at IS NULL AND last_seq > 0;
 "#,
 ];
 
@@ -376,7 +388,8 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at
+const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at,
+    c.closed_at, c.rating
     FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
 
 /// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
@@ -402,7 +415,9 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
         visitor_label: format!("Visitor {}", &id[..id.len().min(4)]),
         id: ConversationId(id),
         site_name: r.get(1)?,
-        status: if agent.is_some() {
+        status: if r.get::<_, Option<i64>>(7)?.is_some() {
+            ConversationStatus::Closed
+        } else if agent.is_some() {
             ConversationStatus::Assigned
         } else {
             ConversationStatus::Waiting
@@ -411,7 +426,26 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
         last_seq: r.get::<_, i64>(4)? as u64,
         preview: r.get(5)?,
         last_at: r.get(6)?,
+        rating: r
+            .get::<_, Option<String>>(8)?
+            .as_deref()
+            .and_then(parse_rating),
     })
+}
+
+fn parse_rating(s: &str) -> Option<Rating> {
+    match s {
+        "up" => Some(Rating::Up),
+        "down" => Some(Rating::Down),
+        _ => None,
+    }
+}
+
+fn rating_str(r: Rating) -> &'static str {
+    match r {
+        Rating::Up => "up",
+        Rating::Down => "down",
+    }
 }
 
 fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
@@ -426,7 +460,7 @@ fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option
 /// An agent, disabled or not.
 fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
     let sql = format!(
-        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites, a.presence
+        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites, a.presence, a.chat_limit
          FROM agents a {where_clause}"
     );
     let row = conn
@@ -438,10 +472,11 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
                 r.get::<_, String>(3)?,
                 r.get::<_, bool>(4)?,
                 r.get::<_, String>(5)?,
+                r.get::<_, u32>(6)?,
             ))
         })
         .optional()?;
-    let Some((id, name, email, password_hash, all_sites, presence)) = row else {
+    let Some((id, name, email, password_hash, all_sites, presence, limit)) = row else {
         return Ok(None);
     };
     let presence = match presence.as_str() {
@@ -467,6 +502,7 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
         password_hash,
         scope,
         presence,
+        limit,
     }))
 }
 
@@ -482,15 +518,15 @@ fn preview(text: &str) -> String {
 
 fn meta_row(id: &ConversationId, r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
-        id: id.clone(),
-        site: SiteKey(r.get(0)?),
-        agent: agent_cols(r, 1, 2)?,
+        closed: r.get::<_, Option<i64>>(3)?.is_some(),
+        rated: r.get::<_, Option<String>>(4)?.is_some(),
+        ..ConversationMeta::new(id.clone(), SiteKey(r.get(0)?), agent_cols(r, 1, 2)?)
     })
 }
 
 fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<ConversationMeta>> {
     let mut stmt = c.prepare_cached(
-        "SELECT c.site_key, c.agent_id, a.name FROM conversations c
+        "SELECT c.site_key, c.agent_id, a.name, c.closed_at, c.rating FROM conversations c
          LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = ?1",
     )?;
     Ok(stmt.query_row([&id.0], |r| meta_row(id, r)).optional()?)
@@ -719,6 +755,7 @@ impl Directory for SqliteStore {
                     Some(s) => Scope::Sites(s.into_iter().collect()),
                 },
                 presence: Presence::Available,
+                limit: crate::store::DEFAULT_CHAT_LIMIT,
             })
         })
     }
@@ -868,6 +905,16 @@ impl Directory for SqliteStore {
             )?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+
+    fn set_limit(&self, email: String, limit: u32) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let n = c.execute(
+                "UPDATE agents SET chat_limit = ?2 WHERE email = ?1 AND disabled_at IS NULL",
+                params![email.trim().to_lowercase(), limit],
+            )?;
+            Ok(n == 1)
         })
     }
 
@@ -1064,15 +1111,84 @@ impl Log for SqliteStore {
         })
     }
 
-    fn assign(&self, id: ConversationId, agent: AgentId) -> StoreFuture<'_, bool> {
+    fn reassign(
+        &self,
+        id: ConversationId,
+        from: Option<AgentId>,
+        to: Option<AgentId>,
+    ) -> StoreFuture<'_, bool> {
         self.write(move |c| {
             let n = c
                 .prepare_cached(
-                    "UPDATE conversations SET agent_id = ?2
-                     WHERE id = ?1 AND (agent_id IS NULL OR agent_id = ?2)",
+                    "UPDATE conversations SET agent_id = ?3
+                     WHERE id = ?1 AND closed_at IS NULL AND (agent_id IS ?2 OR agent_id IS ?3)",
                 )?
-                .execute(params![id.0, agent.0])?;
+                .execute(params![id.0, from.map(|a| a.0), to.map(|a| a.0)])?;
             Ok(n == 1)
+        })
+    }
+
+    fn close(&self, id: ConversationId, agent: AgentId, at: i64) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE conversations SET closed_at = ?3, rating = NULL
+                     WHERE id = ?1 AND closed_at IS NULL AND (agent_id IS NULL OR agent_id = ?2)",
+                )?
+                .execute(params![id.0, agent.0, at])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn reopen(&self, id: ConversationId, agent: Option<AgentId>) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE conversations SET closed_at = NULL, agent_id = ?2
+                     WHERE id = ?1 AND closed_at IS NOT NULL",
+                )?
+                .execute(params![id.0, agent.map(|a| a.0)])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn rate(&self, id: ConversationId, rating: Rating) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE conversations SET rating = ?2
+                     WHERE id = ?1 AND closed_at IS NOT NULL AND rating IS NULL",
+                )?
+                .execute(params![id.0, rating_str(rating)])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn set_email(&self, id: ConversationId, email: String) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE conversations SET email = ?2 WHERE id = ?1")?
+                .execute(params![id.0, email])?;
+            Ok(())
+        })
+    }
+
+    fn open_conversations(&self) -> StoreFuture<'_, Vec<OpenConversation>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, site_key, agent_id, created_at FROM conversations
+                 WHERE closed_at IS NULL AND last_seq > 0 ORDER BY created_at",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(OpenConversation {
+                        id: ConversationId(r.get(0)?),
+                        site: SiteKey(r.get(1)?),
+                        agent: r.get::<_, Option<String>>(2)?.map(AgentId),
+                        since: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
     }
 
@@ -1203,11 +1319,7 @@ mod tests {
     }
 
     async fn conversation(s: &SqliteStore, site: &SiteKey, visitor: &str) -> ConversationId {
-        let meta = ConversationMeta {
-            id: ConversationId(secrets::random_id()),
-            site: site.clone(),
-            agent: None,
-        };
+        let meta = ConversationMeta::new(ConversationId(secrets::random_id()), site.clone(), None);
         s.add_visitor(meta.clone(), visitor.into(), "192.0.2.1".into(), 0)
             .await
             .unwrap();
@@ -1318,13 +1430,36 @@ mod tests {
             .await
             .is_err());
         let conv = conversation(&s, &site.key, "h").await;
-        assert!(s.assign(conv.clone(), a.agent.id.clone()).await.unwrap());
-        assert!(!s.assign(conv.clone(), b.agent.id.clone()).await.unwrap());
-        assert!(s.assign(conv.clone(), a.agent.id.clone()).await.unwrap());
+        let (ida, idb) = (Some(a.agent.id.clone()), Some(b.agent.id.clone()));
+        assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
+        assert!(!s.reassign(conv.clone(), None, idb.clone()).await.unwrap());
+        assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
         assert_eq!(
-            s.conversation(conv).await.unwrap().unwrap().agent,
+            s.conversation(conv.clone()).await.unwrap().unwrap().agent,
             Some(a.agent.clone())
         );
+        // A transfer moves it only from who has it.
+        assert!(!s.reassign(conv.clone(), idb.clone(), None).await.unwrap());
+        assert!(s
+            .reassign(conv.clone(), ida.clone(), idb.clone())
+            .await
+            .unwrap());
+        // Closed by its agent only; rated once; reopened with whoever the relay says.
+        assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
+        assert!(!s.close(conv.clone(), a.agent.id.clone(), 5).await.unwrap());
+        assert!(s.close(conv.clone(), b.agent.id.clone(), 5).await.unwrap());
+        assert!(!s.close(conv.clone(), b.agent.id.clone(), 6).await.unwrap());
+        assert!(!s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
+        let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
+        assert!(meta.closed && !meta.rated);
+        assert!(s.rate(conv.clone(), Rating::Down).await.unwrap());
+        assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
+        assert!(s.conversation(conv.clone()).await.unwrap().unwrap().rated);
+        assert!(s.open_conversations().await.unwrap().is_empty());
+        assert!(s.reopen(conv.clone(), None).await.unwrap());
+        assert!(!s.reopen(conv.clone(), None).await.unwrap());
+        let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
+        assert!(!meta.closed && meta.agent.is_none());
         let found = s.agent_by_email("a@X.example".into()).await.unwrap();
         assert_eq!(found.unwrap().scope, Scope::All);
     }
@@ -1347,7 +1482,9 @@ mod tests {
             m.at = 10 + i as i64;
             s.append(m).await.unwrap();
         }
-        s.assign(c3.clone(), a.agent.id.clone()).await.unwrap();
+        s.reassign(c3.clone(), None, Some(a.agent.id.clone()))
+            .await
+            .unwrap();
         let all: Vec<_> = s
             .summaries(Scope::All, 50)
             .await

@@ -11,11 +11,14 @@ use std::pin::Pin;
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, ClientMsgId, ConversationId, ConversationSummary, FileId,
-    Message, Presence, ReadMark, SiteKey,
+    Message, Presence, Rating, ReadMark, SiteKey,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
+
+/// How many open conversations routing gives an agent, unless set otherwise.
+pub const DEFAULT_CHAT_LIMIT: u32 = 5;
 
 /// What a store call returns: a future that owns its arguments.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -44,6 +47,8 @@ pub struct Agent {
     pub scope: Scope,
     /// What they last chose to be (`available`, `away` or `offline`).
     pub presence: Presence,
+    /// How many open conversations routing gives them at most.
+    pub limit: u32,
 }
 
 /// An agent as `escalera agent list` shows them.
@@ -55,6 +60,19 @@ pub struct AgentListing {
     pub disabled: bool,
     /// Live sessions (browsers logged in).
     pub sessions: u64,
+}
+
+/// An open conversation, as routing needs it at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConversation {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its site.
+    pub site: SiteKey,
+    /// Who has it, if anyone.
+    pub agent: Option<AgentId>,
+    /// When it was created (the queue's order).
+    pub since: i64,
 }
 
 /// A page of history.
@@ -128,6 +146,9 @@ pub trait Directory: Send + Sync + 'static {
     fn remove_agent(&self, email: String, now: i64) -> StoreFuture<'_, bool>;
     /// A small key/value record for the relay's own bookkeeping (e.g. the demo site's key).
     fn setting(&self, key: String) -> StoreFuture<'_, Option<String>>;
+    /// Sets how many open conversations routing gives an agent; false if there is no such
+    /// agent.
+    fn set_limit(&self, email: String, limit: u32) -> StoreFuture<'_, bool>;
     /// Keeps what an agent chose to be, over restarts.
     fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()>;
     /// Sets a setting.
@@ -169,8 +190,27 @@ pub trait Log: Send + Sync + 'static {
         limit: u32,
         notes: bool,
     ) -> StoreFuture<'_, HistoryPage>;
-    /// Assigns a waiting conversation to `agent`; `false` if someone else has it.
-    fn assign(&self, id: ConversationId, agent: AgentId) -> StoreFuture<'_, bool>;
+    /// Moves an open conversation from `from` to `to` (`None`: the queue), or keeps it with
+    /// `to` if it has them already; `false` if it is closed or someone else has it.
+    fn reassign(
+        &self,
+        id: ConversationId,
+        from: Option<AgentId>,
+        to: Option<AgentId>,
+    ) -> StoreFuture<'_, bool>;
+    /// Closes an open conversation that is waiting or `agent`'s (its agent stays recorded, for
+    /// a reopening); `false` if it was closed already or is someone else's.
+    fn close(&self, id: ConversationId, agent: AgentId, at: i64) -> StoreFuture<'_, bool>;
+    /// Reopens a closed conversation with `agent` (`None`: the queue); its old rating goes.
+    /// `false` if it was not closed.
+    fn reopen(&self, id: ConversationId, agent: Option<AgentId>) -> StoreFuture<'_, bool>;
+    /// Records the visitor's rating of a closed conversation, once per closing; `false` if
+    /// it is open or rated already.
+    fn rate(&self, id: ConversationId, rating: Rating) -> StoreFuture<'_, bool>;
+    /// Keeps the email a visitor left.
+    fn set_email(&self, id: ConversationId, email: String) -> StoreFuture<'_, ()>;
+    /// Every open conversation with a message (read when the relay starts, for routing).
+    fn open_conversations(&self) -> StoreFuture<'_, Vec<OpenConversation>>;
     /// Conversations with at least one message on the sites of `scope`: waiting first, then
     /// by newest activity; at most `limit`.
     fn summaries(&self, scope: Scope, limit: u32) -> StoreFuture<'_, Vec<ConversationSummary>>;

@@ -196,6 +196,8 @@ async fn a_sibling_hosts_forms_cannot_log_an_agent_out_or_post_as_them() {
     // `Sec-Fetch-Site`). The session cookie is SameSite=Strict, but a sibling host
     // (attacker.shop.test next to chat.shop.test) is the same site, so it is sent anyway.
     let relay = TestRelay::start().await;
+    // Ana has room for the bystanders' conversation only: the new one waits, untaken.
+    relay.set_limit("ana@shop.example", 1).await;
     let mut bystanders = Bystanders::start(&relay).await;
     let session = relay.login("ana@shop.example").await;
     let (mut visitor, _token, conversation) = relay.visitor(None).await;
@@ -671,6 +673,9 @@ async fn one_address_cannot_fill_the_agents_list() {
         ..Config::default()
     })
     .await;
+    // Routing gives Ana nothing more than the bystanders' conversation: the list is what
+    // waits.
+    relay.set_limit("ana@shop.example", 1).await;
     let mut bystanders = Bystanders::start(&relay).await;
     let mut spam = Vec::new();
     let mut refused = 0;
@@ -963,6 +968,8 @@ async fn uploads_are_bounded_per_conversation_and_before_an_agent_joins() {
         ..Config::default()
     })
     .await;
+    // Ana's one conversation is the bystanders': this visitor's waits for an agent.
+    relay.set_limit("ana@shop.example", 1).await;
     let mut bystanders = Bystanders::start(&relay).await;
     let (mut visitor, token, conv) = relay.visitor_from(2, None).await.unwrap();
     let bearer = format!("Bearer {token}");

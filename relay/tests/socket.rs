@@ -29,6 +29,8 @@ fn join(conversation: &ConversationId, after_seq: u64) -> ClientMsg {
 #[tokio::test]
 async fn chat_flows_both_ways_and_the_agent_takes_by_replying() {
     let relay = TestRelay::start().await;
+    // No routing: the conversation waits until Ana replies.
+    relay.set_limit("ana@shop.example", 0).await;
     let (mut agent, _) = relay.agent("ana@shop.example").await;
     let (mut visitor, _, conv) = relay.visitor(None).await;
     visitor.send(&join(&conv, 0)).await;
@@ -326,6 +328,8 @@ async fn a_visitor_cannot_reach_someone_elses_conversation() {
 #[tokio::test]
 async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
     let relay = TestRelay::start().await;
+    // Routing gives nobody anything: taking by hand is what is tested.
+    relay.set_limit("ana@shop.example", 0).await;
     let (mut ana, _) = relay.agent("ana@shop.example").await;
     let (mut ben, ben_welcome) = relay.agent("ben@shop.example").await;
     let (mut visitor, _, conv) = relay.visitor(None).await;
@@ -349,6 +353,7 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
     // A second agent with Ana's scope: both take at once, exactly one wins.
     let cookie_hash = escalera_relay::secrets::hash_password(common::PASSWORD);
     relay_store_add(&relay, "cy@shop.example", "Cy", &cookie_hash).await;
+    relay.set_limit("cy@shop.example", 0).await;
     let (mut cy, _) = relay.agent("cy@shop.example").await;
     ana.send(&ClientMsg::Take {
         conversation: conv.clone(),

@@ -1,23 +1,51 @@
-//! The list of conversations: waiting first, unread counts, live updates.
+//! The list of conversations: filtered (open, mine, queue, all), waiting first, unread counts,
+//! live updates.
 
 use escalera_protocol::{ConversationStatus, ConversationSummary};
 use leptos::prelude::*;
 
 use super::root::Desk;
+use super::state::Filter;
 use crate::browser::clock;
 
 /// The left pane.
 #[component]
 pub fn ConversationList(desk: Desk) -> impl IntoView {
-    let rows = move || desk.inbox.with(|i| i.list.clone());
+    let filter = desk.filter;
+    let rows = move || {
+        let me = desk.agent.with(|a| a.as_ref().map(|a| a.id.clone()));
+        desk.inbox.with(|i| i.shown(filter.get(), me.as_ref()))
+    };
+    let empty = move || match filter.get() {
+        Filter::Open | Filter::All => {
+            "No conversations yet. New chats from your sites appear here."
+        }
+        Filter::Mine => "Nothing assigned to you right now.",
+        Filter::Queue => "Nobody is waiting.",
+    };
     view! {
         <nav class="list" aria-label="Conversations">
-            <Show when=move || desk.inbox.with(|i| i.list.is_empty())>
-                <p class="empty" data-testid="list-empty">
-                    "No conversations yet. New chats from your sites appear here."
-                </p>
+            <div class="tabs" role="tablist" aria-label="Show">
+                {Filter::TABS
+                    .into_iter()
+                    .map(|(f, label, name)| view! {
+                        <button
+                            role="tab"
+                            data-testid="filter"
+                            data-filter=name
+                            aria-selected=move || (filter.get() == f).to_string()
+                            class:on=move || filter.get() == f
+                            on:click=move |_| filter.set(f)
+                        >
+                            {label}
+                        </button>
+                    })
+                    .collect_view()}
+            </div>
+            <Show when=move || rows().is_empty()>
+                <p class="empty" data-testid="list-empty">{empty}</p>
             </Show>
-            <For each=rows key=|c| (c.id.clone(), c.last_seq, c.agent.as_ref().map(|a| a.id.clone())) let:c>
+            <For each=rows key=|c| (c.id.clone(), c.last_seq, c.status, c.agent.as_ref().map(|a| a.id.clone())) let:c>
                 <Row desk=desk summary=c />
             </For>
         </nav>
@@ -45,6 +73,7 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
         .is_some_and(|me| summary.agent.as_ref().is_some_and(|a| a.id == me));
     let status = match (&summary.status, &summary.agent) {
         (ConversationStatus::Waiting, _) => "Waiting".to_owned(),
+        (ConversationStatus::Closed, _) => "Closed".to_owned(),
         _ if mine => "Yours".to_owned(),
         (_, Some(a)) => format!("With {}", a.name),
         (_, None) => String::new(),
@@ -52,13 +81,22 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
     let status_class = match summary.status {
         ConversationStatus::Waiting => "badge waiting",
         ConversationStatus::Assigned => "badge assigned",
+        ConversationStatus::Closed => "badge closed",
     };
+    let rating = summary.rating.map(|r| match r {
+        escalera_protocol::Rating::Up => ("👍", "Rated good"),
+        escalera_protocol::Rating::Down => ("👎", "Rated bad"),
+    });
     view! {
         <button
             class="row"
             class:active=active
             data-testid="conversation"
-            data-status=if summary.status == ConversationStatus::Waiting { "waiting" } else { "assigned" }
+            data-status=match summary.status {
+                ConversationStatus::Waiting => "waiting",
+                ConversationStatus::Assigned => "assigned",
+                ConversationStatus::Closed => "closed",
+            }
             on:click=move |_| desk.open(id.clone())
         >
             <div class="row-top">
@@ -76,6 +114,9 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
             </div>
             <div class="row-tags">
                 <span class=status_class>{status}</span>
+                {rating.map(|(icon, label)| view! {
+                    <span class="rating" data-testid="rating" title=label aria-label=label>{icon}</span>
+                })}
                 <span class="site">{summary.site_name.clone()}</span>
             </div>
         </button>

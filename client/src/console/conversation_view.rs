@@ -1,9 +1,10 @@
-//! The open conversation: its history, who has it, take / reply.
+//! The open conversation: its history, who has it, take / reply / transfer / close.
 
 use escalera_protocol::{Author, ClientMsg, ConversationStatus};
 use leptos::prelude::*;
 
 use super::root::Desk;
+use super::transfer::Transfer;
 use crate::call::CallButtons;
 use crate::chat::{Composer, Thread, UploadList};
 
@@ -13,6 +14,7 @@ enum Holder {
     Waiting,
     Me,
     Other(String),
+    Closed,
 }
 
 /// The right pane.
@@ -26,6 +28,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         let s = summary()?;
         let me = desk.agent.with(|a| a.as_ref().map(|a| a.id.clone()));
         Some(match (s.status, s.agent) {
+            (ConversationStatus::Closed, _) => Holder::Closed,
             (ConversationStatus::Waiting, _) | (_, None) => Holder::Waiting,
             (_, Some(a)) if Some(&a.id) == me.as_ref() => Holder::Me,
             (_, Some(a)) => Holder::Other(a.name),
@@ -42,6 +45,13 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
     let take = move |_| {
         if let Some(id) = desk.selected.get_untracked() {
             desk.link.socket.send(&ClientMsg::Take { conversation: id });
+        }
+    };
+    let close = move |_| {
+        if let Some(id) = desk.selected.get_untracked() {
+            desk.link
+                .socket
+                .send(&ClientMsg::Close { conversation: id });
         }
     };
     // The next message is a private note (for agents only) while this is on.
@@ -91,19 +101,30 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     <span class="grow"></span>
                     <CallButtons
                         ctl=desk.call
-                        ready=Signal::derive(move || !matches!(holder.get(), Some(Holder::Other(_))))
-                        why_not="Another agent has this conversation"
+                        ready=Signal::derive(move || matches!(holder.get(), Some(Holder::Me | Holder::Waiting)))
+                        why_not="Another agent has this conversation, or it is closed"
                     />
                     {move || match holder.get() {
                         Some(Holder::Waiting) => view! {
                             <button class="primary" data-testid="take" on:click=take>"Take conversation"</button>
                         }.into_any(),
-                        Some(Holder::Me) => view! { <span class="badge assigned">"You have this chat"</span> }.into_any(),
+                        Some(Holder::Me) => view! {
+                            <span class="badge assigned">"You have this chat"</span>
+                            <Transfer desk=desk conversation=desk.selected.into() />
+                        }.into_any(),
                         Some(Holder::Other(name)) => view! {
                             <span class="badge other" data-testid="taken-by">{format!("{name} has this chat")}</span>
                         }.into_any(),
+                        Some(Holder::Closed) => view! {
+                            <span class="badge closed" data-testid="closed-badge">"Closed"</span>
+                        }.into_any(),
                         None => ().into_any(),
                     }}
+                    <Show when=move || matches!(holder.get(), Some(Holder::Me | Holder::Waiting))>
+                        <button class="secondary" data-testid="conversation-close" on:click=close>
+                            "Close"
+                        </button>
+                    </Show>
                 </header>
                 <Show when=move || notice().is_some()>
                     <div class="banner notice" role="alert" data-testid="notice">
@@ -137,7 +158,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         }
                     })
                     draft=desk.draft()
-                    disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_))))
+                    disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_) | Holder::Closed)))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
                 />
             </Show>

@@ -6,5 +6,6 @@ mod login;
 mod root;
 mod state;
 mod team;
+mod transfer;
 
 pub use root::Console;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::conversation_list::ConversationList;
 use super::conversation_view::ConversationView;
 use super::login::Login;
-use super::state::Inbox;
+use super::state::{Filter, Inbox};
 use super::team::{PresenceSelect, Team, TeamList};
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
@@ -93,6 +93,10 @@ pub struct Desk {
     pub uploader: Uploader,
     /// Who is typing.
     pub typing: Typing,
+    /// The team and their presence (for transfers).
+    pub team: Team,
+    /// What the list shows.
+    pub filter: RwSignal<Filter>,
     /// Unsent replies, one per conversation (kept in this browser's storage, per agent, until
     /// logout).
     pub drafts: RwSignal<HashMap<ConversationId, String>>,
@@ -223,6 +227,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         call,
         uploader,
         typing,
+        team,
+        filter: RwSignal::new(Filter::Open),
         drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
         drafts_key: StoredValue::new(drafts_key(&me)),
     };
@@ -252,10 +258,18 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             conversation,
             call: Some(info),
         } => {
-            // A visitor calling: bring their conversation up.
+            // A visitor calling: bring their conversation up, once it is ours (a call from the
+            // queue rings several agents; it is the one who answers who gets it).
             let ours = call.conversation.get_untracked().as_ref() == Some(conversation);
+            let me = agent.with_untracked(|a| a.as_ref().map(|a| a.id.clone()));
+            let assigned_to_me = inbox.with_untracked(|i| {
+                i.summary(conversation)
+                    .and_then(|s| s.agent.as_ref())
+                    .is_some_and(|a| Some(&a.id) == me.as_ref())
+            });
             if ours
                 && info.caller == Author::Visitor
+                && (info.party || assigned_to_me)
                 && selected.get_untracked().as_ref() != Some(conversation)
             {
                 desk.open(conversation.clone());

@@ -4,10 +4,44 @@
 use std::collections::HashMap;
 
 use escalera_protocol::{
-    Author, ConversationId, ConversationStatus, ConversationSummary, ReadMark,
+    AgentId, Author, ConversationId, ConversationStatus, ConversationSummary, ReadMark,
 };
 
 use crate::chat::{Thread, Threads};
+
+/// Which conversations the list shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Everything not closed: the queue, mine and my colleagues' (the default).
+    Open,
+    /// Mine, not closed.
+    Mine,
+    /// Waiting for an agent.
+    Queue,
+    /// Everything, closed ones too.
+    All,
+}
+
+impl Filter {
+    /// Every filter, in the order of the tabs, with its label and name.
+    pub const TABS: [(Filter, &'static str, &'static str); 4] = [
+        (Filter::Open, "Open", "open"),
+        (Filter::Mine, "Mine", "mine"),
+        (Filter::Queue, "Queue", "queue"),
+        (Filter::All, "All", "all"),
+    ];
+
+    /// Whether `c` is shown to `me` under this filter.
+    pub fn shows(self, c: &ConversationSummary, me: Option<&AgentId>) -> bool {
+        let closed = c.status == ConversationStatus::Closed;
+        match self {
+            Filter::Open => !closed,
+            Filter::Mine => !closed && c.agent.as_ref().is_some_and(|a| Some(&a.id) == me),
+            Filter::Queue => c.status == ConversationStatus::Waiting,
+            Filter::All => true,
+        }
+    }
+}
 
 /// The agent's view of their sites' conversations.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -37,9 +71,22 @@ impl Inbox {
 
     fn sort(&mut self) {
         self.list.sort_by(|a, b| {
-            let waiting = |c: &ConversationSummary| c.status != ConversationStatus::Waiting;
-            waiting(a).cmp(&waiting(b)).then(b.last_at.cmp(&a.last_at))
+            let rank = |c: &ConversationSummary| match c.status {
+                ConversationStatus::Waiting => 0,
+                ConversationStatus::Assigned => 1,
+                ConversationStatus::Closed => 2,
+            };
+            rank(a).cmp(&rank(b)).then(b.last_at.cmp(&a.last_at))
         });
+    }
+
+    /// The rows `filter` shows to `me`, in display order.
+    pub fn shown(&self, filter: Filter, me: Option<&AgentId>) -> Vec<ConversationSummary> {
+        self.list
+            .iter()
+            .filter(|c| filter.shows(c, me))
+            .cloned()
+            .collect()
     }
 
     /// The seq `id` would be marked read up to, if that is past its mark.
@@ -90,13 +137,14 @@ mod tests {
             site_name: "S".into(),
             visitor_label: "V".into(),
             status,
-            agent: (status == ConversationStatus::Assigned).then(|| AgentRef {
+            agent: (status != ConversationStatus::Waiting).then(|| AgentRef {
                 id: AgentId::from("a"),
                 name: "A".into(),
             }),
             last_seq,
             preview: String::new(),
             last_at,
+            rating: None,
         }
     }
 
@@ -129,6 +177,37 @@ mod tests {
         inbox.upsert(row("wait", ConversationStatus::Assigned, 10, 2));
         inbox.upsert(row("fresh", ConversationStatus::Waiting, 11, 1));
         assert_eq!(order(&inbox), ["fresh", "wait", "new", "old"]);
+    }
+
+    #[test]
+    fn filters_show_the_open_mine_the_queue_or_everything() {
+        let mut inbox = Inbox::default();
+        let mut theirs = row("theirs", ConversationStatus::Assigned, 3, 1);
+        theirs.agent = Some(AgentRef {
+            id: AgentId::from("b"),
+            name: "B".into(),
+        });
+        inbox.welcome(
+            vec![
+                row("done", ConversationStatus::Closed, 9, 1),
+                row("mine", ConversationStatus::Assigned, 2, 1),
+                theirs,
+                row("wait", ConversationStatus::Waiting, 1, 1),
+            ],
+            vec![],
+        );
+        let me = AgentId::from("a");
+        let ids = |f| {
+            inbox
+                .shown(f, Some(&me))
+                .into_iter()
+                .map(|c| c.id.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Filter::Open), ["wait", "theirs", "mine"]);
+        assert_eq!(ids(Filter::Mine), ["mine"]);
+        assert_eq!(ids(Filter::Queue), ["wait"]);
+        assert_eq!(ids(Filter::All), ["wait", "theirs", "mine", "done"]);
     }
 
     #[test]

@@ -122,7 +122,8 @@ fn hidden() -> bool {
         .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible)
 }
 
-fn label(p: Presence) -> &'static str {
+/// How a presence reads.
+pub fn label(p: Presence) -> &'static str {
     match p {
         Presence::Available => "Available",
         Presence::Away => "Away",

@@ -2,5 +2,6 @@
 
 mod host;
 mod root;
+mod standing;
 
 pub use root::Widget;

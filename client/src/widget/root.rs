@@ -8,6 +8,7 @@ use escalera_protocol::{
 use leptos::prelude::*;
 
 use super::host::use_host;
+use super::standing::{AwayNotice, ClosedPanel, QueueLine, Standing};
 use crate::browser;
 use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
 use crate::chat::{
@@ -61,6 +62,7 @@ pub fn Widget() -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
     let seen_seq = RwSignal::new(0u64);
     let uploader = Uploader::new();
+    let standing = Standing::new();
 
     let link = use_link(&format!("/ws/visitor?site={site}"), move || {
         let token = keys
@@ -94,6 +96,8 @@ pub fn Widget() -> impl IntoView {
             site_name: name,
             agent_name,
             media,
+            closed,
+            rated,
         } => {
             keys.with_value(|k| browser::save(&k.token, token.as_str()));
             uploader.max.set(media.max_upload);
@@ -111,8 +115,27 @@ pub fn Widget() -> impl IntoView {
             welcomed.set(true);
             site_name.set(name.clone());
             agent.set(agent_name.clone());
+            standing.closed.set(*closed);
+            standing.rated.set(*rated);
+            if agent_name.is_some() {
+                standing.queue.set(None);
+            }
         }
-        ServerMsg::AgentJoined { agent_name, .. } => agent.set(Some(agent_name.clone())),
+        ServerMsg::AgentJoined { agent_name, .. } => {
+            agent.set(Some(agent_name.clone()));
+            standing.queue.set(None);
+        }
+        // No agent (any more, after a transfer to the queue or a reopening): our place in line.
+        ServerMsg::Queue {
+            position, online, ..
+        } => {
+            agent.set(None);
+            standing.queue.set(Some((*position, *online)));
+        }
+        ServerMsg::Closed { .. } => {
+            standing.closed.set(true);
+            standing.rated.set(false);
+        }
         ServerMsg::Read { seq, .. } => read_upto.update(|r| *r = (*r).max(*seq)),
         // TURN credentials come once an agent has joined.
         ServerMsg::Media { media, .. } => {
@@ -180,15 +203,19 @@ pub fn Widget() -> impl IntoView {
         let id = conversation.get_untracked().unwrap_or_else(unknown);
         link.chat(&id, text);
         typing.sent();
+        // Writing again reopens it.
+        standing.closed.set(false);
     });
     let socket = link.socket;
 
     let title = move || agent.get().unwrap_or_else(|| site_name.get());
     let subtitle = move || match (socket.status.get(), agent.get()) {
-        (Status::Offline, _) => "Reconnecting…",
-        (Status::Connecting, _) => "Connecting…",
-        (Status::Online, Some(_)) => "Online now",
-        (Status::Online, None) => "Waiting for an agent",
+        (Status::Offline, _) => "Reconnecting…".to_owned(),
+        (Status::Connecting, _) => "Connecting…".to_owned(),
+        (Status::Online, Some(_)) if standing.closed.get() => "Conversation ended".to_owned(),
+        (Status::Online, Some(name)) => format!("You're now talking with {name}"),
+        (Status::Online, None) if standing.nobody() => "We're away right now".to_owned(),
+        (Status::Online, None) => "Waiting for an agent".to_owned(),
     };
     let framed = browser::query_param("origin").is_some();
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
@@ -227,8 +254,12 @@ pub fn Widget() -> impl IntoView {
                 </div>
                 <CallButtons
                     ctl=call
-                    ready=Signal::derive(move || agent.with(Option::is_some) && welcomed.get())
-                    why_not="Calls are possible once an agent has joined"
+                    ready=Signal::derive(move || {
+                        welcomed.get()
+                            && !standing.closed.get()
+                            && (agent.with(Option::is_some) || standing.can_ring())
+                    })
+                    why_not="Calls are possible once you have written and an agent is available"
                 />
                 <Show when=move || framed>
                     <button class="icon" aria-label="Close chat" data-testid="widget-close" on:click=move |_| host.close()>
@@ -243,6 +274,8 @@ pub fn Widget() -> impl IntoView {
             </Show>
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
+            <AwayNotice standing=standing link=link conversation=conversation />
+            <QueueLine standing=standing />
             <MessageList
                 thread=thread
                 me=Author::Visitor
@@ -250,6 +283,7 @@ pub fn Widget() -> impl IntoView {
                 read_upto=Signal::derive(move || read_upto.get())
             />
             <TypingLine typing=typing conversation=conversation />
+            <ClosedPanel standing=standing link=link conversation=conversation />
             <Show when=move || notice.get().or(call.notice.get()).is_some()>
                 <div class="banner notice" role="alert" data-testid="notice">
                     <span>{move || notice.get().or(call.notice.get()).unwrap_or_default()}</span>

@@ -97,6 +97,15 @@ impl TestRelay {
         }
     }
 
+    /// Sets how many open conversations routing gives an agent (read when a console of the
+    /// team next says hello).
+    pub async fn set_limit(&self, email: &str, limit: u32) {
+        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
+        assert!(Directory::set_limit(&store, email.into(), limit)
+            .await
+            .unwrap());
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -1,0 +1,187 @@
+//! Where the visitor's conversation stands, when no agent is in it: their place in line, "we're
+//! away" with an email to leave, or "this conversation has ended" with a rating.
+
+use escalera_protocol::{check_email, ClientMsg, ConversationId, Rating, MAX_COMMENT_CHARS};
+use leptos::prelude::*;
+
+use crate::link::Link;
+
+/// What the relay said of the conversation's standing.
+#[derive(Clone, Copy)]
+pub struct Standing {
+    /// Place in line (1 is next; 0 when not in the queue yet) and whether an agent of the
+    /// site is available; `None` once an agent has it.
+    pub queue: RwSignal<Option<(u32, bool)>>,
+    /// An agent closed it (writing again reopens it).
+    pub closed: RwSignal<bool>,
+    /// The visitor rated it since.
+    pub rated: RwSignal<bool>,
+}
+
+impl Standing {
+    /// Nothing known yet.
+    pub fn new() -> Self {
+        Self {
+            queue: RwSignal::new(None),
+            closed: RwSignal::new(false),
+            rated: RwSignal::new(false),
+        }
+    }
+
+    /// Whether the visitor is waiting with nobody available to answer.
+    pub fn nobody(&self) -> bool {
+        self.queue.with(|q| matches!(q, Some((_, false)))) && !self.closed.get()
+    }
+
+    /// Whether a call would ring someone: in the queue, with an agent of the site available.
+    pub fn can_ring(&self) -> bool {
+        self.queue.with(|q| matches!(q, Some((n, true)) if *n > 0)) && !self.closed.get()
+    }
+}
+
+/// "You are number 2 in line", while agents are there but busy.
+#[component]
+pub fn QueueLine(standing: Standing) -> impl IntoView {
+    let position = move || match standing.queue.get() {
+        Some((n, true)) if n > 0 && !standing.closed.get() => Some(n),
+        _ => None,
+    };
+    view! {
+        {move || position().map(|n| view! {
+            <div class="banner queue" role="status" data-testid="queue-position">
+                {if n == 1 {
+                    "You are number 1 in line: an agent will be with you next.".to_owned()
+                } else {
+                    format!("You are number {n} in line. Thanks for waiting.")
+                }}
+            </div>
+        })}
+    }
+}
+
+/// "We're away right now", with an optional email for the answer.
+#[component]
+pub fn AwayNotice(
+    standing: Standing,
+    link: Link,
+    conversation: RwSignal<Option<ConversationId>>,
+) -> impl IntoView {
+    let email = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<&'static str>);
+    let sent = RwSignal::new(false);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let text = email.get_untracked();
+        if let Err(e) = check_email(&text) {
+            error.set(Some(e));
+            return;
+        }
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        error.set(None);
+        if link.socket.send(&ClientMsg::Contact {
+            conversation: id,
+            email: text.trim().to_owned(),
+        }) {
+            sent.set(true);
+        } else {
+            error.set(Some("you are offline: try again in a moment"));
+        }
+    };
+    view! {
+        <Show when=move || standing.nobody()>
+            <div class="banner away" role="status" data-testid="away">
+                <strong>"We're away right now."</strong>
+                " Leave a message: we'll reply here as soon as we're back."
+                <Show
+                    when=move || !sent.get()
+                    fallback=|| view! {
+                        <p class="hint" data-testid="away-email-saved">
+                            "Thanks! We'll answer here; keep this page or come back to it later."
+                        </p>
+                    }
+                >
+                    <form class="email" on:submit=submit>
+                        <label for="away-email">"Your email (optional)"</label>
+                        <div class="row">
+                            <input
+                                id="away-email"
+                                type="email"
+                                autocomplete="email"
+                                data-testid="away-email"
+                                placeholder="you@example.com"
+                                prop:value=move || email.get()
+                                on:input=move |ev| email.set(event_target_value(&ev))
+                            />
+                            <button type="submit" class="secondary" data-testid="away-email-submit">"Save"</button>
+                        </div>
+                        <Show when=move || error.get().is_some()>
+                            <p class="error" role="alert">
+                                {move || error.get().map(|e| {
+                                    let mut s = e.to_owned();
+                                    if let Some(c) = s.get_mut(0..1) {
+                                        c.make_ascii_uppercase();
+                                    }
+                                    s + "."
+                                })}
+                            </p>
+                        </Show>
+                    </form>
+                </Show>
+            </div>
+        </Show>
+    }
+}
+
+/// "This conversation has ended", with thumbs up or down and an optional comment.
+#[component]
+pub fn ClosedPanel(
+    standing: Standing,
+    link: Link,
+    conversation: RwSignal<Option<ConversationId>>,
+) -> impl IntoView {
+    let comment = RwSignal::new(String::new());
+    let rate = move |rating: Rating| {
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        let text = comment.get_untracked();
+        if link.socket.send(&ClientMsg::Rate {
+            conversation: id,
+            rating,
+            comment: Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+        }) {
+            standing.rated.set(true);
+        }
+    };
+    view! {
+        <Show when=move || standing.closed.get()>
+            <div class="banner ended" role="status" data-testid="closed">
+                <strong>"This conversation has ended."</strong>
+                " Write again any time to reopen it."
+                <Show
+                    when=move || !standing.rated.get()
+                    fallback=|| view! { <p class="hint" data-testid="rated">"Thanks for your feedback!"</p> }
+                >
+                    <div class="rating">
+                        <span id="rate-label">"How did we do?"</span>
+                        <input
+                            type="text"
+                            data-testid="rating-comment"
+                            aria-label="A comment (optional)"
+                            placeholder="A comment (optional)"
+                            maxlength=MAX_COMMENT_CHARS.to_string()
+                            prop:value=move || comment.get()
+                            on:input=move |ev| comment.set(event_target_value(&ev))
+                        />
+                        <div class="thumbs" role="group" aria-labelledby="rate-label">
+                            <button class="icon" data-testid="rating-up" aria-label="Good" on:click=move |_| rate(Rating::Up)>"👍"</button>
+                            <button class="icon" data-testid="rating-down" aria-label="Bad" on:click=move |_| rate(Rating::Down)>"👎"</button>
+                        </div>
+                    </div>
+                </Show>
+            </div>
+        </Show>
+    }
+}
