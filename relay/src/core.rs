@@ -1892,13 +1892,11 @@ impl Core {
             let e = RelayError::Forbidden("this conversation is no longer yours");
             return out.error_about(peer, e, (Some(meta.id), None));
         }
-        self.desk
-            .assigned(&meta.id, to.as_ref().map(|a| a.id.clone()), now);
-        let text = match &to {
-            Some(a) => format!("{} transferred the conversation to {}", from.name, a.name),
-            None => format!("{} put the conversation back in the queue", from.name),
-        };
-        out.push(system_note(now, &meta, text));
+        match &to {
+            Some(a) => self.desk.assigned(&meta.id, Some(a.id.clone()), now),
+            None => self.desk.requeued(&meta.id, from.id.clone(), now),
+        }
+        // The note first: whoever gets the conversation hears of it with the line after.
         if let Some(text) = note {
             out.push(Effect::Append {
                 message: NewMessage {
@@ -1914,6 +1912,11 @@ impl Core {
                 reply: Reply::None,
             });
         }
+        let text = match &to {
+            Some(a) => format!("{} transferred the conversation to {}", from.name, a.name),
+            None => format!("{} put the conversation back in the queue", from.name),
+        };
+        out.push(system_note(now, &meta, text));
         if let Some(a) = to {
             out.push(Effect::Publish(BusEvent::AgentJoined {
                 conversation: meta.id,
@@ -2486,7 +2489,11 @@ impl Core {
                     if members.is_some_and(|m| m.contains(&peer)) {
                         continue;
                     }
-                    let msg = match still {
+                    let party = self
+                        .calls
+                        .get(&conversation)
+                        .is_some_and(|c| c.is_party(peer));
+                    let msg = match still || party {
                         true => self.call_msg(&conversation, peer),
                         false => ServerMsg::Call {
                             conversation: conversation.clone(),

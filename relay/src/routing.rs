@@ -24,11 +24,14 @@ pub struct Candidate {
     pub limit: u32,
 }
 
-/// Who gets which waiting conversation: `waiting` oldest first, each with its site; `load`
-/// the open conversations each agent has; `last` when each last got one. Pure, so every rule
-/// is tested below.
+/// A waiting conversation as routing sees it: its site, and the agent who handed it back to
+/// the queue (who does not get it again from routing).
+pub type Waiting = (ConversationId, SiteKey, Option<AgentId>);
+
+/// Who gets which waiting conversation: `waiting` oldest first; `load` the open conversations
+/// each agent has; `last` when each last got one. Pure, so every rule is tested below.
 pub fn route(
-    waiting: &[(ConversationId, SiteKey)],
+    waiting: &[Waiting],
     candidates: &[Candidate],
     load: &HashMap<AgentId, u32>,
     last: &HashMap<AgentId, u64>,
@@ -43,10 +46,11 @@ pub fn route(
         .collect();
     let mut turn = last.values().copied().max().unwrap_or(0);
     let mut routed = Vec::new();
-    for (id, site) in waiting {
+    for (id, site, not) in waiting {
         let best = candidates
             .iter()
             .filter(|c| c.scope.covers(site) && load[&c.agent] < c.limit)
+            .filter(|c| not.as_ref() != Some(&c.agent))
             .min_by_key(|c| (load[&c.agent], last[&c.agent], &c.agent));
         let Some(best) = best else {
             continue;
@@ -73,6 +77,8 @@ struct Open {
     since: Since,
     /// The place in line its visitor was last told (0: none).
     told: u32,
+    /// Who handed it back to the queue.
+    not: Option<AgentId>,
 }
 
 /// Every open (stored, not closed) conversation of the relay.
@@ -115,6 +121,7 @@ impl Desk {
                 agent,
                 since,
                 told: 0,
+                not: None,
             },
         );
         self.dirty = true;
@@ -131,6 +138,14 @@ impl Desk {
         let site = o.site.clone();
         self.closed(id);
         self.opened(id.clone(), site, agent, at);
+    }
+
+    /// `by` handed `id` back to the queue: it waits at the back, for someone else.
+    pub fn requeued(&mut self, id: &ConversationId, by: AgentId, at: i64) {
+        self.assigned(id, None, at);
+        if let Some(o) = self.open.get_mut(id) {
+            o.not = Some(by);
+        }
     }
 
     /// `id` is closed (or gone): it leaves the queue and its agent's load.
@@ -184,16 +199,19 @@ impl Desk {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let mut waiting: Vec<(Since, ConversationId, SiteKey)> = self
+        let open = &self.open;
+        let mut waiting: Vec<(Since, Waiting)> = self
             .queues
             .iter()
-            .flat_map(|(site, q)| q.iter().map(move |(s, id)| (*s, id.clone(), site.clone())))
+            .flat_map(|(site, q)| {
+                q.iter().map(move |(s, id)| {
+                    let not = open.get(id).and_then(|o| o.not.clone());
+                    (*s, (id.clone(), site.clone(), not))
+                })
+            })
             .collect();
-        waiting.sort();
-        let waiting: Vec<(ConversationId, SiteKey)> = waiting
-            .into_iter()
-            .map(|(_, id, site)| (id, site))
-            .collect();
+        waiting.sort_by_key(|w| w.0);
+        let waiting: Vec<Waiting> = waiting.into_iter().map(|(_, w)| w).collect();
         let routed = route(&waiting, candidates, &self.load, &self.last);
         for (id, agent) in &routed {
             self.counter += 1;
@@ -267,7 +285,7 @@ mod tests {
 
     #[test]
     fn the_fewest_open_conversations_under_the_limit_wins() {
-        let waiting = vec![(id("c1"), site("s")), (id("c2"), site("s"))];
+        let waiting = vec![(id("c1"), site("s"), None), (id("c2"), site("s"), None)];
         let load = HashMap::from([(agent("ana"), 2), (agent("bea"), 0)]);
         let routed = route(
             &waiting,
@@ -288,7 +306,7 @@ mod tests {
     fn equals_take_turns_and_sites_are_respected() {
         let waiting: Vec<_> = ["c1", "c2", "c3", "c4"]
             .iter()
-            .map(|c| (id(c), site("s")))
+            .map(|c| (id(c), site("s"), None))
             .collect();
         let routed = route(
             &waiting,
@@ -299,7 +317,7 @@ mod tests {
         let who: Vec<_> = routed.iter().map(|(_, a)| a.as_str()).collect();
         assert_eq!(who, ["bea", "ana", "bea", "ana"]);
         // Another site's agent never gets one.
-        let waiting = vec![(id("c1"), site("shop"))];
+        let waiting = vec![(id("c1"), site("shop"), None)];
         let routed = route(
             &waiting,
             &[cand("ana", &["blog"], 5)],
@@ -355,5 +373,18 @@ mod tests {
         assert_eq!(desk.agent_of(&id("b")), Some(Some(&agent("bea"))));
         desk.closed(&id("b"));
         assert_eq!(desk.agent_of(&id("b")), None);
+    }
+
+    #[test]
+    fn who_hands_a_conversation_back_does_not_get_it_again() {
+        let mut desk = Desk::default();
+        desk.opened(id("a"), site("s"), Some(agent("cy")), 1);
+        desk.requeued(&id("a"), agent("cy"), 2);
+        let both = [cand("ana", &[], 5), cand("cy", &[], 5)];
+        assert_eq!(desk.route(3, &both), vec![(id("a"), agent("ana"))]);
+        // With only him there, it waits.
+        desk.requeued(&id("a"), agent("cy"), 4);
+        assert!(desk.route(5, &both[1..]).is_empty());
+        assert_eq!(desk.position(&id("a")), 1);
     }
 }

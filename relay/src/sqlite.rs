@@ -1144,7 +1144,7 @@ impl Log for SqliteStore {
         self.write(move |c| {
             let n = c
                 .prepare_cached(
-                    "UPDATE conversations SET closed_at = NULL, agent_id = ?2
+                    "UPDATE conversations SET closed_at = NULL, agent_id = ?2, rating = NULL
                      WHERE id = ?1 AND closed_at IS NOT NULL",
                 )?
                 .execute(params![id.0, agent.map(|a| a.0)])?;

@@ -1,10 +1,120 @@
-//! The agents' desk through real sockets: presence.
+//! The agents' desk through real sockets: presence, typing and read marks, notes, routing and
+//! the queue, close / rate / reopen, transfer, nobody online, and calls from the queue.
 
 mod common;
 
+use std::time::Duration;
+
 use common::{TestRelay, Ws};
-use escalera_protocol::{ClientMsg, Presence, ServerMsg, TeamMember};
+use escalera_protocol::{
+    Author, CallAction, CallKind, CallPhase, ClientMsg, ConversationId, ConversationStatus,
+    ErrorCode, Presence, Rating, ServerMsg, TeamMember,
+};
 use escalera_relay::Config;
+
+/// Says `text` as message `id`; waits for its ack and for what `pick` picks (in either
+/// order: news of the conversation may come before or after the ack).
+async fn say_then<T>(
+    ws: &mut Ws,
+    conv: &ConversationId,
+    id: &str,
+    text: &str,
+    mut pick: impl FnMut(&ServerMsg) -> Option<T>,
+) -> T {
+    ws.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: id.into(),
+        text: text.into(),
+    })
+    .await;
+    let (mut acked, mut picked) = (false, None);
+    while !acked || picked.is_none() {
+        let m = ws.recv().await;
+        acked |= matches!(&m, ServerMsg::Ack { client_id, .. } if client_id.0 == id);
+        if picked.is_none() {
+            picked = pick(&m);
+        }
+    }
+    picked.expect("picked")
+}
+
+/// A place in line, for [`say_then`].
+fn queued(m: &ServerMsg) -> Option<(u32, bool)> {
+    match m {
+        ServerMsg::Queue {
+            position, online, ..
+        } => Some((*position, *online)),
+        _ => None,
+    }
+}
+
+/// An agent's name, for [`say_then`].
+fn agent_joined(m: &ServerMsg) -> Option<String> {
+    match m {
+        ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name.clone()),
+        _ => None,
+    }
+}
+
+/// The next place in line a visitor is told, with whether anyone is available.
+async fn queue_of(ws: &mut Ws) -> (u32, bool) {
+    ws.recv_until(|m| match m {
+        ServerMsg::Queue {
+            position, online, ..
+        } => Some((position, online)),
+        _ => None,
+    })
+    .await
+}
+
+/// The name of the next agent a visitor is told is with them.
+async fn joined(ws: &mut Ws) -> String {
+    ws.recv_until(|m| match m {
+        ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+        _ => None,
+    })
+    .await
+}
+
+/// The next list row of `conv` with `status` an agent gets.
+async fn row_of(
+    ws: &mut Ws,
+    conv: &ConversationId,
+    status: ConversationStatus,
+) -> escalera_protocol::ConversationSummary {
+    ws.recv_until(|m| match m {
+        ServerMsg::Conversation(s) if &s.id == conv && s.status == status => Some(s),
+        _ => None,
+    })
+    .await
+}
+
+/// The next error code about `conv`.
+async fn refused(ws: &mut Ws, conv: &ConversationId) -> ErrorCode {
+    ws.recv_until(|m| match m {
+        ServerMsg::Error {
+            code,
+            conversation: Some(c),
+            ..
+        } if &c == conv => Some(code),
+        _ => None,
+    })
+    .await
+}
+
+/// A visitor's whole history as seen on a fresh join: (author, text).
+async fn history_of(ws: &mut Ws, conv: &ConversationId) -> Vec<(Author, String)> {
+    ws.send(&ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    })
+    .await;
+    common::history(ws)
+        .await
+        .into_iter()
+        .map(|m| (m.author, m.text))
+        .collect()
+}
 
 /// The team in an agent's welcome, as (name, presence), and their own choice.
 fn team_of(welcome: &ServerMsg) -> (Vec<(String, Presence)>, Presence) {
@@ -222,5 +332,369 @@ async fn a_note_never_reaches_a_visitor() {
         common::error(&mut visitor).await,
         escalera_protocol::ErrorCode::Forbidden
     );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_conversations_go_to_the_least_busy_agent_and_the_rest_wait_in_line() {
+    // Ana and Cy serve the shop, one conversation each at most.
+    let relay = TestRelay::start().await;
+    relay.add_agent("cy@shop.example", "Cy").await;
+    relay.set_limit("ana@shop.example", 1).await;
+    relay.set_limit("cy@shop.example", 1).await;
+    let (mut ana, _) = relay.agent("ana@shop.example").await;
+    let (mut cy, _) = relay.agent("cy@shop.example").await;
+
+    // Before writing, a visitor is told someone is there, and is not in line yet.
+    let (mut v1, _, c1) = relay.visitor(None).await;
+    assert_eq!(queue_of(&mut v1).await, (0, true));
+    let first = say_then(&mut v1, &c1, "1", "First", agent_joined).await;
+    let (mut v2, _, c2) = relay.visitor(None).await;
+    let second = say_then(&mut v2, &c2, "1", "Second", agent_joined).await;
+    let mut both = vec![first.clone(), second];
+    both.sort();
+    assert_eq!(both, ["Ana", "Cy"], "one each");
+
+    // Both are full: the third and fourth wait, oldest first.
+    let (mut v3, _, c3) = relay.visitor(None).await;
+    assert_eq!(queue_of(&mut v3).await, (0, true));
+    let place = say_then(&mut v3, &c3, "1", "Third", queued).await;
+    assert_eq!(place, (1, true));
+    let (mut v4, _, c4) = relay.visitor(None).await;
+    assert_eq!(queue_of(&mut v4).await, (0, true));
+    let place = say_then(&mut v4, &c4, "1", "Fourth", queued).await;
+    assert_eq!(place, (2, true));
+
+    // Whoever has the first closes it: the third is theirs, and the fourth moves up.
+    let (closer, other) = match first.as_str() {
+        "Ana" => (&mut ana, &mut cy),
+        _ => (&mut cy, &mut ana),
+    };
+    closer
+        .send(&ClientMsg::Close {
+            conversation: c1.clone(),
+        })
+        .await;
+    assert_eq!(joined(&mut v3).await, first);
+    assert_eq!(queue_of(&mut v4).await, (1, true));
+    let row = row_of(closer, &c3, ConversationStatus::Assigned).await;
+    assert_eq!(row.agent.map(|a| a.name), Some(first.clone()));
+    // A waiting conversation can still be taken by hand (limits are routing's, not theirs).
+    other
+        .send(&ClientMsg::Take {
+            conversation: c4.clone(),
+        })
+        .await;
+    assert_ne!(joined(&mut v4).await, first);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_outlives_a_restart_and_is_routed_when_an_agent_comes_back() {
+    let relay = TestRelay::start().await;
+    let (mut v, token, conv) = relay.visitor(None).await;
+    // Nobody is there: the visitor is told so before writing.
+    assert_eq!(queue_of(&mut v).await, (0, false));
+    let place = say_then(&mut v, &conv, "1", "Anyone?", queued).await;
+    assert_eq!(place, (1, false));
+    // An email for the answer: checked, stored, shown to the agents.
+    v.send(&ClientMsg::Contact {
+        conversation: conv.clone(),
+        email: "not an email".into(),
+    })
+    .await;
+    assert_eq!(refused(&mut v, &conv).await, ErrorCode::BadText);
+    history_of(&mut v, &conv).await;
+    v.send(&ClientMsg::Contact {
+        conversation: conv.clone(),
+        email: "ines@example.com".into(),
+    })
+    .await;
+    let line = common::message(&mut v).await;
+    assert!(line.text.contains("ines@example.com"), "{line:?}");
+    drop(v);
+    let relay = relay.restart().await;
+    let (mut v, _, again) = relay.visitor(Some(token)).await;
+    assert_eq!(again, conv);
+    assert_eq!(queue_of(&mut v).await, (1, false));
+    // Ana's console opens: she is available, so it is hers.
+    let (_ana, _) = relay.agent("ana@shop.example").await;
+    assert_eq!(joined(&mut v).await, "Ana");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_conversation_is_rated_once_and_writing_again_reopens_it() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut ana, conv, token) = relay.pair().await;
+    // Only agents close, and only their own or waiting ones.
+    visitor
+        .send(&ClientMsg::Close {
+            conversation: conv.clone(),
+        })
+        .await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+    // Rating an open conversation is refused.
+    let rate = |rating, comment: Option<&str>| ClientMsg::Rate {
+        conversation: conv.clone(),
+        rating,
+        comment: comment.map(str::to_owned),
+    };
+    visitor.send(&rate(Rating::Up, None)).await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+
+    ana.send(&ClientMsg::Close {
+        conversation: conv.clone(),
+    })
+    .await;
+    visitor
+        .recv_until(|m| matches!(m, ServerMsg::Closed { .. }).then_some(()))
+        .await;
+    row_of(&mut ana, &conv, ConversationStatus::Closed).await;
+    // Ana cannot write in it any more; the visitor rates it, once.
+    ana.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: "late".into(),
+        text: "One more thing".into(),
+    })
+    .await;
+    assert_eq!(refused(&mut ana, &conv).await, ErrorCode::Forbidden);
+    visitor
+        .send(&rate(Rating::Down, Some("  Too slow  ")))
+        .await;
+    let row = ana
+        .recv_until(|m| match m {
+            ServerMsg::Conversation(s) if s.id == conv && s.rating.is_some() => Some(s),
+            _ => None,
+        })
+        .await;
+    assert_eq!(row.rating, Some(Rating::Down));
+    let line = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) if m.text.starts_with("The visitor rated") => Some(m.text),
+            _ => None,
+        })
+        .await;
+    assert_eq!(line, "The visitor rated the conversation 👎: Too slow");
+    visitor.send(&rate(Rating::Up, None)).await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+    // A tab opened now is told it is closed and rated.
+    let (tab, welcome) = relay.visitor_welcome(Some(token.clone())).await;
+    assert!(
+        matches!(
+            welcome,
+            ServerMsg::WelcomeVisitor {
+                closed: true,
+                rated: true,
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    drop(tab);
+
+    // The visitor writes again: back to Ana, who is available.
+    let who = say_then(
+        &mut visitor,
+        &conv,
+        "again",
+        "One more question",
+        agent_joined,
+    )
+    .await;
+    assert_eq!(who, "Ana");
+    let row = row_of(&mut ana, &conv, ConversationStatus::Assigned).await;
+    assert_eq!(row.rating, None);
+
+    // Closed again while Ana is away: writing again puts it in the queue.
+    ana.send(&ClientMsg::Close {
+        conversation: conv.clone(),
+    })
+    .await;
+    visitor
+        .recv_until(|m| matches!(m, ServerMsg::Closed { .. }).then_some(()))
+        .await;
+    ana.send(&ClientMsg::Presence {
+        presence: Presence::Away,
+    })
+    .await;
+    news_of(&mut ana, "Ana").await;
+    let place = say_then(&mut visitor, &conv, "third", "Hello?", queued).await;
+    assert_eq!(place, (1, false));
+    row_of(&mut ana, &conv, ConversationStatus::Waiting).await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_hands_the_conversation_and_a_private_note_to_a_colleague() {
+    let relay = TestRelay::start().await;
+    relay.add_agent("cy@shop.example", "Cy").await;
+    let (mut visitor, mut ana, conv, token) = relay.pair().await;
+    let (mut cy, _) = relay.agent("cy@shop.example").await;
+    let cy_id = cy_id(&mut ana).await;
+    // Only the one who has it transfers it, and only to an agent of its site.
+    cy.send(&ClientMsg::Transfer {
+        conversation: conv.clone(),
+        to: None,
+        note: None,
+    })
+    .await;
+    assert_eq!(refused(&mut cy, &conv).await, ErrorCode::AlreadyTaken);
+    ana.send(&ClientMsg::Transfer {
+        conversation: conv.clone(),
+        to: Some("nobody".into()),
+        note: None,
+    })
+    .await;
+    assert_eq!(refused(&mut ana, &conv).await, ErrorCode::NotFound);
+
+    let secret = "Wants a refund for order 1234";
+    ana.send(&ClientMsg::Transfer {
+        conversation: conv.clone(),
+        to: Some(cy_id),
+        note: Some(secret.into()),
+    })
+    .await;
+    assert_eq!(joined(&mut visitor).await, "Cy");
+    let row = row_of(&mut cy, &conv, ConversationStatus::Assigned).await;
+    assert_eq!(row.agent.map(|a| a.name).as_deref(), Some("Cy"));
+    // Cy sees the whole history and the note; the visitor never does.
+    let theirs = history_of(&mut cy, &conv).await;
+    assert!(
+        theirs.contains(&(Author::Note, secret.to_owned())),
+        "{theirs:?}"
+    );
+    assert!(theirs.contains(&(Author::Visitor, "Hello".to_owned())));
+    let (mut tab, _, _) = relay.visitor(Some(token)).await;
+    let visible = history_of(&mut tab, &conv).await;
+    assert!(visible
+        .iter()
+        .all(|(a, t)| *a != Author::Note && t != secret));
+    assert!(visible.contains(&(
+        Author::System,
+        "Ana transferred the conversation to Cy".to_owned()
+    )));
+    // Ana no longer has it; Cy answers.
+    ana.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: "late".into(),
+        text: "Still me".into(),
+    })
+    .await;
+    assert_eq!(refused(&mut ana, &conv).await, ErrorCode::AlreadyTaken);
+    let back = |m: &ServerMsg| matches!(m, ServerMsg::Message(m) if m.text == "Hi, Cy here");
+    say_then(&mut cy, &conv, "cy1", "Hi, Cy here", |m| {
+        back(m).then_some(())
+    })
+    .await;
+
+    // Back to the queue: with Ana available and room, routing gives it to her.
+    cy.send(&ClientMsg::Transfer {
+        conversation: conv.clone(),
+        to: None,
+        note: None,
+    })
+    .await;
+    assert_eq!(joined(&mut visitor).await, "Ana");
+    relay.stop().await;
+}
+
+/// Cy's id, from the team news Ana hears.
+async fn cy_id(ana: &mut Ws) -> escalera_protocol::AgentId {
+    ana.recv_until(|m| match m {
+        ServerMsg::Presence(TeamMember { agent, .. }) if agent.name == "Cy" => Some(agent.id),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_from_the_queue_rings_every_available_agent_and_the_first_to_answer_gets_it() {
+    // Both are available but have no room (limit 0): the conversation waits in the queue.
+    let relay = TestRelay::start().await;
+    relay.add_agent("cy@shop.example", "Cy").await;
+    relay.set_limit("ana@shop.example", 0).await;
+    relay.set_limit("cy@shop.example", 0).await;
+    let (mut ana, _) = relay.agent("ana@shop.example").await;
+    let (mut cy, _) = relay.agent("cy@shop.example").await;
+    let (mut visitor, _, conv) = relay.visitor(None).await;
+    assert_eq!(queue_of(&mut visitor).await, (0, true));
+    let call = |action| ClientMsg::Call {
+        conversation: conv.clone(),
+        action,
+    };
+    // Before writing it is in no queue: nobody to ring.
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Voice,
+        }))
+        .await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+    let place = say_then(&mut visitor, &conv, "1", "Can I call?", queued).await;
+    assert_eq!(place, (1, true));
+    // Sharing a screen with nobody in particular is not a call from the queue.
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Screen,
+        }))
+        .await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Voice,
+        }))
+        .await;
+    let ringing = |m: ServerMsg| match m {
+        ServerMsg::Call {
+            call: Some(info), ..
+        } => Some(info.phase),
+        _ => None,
+    };
+    assert_eq!(ana.recv_until(ringing).await, CallPhase::Ringing);
+    assert_eq!(cy.recv_until(ringing).await, CallPhase::Ringing);
+
+    ana.send(&call(CallAction::Accept)).await;
+    let ana_view = ana
+        .recv_until(|m| match m {
+            ServerMsg::Call {
+                call: Some(info), ..
+            } if info.phase == CallPhase::Active => Some(info),
+            _ => None,
+        })
+        .await;
+    assert!(ana_view.party, "Ana is in the call");
+    assert_eq!(joined(&mut visitor).await, "Ana");
+    // Cy stops ringing: for him the call is gone.
+    let cy_view = cy
+        .recv_until(|m| match m {
+            ServerMsg::Call { call, .. }
+                if call.as_ref().is_none_or(|c| c.phase != CallPhase::Ringing) =>
+            {
+                Some(call)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(cy_view, None);
+    cy.send(&call(CallAction::Accept)).await;
+    assert_eq!(refused(&mut cy, &conv).await, ErrorCode::AlreadyTaken);
+    // Signals flow between the visitor and Ana only.
+    visitor
+        .send(&ClientMsg::Signal {
+            conversation: conv.clone(),
+            payload: "offer".into(),
+        })
+        .await;
+    let got = ana
+        .recv_until(|m| match m {
+            ServerMsg::Signal { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, "offer");
+    assert!(cy
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|m| !matches!(m, ServerMsg::Signal { .. })));
     relay.stop().await;
 }

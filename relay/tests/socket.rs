@@ -351,8 +351,7 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
     assert_eq!(error(&mut ben).await, ErrorCode::NotFound);
 
     // A second agent with Ana's scope: both take at once, exactly one wins.
-    let cookie_hash = escalera_relay::secrets::hash_password(common::PASSWORD);
-    relay_store_add(&relay, "cy@shop.example", "Cy", &cookie_hash).await;
+    relay.add_agent("cy@shop.example", "Cy").await;
     relay.set_limit("cy@shop.example", 0).await;
     let (mut cy, _) = relay.agent("cy@shop.example").await;
     ana.send(&ClientMsg::Take {
@@ -421,15 +420,6 @@ async fn the_first_agent_to_take_gets_it_and_scope_is_enforced() {
     loser.send(&chat(&conv, "late", "me too")).await;
     assert_eq!(error(loser).await, ErrorCode::AlreadyTaken);
     relay.stop().await;
-}
-
-async fn relay_store_add(relay: &TestRelay, email: &str, name: &str, hash: &str) {
-    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
-    use escalera_relay::store::Directory;
-    store
-        .add_agent(email.into(), name.into(), hash.into(), None, 0)
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

@@ -97,6 +97,47 @@ impl TestRelay {
         }
     }
 
+    /// Stops the relay and starts another on the same data dir (and a new port).
+    pub async fn restart(self) -> Self {
+        let (site, other_site) = (self.site.clone(), self.other_site.clone());
+        let dir = self.stop().await;
+        let relay = Relay::open(dir.path(), Config::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(relay.run(listener, None, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            site,
+            other_site,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A visitor of the main site with `token`, and the welcome they got.
+    pub async fn visitor_welcome(&self, token: Option<VisitorToken>) -> (Ws, ServerMsg) {
+        let mut ws = self.visitor_socket(&self.site.key, SHOP).await.unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token,
+        })
+        .await;
+        let welcome = ws.recv().await;
+        (ws, welcome)
+    }
+
+    /// Adds an agent serving every site, with the common password.
+    pub async fn add_agent(&self, email: &str, name: &str) {
+        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
+        let hash = secrets::hash_password(PASSWORD);
+        let add = store.add_agent(email.into(), name.into(), hash, None, now_ms());
+        add.await.unwrap();
+    }
+
     /// Sets how many open conversations routing gives an agent (read when a console of the
     /// team next says hello).
     pub async fn set_limit(&self, email: &str, limit: u32) {
