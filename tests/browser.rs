@@ -35,10 +35,12 @@ async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
     assert!(framed.is_null(), "no iframe before the click");
     assert_ne!(product.demo_origin(), product.relay_url);
     visitor.open_widget().await;
+    // No agent is online yet: the widget says so before the visitor writes.
+    visitor.find("away").await;
     visitor
         .wait_js(
-            "'waiting for an agent'",
-            "return document.querySelector('[data-testid=agent-status]').textContent.includes('Waiting for an agent')",
+            "'We're away right now'",
+            "return document.querySelector('[data-testid=agent-status]').textContent === \"We're away right now\"",
             vec![],
         )
         .await;
@@ -47,33 +49,37 @@ async fn a_visitor_on_the_demo_page_chats_with_an_agent() {
     visitor.say(hello).await;
     visitor.wait_message("visitor", hello).await;
 
-    // The agent sees the waiting conversation, opens it and reads the history.
+    // Ana logs in, available: the conversation is routed to her, and the visitor is told.
     agent.login(&product.relay_url, "ana@shop.example").await;
     wait_rows(&agent, 1).await;
-    let row = agent.find("conversation").await;
-    assert_eq!(
-        row.attr("data-status").await.unwrap().as_deref(),
-        Some("waiting")
-    );
-    row.click().await.unwrap();
-    agent.wait_message("visitor", hello).await;
-
-    // Replying with Enter takes the conversation; the visitor sees the agent's name.
-    let reply = "Hi! I am Ana. Is the water tank seated?";
-    let input = agent.find("chat-input").await;
-    input.send_keys(&format!("{reply}\u{E007}")).await.unwrap();
-    agent.wait_message("agent", reply).await;
-    visitor.wait_message("agent", reply).await;
+    agent
+        .wait_js(
+            "the row assigned to Ana",
+            "return document.querySelector('[data-testid=conversation]').dataset.status === 'assigned'",
+            vec![],
+        )
+        .await;
     visitor
         .wait_message("system", "Ana joined the conversation")
         .await;
     visitor
         .wait_js(
             "the agent's name in the widget",
-            "return document.querySelector('[data-testid=widget-title]').textContent === 'Ana'",
+            "return document.querySelector('[data-testid=widget-title]').textContent === 'Ana'
+                && document.querySelector('[data-testid=agent-status]').textContent === \"You're now talking with Ana\"
+                && document.querySelector('[data-testid=away]') === null",
             vec![],
         )
         .await;
+    agent.click("conversation").await;
+    agent.wait_message("visitor", hello).await;
+
+    // She replies with Enter.
+    let reply = "Hi! I am Ana. Is the water tank seated?";
+    let input = agent.find("chat-input").await;
+    input.send_keys(&format!("{reply}\u{E007}")).await.unwrap();
+    agent.wait_message("agent", reply).await;
+    visitor.wait_message("agent", reply).await;
 
     // Markup is text: shown literally, never parsed, newlines kept.
     let markup = "<b>bold?</b>\n<img src=x onerror=\"document.title='pwned'\">";
@@ -140,8 +146,20 @@ async fn two_agents_see_a_new_conversation_and_the_first_to_take_it_gets_it() {
     let ben = driver.browser().await;
     ana.login(&product.relay_url, "ana@shop.example").await;
     ben.login(&product.relay_url, "ben@shop.example").await;
+    // Both step away, so routing gives nobody the conversation: they take it by hand.
     for agent in [&ana, &ben] {
         agent.find("list-empty").await;
+        agent.choose("presence", "away").await;
+    }
+    // The relay has both choices (each console hears the team from it).
+    for agent in [&ana, &ben] {
+        agent
+            .wait_js(
+                "both shown away",
+                "return document.querySelectorAll('[data-testid=team] [data-presence=away]').length === 2",
+                vec![],
+            )
+            .await;
     }
 
     // A visitor writes (over the wire, as the widget would, from the demo page's origin).
@@ -222,7 +240,13 @@ async fn the_widget_survives_a_killed_relay_and_sends_what_was_typed_offline() {
     agent.click("conversation").await;
     agent.wait_message("visitor", "before the crash").await;
     agent.wait_message("visitor", "typed while offline").await;
-    let texts: Vec<String> = agent.messages().await.into_iter().map(|(_, t)| t).collect();
+    let texts: Vec<String> = agent
+        .messages()
+        .await
+        .into_iter()
+        .filter(|(author, _)| author == "visitor")
+        .map(|(_, t)| t)
+        .collect();
     assert_eq!(
         texts,
         ["before the crash", "typed while offline"],

@@ -158,6 +158,19 @@ impl Product {
             .to_owned()
     }
 
+    /// Runs `escalera ARGS` on this product's data dir (the running relay sees what it
+    /// writes; an agent's chat limit, from their team's next console hello).
+    pub async fn cli(&self, args: &[&str]) {
+        let out = Command::new(binary())
+            .args(args)
+            .env("ESCALERA_DATA_DIR", self.dir.path())
+            .env("ESCALERA_AGENT_PASSWORD", PASSWORD)
+            .output()
+            .await
+            .expect("run escalera");
+        assert!(out.status.success(), "escalera {args:?}: {out:?}");
+    }
+
     /// The demo page's origin.
     pub fn demo_origin(&self) -> String {
         self.demo_url.trim_end_matches('/').to_owned()
@@ -517,9 +530,34 @@ impl Browser {
         self.client.find(Locator::Css(&testid(id))).await.unwrap()
     }
 
-    /// Clicks the element with this test id.
+    /// Clicks the element with this test id (found again if it was re-rendered between
+    /// finding and clicking, as a list row is when its conversation changes).
     pub async fn click(&self, id: &str) {
-        self.find(id).await.click().await.unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match self.find(id).await.click().await {
+                Ok(()) => return,
+                Err(e)
+                    if e.is_stale_element_reference() && tokio::time::Instant::now() < deadline => {
+                }
+                Err(e) => panic!("click {id}: {e}"),
+            }
+        }
+    }
+
+    /// Picks `value` in the `<select>` with this test id, as a person would (a change event).
+    pub async fn choose(&self, id: &str, value: &str) {
+        self.find(id).await;
+        self.wait_js(
+            &format!("{value:?} chosen in {id}"),
+            "const s = document.querySelector(arguments[0]);
+             if (![...s.options].some(o => o.value === arguments[1])) return false;
+             s.value = arguments[1];
+             s.dispatchEvent(new Event('change', {bubbles: true}));
+             return true",
+            vec![json!(testid(id)), json!(value)],
+        )
+        .await;
     }
 
     /// Types into the chat input (newlines as Shift+Enter, as a person would) and presses the

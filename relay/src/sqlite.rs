@@ -584,14 +584,15 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             m.at
         ])?;
     }
+    // The list's preview is what the visitor and the agent said: the relay's own lines and
+    // the agents' notes leave it as it was.
+    let said = matches!(m.author, Author::Visitor | Author::Agent).then(|| preview(&m.text));
     let seq: i64 = c
         .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_at = ?2, preview = ?3
-             WHERE id = ?1 RETURNING last_seq",
+            "UPDATE conversations SET last_seq = last_seq + 1, last_at = ?2,
+             preview = COALESCE(?3, preview) WHERE id = ?1 RETURNING last_seq",
         )?
-        .query_row(params![m.conversation.0, m.at, preview(&m.text)], |r| {
-            r.get(0)
-        })?;
+        .query_row(params![m.conversation.0, m.at, said], |r| r.get(0))?;
     c.prepare_cached(
         "INSERT INTO messages
          (conversation_id, seq, client_id, author, author_name, text, at, attachment_id)
@@ -1343,8 +1344,18 @@ mod tests {
         assert_eq!(two.summary.unwrap().preview, "two");
         let all = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
         assert_eq!((all.messages.len(), all.upto, all.full), (2, 2, false));
-        let after = s.messages_after(conv, 1, 100, true).await.unwrap();
+        let after = s.messages_after(conv.clone(), 1, 100, true).await.unwrap();
         assert_eq!(after.messages, vec![two.message]);
+        // The relay's own lines and notes do not become the list's preview.
+        for author in [Author::System, Author::Note] {
+            let line = NewMessage {
+                author,
+                client_id: None,
+                ..chat(&conv, "", "Ana joined the conversation")
+            };
+            let stored = s.append(line).await.unwrap();
+            assert_eq!(stored.summary.unwrap().preview, "two");
+        }
     }
 
     #[tokio::test]

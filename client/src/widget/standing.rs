@@ -102,7 +102,7 @@ pub fn AwayNotice(
                         </p>
                     }
                 >
-                    <form class="email" on:submit=submit>
+                    <form class="email" novalidate=true on:submit=submit>
                         <label for="away-email">"Your email (optional)"</label>
                         <div class="row">
                             <input
