@@ -20,6 +20,14 @@ fn from_visitor(texts: &[&'static str]) -> Vec<(&'static str, &'static str)> {
     texts.iter().map(|t| ("visitor", *t)).collect()
 }
 
+/// The visitor's messages, then the line routing wrote when Ana's console opened and the
+/// conversation became hers.
+fn routed_to_ana(texts: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let mut all = from_visitor(texts);
+    all.push(("system", "Ana joined the conversation"));
+    all
+}
+
 /// Two visitors over the wire, three messages each (so both conversations have seqs 1 to 3),
 /// and Ana logged in to the console with both rows shown. The visitors' sockets are returned
 /// to keep them online.
@@ -74,17 +82,17 @@ async fn switching_conversations_shows_each_ones_own_messages_and_uploads() {
 
     // A file too big for the relay, dropped on the first conversation, fails there only.
     ana.open_conversation(BISON[2]).await;
-    ana.wait_messages(&from_visitor(&BISON)).await;
+    ana.wait_messages(&routed_to_ana(&BISON)).await;
     ana.drop_file("too-big.txt", &"x".repeat(4096)).await;
     ana.find("upload-error").await;
     let upload_errors = "return document.querySelectorAll('[data-testid=upload-error]').length";
 
     for _ in 0..4 {
         ana.open_conversation(KETTLE[2]).await;
-        ana.wait_messages(&from_visitor(&KETTLE)).await;
+        ana.wait_messages(&routed_to_ana(&KETTLE)).await;
         assert_eq!(ana.js(upload_errors, vec![]).await, json!(0));
         ana.open_conversation(BISON[2]).await;
-        ana.wait_messages(&from_visitor(&BISON)).await;
+        ana.wait_messages(&routed_to_ana(&BISON)).await;
         assert_eq!(ana.js(upload_errors, vec![]).await, json!(1));
     }
     ana.close().await;
@@ -98,15 +106,15 @@ async fn each_conversation_keeps_its_own_draft_until_logout() {
 
     // A reply typed for one visitor and not sent stays with that visitor.
     ana.open_conversation(BISON[2]).await;
-    ana.wait_messages(&from_visitor(&BISON)).await;
+    ana.wait_messages(&routed_to_ana(&BISON)).await;
     type_into(&ana, "Yes, we ship to Lisbon").await;
     ana.open_conversation(KETTLE[2]).await;
-    ana.wait_messages(&from_visitor(&KETTLE)).await;
+    ana.wait_messages(&routed_to_ana(&KETTLE)).await;
     assert_eq!(composer_text(&ana).await, "");
     type_into(&ana, "Sorry about the kettle").await;
 
     ana.open_conversation(BISON[2]).await;
-    ana.wait_messages(&from_visitor(&BISON)).await;
+    ana.wait_messages(&routed_to_ana(&BISON)).await;
     assert_eq!(composer_text(&ana).await, "Yes, we ship to Lisbon");
     // Enter sends it here, to the visitor it was written for.
     type_into(&ana, "\u{E007}").await;
@@ -115,11 +123,11 @@ async fn each_conversation_keeps_its_own_draft_until_logout() {
 
     // The other draft is still there, also after a reload.
     ana.open_conversation(KETTLE[2]).await;
-    ana.wait_messages(&from_visitor(&KETTLE)).await;
+    ana.wait_messages(&routed_to_ana(&KETTLE)).await;
     assert_eq!(composer_text(&ana).await, "Sorry about the kettle");
     ana.client.refresh().await.unwrap();
     ana.open_conversation(KETTLE[2]).await;
-    ana.wait_messages(&from_visitor(&KETTLE)).await;
+    ana.wait_messages(&routed_to_ana(&KETTLE)).await;
     assert_eq!(composer_text(&ana).await, "Sorry about the kettle");
     // Nothing of it reached the kettle visitor's conversation.
     assert!(!ana
@@ -152,7 +160,7 @@ async fn each_conversation_keeps_its_own_draft_until_logout() {
     assert_eq!(ana.js("return window.__errors", vec![]).await, json!([]));
     ana.login_here("ana@shop.example").await;
     ana.open_conversation(KETTLE[2]).await;
-    ana.wait_messages(&from_visitor(&KETTLE)).await;
+    ana.wait_messages(&routed_to_ana(&KETTLE)).await;
     assert_eq!(composer_text(&ana).await, "");
     ana.close().await;
 }

@@ -92,6 +92,10 @@ async fn cross_site_page(html: String) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cross_site_pages_forms_cannot_log_an_agent_out_or_post_as_them() {
     let product = Product::start().await;
+    // Routing gives Ana nothing: the conversation stays waiting, so a forged take shows.
+    product
+        .cli(&["agent", "limit", "--email", "ana@shop.example", "0"])
+        .await;
     let mut driver = Driver::start().await;
     // A visitor waits in a conversation, which the agent sees in the console.
     let (mut ws, _, conversation) = product.wire_visitor().await;
