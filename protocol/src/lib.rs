@@ -316,6 +316,71 @@ pub struct ConversationSummary {
     pub rating: Option<Rating>,
 }
 
+/// A site, as an agent's console lists it (`GET /api/canned`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRef {
+    /// Its key.
+    pub key: SiteKey,
+    /// Its name.
+    pub name: String,
+}
+
+/// A canned reply: a short answer an agent inserts by its shortcut (`/refund`). Placeholders
+/// `{visitor}` and `{agent}` are filled in by the console.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CannedReply {
+    /// Its id.
+    pub id: String,
+    /// The site it belongs to.
+    pub site: SiteKey,
+    /// What follows `/` to find it: 1 to [`MAX_SHORTCUT_CHARS`] of `a-z`, `0-9`, `-`, `_`.
+    pub shortcut: String,
+    /// The text, as a chat message's (at most [`MAX_CANNED_CHARS`]).
+    pub text: String,
+}
+
+/// The longest canned reply shortcut, in characters.
+pub const MAX_SHORTCUT_CHARS: usize = 32;
+
+/// The longest canned reply, in characters.
+pub const MAX_CANNED_CHARS: usize = 2_000;
+
+/// Checks a canned reply's shortcut (lowercase letters, digits, `-` and `_`).
+pub fn check_shortcut(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.chars().count() > MAX_SHORTCUT_CHARS {
+        return Err("a shortcut has 1 to 32 characters");
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err("a shortcut has only a-z, 0-9, - and _");
+    }
+    Ok(())
+}
+
+/// One message found by the console's search (`GET /api/search?q=`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Its conversation.
+    pub conversation: ConversationId,
+    /// The message's seq there.
+    pub seq: u64,
+    /// Who wrote it.
+    pub author: Author,
+    /// The agent's name, for agent messages and notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_name: Option<String>,
+    /// The words around the match.
+    pub snippet: String,
+    /// When it was stored, in ms.
+    pub at: i64,
+    /// The conversation's site.
+    pub site_name: String,
+    /// The conversation's visitor, as the list labels them.
+    pub visitor_label: String,
+}
+
 /// How far one agent has read one conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadMark {

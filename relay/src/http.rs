@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/files/{*path}", get(files::download))
         .route("/ws/visitor", get(visitor_socket))
         .route("/ws/agent", get(agent_socket))
+        .merge(crate::desk_api::routes())
         .route(
             "/api/csp-report",
             post(headers::csp_report).layer(axum::extract::DefaultBodyLimit::max(16 << 10)),
@@ -411,7 +412,10 @@ async fn visitor_session(
     Ok(([(header::SET_COOKIE, value)], StatusCode::NO_CONTENT).into_response())
 }
 
-async fn session_agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Option<Agent>> {
+pub(crate) async fn session_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> HttpResult<Option<Agent>> {
     let Some(token) = session_token(state, headers)? else {
         return Ok(None);
     };

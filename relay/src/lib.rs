@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod bus;
 pub mod core;
+pub mod desk_api;
 pub mod error;
 pub mod files;
 pub mod guard;

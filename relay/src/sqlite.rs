@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, Author, CallKind, ClientMsgId, ConversationId,
-    ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark, SiteKey,
+    AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
+    ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
+    SearchHit, SiteKey,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +118,71 @@ ALTER TABLE conversations ADD COLUMN email TEXT;
 CREATE INDEX conversations_open ON conversations (created_at)
     WHERE closed_at IS NULL AND last_seq > 0;
 "#,
+    // 7: canned replies per site, and full-text search over every message (FTS5, kept in
+    // step by a trigger; messages are never edited).
+    r#"
+CREATE TABLE canned (
+    id TEXT PRIMARY KEY, site_key TEXT NOT NULL REFERENCES sites(key),
+    shortcut TEXT NOT NULL, text TEXT NOT NULL, created_at INTEGER NOT NULL,
+    UNIQUE (site_key, shortcut));
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
+INSERT INTO messages_fts (rowid, text) SELECT rowid, text FROM messages;
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+"#,
 ];
+
+/// `AND <column> IN (?n, ...)` for the sites of `scope` (nothing for every site), with the
+/// values to bind after the first `first - 1` parameters.
+fn scope_clause(scope: &Scope, column: &str, first: usize) -> (String, Vec<String>) {
+    match scope {
+        Scope::All => (String::new(), Vec::new()),
+        Scope::Sites(sites) => {
+            let marks: Vec<String> = (0..sites.len())
+                .map(|i| format!("?{}", i + first))
+                .collect();
+            let keys = sites.iter().map(|s| s.0.clone()).collect();
+            // No site at all matches nothing.
+            let list = if marks.is_empty() {
+                "NULL".to_owned()
+            } else {
+                marks.join(",")
+            };
+            (format!(" AND {column} IN ({list})"), keys)
+        }
+    }
+}
+
+/// Words as an FTS5 query: each one quoted (so nothing in them is syntax), all required, the
+/// last one as a prefix (it may be half typed).
+pub fn fts_query(words: &str) -> Option<String> {
+    let terms: Vec<String> = words
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    let last = terms.len().checked_sub(1)?;
+    Some(
+        terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i == last {
+                    format!("{t}*")
+                } else {
+                    t.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
 
 /// Waiting conversations listed per address, unless set otherwise.
 pub const LISTED_PER_ADDRESS: u32 = 20;
@@ -408,11 +473,16 @@ fn agent_cols(r: &rusqlite::Row<'_>, id: usize, name: usize) -> rusqlite::Result
     )
 }
 
+/// How the agents' list names a visitor: "Visitor " and the start of their conversation's id.
+pub fn visitor_label(conversation: &str) -> String {
+    format!("Visitor {}", &conversation[..conversation.len().min(4)])
+}
+
 fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
     let id: String = r.get(0)?;
     let agent = agent_cols(r, 2, 3)?;
     Ok(ConversationSummary {
-        visitor_label: format!("Visitor {}", &id[..id.len().min(4)]),
+        visitor_label: visitor_label(&id),
         id: ConversationId(id),
         site_name: r.get(1)?,
         status: if r.get::<_, Option<i64>>(7)?.is_some() {
@@ -640,33 +710,19 @@ fn summaries(
     limit: u32,
     listed_per_address: u32,
 ) -> Result<Vec<ConversationSummary>> {
-    let order = "ORDER BY (c.agent_id IS NOT NULL), c.last_at DESC LIMIT ?1";
-    let sites: Vec<&SiteKey> = match scope {
-        Scope::All => {
-            let mut stmt = c.prepare(&format!(
-                "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED} {order}"
-            ))?;
-            let rows = stmt
-                .query_map([limit, listed_per_address], row_summary)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            return Ok(rows);
-        }
-        Scope::Sites(sites) => sites.iter().collect(),
-    };
-    if sites.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Site keys are our own hex ids; bind them all the same.
-    let marks: Vec<String> = (0..sites.len()).map(|i| format!("?{}", i + 3)).collect();
-    let sql = format!(
-        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED} AND c.site_key IN ({}) {order}",
-        marks.join(",")
+    let (clause, keys) = scope_clause(scope, "c.site_key", 3);
+    let mut stmt = c.prepare(&format!(
+        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED}{clause}
+         ORDER BY (c.closed_at IS NOT NULL), (c.agent_id IS NOT NULL), c.last_at DESC LIMIT ?1"
+    ))?;
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> =
+        vec![Box::new(limit), Box::new(listed_per_address)];
+    args.extend(
+        keys.into_iter()
+            .map(|k| Box::new(k) as Box<dyn rusqlite::ToSql>),
     );
-    let mut stmt = c.prepare(&sql)?;
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit, &listed_per_address];
-    args.extend(sites.iter().map(|s| &s.0 as &dyn rusqlite::ToSql));
     let rows = stmt
-        .query_map(args.as_slice(), row_summary)?
+        .query_map(rusqlite::params_from_iter(args.iter()), row_summary)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -906,6 +962,82 @@ impl Directory for SqliteStore {
             )?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+
+    fn sites_of(&self, scope: Scope) -> StoreFuture<'_, Vec<Site>> {
+        self.dir(move |c| {
+            let (clause, keys) = scope_clause(&scope, "key", 1);
+            let mut stmt = c.prepare(&format!(
+                "SELECT key FROM sites WHERE 1 = 1{clause} ORDER BY name, key"
+            ))?;
+            let found: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(keys), |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut sites = Vec::new();
+            for key in found {
+                sites.extend(site_row(c, &SiteKey(key))?);
+            }
+            Ok(sites)
+        })
+    }
+
+    fn canned(&self, scope: Scope) -> StoreFuture<'_, Vec<CannedReply>> {
+        self.dir(move |c| {
+            let (clause, keys) = scope_clause(&scope, "site_key", 1);
+            let mut stmt = c.prepare(&format!(
+                "SELECT id, site_key, shortcut, text FROM canned WHERE 1 = 1{clause}
+                 ORDER BY shortcut, site_key"
+            ))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(keys), |r| {
+                    Ok(CannedReply {
+                        id: r.get(0)?,
+                        site: SiteKey(r.get(1)?),
+                        shortcut: r.get(2)?,
+                        text: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn save_canned(
+        &self,
+        site: SiteKey,
+        shortcut: String,
+        text: String,
+        now: i64,
+    ) -> StoreFuture<'_, CannedReply> {
+        self.dir(move |c| {
+            let id: String = c.query_row(
+                "INSERT INTO canned (id, site_key, shortcut, text, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (site_key, shortcut) DO UPDATE SET text = excluded.text
+                 RETURNING id",
+                params![secrets::random_id(), site.0, shortcut, text, now],
+                |r| r.get(0),
+            )?;
+            Ok(CannedReply {
+                id,
+                site,
+                shortcut,
+                text,
+            })
+        })
+    }
+
+    fn delete_canned(&self, id: String, scope: Scope) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let (clause, keys) = scope_clause(&scope, "site_key", 2);
+            let mut args = vec![id];
+            args.extend(keys);
+            let n = c.execute(
+                &format!("DELETE FROM canned WHERE id = ?1{clause}"),
+                rusqlite::params_from_iter(args),
+            )?;
+            Ok(n == 1)
         })
     }
 
@@ -1170,6 +1302,43 @@ impl Log for SqliteStore {
             c.prepare_cached("UPDATE conversations SET email = ?2 WHERE id = ?1")?
                 .execute(params![id.0, email])?;
             Ok(())
+        })
+    }
+
+    fn search(&self, scope: Scope, query: String, limit: u32) -> StoreFuture<'_, Vec<SearchHit>> {
+        self.read(move |c| {
+            let (clause, keys) = scope_clause(&scope, "c.site_key", 3);
+            let mut stmt = c.prepare(&format!(
+                "SELECT m.conversation_id, m.seq, m.author, m.author_name,
+                    snippet(messages_fts, 0, '', '', '…', 16), m.at, s.name
+                 FROM messages_fts
+                 JOIN messages m ON m.rowid = messages_fts.rowid
+                 JOIN conversations c ON c.id = m.conversation_id
+                 JOIN sites s ON s.key = c.site_key
+                 WHERE messages_fts MATCH ?1{clause}
+                 ORDER BY m.at DESC LIMIT ?2"
+            ))?;
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(query), Box::new(limit)];
+            args.extend(
+                keys.into_iter()
+                    .map(|k| Box::new(k) as Box<dyn rusqlite::ToSql>),
+            );
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    let id: String = r.get(0)?;
+                    Ok(SearchHit {
+                        visitor_label: visitor_label(&id),
+                        conversation: ConversationId(id),
+                        seq: r.get::<_, i64>(1)? as u64,
+                        author: parse_author(&r.get::<_, String>(2)?),
+                        author_name: r.get(3)?,
+                        snippet: r.get(4)?,
+                        at: r.get(5)?,
+                        site_name: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
     }
 

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, ClientMsgId, ConversationId, ConversationSummary, FileId,
-    Message, Presence, Rating, ReadMark, SiteKey,
+    AgentId, AgentRef, Attachment, CannedReply, ClientMsgId, ConversationId, ConversationSummary,
+    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteKey,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
@@ -151,6 +151,20 @@ pub trait Directory: Send + Sync + 'static {
     fn set_limit(&self, email: String, limit: u32) -> StoreFuture<'_, bool>;
     /// Keeps what an agent chose to be, over restarts.
     fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()>;
+    /// The sites of `scope`, by name.
+    fn sites_of(&self, scope: Scope) -> StoreFuture<'_, Vec<Site>>;
+    /// The canned replies of the sites of `scope`, by shortcut.
+    fn canned(&self, scope: Scope) -> StoreFuture<'_, Vec<CannedReply>>;
+    /// Stores a canned reply: a new one, or the site's one with the same shortcut replaced.
+    fn save_canned(
+        &self,
+        site: SiteKey,
+        shortcut: String,
+        text: String,
+        now: i64,
+    ) -> StoreFuture<'_, CannedReply>;
+    /// Deletes a canned reply of the sites of `scope`; false if there is none.
+    fn delete_canned(&self, id: String, scope: Scope) -> StoreFuture<'_, bool>;
     /// Sets a setting.
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()>;
 }
@@ -209,6 +223,9 @@ pub trait Log: Send + Sync + 'static {
     fn rate(&self, id: ConversationId, rating: Rating) -> StoreFuture<'_, bool>;
     /// Keeps the email a visitor left.
     fn set_email(&self, id: ConversationId, email: String) -> StoreFuture<'_, ()>;
+    /// The newest messages (notes included) of the sites of `scope` matching every word of
+    /// `query` (an FTS5 query), at most `limit`.
+    fn search(&self, scope: Scope, query: String, limit: u32) -> StoreFuture<'_, Vec<SearchHit>>;
     /// Every open conversation with a message (read when the relay starts, for routing).
     fn open_conversations(&self) -> StoreFuture<'_, Vec<OpenConversation>>;
     /// Conversations with at least one message on the sites of `scope`: waiting first, then

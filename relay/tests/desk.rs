@@ -698,3 +698,206 @@ async fn a_call_from_the_queue_rings_every_available_agent_and_the_first_to_answ
         .is_none_or(|m| !matches!(m, ServerMsg::Signal { .. })));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canned_replies_search_and_exports_answer_an_agent_for_their_sites_only() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut ana, conv, _) = relay.pair().await;
+    say_then(
+        &mut visitor,
+        &conv,
+        "v2",
+        "My bison jerky arrived crushed",
+        |m| {
+            matches!(m, ServerMsg::Message(m) if m.client_id.as_ref().is_some_and(|c| c.0 == "v2"))
+                .then_some(())
+        },
+    )
+    .await;
+    ana.send(&ClientMsg::Note {
+        conversation: conv.clone(),
+        client_id: "n1".into(),
+        text: "Refund approved for the jerky".into(),
+    })
+    .await;
+    common::ack(&mut ana).await;
+
+    let http = reqwest::Client::new();
+    let own = format!("http://{}", relay.addr);
+    let ana_cookie = relay.login("ana@shop.example").await;
+    let ben_cookie = relay.login("ben@shop.example").await;
+    let get = |path: &str, cookie: &str| http.get(relay.url(path)).header("cookie", cookie).send();
+
+    // Canned replies: saved per site (a shortcut again replaces its text), listed, deleted.
+    let save = |cookie: &str, origin: &str, body: serde_json::Value| {
+        http.post(relay.url("/api/canned"))
+            .header("cookie", cookie)
+            .header("origin", origin)
+            .json(&body)
+            .send()
+    };
+    let shop = relay.site.key.0.clone();
+    let body = |shortcut: &str, text: &str| serde_json::json!({ "site": shop, "shortcut": shortcut, "text": text });
+    let res = save(
+        &ana_cookie,
+        &own,
+        body("/Refund", "Hi {visitor}, {agent} here: refunded."),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let saved: escalera_protocol::CannedReply = res.json().await.unwrap();
+    assert_eq!(saved.shortcut, "refund");
+    let again: escalera_protocol::CannedReply =
+        save(&ana_cookie, &own, body("refund", "Refunded."))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.text.as_str()),
+        (saved.id.as_str(), "Refunded.")
+    );
+    for (bad, why) in [
+        (body("no spaces", "x"), 400),
+        (body("ok", "   "), 400),
+        (body("ok", &"x".repeat(2001)), 400),
+    ] {
+        let res = save(&ana_cookie, &own, bad).await.unwrap();
+        assert_eq!(res.status(), why);
+    }
+    // Another origin may not; Ben does not serve the shop.
+    let res = save(&ana_cookie, "http://evil.example", body("evil", "x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = save(&ben_cookie, &own, body("mine", "x")).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let listed: serde_json::Value = get("/api/canned", &ana_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["replies"].as_array().unwrap().len(), 1);
+    assert!(
+        listed["sites"].as_array().unwrap().len() >= 2,
+        "Ana serves every site"
+    );
+    let bens: serde_json::Value = get("/api/canned", &ben_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(bens["replies"].as_array().unwrap().is_empty());
+    let gone = http
+        .delete(relay.url(&format!("/api/canned/{}", saved.id)))
+        .header("cookie", &ben_cookie)
+        .header("origin", &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "not Ben's to delete");
+    let gone = http
+        .delete(relay.url(&format!("/api/canned/{}", saved.id)))
+        .header("cookie", &ana_cookie)
+        .header("origin", &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+
+    // Search: every word, the last one half typed; notes too, for agents; nothing for Ben.
+    let search = |q: &str, cookie: &str| {
+        let (url, cookie) = (relay.url(&format!("/api/search?q={q}")), cookie.to_owned());
+        let http = http.clone();
+        async move {
+            let res = http.get(url).header("cookie", cookie).send().await.unwrap();
+            res.json::<Vec<escalera_protocol::SearchHit>>()
+                .await
+                .unwrap()
+        }
+    };
+    let both = search("JERK", &ana_cookie).await;
+    assert_eq!(both.len(), 2);
+    let one = search("bison%20jerk", &ana_cookie).await;
+    assert_eq!(one.len(), 1, "every word");
+    let hits: Vec<escalera_protocol::SearchHit> = get("/api/search?q=jerk", &ana_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found: Vec<(Author, &str)> = hits
+        .iter()
+        .map(|h| (h.author, h.snippet.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Author::Note, "Refund approved for the jerky"),
+            (Author::Visitor, "My bison jerky arrived crushed"),
+        ]
+    );
+    assert!(hits.iter().all(|h| h.conversation == conv));
+    let none: Vec<escalera_protocol::SearchHit> = get("/api/search?q=jerky", &ben_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let syntax: Vec<escalera_protocol::SearchHit> = get("/api/search?q=%22OR%20NEAR(", &ana_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(syntax.is_empty(), "operators are words, never syntax");
+    assert_eq!(get("/api/search?q=jerky", "").await.unwrap().status(), 401);
+
+    // Export: the transcript without notes unless asked, as text or JSON.
+    let export = |query: &str, cookie: &str| {
+        http.get(relay.url(&format!("/api/conversations/{conv}/export{query}")))
+            .header("cookie", cookie)
+            .send()
+    };
+    let res = export("", &ana_cookie).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("Visitor: My bison jerky arrived crushed"),
+        "{text}"
+    );
+    assert!(text.contains("Ana: Hi"), "{text}");
+    assert!(!text.contains("Refund approved"), "{text}");
+    let with_notes = export("?notes=true", &ana_cookie)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(with_notes.contains("Note by Ana: Refund approved for the jerky"));
+    let json: serde_json::Value = export("?format=json", &ana_cookie)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(texts.contains(&"My bison jerky arrived crushed"));
+    assert!(!texts.contains(&"Refund approved for the jerky"));
+    assert_eq!(export("", &ben_cookie).await.unwrap().status(), 404);
+    relay.stop().await;
+}
