@@ -296,6 +296,8 @@ pub fn check_email(email: &str) -> Result<(), &'static str> {
 pub struct ConversationSummary {
     /// The conversation.
     pub id: ConversationId,
+    /// The site it came from.
+    pub site: SiteKey,
     /// The name of the site it came from.
     pub site_name: String,
     /// A short label for the visitor, e.g. "Visitor 3f2a".
@@ -842,6 +844,7 @@ mod tests {
     fn summary() -> ConversationSummary {
         ConversationSummary {
             id: conv(),
+            site: SiteKey::from("s"),
             site_name: "Shop".into(),
             visitor_label: "Visitor 0123".into(),
             status: ConversationStatus::Assigned,

@@ -3619,6 +3619,7 @@ mod tests {
         };
         let summary = ConversationSummary {
             id: "c1".into(),
+            site: site("s1"),
             site_name: "Shop".into(),
             visitor_label: "Visitor c1".into(),
             status: ConversationStatus::Waiting,

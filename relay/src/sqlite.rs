@@ -454,7 +454,7 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at,
-    c.closed_at, c.rating
+    c.closed_at, c.rating, c.site_key
     FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
 
 /// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
@@ -484,6 +484,7 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
     Ok(ConversationSummary {
         visitor_label: visitor_label(&id),
         id: ConversationId(id),
+        site: SiteKey(r.get(9)?),
         site_name: r.get(1)?,
         status: if r.get::<_, Option<i64>>(7)?.is_some() {
             ConversationStatus::Closed

@@ -38,8 +38,18 @@ impl Default for Draft {
     }
 }
 
+/// Something the composer offers to insert for what is typed (a canned reply for `/ref`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suggestion {
+    /// What the list shows (the shortcut).
+    pub label: String,
+    /// What goes into the box.
+    pub text: String,
+}
+
 /// The composer. `on_send` gets the text once it passes the protocol's rules; with `on_files`
-/// there is an attach button too.
+/// there is an attach button too; with `suggest`, what it returns for the text is listed above
+/// the box (Up/Down pick, Enter or a click inserts, Esc dismisses).
 #[component]
 pub fn Composer(
     on_send: Callback<String>,
@@ -50,6 +60,9 @@ pub fn Composer(
     /// Called on every edit (the caller throttles what it sends).
     #[prop(optional)]
     on_typing: Option<Callback<()>>,
+    /// What to offer for the text typed.
+    #[prop(optional)]
+    suggest: Option<Callback<String, Vec<Suggestion>>>,
 ) -> impl IntoView {
     let Draft {
         text,
@@ -57,6 +70,20 @@ pub fn Composer(
     } = draft.unwrap_or_default();
     let error = RwSignal::new(None::<&'static str>);
     let input = NodeRef::<html::Textarea>::new();
+    // Suggestions for the text, the one picked, and whether Esc put them away.
+    let dismissed = RwSignal::new(false);
+    let picked = RwSignal::new(0usize);
+    let options = Memo::new(move |_| match (suggest, dismissed.get()) {
+        (Some(suggest), false) => suggest.run(text.get()),
+        _ => Vec::new(),
+    });
+    let insert = move |s: Suggestion| {
+        set_text.run(s.text);
+        dismissed.set(true);
+        if let Some(el) = input.get_untracked() {
+            let _ = el.focus();
+        }
+    };
     let send = move || {
         let value = text.get_untracked();
         match check_text(&value) {
@@ -98,6 +125,35 @@ pub fn Composer(
                     </svg>
                 </label>
             })}
+            <Show when=move || options.with(|o| !o.is_empty())>
+                <ul class="suggestions" role="listbox" aria-label="Canned replies">
+                    {move || {
+                        options
+                            .get()
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, s)| {
+                                let label = s.label.clone();
+                                let preview = s.text.clone();
+                                view! {
+                                    <li role="option" aria-selected=move || (picked.get() == i).to_string()>
+                                        <button
+                                            type="button"
+                                            data-testid="canned-option"
+                                            class:on=move || picked.get() == i
+                                            on:mousedown=|ev| ev.prevent_default()
+                                            on:click=move |_| insert(s.clone())
+                                        >
+                                            <strong>{label}</strong>
+                                            <span>{preview}</span>
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </ul>
+            </Show>
             <textarea
                 node_ref=input
                 data-testid="chat-input"
@@ -108,11 +164,40 @@ pub fn Composer(
                 prop:disabled=move || disabled.get()
                 on:input=move |ev| {
                     set_text.run(event_target_value(&ev));
+                    dismissed.set(false);
+                    picked.set(0);
                     if let Some(typing) = on_typing {
                         typing.run(());
                     }
                 }
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                    let n = options.with_untracked(Vec::len);
+                    if n > 0 {
+                        match ev.key().as_str() {
+                            "ArrowDown" => {
+                                ev.prevent_default();
+                                return picked.update(|p| *p = (*p + 1) % n);
+                            }
+                            "ArrowUp" => {
+                                ev.prevent_default();
+                                return picked.update(|p| *p = (*p + n - 1) % n);
+                            }
+                            "Escape" => {
+                                ev.prevent_default();
+                                ev.stop_propagation();
+                                return dismissed.set(true);
+                            }
+                            "Enter" | "Tab" if !ev.shift_key() => {
+                                ev.prevent_default();
+                                let i = picked.get_untracked().min(n - 1);
+                                if let Some(s) = options.with_untracked(|o| o.get(i).cloned()) {
+                                    insert(s);
+                                }
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
                     if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                         ev.prevent_default();
                         send();

@@ -27,13 +27,30 @@ pub fn MessageList(
     /// How far the other side has read: this side's messages up to it say `data-read`.
     #[prop(optional)]
     read_upto: Option<Signal<u64>>,
+    /// A message to bring into view and mark (a search result), by seq.
+    #[prop(optional)]
+    found: Option<Signal<Option<u64>>>,
 ) -> impl IntoView {
     let list = NodeRef::<html::Div>::new();
-    // Keep the newest message in view as messages arrive.
+    // Keep the newest message in view as messages arrive, unless one was looked for: that one.
     Effect::new(move || {
         thread.track();
-        if let Some(el) = list.get() {
-            el.set_scroll_top(el.scroll_height());
+        let Some(el) = list.get() else {
+            return;
+        };
+        match found.and_then(|f| f.get()) {
+            Some(seq) => {
+                let target = el
+                    .query_selector(&format!("[data-seq=\"{seq}\"]"))
+                    .ok()
+                    .flatten();
+                if let Some(target) = target {
+                    let opts = web_sys::ScrollIntoViewOptions::new();
+                    opts.set_block(web_sys::ScrollLogicalPosition::Center);
+                    target.scroll_into_view_with_scroll_into_view_options(&opts);
+                }
+            }
+            None => el.set_scroll_top(el.scroll_height()),
         }
     });
     let lines = move || {
@@ -50,7 +67,7 @@ pub fn MessageList(
                 <p class="empty">{empty.clone()}</p>
             </Show>
             <For each=lines key=|(k, _)| k.clone() let:item>
-                {line_view(item.1, me, read_upto)}
+                {line_view(item.1, me, read_upto, found)}
             </For>
         </div>
     }
@@ -66,7 +83,12 @@ fn line_key(line: &Line) -> String {
     }
 }
 
-fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl IntoView {
+fn line_view(
+    line: Line,
+    me: Author,
+    read_upto: Option<Signal<u64>>,
+    found: Option<Signal<Option<u64>>>,
+) -> impl IntoView {
     let (author, name, text, at, pending, attachment, seq) = match line {
         Line::Stored(m) => (
             m.author,
@@ -111,6 +133,8 @@ fn line_view(line: Line, me: Author, read_upto: Option<Signal<u64>>) -> impl Int
             data-author=author_attr(author)
             data-pending=pending.to_string()
             data-read=read
+            data-seq=(seq > 0).then_some(seq)
+            data-found=move || (seq > 0 && found.and_then(|f| f.get()) == Some(seq)).then_some("true")
         >
             {match attachment {
                 Some(file) => view! { <div class="bubble has-file">

@@ -8,7 +8,7 @@ mod typing;
 mod upload;
 
 pub use attachment::AttachmentView;
-pub use composer::{files_of, Composer, Draft};
+pub use composer::{files_of, Composer, Draft, Suggestion};
 pub use message_list::MessageList;
 pub use thread::{Line, Pending, Thread, Threads};
 pub use typing::{Typing, TypingLine};

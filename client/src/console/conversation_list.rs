@@ -5,6 +5,7 @@ use escalera_protocol::{ConversationStatus, ConversationSummary};
 use leptos::prelude::*;
 
 use super::root::Desk;
+use super::search::Search;
 use super::state::Filter;
 use crate::browser::clock;
 
@@ -25,6 +26,8 @@ pub fn ConversationList(desk: Desk) -> impl IntoView {
     };
     view! {
         <nav class="list" aria-label="Conversations">
+            <Search desk=desk query=desk.search />
+            <Show when=move || desk.search.with(String::is_empty)>
             <div class="tabs" role="tablist" aria-label="Show">
                 {Filter::TABS
                     .into_iter()
@@ -48,6 +51,7 @@ pub fn ConversationList(desk: Desk) -> impl IntoView {
             <For each=rows key=|c| (c.id.clone(), c.last_seq, c.status, c.agent.as_ref().map(|a| a.id.clone())) let:c>
                 <Row desk=desk summary=c />
             </For>
+            </Show>
         </nav>
     }
 }

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::root::Desk;
 use super::transfer::Transfer;
 use crate::call::CallButtons;
-use crate::chat::{Composer, Thread, UploadList};
+use crate::chat::{Composer, Suggestion, Thread, UploadList};
 
 /// Whose the open conversation is, from this agent's point of view.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +69,32 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
             desk.typing.sent();
         }
     });
+    // Export: the transcript as text or JSON, notes only when asked.
+    let exporting = RwSignal::new(false);
+    let with_notes = RwSignal::new(false);
+    let export_url = move |format: &str| {
+        let id = desk.selected.get().map(|c| c.0).unwrap_or_default();
+        let notes = if with_notes.get() { "&notes=true" } else { "" };
+        format!("/api/conversations/{id}/export?format={format}{notes}")
+    };
+    // "/ref" offers the site's canned replies, filled in for this visitor and this agent.
+    let suggest = Callback::new(move |typed: String| {
+        let Some(s) = summary() else {
+            return Vec::new();
+        };
+        let agent = desk
+            .agent
+            .with_untracked(|a| a.as_ref().map(|a| a.name.clone()))
+            .unwrap_or_default();
+        desk.canned
+            .matches(&s.site, &typed)
+            .into_iter()
+            .map(|r| Suggestion {
+                label: format!("/{}", r.shortcut),
+                text: super::canned::fill(&r.text, &s.visitor_label, &agent),
+            })
+            .collect()
+    });
     // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
     let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
@@ -125,13 +151,44 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                             "Close"
                         </button>
                     </Show>
+                    <button
+                        class="link"
+                        data-testid="export"
+                        aria-expanded=move || exporting.get().to_string()
+                        on:click=move |_| exporting.update(|e| *e = !*e)
+                    >
+                        "Export"
+                    </button>
+                    <Show when=move || exporting.get()>
+                        <div class="export" role="group" aria-label="Export the transcript">
+                            <a data-testid="export-text" href=move || export_url("text") download>"Text (.txt)"</a>
+                            <a data-testid="export-json" href=move || export_url("json") download>"JSON"</a>
+                            <label>
+                                <input
+                                    type="checkbox"
+                                    data-testid="export-notes"
+                                    prop:checked=move || with_notes.get()
+                                    on:change=move |ev| with_notes.set(event_target_checked(&ev))
+                                />
+                                " Include private notes"
+                            </label>
+                        </div>
+                    </Show>
                 </header>
                 <Show when=move || notice().is_some()>
                     <div class="banner notice" role="alert" data-testid="notice">
                         {move || notice().unwrap_or_default()}
                     </div>
                 </Show>
-                <crate::chat::MessageList thread=thread me=Author::Agent empty="No messages yet." />
+                <crate::chat::MessageList
+                    thread=thread
+                    me=Author::Agent
+                    empty="No messages yet."
+                    found=Signal::derive(move || {
+                        let id = desk.selected.get()?;
+                        desk.found.get().filter(|(c, _)| *c == id).map(|(_, seq)| seq)
+                    })
+                />
                 <crate::chat::TypingLine typing=desk.typing conversation=desk.selected />
                 <UploadList uploader=desk.uploader conversation=desk.selected />
                 <div class="note-bar" class:on=move || note_mode.get()>
@@ -158,6 +215,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         }
                     })
                     draft=desk.draft()
+                    suggest=suggest
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_) | Holder::Closed)))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
                 />

@@ -1,9 +1,12 @@
 //! The agent console (`/agent`): login, the conversation list, and one open conversation.
 
+mod alerts;
+mod canned;
 mod conversation_list;
 mod conversation_view;
 mod login;
 mod root;
+mod search;
 mod state;
 mod team;
 mod transfer;

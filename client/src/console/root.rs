@@ -9,6 +9,8 @@ use escalera_protocol::{
 use leptos::prelude::*;
 use serde::Deserialize;
 
+use super::alerts::{notify, use_alerts, NotifyButton};
+use super::canned::{Canned, CannedManager};
 use super::conversation_list::ConversationList;
 use super::conversation_view::ConversationView;
 use super::login::Login;
@@ -97,6 +99,12 @@ pub struct Desk {
     pub team: Team,
     /// What the list shows.
     pub filter: RwSignal<Filter>,
+    /// Canned replies.
+    pub canned: Canned,
+    /// What the search box holds.
+    pub search: RwSignal<String>,
+    /// A message to show in its conversation (a search result opened).
+    pub found: RwSignal<Option<(ConversationId, u64)>>,
     /// Unsent replies, one per conversation (kept in this browser's storage, per agent, until
     /// logout).
     pub drafts: RwSignal<HashMap<ConversationId, String>>,
@@ -119,6 +127,12 @@ fn load_drafts(key: &str) -> HashMap<ConversationId, String> {
 impl Desk {
     /// Opens a conversation: joins it (history after what we hold) and marks it read.
     pub fn open(&self, id: ConversationId) {
+        if self
+            .found
+            .with_untracked(|f| f.as_ref().is_some_and(|(c, _)| *c != id))
+        {
+            self.found.set(None);
+        }
         self.link.join(&id);
         self.selected.set(Some(id));
         self.notice.set(None);
@@ -229,6 +243,9 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         typing,
         team,
         filter: RwSignal::new(Filter::Open),
+        canned: Canned::new(),
+        search: RwSignal::new(String::new()),
+        found: RwSignal::new(None),
         drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
         drafts_key: StoredValue::new(drafts_key(&me)),
     };
@@ -248,6 +265,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             // Before any join: this socket takes our end of a call under way back.
             call.resume();
             desk.join_mine();
+            desk.canned.load();
             welcomed.set(true);
         }
         ServerMsg::Conversation(summary) => {
@@ -274,6 +292,13 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             {
                 desk.open(conversation.clone());
             }
+            // Ringing in a background tab: the ring plays, and the desktop says so.
+            let hidden = browser::window()
+                .document()
+                .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible);
+            if ours && hidden && info.phase == escalera_protocol::CallPhase::Ringing && !info.party {
+                notify("Incoming call", &format!("{} is calling", info.caller_name));
+            }
         }
         // Logged out elsewhere, expired, disabled: back to the login form.
         ServerMsg::Error {
@@ -283,6 +308,37 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         ServerMsg::Error { message, .. } => notice.set(Some(message.clone())),
         _ => {}
     });
+    use_alerts(desk);
+    // Keyboard: Alt+Up / Alt+Down move through the list as shown, Esc leaves the conversation
+    // (unless something inside used the key, e.g. closing the canned replies list).
+    let keys = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.default_prevented() {
+            return;
+        }
+        match (ev.key().as_str(), ev.alt_key()) {
+            (step @ ("ArrowUp" | "ArrowDown"), true) => {
+                ev.prevent_default();
+                let me = agent.with_untracked(|a| a.as_ref().map(|a| a.id.clone()));
+                let rows = inbox.with_untracked(|i| i.shown(desk.filter.get_untracked(), me.as_ref()));
+                let at = selected
+                    .with_untracked(|s| s.as_ref().and_then(|s| rows.iter().position(|c| &c.id == s)));
+                let next = match (at, step) {
+                    (None, "ArrowDown") => Some(0),
+                    (None, _) => rows.len().checked_sub(1),
+                    (Some(i), "ArrowDown") => Some((i + 1).min(rows.len().saturating_sub(1))),
+                    (Some(i), _) => Some(i.saturating_sub(1)),
+                };
+                if let Some(row) = next.and_then(|n| rows.get(n)) {
+                    desk.open(row.id.clone());
+                }
+            }
+            ("Escape", _) if selected.with_untracked(Option::is_some) => {
+                desk.selected.set(None);
+            }
+            _ => {}
+        }
+    });
+    on_cleanup(move || keys.remove());
     // Call buttons act on the open conversation, unless a call is under way elsewhere.
     Effect::new(move || call.focus(selected.get()));
     // Rejoin the open conversation after every reconnect (the relay forgets subscriptions).
@@ -318,6 +374,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             on_logout.run(());
         });
     };
+    let managing = RwSignal::new(false);
     let waiting = move || {
         inbox.with(|i| {
             i.list
@@ -349,10 +406,15 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                         Status::Offline => "Reconnecting…",
                     }}
                 </span>
+                <button class="link" data-testid="canned-manage" on:click=move |_| managing.update(|m| *m = !*m)>
+                    "Canned replies"
+                </button>
+                <NotifyButton />
                 <PresenceSelect team=team />
                 <span class="me">{me.name.clone()}</span>
                 <button class="link" data-testid="logout" on:click=logout>"Log out"</button>
             </header>
+            <CannedManager canned=desk.canned open=managing />
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
             <div class="panes">

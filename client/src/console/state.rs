@@ -134,6 +134,7 @@ mod tests {
     ) -> ConversationSummary {
         ConversationSummary {
             id: id.into(),
+            site: "s".into(),
             site_name: "S".into(),
             visitor_label: "V".into(),
             status,
