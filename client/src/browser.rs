@@ -118,6 +118,12 @@ fn js_err(e: JsValue) -> String {
     format!("{e:?}")
 }
 
+/// The date of a timestamp in ms, as the browser's locale writes it.
+pub fn date(ms: i64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    String::from(d.to_locale_date_string("default", &JsValue::UNDEFINED))
+}
+
 /// "14:05" for a timestamp in ms, in the browser's time zone.
 pub fn clock(ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));

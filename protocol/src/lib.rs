@@ -318,6 +318,54 @@ pub struct ConversationSummary {
     pub rating: Option<Rating>,
 }
 
+/// Where a visitor is and what they use, as their widget reports it (nothing here is
+/// checked: it is what the browser says). Each text is cut to its limit by the relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorInfo {
+    /// The host page's address (at most 2048 characters).
+    pub page: String,
+    /// The host page's title (at most 200).
+    #[serde(default)]
+    pub title: String,
+    /// Where the visitor came to the site from (at most 2048).
+    #[serde(default)]
+    pub referrer: String,
+    /// The browser's language, e.g. `pt-PT` (at most 35).
+    #[serde(default)]
+    pub language: String,
+    /// The IANA time zone, e.g. `Europe/Lisbon` (at most 64).
+    #[serde(default)]
+    pub time_zone: String,
+    /// Minutes ahead of UTC (e.g. 60 in Lisbon in summer).
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    /// The browser's user agent (at most 512).
+    #[serde(default)]
+    pub user_agent: String,
+}
+
+impl VisitorInfo {
+    /// Every text cut to its limit (by characters).
+    pub fn bounded(mut self) -> Self {
+        fn cut(s: &mut String, n: usize) {
+            if let Some((i, _)) = s.char_indices().nth(n) {
+                s.truncate(i);
+            }
+        }
+        cut(&mut self.page, 2048);
+        cut(&mut self.title, 200);
+        cut(&mut self.referrer, 2048);
+        cut(&mut self.language, 35);
+        cut(&mut self.time_zone, 64);
+        cut(&mut self.user_agent, 512);
+        self.utc_offset_minutes = self.utc_offset_minutes.clamp(-16 * 60, 16 * 60);
+        self
+    }
+}
+
+/// The longest name an agent gives a visitor, in characters.
+pub const MAX_VISITOR_NAME_CHARS: usize = 80;
+
 /// A site, as an agent's console lists it (`GET /api/canned`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteRef {
@@ -550,6 +598,26 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    /// Visitors only: where they are and what they use (after each welcome, and whenever the
+    /// host page changes). The agents who joined get it as [`ServerMsg::Visit`].
+    Visit {
+        /// The conversation (the visitor's own).
+        conversation: ConversationId,
+        /// What the browser says.
+        info: VisitorInfo,
+    },
+    /// Agents only: a name and an email for the visitor (either may be absent to clear it).
+    /// The list shows the name; the record gets a note.
+    SetVisitor {
+        /// The conversation.
+        conversation: ConversationId,
+        /// At most [`MAX_VISITOR_NAME_CHARS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// As [`check_email`] says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
     /// Visitors only: an email address where the team can answer (asked for when nobody is
     /// available). Stored like a first message would be, and shown to the agents.
     Contact {
@@ -657,6 +725,14 @@ pub enum ServerMsg {
         /// Whether an agent of the site is available now. When none is, the widget says so
         /// and offers to leave an email.
         online: bool,
+    },
+    /// To the agents who joined a conversation: where its visitor is now (after the join,
+    /// and whenever it changes).
+    Visit {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What the visitor's browser says.
+        info: VisitorInfo,
     },
     /// To a visitor: an agent closed their conversation (ask for a rating). Writing again
     /// reopens it.
@@ -958,6 +1034,20 @@ mod tests {
                 conversation: conv(),
                 email: "ines@example.com".into(),
             },
+            ClientMsg::Visit {
+                conversation: conv(),
+                info: VisitorInfo {
+                    page: "https://shop.example/cart".into(),
+                    time_zone: "Europe/Lisbon".into(),
+                    utc_offset_minutes: 60,
+                    ..VisitorInfo::default()
+                },
+            },
+            ClientMsg::SetVisitor {
+                conversation: conv(),
+                name: Some("Inês".into()),
+                email: None,
+            },
         ];
         for msg in &all {
             round_trip(msg);
@@ -1013,6 +1103,13 @@ mod tests {
             },
             ServerMsg::Closed {
                 conversation: conv(),
+            },
+            ServerMsg::Visit {
+                conversation: conv(),
+                info: VisitorInfo {
+                    page: "https://shop.example/".into(),
+                    ..VisitorInfo::default()
+                },
             },
             ServerMsg::WelcomeAgent {
                 agent: AgentRef {

@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use escalera_protocol::{
     check_email, check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind,
     CallPhase, ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind,
-    Message, Presence, Rating, ReadMark, ServerMsg, SiteKey, VisitorToken, MAX_CLIENT_ID_CHARS,
-    MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION,
+    Message, Presence, Rating, ReadMark, ServerMsg, SiteKey, VisitorInfo, VisitorToken,
+    MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS,
+    MAX_VISITOR_NAME_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
@@ -623,6 +624,22 @@ pub enum Effect {
         /// Who has it again.
         agent: Option<AgentId>,
     },
+    /// Keep where a visitor is.
+    SaveVisit {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What their browser says.
+        info: VisitorInfo,
+    },
+    /// Keep the name and email agents gave a visitor.
+    SaveVisitor {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The name, if any.
+        name: Option<String>,
+        /// The email, if any.
+        email: Option<String>,
+    },
     /// Keep the email a visitor left.
     SaveEmail {
         /// The conversation.
@@ -922,6 +939,8 @@ pub struct Core {
     ringing: HashMap<ConversationId, BTreeSet<PeerId>>,
     /// Whether an agent of each site was available, as its visitors were last told.
     told_online: HashMap<SiteKey, bool>,
+    /// Where each connected visitor is, as their widget said last.
+    visits: HashMap<ConversationId, VisitorInfo>,
     /// When the idle buckets above were last swept.
     buckets_swept: i64,
     /// Device toggles not in the record yet: a note is written once a device has stayed
@@ -1489,6 +1508,14 @@ impl Core {
                 let conversation = conversation.clone();
                 self.request(now, peer, conversation, Request::Frame(msg), out);
             }
+            ClientMsg::Visit { conversation, info } => {
+                let own = matches!(&p.role, Some(Role::Visitor { conversation: c, .. }) if *c == conversation);
+                if !own {
+                    let e = RelayError::Forbidden("only a visitor says where they are");
+                    return out.error_about(peer, e, (Some(conversation), None));
+                }
+                self.visited(conversation, info.bounded(), out);
+            }
             ClientMsg::Join {
                 ref conversation, ..
             }
@@ -1514,6 +1541,9 @@ impl Core {
                 ref conversation, ..
             }
             | ClientMsg::Contact {
+                ref conversation, ..
+            }
+            | ClientMsg::SetVisitor {
                 ref conversation, ..
             } => {
                 let conversation = conversation.clone();
@@ -1622,6 +1652,12 @@ impl Core {
             // In the queue, to be routed once its first message is stored.
             self.desk
                 .opened(meta.id.clone(), meta.site.clone(), None, now);
+            if let Some(info) = self.visits.get(&meta.id) {
+                out.push(Effect::SaveVisit {
+                    conversation: meta.id.clone(),
+                    info: info.clone(),
+                });
+            }
         }
         // Stored, or not and nobody left to try again: forgotten here.
         if error.is_none() || !self.visitors.contains_key(&meta.id) {
@@ -1676,6 +1712,15 @@ impl Core {
         match msg {
             ClientMsg::Join { after_seq, .. } => {
                 self.subscribe(peer, &meta.id, after_seq, out);
+                if let (Role::Agent { .. }, Some(info)) = (&role, self.visits.get(&meta.id)) {
+                    out.send(
+                        peer,
+                        ServerMsg::Visit {
+                            conversation: meta.id.clone(),
+                            info: info.clone(),
+                        },
+                    );
+                }
                 self.read_history(now, peer, meta.id, after_seq, out);
             }
             ClientMsg::Chat {
@@ -1794,12 +1839,81 @@ impl Core {
                     email,
                 });
             }
+            ClientMsg::SetVisitor { name, email, .. } => {
+                let Role::Agent { agent, .. } = &role else {
+                    return Err(RelayError::Forbidden("only agents name visitors"));
+                };
+                let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+                if name
+                    .as_ref()
+                    .is_some_and(|n| n.chars().count() > MAX_VISITOR_NAME_CHARS)
+                {
+                    return Err(RelayError::BadText("that name is too long"));
+                }
+                let email = email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+                if let Some(e) = &email {
+                    check_email(e).map_err(RelayError::BadText)?;
+                }
+                let said = [name.clone(), email.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" · ");
+                out.push(Effect::SaveVisitor {
+                    conversation: meta.id.clone(),
+                    name,
+                    email,
+                });
+                out.push(Effect::Append {
+                    message: NewMessage {
+                        conversation: meta.id.clone(),
+                        client_id: None,
+                        author: Author::Note,
+                        author_name: Some(agent.name.clone()),
+                        text: match said.is_empty() {
+                            true => "Cleared the visitor's details".to_owned(),
+                            false => format!("The visitor's details: {said}"),
+                        },
+                        attachment: None,
+                        at: now,
+                    },
+                    site: meta.site,
+                    reply: Reply::None,
+                });
+            }
             ClientMsg::Hello { .. }
             | ClientMsg::Ping
             | ClientMsg::Signal { .. }
+            | ClientMsg::Visit { .. }
             | ClientMsg::Presence { .. } => {}
         }
         Ok(())
+    }
+
+    /// A visitor's widget said where they are: kept here while they are connected, told to
+    /// the agents who joined, and stored once the conversation is (only when it changed).
+    fn visited(&mut self, conversation: ConversationId, info: VisitorInfo, out: &mut Out) {
+        if self.visits.get(&conversation) == Some(&info) {
+            return;
+        }
+        self.visits.insert(conversation.clone(), info.clone());
+        for peer in self.members.get(&conversation).into_iter().flatten() {
+            if matches!(
+                self.peers.get(peer).and_then(|p| p.role.as_ref()),
+                Some(Role::Agent { .. })
+            ) {
+                out.send(
+                    *peer,
+                    ServerMsg::Visit {
+                        conversation: conversation.clone(),
+                        info: info.clone(),
+                    },
+                );
+            }
+        }
+        if !self.unsaved.contains_key(&conversation) {
+            out.push(Effect::SaveVisit { conversation, info });
+        }
     }
 
     /// An agent hands their conversation to a colleague of its site, or back to the queue;
@@ -2543,6 +2657,7 @@ impl Core {
                 set.remove(&peer);
                 if set.is_empty() {
                     self.visitors.remove(conversation);
+                    self.visits.remove(conversation);
                     // Never said anything and gone: forgotten (their next hello starts
                     // afresh). One being stored is forgotten once it is.
                     if self
@@ -3090,6 +3205,8 @@ fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
         | ClientMsg::Close { conversation }
         | ClientMsg::Transfer { conversation, .. }
         | ClientMsg::Rate { conversation, .. }
+        | ClientMsg::Visit { conversation, .. }
+        | ClientMsg::SetVisitor { conversation, .. }
         | ClientMsg::Contact { conversation, .. } => (Some(conversation.clone()), None),
         ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. } => (None, None),
     }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/canned/{id}", delete(delete_canned))
         .route("/api/search", get(search))
         .route("/api/conversations/{id}/export", get(export))
+        .route("/api/conversations/{id}/visitor", get(visitor))
 }
 
 async fn agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Agent> {
@@ -122,6 +123,22 @@ async fn search(
     };
     let hits = state.hub.log().search(me.scope, fts, SEARCH_LIMIT).await?;
     Ok(Json(hits).into_response())
+}
+
+/// `GET /api/conversations/{id}/visitor`: what is known of the conversation's visitor (the
+/// live page comes as `visit` frames).
+async fn visitor(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<ConversationId>,
+) -> HttpResult<Response> {
+    let me = agent(&state, &headers).await?;
+    let log = state.hub.log();
+    log.conversation(id.clone())
+        .await?
+        .filter(|m| me.scope.covers(&m.site))
+        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such conversation"))?;
+    Ok(Json(log.visitor_details(id).await?).into_response())
 }
 
 #[derive(Deserialize)]

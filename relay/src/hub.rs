@@ -367,6 +367,22 @@ impl Hub {
                 }
                 return Vec::new();
             }
+            Effect::SaveVisit { conversation, info } => {
+                if let Err(e) = self.log.set_visitor_info(conversation, info).await {
+                    tracing::error!("store: a visitor's page: {e}");
+                }
+                return Vec::new();
+            }
+            Effect::SaveVisitor {
+                conversation,
+                name,
+                email,
+            } => {
+                if let Err(e) = self.log.set_visitor(conversation, name, email).await {
+                    tracing::error!("store: a visitor's details: {e}");
+                }
+                return Vec::new();
+            }
             Effect::SaveEmail {
                 conversation,
                 email,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
     ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
-    SearchHit, SiteKey,
+    SearchHit, SiteKey, VisitorInfo,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,8 @@ use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{
-    Agent, AgentListing, Appended, Directory, HistoryPage, Log, OpenConversation, Site, StoreFuture,
+    Agent, AgentListing, Appended, Directory, HistoryPage, Log, OpenConversation, Site,
+    StoreFuture, VisitorDetails,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -134,6 +135,12 @@ END;
 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
 END;
+"#,
+    // 8: the visitor as the agents see them: where they are (JSON, from their widget) and the
+    // name agents gave them.
+    r#"
+ALTER TABLE conversations ADD COLUMN visitor_info TEXT;
+ALTER TABLE conversations ADD COLUMN visitor_name TEXT;
 "#,
 ];
 
@@ -454,7 +461,7 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at,
-    c.closed_at, c.rating, c.site_key
+    c.closed_at, c.rating, c.site_key, c.visitor_name
     FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
 
 /// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
@@ -482,7 +489,9 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
     let id: String = r.get(0)?;
     let agent = agent_cols(r, 2, 3)?;
     Ok(ConversationSummary {
-        visitor_label: visitor_label(&id),
+        visitor_label: r
+            .get::<_, Option<String>>(10)?
+            .unwrap_or_else(|| visitor_label(&id)),
         id: ConversationId(id),
         site: SiteKey(r.get(9)?),
         site_name: r.get(1)?,
@@ -1340,6 +1349,52 @@ impl Log for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
+        })
+    }
+
+    fn set_visitor_info(&self, id: ConversationId, info: VisitorInfo) -> StoreFuture<'_, ()> {
+        let json = serde_json::to_string(&info).unwrap_or_default();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE conversations SET visitor_info = ?2 WHERE id = ?1")?
+                .execute(params![id.0, json])?;
+            Ok(())
+        })
+    }
+
+    fn set_visitor(
+        &self,
+        id: ConversationId,
+        name: Option<String>,
+        email: Option<String>,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE conversations SET visitor_name = ?2, email = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id.0, name, email])?;
+            Ok(())
+        })
+    }
+
+    fn visitor_details(&self, id: ConversationId) -> StoreFuture<'_, VisitorDetails> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT visitor_info, visitor_name, email, created_at FROM conversations
+                     WHERE id = ?1",
+                )?
+                .query_row([&id.0], |r| {
+                    Ok(VisitorDetails {
+                        info: r
+                            .get::<_, Option<String>>(0)?
+                            .and_then(|j| serde_json::from_str(&j).ok()),
+                        name: r.get(1)?,
+                        email: r.get(2)?,
+                        since: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            Ok(row.unwrap_or_default())
         })
     }
 

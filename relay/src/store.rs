@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, CannedReply, ClientMsgId, ConversationId, ConversationSummary,
-    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteKey,
+    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteKey, VisitorInfo,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
@@ -60,6 +60,19 @@ pub struct AgentListing {
     pub disabled: bool,
     /// Live sessions (browsers logged in).
     pub sessions: u64,
+}
+
+/// What is known of a conversation's visitor (`GET /api/conversations/{id}/visitor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VisitorDetails {
+    /// Where they were last, and what they use.
+    pub info: Option<VisitorInfo>,
+    /// The name agents gave them.
+    pub name: Option<String>,
+    /// Their email (left by them, or given by an agent).
+    pub email: Option<String>,
+    /// When the conversation started, in ms.
+    pub since: i64,
 }
 
 /// An open conversation, as routing needs it at start.
@@ -226,6 +239,17 @@ pub trait Log: Send + Sync + 'static {
     /// The newest messages (notes included) of the sites of `scope` matching every word of
     /// `query` (an FTS5 query), at most `limit`.
     fn search(&self, scope: Scope, query: String, limit: u32) -> StoreFuture<'_, Vec<SearchHit>>;
+    /// Keeps where the conversation's visitor is and what they use.
+    fn set_visitor_info(&self, id: ConversationId, info: VisitorInfo) -> StoreFuture<'_, ()>;
+    /// Sets the name and email agents gave the visitor (`None` clears each).
+    fn set_visitor(
+        &self,
+        id: ConversationId,
+        name: Option<String>,
+        email: Option<String>,
+    ) -> StoreFuture<'_, ()>;
+    /// What is known of a conversation's visitor.
+    fn visitor_details(&self, id: ConversationId) -> StoreFuture<'_, VisitorDetails>;
     /// Every open conversation with a message (read when the relay starts, for routing).
     fn open_conversations(&self) -> StoreFuture<'_, Vec<OpenConversation>>;
     /// Conversations with at least one message on the sites of `scope`: waiting first, then

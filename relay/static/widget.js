@@ -59,6 +59,16 @@
   function tell(msg) {
     if (ready) frame.contentWindow.postMessage(msg, relay);
   }
+  // Where the visitor is, for the agent's side panel; again on every single-page navigation.
+  function page() {
+    tell({ type: 'escalera:page', url: location.href, title: d.title, referrer: d.referrer });
+  }
+  ['pushState', 'replaceState'].forEach(function (k) {
+    var f = history[k];
+    history[k] = function () { var r = f.apply(this, arguments); page(); return r; };
+  });
+  addEventListener('popstate', page);
+  addEventListener('hashchange', page);
   function setOpen(v) {
     open = v;
     if (v && !frame) {
@@ -85,6 +95,7 @@
     if (m.type === 'escalera:ready') {
       ready = true;
       tell({ type: 'escalera:open', open: open });
+      page();
     }
     if (m.type === 'escalera:close') setOpen(false);
     if (m.type === 'escalera:unread') {

@@ -901,3 +901,105 @@ async fn canned_replies_search_and_exports_answer_an_agent_for_their_sites_only(
     assert_eq!(export("", &ben_cookie).await.unwrap().status(), 404);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_sees_where_the_visitor_is_live_and_can_name_them() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, mut ana, conv, _) = relay.pair().await;
+    let info = escalera_protocol::VisitorInfo {
+        page: format!("https://shop.example/cart?{}", "x".repeat(3000)),
+        title: "Cart".into(),
+        referrer: "https://search.example/".into(),
+        language: "pt-PT".into(),
+        time_zone: "Europe/Lisbon".into(),
+        utc_offset_minutes: 60,
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0".into(),
+    };
+    visitor
+        .send(&ClientMsg::Visit {
+            conversation: conv.clone(),
+            info: info.clone(),
+        })
+        .await;
+    let seen = ana
+        .recv_until(|m| match m {
+            ServerMsg::Visit { info, .. } => Some(info),
+            _ => None,
+        })
+        .await;
+    assert_eq!(seen.page.chars().count(), 2048, "cut to its limit");
+    assert_eq!(
+        (seen.time_zone.as_str(), seen.utc_offset_minutes),
+        ("Europe/Lisbon", 60)
+    );
+    // Only for one's own conversation, and only visitors.
+    let (mut other, _, _) = relay.visitor(None).await;
+    other
+        .send(&ClientMsg::Visit {
+            conversation: conv.clone(),
+            info: info.clone(),
+        })
+        .await;
+    assert_eq!(refused(&mut other, &conv).await, ErrorCode::Forbidden);
+    visitor
+        .send(&ClientMsg::SetVisitor {
+            conversation: conv.clone(),
+            name: Some("Me".into()),
+            email: None,
+        })
+        .await;
+    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+
+    // Ana names the visitor: the list shows it, the record has a note.
+    ana.send(&ClientMsg::SetVisitor {
+        conversation: conv.clone(),
+        name: Some("Inês Duarte".into()),
+        email: Some("not an email".into()),
+    })
+    .await;
+    assert_eq!(refused(&mut ana, &conv).await, ErrorCode::BadText);
+    ana.send(&ClientMsg::SetVisitor {
+        conversation: conv.clone(),
+        name: Some(" Inês Duarte ".into()),
+        email: Some("ines@example.com".into()),
+    })
+    .await;
+    let note = common::message(&mut ana).await;
+    assert_eq!(
+        (note.author, note.text.as_str()),
+        (
+            Author::Note,
+            "The visitor's details: Inês Duarte · ines@example.com"
+        )
+    );
+    let row = ana
+        .recv_until(|m| match m {
+            ServerMsg::Conversation(s) if s.visitor_label == "Inês Duarte" => Some(s),
+            _ => None,
+        })
+        .await;
+    assert_eq!(row.id, conv);
+    // What the console reads when it opens the conversation.
+    let cookie = relay.login("ana@shop.example").await;
+    let details: serde_json::Value = reqwest::Client::new()
+        .get(relay.url(&format!("/api/conversations/{conv}/visitor")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["name"], "Inês Duarte");
+    assert_eq!(details["email"], "ines@example.com");
+    assert_eq!(details["info"]["language"], "pt-PT");
+    let ben = relay.login("ben@shop.example").await;
+    let res = reqwest::Client::new()
+        .get(relay.url(&format!("/api/conversations/{conv}/visitor")))
+        .header("cookie", ben)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    relay.stop().await;
+}

@@ -128,12 +128,9 @@ pub fn notify(title: &str, body: &str) {
 /// question (asked only when they click it, never on load).
 #[component]
 pub fn NotifyButton() -> impl IntoView {
-    let supported = js_sys::Reflect::has(&browser::window(), &"Notification".into()).unwrap_or(false);
-    let state = RwSignal::new(if supported {
-        Some(permission())
-    } else {
-        None
-    });
+    let supported =
+        js_sys::Reflect::has(&browser::window(), &"Notification".into()).unwrap_or(false);
+    let state = RwSignal::new(if supported { Some(permission()) } else { None });
     let ask = move |_| {
         let Ok(promise) = web_sys::Notification::request_permission() else {
             return;

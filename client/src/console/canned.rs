@@ -106,8 +106,9 @@ pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
         if let Err(e) = check_text(body.trim()) {
             return error.set(Some(sentence(e)));
         }
-        let json = serde_json::json!({ "site": site.get_untracked(), "shortcut": short, "text": body })
-            .to_string();
+        let json =
+            serde_json::json!({ "site": site.get_untracked(), "shortcut": short, "text": body })
+                .to_string();
         saving.set(true);
         leptos::task::spawn_local(async move {
             match browser::fetch("POST", "/api/canned", Some(json)).await {

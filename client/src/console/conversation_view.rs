@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use super::root::Desk;
 use super::transfer::Transfer;
+use super::visitor::VisitorPanel;
 use crate::call::CallButtons;
 use crate::chat::{Composer, Suggestion, Thread, UploadList};
 
@@ -175,6 +176,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         </div>
                     </Show>
                 </header>
+                <VisitorPanel desk=desk />
                 <Show when=move || notice().is_some()>
                     <div class="banner notice" role="alert" data-testid="notice">
                         {move || notice().unwrap_or_default()}

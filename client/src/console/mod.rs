@@ -10,5 +10,6 @@ mod search;
 mod state;
 mod team;
 mod transfer;
+mod visitor;
 
 pub use root::Console;

@@ -105,6 +105,8 @@ pub struct Desk {
     pub search: RwSignal<String>,
     /// A message to show in its conversation (a search result opened).
     pub found: RwSignal<Option<(ConversationId, u64)>>,
+    /// Where the visitors of joined conversations are, live.
+    pub visits: RwSignal<HashMap<ConversationId, escalera_protocol::VisitorInfo>>,
     /// Unsent replies, one per conversation (kept in this browser's storage, per agent, until
     /// logout).
     pub drafts: RwSignal<HashMap<ConversationId, String>>,
@@ -246,6 +248,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         canned: Canned::new(),
         search: RwSignal::new(String::new()),
         found: RwSignal::new(None),
+        visits: RwSignal::new(HashMap::new()),
         drafts: RwSignal::new(load_drafts(&drafts_key(&me))),
         drafts_key: StoredValue::new(drafts_key(&me)),
     };
@@ -272,6 +275,9 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             inbox.update(|i| i.upsert(summary.clone()));
             desk.join_mine();
         }
+        ServerMsg::Visit { conversation, info } => desk.visits.update(|v| {
+            v.insert(conversation.clone(), info.clone());
+        }),
         ServerMsg::Call {
             conversation,
             call: Some(info),
@@ -296,7 +302,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             let hidden = browser::window()
                 .document()
                 .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible);
-            if ours && hidden && info.phase == escalera_protocol::CallPhase::Ringing && !info.party {
+            if ours && hidden && info.phase == escalera_protocol::CallPhase::Ringing && !info.party
+            {
                 notify("Incoming call", &format!("{} is calling", info.caller_name));
             }
         }
@@ -319,9 +326,12 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             (step @ ("ArrowUp" | "ArrowDown"), true) => {
                 ev.prevent_default();
                 let me = agent.with_untracked(|a| a.as_ref().map(|a| a.id.clone()));
-                let rows = inbox.with_untracked(|i| i.shown(desk.filter.get_untracked(), me.as_ref()));
-                let at = selected
-                    .with_untracked(|s| s.as_ref().and_then(|s| rows.iter().position(|c| &c.id == s)));
+                let rows =
+                    inbox.with_untracked(|i| i.shown(desk.filter.get_untracked(), me.as_ref()));
+                let at = selected.with_untracked(|s| {
+                    s.as_ref()
+                        .and_then(|s| rows.iter().position(|c| &c.id == s))
+                });
                 let next = match (at, step) {
                     (None, "ArrowDown") => Some(0),
                     (None, _) => rows.len().checked_sub(1),

@@ -7,12 +7,49 @@ use web_sys::MessageEvent;
 
 use crate::browser::window;
 
+/// The host page's address, title and referrer, as widget.js says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostPage {
+    /// `location.href`.
+    pub url: String,
+    /// `document.title`.
+    pub title: String,
+    /// `document.referrer`.
+    pub referrer: String,
+}
+
+/// What the agent's side panel shows of this visitor: the host page, and what the browser
+/// says of its language, time zone and itself.
+pub fn visitor_info(page: HostPage) -> escalera_protocol::VisitorInfo {
+    let nav = window().navigator();
+    let time_zone = js_sys::Reflect::get(
+        &js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new())
+            .resolved_options(),
+        &"timeZone".into(),
+    )
+    .ok()
+    .and_then(|v| v.as_string())
+    .unwrap_or_default();
+    escalera_protocol::VisitorInfo {
+        page: page.url,
+        title: page.title,
+        referrer: page.referrer,
+        language: nav.language().unwrap_or_default(),
+        time_zone,
+        utc_offset_minutes: -(js_sys::Date::new_0().get_timezone_offset() as i32),
+        user_agent: nav.user_agent().unwrap_or_default(),
+    }
+    .bounded()
+}
+
 /// The host page, if we are framed by one.
 #[derive(Clone, Copy)]
 pub struct Host {
     origin: StoredValue<Option<String>>,
     /// Whether the host shows the widget (the launcher is open).
     pub open: ReadSignal<bool>,
+    /// Where the visitor is on the host site (updated as they navigate).
+    pub page: ReadSignal<Option<HostPage>>,
 }
 
 impl Host {
@@ -48,9 +85,11 @@ pub fn use_host() -> Host {
     let origin = crate::browser::query_param("origin");
     let framed = origin.is_some() && window().parent().ok().flatten().is_some();
     let (open, set_open) = signal(!framed);
+    let (page, set_page) = signal(None::<HostPage>);
     let host = Host {
         origin: StoredValue::new(origin.clone()),
         open,
+        page,
     };
     if framed {
         let expected = origin;
@@ -62,6 +101,19 @@ pub fn use_host() -> Host {
             let kind = js_sys::Reflect::get(&data, &"type".into())
                 .ok()
                 .and_then(|v| v.as_string());
+            let text = |key: &str| {
+                js_sys::Reflect::get(&data, &key.into())
+                    .ok()
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_default()
+            };
+            if kind.as_deref() == Some("escalera:page") {
+                set_page.set(Some(HostPage {
+                    url: text("url"),
+                    title: text("title"),
+                    referrer: text("referrer"),
+                }));
+            }
             if kind.as_deref() == Some("escalera:open") {
                 let v = js_sys::Reflect::get(&data, &"open".into())
                     .ok()

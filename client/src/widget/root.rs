@@ -178,6 +178,20 @@ pub fn Widget() -> impl IntoView {
         call.resume();
         link.join(&id);
     });
+    // Where the visitor is, for the agent: after every welcome and whenever the page changes.
+    Effect::new(move || {
+        let page = host.page.get();
+        if !welcomed.get() {
+            return;
+        }
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        link.socket.send(&ClientMsg::Visit {
+            conversation: id,
+            info: super::host::visitor_info(page.unwrap_or_default()),
+        });
+    });
     // A new socket needs a new welcome before anything else is sent.
     Effect::new(move || {
         if link.socket.status.get() != Status::Online {
