@@ -544,3 +544,353 @@ async fn a_closed_conversation_is_rated_by_the_visitor_and_reopens_when_they_wri
         b.close().await;
     }
 }
+
+/// The label the console's open row shows for its visitor.
+async fn open_row_label(agent: &Browser) -> String {
+    let v = agent
+        .wait_js(
+            "the open conversation's row",
+            "const r = document.querySelector('[data-testid=conversation].active');
+             return r && r.querySelector('.name').textContent",
+            vec![],
+        )
+        .await;
+    v.as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canned_reply_is_kept_found_by_its_shortcut_and_filled_in() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    let label = open_row_label(&ana).await;
+
+    ana.click("canned-manage").await;
+    ana.find("canned-manager").await;
+    // A wrong shortcut is said so, inline.
+    ana.find("canned-shortcut")
+        .await
+        .send_keys("two words")
+        .await
+        .unwrap();
+    ana.find("canned-text").await.send_keys("x").await.unwrap();
+    ana.click("canned-save").await;
+    ana.wait_js(
+        "the shortcut refused",
+        "const e = document.querySelector('[data-testid=canned-manager] .error');
+         return e && e.textContent.includes('a-z')",
+        vec![],
+    )
+    .await;
+    ana.find("canned-shortcut").await.clear().await.unwrap();
+    ana.find("canned-shortcut")
+        .await
+        .send_keys("refund")
+        .await
+        .unwrap();
+    ana.find("canned-text").await.clear().await.unwrap();
+    ana.find("canned-text")
+        .await
+        .send_keys("Hi {visitor}, {agent} here: your refund is on its way.")
+        .await
+        .unwrap();
+    ana.click("canned-save").await;
+    ana.find("canned-reply").await;
+    ana.click("canned-manage").await;
+
+    // "/ref" lists it; Enter puts it in the box, filled in, to edit or send.
+    let input = ana.find("chat-input").await;
+    input.send_keys("/ref").await.unwrap();
+    let option = ana.find("canned-option").await;
+    assert!(option.text().await.unwrap().contains("/refund"));
+    input.send_keys("\u{E007}").await.unwrap();
+    let filled = format!("Hi {label}, Ana here: your refund is on its way.");
+    ana.wait_js(
+        "the reply filled in",
+        "return document.querySelector('[data-testid=chat-input]').value === arguments[0]
+            && document.querySelector('[data-testid=canned-option]') === null",
+        vec![json!(filled)],
+    )
+    .await;
+    input.send_keys("\u{E007}").await.unwrap();
+    visitor.wait_message("agent", &filled).await;
+    for b in [ana, visitor] {
+        b.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_finds_a_word_and_opens_the_conversation_there_and_export_leaves_notes_out() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    visitor.say("My bison jerky arrived crushed").await;
+    ana.wait_message("visitor", "My bison jerky arrived crushed")
+        .await;
+    ana.click("note-toggle").await;
+    ana.say("Refund approved").await;
+    ana.wait_message("note", "Refund approved").await;
+    // Leave the conversation, then find it by a word.
+    ana.js(
+        "window.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))",
+        vec![],
+    )
+    .await;
+    ana.find("search-input")
+        .await
+        .send_keys("jerk")
+        .await
+        .unwrap();
+    let result = ana.find("search-result").await;
+    assert!(result
+        .text()
+        .await
+        .unwrap()
+        .contains("My bison jerky arrived crushed"));
+    ana.click("search-result").await;
+    ana.wait_js(
+        "the message found, marked",
+        "const m = document.querySelector('[data-testid=message][data-found=true]');
+         return m && m.querySelector('.bubble').textContent === 'My bison jerky arrived crushed'",
+        vec![],
+    )
+    .await;
+
+    // Export: the transcript, without notes unless asked.
+    ana.click("export").await;
+    let fetch_link = |id: &'static str| {
+        let ana = &ana;
+        async move {
+            ana.wait_js_async(
+                "the export",
+                "const done = arguments[arguments.length - 1];
+                 const a = document.querySelector('[data-testid=' + arguments[0] + ']');
+                 fetch(a.href).then(r => r.text()).then(done, e => done('error ' + e))",
+                vec![json!(id)],
+            )
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+        }
+    };
+    let text = fetch_link("export-text").await;
+    assert!(
+        text.contains("Visitor: My bison jerky arrived crushed"),
+        "{text}"
+    );
+    assert!(!text.contains("Refund approved"), "{text}");
+    ana.click("export-notes").await;
+    let text = fetch_link("export-text").await;
+    assert!(text.contains("Note by Ana: Refund approved"), "{text}");
+    let json = fetch_link("export-json").await;
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(parsed["messages"].as_array().unwrap().len() >= 4);
+    for b in [ana, visitor] {
+        b.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_sees_the_visitors_page_live_and_names_them() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    ana.find("visitor-info").await;
+    let page_is = |suffix: &'static str| {
+        let ana = &ana;
+        async move {
+            ana.wait_js(
+                &format!("the visitor's page ending in {suffix}"),
+                "const a = document.querySelector('[data-testid=visitor-page] a');
+                 return a && a.href.endsWith(arguments[0])",
+                vec![json!(suffix)],
+            )
+            .await;
+        }
+    };
+    page_is("/").await;
+    let browser_shown = ana.find("visitor-browser").await.text().await.unwrap();
+    assert!(browser_shown.starts_with("Chrome on"), "{browser_shown}");
+    assert!(!ana
+        .find("visitor-language")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(ana
+        .find("visitor-time")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains(':'));
+    // The host page navigates by itself (a single-page shop): the agent sees it.
+    visitor.client.enter_parent_frame().await.unwrap();
+    visitor
+        .js("history.pushState({}, '', '/pricing?plan=pro')", vec![])
+        .await;
+    page_is("/pricing?plan=pro").await;
+
+    // Ana names the visitor: the list says so, and a note keeps it.
+    ana.find("visitor-name")
+        .await
+        .send_keys("Inês Duarte")
+        .await
+        .unwrap();
+    ana.find("visitor-email")
+        .await
+        .send_keys("ines@example.com")
+        .await
+        .unwrap();
+    ana.click("visitor-save").await;
+    ana.wait_message(
+        "note",
+        "The visitor's details: Inês Duarte · ines@example.com",
+    )
+    .await;
+    assert_eq!(open_row_label(&ana).await, "Inês Duarte");
+    for b in [ana, visitor] {
+        b.close().await;
+    }
+}
+
+/// Replaces the page's `Notification` with a recorder that is already allowed, and counts
+/// the tones played (the app keeps its own reference to `AudioContext`, so its prototype is
+/// where to look).
+const RECORD_ALERTS: &str = "window.__notes = []; window.__asked = 0; window.__chimes = 0;
+    window.Notification = class {
+        constructor(title, opts) { window.__notes.push(title + ': ' + (opts && opts.body)); }
+        static get permission() { return 'granted'; }
+        static requestPermission() { window.__asked++; return Promise.resolve('granted'); }
+    };
+    const tone = BaseAudioContext.prototype.createOscillator;
+    BaseAudioContext.prototype.createOscillator = function () {
+        window.__chimes++;
+        return tone.apply(this, arguments);
+    };";
+
+const HIDE: &str =
+    "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+    document.dispatchEvent(new Event('visibilitychange'))";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hidden_console_counts_in_its_title_chimes_and_notifies_and_rings_for_a_call() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    // Notifications are asked for only on the agent's click.
+    let allowed = ana.js("return Notification.permission", vec![]).await;
+    assert_ne!(allowed, json!("granted"), "nothing was allowed on load");
+    ana.find("notifications-enable").await;
+    ana.js(RECORD_ALERTS, vec![]).await;
+    ana.click("notifications-enable").await;
+    ana.wait_js(
+        "the question asked once",
+        "return window.__asked === 1",
+        vec![],
+    )
+    .await;
+
+    // Another visitor writes: routed to Ana, in another conversation than the open one.
+    let (mut ws, _, conversation) = product.wire_visitor().await;
+    escalera_e2e::wire_chat(&mut ws, &conversation, &["Is the shop open on Sunday?"]).await;
+    ana.wait_js(
+        "(1) in the title and a chime",
+        "return document.title === '(1) Escalera' && window.__chimes >= 1",
+        vec![],
+    )
+    .await;
+    // The tab goes to the background: the next message from the open one notifies.
+    ana.js(HIDE, vec![]).await;
+    visitor.say("Still there?").await;
+    ana.wait_js(
+        "a desktop notification",
+        "return window.__notes.some(n => n.startsWith('New message from') && n.endsWith('Still there?'))",
+        vec![],
+    )
+    .await;
+    // A call rings even in the background, and says so on the desktop.
+    visitor.click("call-voice").await;
+    ana.find("incoming-call").await;
+    ana.wait_js(
+        "the call notified",
+        "return window.__notes.some(n => n.startsWith('Incoming call'))",
+        vec![],
+    )
+    .await;
+    visitor.click("call-hangup").await;
+    for b in [ana, visitor] {
+        b.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keyboard_moves_between_conversations_leaves_them_and_sends() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, ana) = chatting(&product, &mut driver).await;
+    let (mut ws, _, conversation) = product.wire_visitor().await;
+    escalera_e2e::wire_chat(&mut ws, &conversation, &["A second visitor"]).await;
+    ana.wait_js(
+        "two rows",
+        "return document.querySelectorAll('[data-testid=conversation]').length === 2",
+        vec![],
+    )
+    .await;
+    let key = |k: &str, alt: bool| {
+        format!("window.dispatchEvent(new KeyboardEvent('keydown', {{key: '{k}', altKey: {alt}}}))")
+    };
+    // The newer conversation is above the open one.
+    let first = open_row_label(&ana).await;
+    ana.js(&key("ArrowUp", true), vec![]).await;
+    ana.wait_js(
+        "the other conversation open",
+        "const r = document.querySelector('[data-testid=conversation].active');
+         return r && r.querySelector('.name').textContent !== arguments[0]",
+        vec![json!(first)],
+    )
+    .await;
+    ana.js(&key("ArrowDown", true), vec![]).await;
+    ana.wait_js(
+        "back to the first",
+        "const r = document.querySelector('[data-testid=conversation].active');
+         return r && r.querySelector('.name').textContent === arguments[0]",
+        vec![json!(first)],
+    )
+    .await;
+    // Ctrl+Enter sends.
+    let input = ana.find("chat-input").await;
+    input.send_keys("Sent with Ctrl+Enter").await.unwrap();
+    input.send_keys("\u{E009}\u{E007}\u{E000}").await.unwrap();
+    visitor.wait_message("agent", "Sent with Ctrl+Enter").await;
+    // Esc leaves it.
+    ana.js(&key("Escape", false), vec![]).await;
+    ana.wait_js(
+        "no conversation open",
+        "return document.querySelector('[data-testid=conversation].active') === null
+            && document.querySelector('[data-testid=chat-input]') === null",
+        vec![],
+    )
+    .await;
+    // The list's filters: both are Ana's, none waits.
+    for (filter, rows) in [("mine", 2), ("queue", 0), ("all", 2), ("open", 2)] {
+        ana.js(
+            &format!(
+                "document.querySelector('[data-testid=filter][data-filter={filter}]').click()"
+            ),
+            vec![],
+        )
+        .await;
+        ana.wait_js(
+            &format!("{rows} rows under {filter}"),
+            "return document.querySelectorAll('[data-testid=conversation]').length === arguments[0]",
+            vec![json!(rows)],
+        )
+        .await;
+    }
+    for b in [ana, visitor] {
+        b.close().await;
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use escalera_protocol::{ConversationId, ConversationStatus};
+use escalera_protocol::{Author, ConversationId, ConversationStatus};
 use leptos::prelude::*;
 
 use super::root::Desk;
@@ -68,9 +68,19 @@ pub fn use_alerts(desk: Desk) {
         before.set_value(now);
         if let Some(id) = news.first() {
             chime();
+            // What they said last, from the thread when it is here (its list row may come
+            // after the message).
+            let said = desk.link.threads.with_untracked(|t| {
+                t.get(id)?.lines().into_iter().rev().find_map(|l| match l {
+                    crate::chat::Line::Stored(m) if m.author == Author::Visitor => Some(m.text),
+                    _ => None,
+                })
+            });
             let label = desk.inbox.with_untracked(|i| {
-                i.summary(id)
-                    .map(|s| (s.visitor_label.clone(), s.preview.clone(), s.status))
+                i.summary(id).map(|s| {
+                    let text = said.unwrap_or_else(|| s.preview.clone());
+                    (s.visitor_label.clone(), text, s.status)
+                })
             });
             if let Some((who, preview, status)) = label.filter(|_| hidden()) {
                 let title = match status {
