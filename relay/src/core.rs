@@ -4782,6 +4782,79 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_conversation_refuses_agents_and_reopens_with_its_agent_or_the_queue() {
+        let mut w = World::new();
+        let open = meta("c1", "s1", Some("a"));
+        let closed = ConversationMeta {
+            closed: true,
+            ..open.clone()
+        };
+        w.agent(10, "a", Scope::All);
+        w.visitor(1, &open);
+        // The agent closes it: the store is asked, then the record and the visitor hear.
+        let close = ClientMsg::Close {
+            conversation: "c1".into(),
+        };
+        assert!(matches!(
+            &w.act(10, close, &open)[..],
+            [Effect::Conclude { .. }]
+        ));
+        let done = w.ev(Event::Concluded {
+            peer: PeerId(10),
+            meta: open.clone(),
+            agent: agent("a"),
+            ok: true,
+        });
+        assert_eq!(appends(&done), ["Agent a closed the conversation"]);
+        assert!(done.contains(&Effect::Publish(BusEvent::Closed {
+            conversation: "c1".into()
+        })));
+        // Nobody posts in it; the agent gets a clear refusal.
+        let late = chat("c1", "late");
+        assert_eq!(
+            error_code(&w.act(10, late, &closed)),
+            Some(ErrorCode::Forbidden)
+        );
+        // The visitor writes: back to the agent, who is available with room.
+        let back = w.act(1, chat("c1", "again"), &closed);
+        assert!(back.contains(&Effect::Reopen {
+            conversation: "c1".into(),
+            agent: Some(AgentId::from("a")),
+        }));
+        assert!(back.contains(&Effect::Publish(BusEvent::AgentJoined {
+            conversation: "c1".into(),
+            agent_name: "Agent a".into(),
+        })));
+        let texts = appends(&back);
+        assert_eq!(texts, ["The visitor reopened the conversation", "hi"]);
+        // Closed again while the agent is away: the next message puts it in the queue.
+        w.ev(Event::Concluded {
+            peer: PeerId(10),
+            meta: open.clone(),
+            agent: agent("a"),
+            ok: true,
+        });
+        let away = ClientMsg::Presence {
+            presence: Presence::Away,
+        };
+        w.text(10, &away);
+        let queued = w.act(1, chat("c1", "hello?"), &closed);
+        assert!(queued.contains(&Effect::Reopen {
+            conversation: "c1".into(),
+            agent: None,
+        }));
+        let told = sent(&queued);
+        assert!(told.contains(&(
+            1,
+            ServerMsg::Queue {
+                conversation: "c1".into(),
+                position: 1,
+                online: false,
+            }
+        )));
+    }
+
+    #[test]
     fn the_team_hears_an_agents_presence_change() {
         let (mut w, c1) = call_world(); // agent "a" on peer 10, visitor on 1
         w.agent(20, "b", Scope::All);
