@@ -256,20 +256,26 @@ async fn widget_says(visitor: &Browser, text: &str) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_agents_with_room_for_one_each_share_three_visitors_and_the_third_waits_in_line() {
-    let product = Product::start().await;
+/// Ana and Ben, each with room for `limit` conversations, logged in and available.
+async fn two_agents(product: &Product, driver: &mut Driver, limit: &str) -> (Browser, Browser) {
     for email in ["ana@shop.example", "ben@shop.example"] {
         product
-            .cli(&["agent", "limit", "--email", email, "1"])
+            .cli(&["agent", "limit", "--email", email, limit])
             .await;
     }
-    let mut driver = Driver::start().await;
     let ana = driver.browser().await;
     let ben = driver.browser().await;
     ana.login(&product.relay_url, "ana@shop.example").await;
     ben.login(&product.relay_url, "ben@shop.example").await;
     all_available(&[&ana, &ben]).await;
+    (ana, ben)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_with_room_for_one_each_share_three_visitors_and_the_third_waits_in_line() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (ana, ben) = two_agents(&product, &mut driver, "1").await;
 
     // Visitors 1 and 2 (over the wire, as the widget would): one to each agent.
     let (mut one, _, c1) = product.wire_visitor().await;
@@ -322,17 +328,8 @@ async fn two_agents_with_room_for_one_each_share_three_visitors_and_the_third_wa
 async fn a_call_from_the_queue_rings_both_agents_and_the_first_to_answer_gets_it() {
     // Both agents available but with no room: the visitor's conversation waits in line.
     let product = Product::start().await;
-    for email in ["ana@shop.example", "ben@shop.example"] {
-        product
-            .cli(&["agent", "limit", "--email", email, "0"])
-            .await;
-    }
     let mut driver = Driver::start().await;
-    let ana = driver.browser().await;
-    let ben = driver.browser().await;
-    ana.login(&product.relay_url, "ana@shop.example").await;
-    ben.login(&product.relay_url, "ben@shop.example").await;
-    all_available(&[&ana, &ben]).await;
+    let (ana, ben) = two_agents(&product, &mut driver, "0").await;
     let visitor = driver.browser().await;
     visitor.goto(&product.demo_url).await;
     visitor.open_widget().await;

@@ -118,6 +118,24 @@ fn js_err(e: JsValue) -> String {
     format!("{e:?}")
 }
 
+/// Plays sine tones on `audio`: each `(frequency in Hz, start in s from now, length in s)`, at
+/// `volume` (0 to 1). Silent where the browser refuses sound before the person clicked.
+pub fn tones(audio: &web_sys::AudioContext, notes: &[(f32, f64, f64)], volume: f32) {
+    let _ = audio.resume();
+    let now = audio.current_time();
+    for &(freq, start, length) in notes {
+        let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain()) else {
+            return;
+        };
+        osc.frequency().set_value(freq);
+        gain.gain().set_value(volume);
+        let _ = osc.connect_with_audio_node(&gain);
+        let _ = gain.connect_with_audio_node(&audio.destination());
+        let _ = osc.start_with_when(now + start);
+        let _ = osc.stop_with_when(now + start + length);
+    }
+}
+
 /// The date of a timestamp in ms, as the browser's locale writes it.
 pub fn date(ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));

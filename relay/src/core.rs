@@ -1771,19 +1771,8 @@ impl Core {
                     return Err(RelayError::Forbidden("only agents write notes"));
                 };
                 check_message(&text, &client_id)?;
-                out.push(Effect::Append {
-                    message: NewMessage {
-                        conversation: meta.id.clone(),
-                        client_id: Some(client_id),
-                        author: Author::Note,
-                        author_name: Some(agent.name.clone()),
-                        text,
-                        attachment: None,
-                        at: now,
-                    },
-                    site: meta.site.clone(),
-                    reply: Reply::Ack(peer),
-                });
+                let id = Some(client_id);
+                out.push(agent_note(now, &meta, agent, text, id, Reply::Ack(peer)));
             }
             ClientMsg::Close { .. } => {
                 let Role::Agent { agent, .. } = &role else {
@@ -1864,22 +1853,11 @@ impl Core {
                     name,
                     email,
                 });
-                out.push(Effect::Append {
-                    message: NewMessage {
-                        conversation: meta.id.clone(),
-                        client_id: None,
-                        author: Author::Note,
-                        author_name: Some(agent.name.clone()),
-                        text: match said.is_empty() {
-                            true => "Cleared the visitor's details".to_owned(),
-                            false => format!("The visitor's details: {said}"),
-                        },
-                        attachment: None,
-                        at: now,
-                    },
-                    site: meta.site,
-                    reply: Reply::None,
-                });
+                let text = match said.is_empty() {
+                    true => "Cleared the visitor's details".to_owned(),
+                    false => format!("The visitor's details: {said}"),
+                };
+                out.push(agent_note(now, &meta, agent, text, None, Reply::None));
             }
             ClientMsg::Hello { .. }
             | ClientMsg::Ping
@@ -2012,19 +1990,7 @@ impl Core {
         }
         // The note first: whoever gets the conversation hears of it with the line after.
         if let Some(text) = note {
-            out.push(Effect::Append {
-                message: NewMessage {
-                    conversation: meta.id.clone(),
-                    client_id: None,
-                    author: Author::Note,
-                    author_name: Some(from.name.clone()),
-                    text,
-                    attachment: None,
-                    at: now,
-                },
-                site: meta.site.clone(),
-                reply: Reply::None,
-            });
+            out.push(agent_note(now, &meta, &from, text, None, Reply::None));
         }
         let text = match &to {
             Some(a) => format!("{} transferred the conversation to {}", from.name, a.name),
@@ -3098,6 +3064,30 @@ fn rating_note(
         None => format!("The visitor rated the conversation {verdict}"),
     };
     system_note(now, meta, text)
+}
+
+/// An agent's private note for the record.
+fn agent_note(
+    now: i64,
+    meta: &ConversationMeta,
+    agent: &AgentRef,
+    text: String,
+    client_id: Option<ClientMsgId>,
+    reply: Reply,
+) -> Effect {
+    Effect::Append {
+        message: NewMessage {
+            conversation: meta.id.clone(),
+            client_id,
+            author: Author::Note,
+            author_name: Some(agent.name.clone()),
+            text,
+            attachment: None,
+            at: now,
+        },
+        site: meta.site.clone(),
+        reply,
+    }
 }
 
 /// A system message for the record.

@@ -335,15 +335,21 @@ async fn a_note_never_reaches_a_visitor() {
     relay.stop().await;
 }
 
+/// Ana and Cy (both serving every site, with room for `limit` conversations each), online.
+async fn ana_and_cy(relay: &TestRelay, limit: u32) -> (Ws, Ws) {
+    relay.add_agent("cy@shop.example", "Cy").await;
+    relay.set_limit("ana@shop.example", limit).await;
+    relay.set_limit("cy@shop.example", limit).await;
+    let (ana, _) = relay.agent("ana@shop.example").await;
+    let (cy, _) = relay.agent("cy@shop.example").await;
+    (ana, cy)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn new_conversations_go_to_the_least_busy_agent_and_the_rest_wait_in_line() {
     // Ana and Cy serve the shop, one conversation each at most.
     let relay = TestRelay::start().await;
-    relay.add_agent("cy@shop.example", "Cy").await;
-    relay.set_limit("ana@shop.example", 1).await;
-    relay.set_limit("cy@shop.example", 1).await;
-    let (mut ana, _) = relay.agent("ana@shop.example").await;
-    let (mut cy, _) = relay.agent("cy@shop.example").await;
+    let (mut ana, mut cy) = ana_and_cy(&relay, 1).await;
 
     // Before writing, a visitor is told someone is there, and is not in line yet.
     let (mut v1, _, c1) = relay.visitor(None).await;
@@ -612,11 +618,7 @@ async fn cy_id(ana: &mut Ws) -> escalera_protocol::AgentId {
 async fn a_call_from_the_queue_rings_every_available_agent_and_the_first_to_answer_gets_it() {
     // Both are available but have no room (limit 0): the conversation waits in the queue.
     let relay = TestRelay::start().await;
-    relay.add_agent("cy@shop.example", "Cy").await;
-    relay.set_limit("ana@shop.example", 0).await;
-    relay.set_limit("cy@shop.example", 0).await;
-    let (mut ana, _) = relay.agent("ana@shop.example").await;
-    let (mut cy, _) = relay.agent("cy@shop.example").await;
+    let (mut ana, mut cy) = ana_and_cy(&relay, 0).await;
     let (mut visitor, _, conv) = relay.visitor(None).await;
     assert_eq!(queue_of(&mut visitor).await, (0, true));
     let call = |action| ClientMsg::Call {
@@ -941,29 +943,19 @@ async fn the_agent_sees_where_the_visitor_is_live_and_can_name_them() {
         })
         .await;
     assert_eq!(refused(&mut other, &conv).await, ErrorCode::Forbidden);
-    visitor
-        .send(&ClientMsg::SetVisitor {
-            conversation: conv.clone(),
-            name: Some("Me".into()),
-            email: None,
-        })
-        .await;
+    let name_them = |name: &str, email: &str| ClientMsg::SetVisitor {
+        conversation: conv.clone(),
+        name: Some(name.into()),
+        email: Some(email.into()),
+    };
+    visitor.send(&name_them("Me", "")).await;
     assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
 
     // Ana names the visitor: the list shows it, the record has a note.
-    ana.send(&ClientMsg::SetVisitor {
-        conversation: conv.clone(),
-        name: Some("Inês Duarte".into()),
-        email: Some("not an email".into()),
-    })
-    .await;
+    ana.send(&name_them("Inês Duarte", "not an email")).await;
     assert_eq!(refused(&mut ana, &conv).await, ErrorCode::BadText);
-    ana.send(&ClientMsg::SetVisitor {
-        conversation: conv.clone(),
-        name: Some(" Inês Duarte ".into()),
-        email: Some("ines@example.com".into()),
-    })
-    .await;
+    ana.send(&name_them(" Inês Duarte ", "ines@example.com"))
+        .await;
     let note = common::message(&mut ana).await;
     assert_eq!(
         (note.author, note.text.as_str()),

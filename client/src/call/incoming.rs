@@ -26,22 +26,7 @@ fn use_ringer(ringing: Signal<bool>) {
         };
         let beep = {
             let audio = audio.clone();
-            move || {
-                let _ = audio.resume();
-                let now = audio.current_time();
-                for (freq, start) in [(440.0, 0.0), (480.0, 0.0)] {
-                    let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain())
-                    else {
-                        return;
-                    };
-                    osc.frequency().set_value(freq);
-                    gain.gain().set_value(0.05);
-                    let _ = osc.connect_with_audio_node(&gain);
-                    let _ = gain.connect_with_audio_node(&audio.destination());
-                    let _ = osc.start_with_when(now + start);
-                    let _ = osc.stop_with_when(now + start + 1.2);
-                }
-            }
+            move || crate::browser::tones(&audio, &[(440.0, 0.0, 1.2), (480.0, 0.0, 1.2)], 0.05)
         };
         beep();
         let interval = gloo_timers::callback::Interval::new(3_000, beep);

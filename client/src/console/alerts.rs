@@ -98,19 +98,7 @@ fn chime() {
     let Ok(audio) = web_sys::AudioContext::new() else {
         return;
     };
-    let _ = audio.resume();
-    let now = audio.current_time();
-    for (freq, at) in [(880.0, 0.0), (660.0, 0.12)] {
-        let (Ok(osc), Ok(gain)) = (audio.create_oscillator(), audio.create_gain()) else {
-            return;
-        };
-        osc.frequency().set_value(freq);
-        gain.gain().set_value(0.06);
-        let _ = osc.connect_with_audio_node(&gain);
-        let _ = gain.connect_with_audio_node(&audio.destination());
-        let _ = osc.start_with_when(now + at);
-        let _ = osc.stop_with_when(now + at + 0.12);
-    }
+    browser::tones(&audio, &[(880.0, 0.0, 0.12), (660.0, 0.12, 0.12)], 0.06);
     // The context goes once the chime is over.
     gloo_timers::callback::Timeout::new(600, move || {
         let _ = audio.close();

@@ -19,28 +19,35 @@ struct Details {
 
 /// "Chrome on Linux" from a user agent (the common browsers and systems; else "Unknown").
 pub fn browser_and_os(ua: &str) -> String {
-    let browser = [
-        ("Edg/", "Edge"),
-        ("OPR/", "Opera"),
-        ("Firefox/", "Firefox"),
-        ("Chrome/", "Chrome"),
-        ("Safari/", "Safari"),
-    ]
-    .iter()
-    .find(|(mark, _)| ua.contains(mark))
-    .map_or("Unknown browser", |(_, name)| name);
-    let os = [
-        ("Android", "Android"),
-        ("iPhone", "iOS"),
-        ("iPad", "iPadOS"),
-        ("Windows", "Windows"),
-        ("Mac OS X", "macOS"),
-        ("CrOS", "ChromeOS"),
-        ("Linux", "Linux"),
-    ]
-    .iter()
-    .find(|(mark, _)| ua.contains(mark))
-    .map_or("an unknown system", |(_, name)| name);
+    // The first mark found names it: more specific marks come first (Edge says Chrome too).
+    let first = |marks: &[(&str, &'static str)], none: &'static str| {
+        marks
+            .iter()
+            .find(|(mark, _)| ua.contains(mark))
+            .map_or(none, |(_, name)| *name)
+    };
+    let browser = first(
+        &[
+            ("Edg/", "Edge"),
+            ("OPR/", "Opera"),
+            ("Firefox/", "Firefox"),
+            ("Chrome/", "Chrome"),
+            ("Safari/", "Safari"),
+        ],
+        "Unknown browser",
+    );
+    let os = first(
+        &[
+            ("Android", "Android"),
+            ("iPhone", "iOS"),
+            ("iPad", "iPadOS"),
+            ("Windows", "Windows"),
+            ("Mac OS X", "macOS"),
+            ("CrOS", "ChromeOS"),
+            ("Linux", "Linux"),
+        ],
+        "an unknown system",
+    );
     format!("{browser} on {os}")
 }
 

@@ -81,6 +81,11 @@ impl TestRelay {
         let dir = tempfile::tempdir().unwrap();
         let relay = Relay::open(dir.path(), config).unwrap();
         let (site, other_site) = seed(&**relay.state.hub.directory()).await;
+        Self::serve(relay, dir, site, other_site).await
+    }
+
+    /// Serves `relay` on a new loopback port.
+    async fn serve(relay: Relay, dir: tempfile::TempDir, site: Site, other_site: Site) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
@@ -102,20 +107,7 @@ impl TestRelay {
         let (site, other_site) = (self.site.clone(), self.other_site.clone());
         let dir = self.stop().await;
         let relay = Relay::open(dir.path(), Config::default()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(relay.run(listener, None, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            site,
-            other_site,
-            dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::serve(relay, dir, site, other_site).await
     }
 
     /// A visitor of the main site with `token`, and the welcome they got.
