@@ -196,7 +196,8 @@ impl Desk {
     /// counted for its agent at once, so the next event does not offer it again while the
     /// store assigns it ([`Desk::assigned`] puts it back if someone else won it).
     pub fn route(&mut self, now: i64, candidates: &[Candidate]) -> Vec<(ConversationId, AgentId)> {
-        if candidates.is_empty() {
+        // Nobody with room (the usual state of a busy desk): nothing to look at.
+        if !candidates.iter().any(|c| self.load(&c.agent) < c.limit) || self.queues.is_empty() {
             return Vec::new();
         }
         let open = &self.open;
