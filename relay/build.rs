@@ -41,7 +41,11 @@ fn main() {
     writeln!(
         code,
         "/// The embed loader.\npub static WIDGET_JS: Asset = {};",
-        asset("widget.js", &widget_js, &packed.join("widget.js"))
+        asset(
+            "widget.js",
+            &slim_widget_js(&widget_js, &out),
+            &packed.join("widget.js")
+        )
     )
     .unwrap();
     std::fs::write(out.join("client_files.rs"), code).unwrap();
@@ -70,6 +74,34 @@ fn asset(rel: &str, path: &Path, stem: &Path) -> String {
         variant("br", brotli),
         variant("gz", gzip),
     )
+}
+
+/// widget.js as host pages get it: without its comments, blank lines and indentation (they are
+/// for us, not for every page view). Whole-line `//` comments and `/* … */` blocks that start a
+/// line go; nothing else is touched. Written to `out`; returns its path.
+fn slim_widget_js(source: &Path, out: &Path) -> PathBuf {
+    let js = std::fs::read_to_string(source).unwrap();
+    let mut slim = String::new();
+    let mut in_block = false;
+    for line in js.lines() {
+        let t = line.trim();
+        if in_block {
+            in_block = !t.contains("*/");
+            continue;
+        }
+        if t.starts_with("/*") {
+            in_block = !t.contains("*/");
+            continue;
+        }
+        if t.is_empty() || t.starts_with("//") {
+            continue;
+        }
+        slim.push_str(t);
+        slim.push('\n');
+    }
+    let path = out.join("widget.slim.js");
+    std::fs::write(&path, slim).unwrap();
+    path
 }
 
 /// Brotli at its best quality: done once per build, read by every visitor.

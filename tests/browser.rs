@@ -255,3 +255,75 @@ async fn the_widget_survives_a_killed_relay_and_sends_what_was_typed_offline() {
     visitor.close().await;
     agent.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_page_opens_and_closes_the_widget_hears_its_events_and_logs_the_visitor_out() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let visitor = driver.browser().await;
+    let agent = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.find("launcher").await;
+    // The page listens, then opens the widget itself.
+    visitor
+        .js(
+            "window.__ev = [];
+             Escalera.on('open', () => __ev.push('open'))
+                .on('close', () => __ev.push('close'))
+                .on('unread', n => __ev.push('unread ' + n))
+                .on('message', m => __ev.push('message ' + m.author + ' ' + m.text));
+             Escalera.open()",
+            vec![],
+        )
+        .await;
+    visitor.enter_widget().await;
+    visitor.say("Hello from the API").await;
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    agent.open_conversation("Hello from the API").await;
+
+    // Closed by the page: an agent's message counts as unread and is heard as a message.
+    visitor.client.enter_parent_frame().await.unwrap();
+    visitor.js("Escalera.close()", vec![]).await;
+    agent.say("Are you still there?").await;
+    visitor
+        .wait_js(
+            "the page's events",
+            "return __ev.includes('unread 1') && __ev.includes('message agent Are you still there?')",
+            vec![],
+        )
+        .await;
+    let frame_shown =
+        "return document.querySelector('[data-testid=widget-frame]').style.display !== 'none'";
+    assert_eq!(visitor.js(frame_shown, vec![]).await, json!(false));
+    visitor.js("Escalera.toggle()", vec![]).await;
+    visitor
+        .wait_js(
+            "open again, read",
+            "return __ev.filter(e => !e.startsWith('message')).join() === 'open,close,unread 1,open,unread 0'",
+            vec![],
+        )
+        .await;
+    assert_eq!(visitor.js(frame_shown, vec![]).await, json!(true));
+
+    // Logout: this browser forgets the visitor; the widget starts a new, empty conversation.
+    visitor.js("Escalera.logout()", vec![]).await;
+    visitor.enter_widget().await;
+    visitor
+        .wait_js(
+            "a new, empty conversation",
+            "return document.querySelectorAll('[data-testid=message]').length === 0
+                && document.querySelector('[data-testid=chat-input]') !== null",
+            vec![],
+        )
+        .await;
+    visitor.say("A different person now").await;
+    agent
+        .wait_js(
+            "a second conversation in the console",
+            "return document.querySelectorAll('[data-testid=conversation]').length === 2",
+            vec![],
+        )
+        .await;
+    visitor.close().await;
+    agent.close().await;
+}

@@ -7,6 +7,13 @@
   window.EscaleraLoaded = 1;
   var d = document, relay = new URL(me.src).origin, site = me.getAttribute('data-site') || '';
   var frame, open = false, pos = me.getAttribute('data-position') === 'left' ? 'left' : 'right';
+  // The page's own handlers (Escalera.on), and a logout asked for before the frame could hear it.
+  var handlers = { open: [], close: [], message: [], unread: [] }, bye = 0, unread = 0;
+  function emit(ev, arg) {
+    handlers[ev].forEach(function (f) {
+      try { f(arg); } catch (e) { setTimeout(function () { throw e; }); }
+    });
+  }
   // Full screen (a phone): the host page must not scroll behind the widget.
   var full = matchMedia('(max-width:480px)'), locked = null, ready = false;
   var css = d.createElement('style');
@@ -70,6 +77,7 @@
   addEventListener('popstate', page);
   addEventListener('hashchange', page);
   function setOpen(v) {
+    var was = open;
     open = v;
     if (v && !frame) {
       frame = d.createElement('iframe');
@@ -77,7 +85,8 @@
       frame.title = 'Chat';
       frame.setAttribute('data-testid', 'widget-frame');
       frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
-      frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin);
+      frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin) + (bye ? '&logout=1' : '');
+      bye = 0;
       d.body.appendChild(frame);
     }
     if (frame) frame.style.display = v ? '' : 'none';
@@ -86,6 +95,7 @@
     tell({ type: 'escalera:open', open: v });
     draw();
     (v ? frame : btn).focus();
+    if (was !== v) emit(v ? 'open' : 'close');
   }
   btn.onclick = function () { setOpen(!open); };
   addEventListener('message', function (e) {
@@ -101,8 +111,29 @@
     if (m.type === 'escalera:unread') {
       badge.textContent = m.count > 9 ? '9+' : m.count;
       badge.style.display = m.count > 0 && !open ? 'block' : 'none';
+      if (m.count !== unread) emit('unread', unread = m.count);
     }
+    if (m.type === 'escalera:message') emit('message', { author: m.author, name: m.name, text: m.text });
   });
+  // The page's API. Calls made before this script loaded wait in `window.Escalera.q` (see the
+  // README's snippet) and run now.
+  var early = (window.Escalera && window.Escalera.q) || [];
+  var api = window.Escalera = {
+    open: function () { setOpen(true); },
+    close: function () { setOpen(false); },
+    toggle: function () { setOpen(!open); },
+    on: function (ev, f) {
+      if (handlers[ev] && typeof f === 'function') handlers[ev].push(f);
+      return api;
+    },
+    // Forgets the visitor in this browser (a shared computer): the next chat is a new one.
+    logout: function () {
+      if (!frame) bye = 1;
+      else if (ready) tell({ type: 'escalera:logout' });
+      else frame.src += '&logout=1';
+    }
+  };
+  early.forEach(function (c) { if (api[c[0]]) api[c[0]].apply(api, c[1]); });
   draw();
   (d.body ? d.body.appendChild(btn) : addEventListener('DOMContentLoaded', function () { d.body.appendChild(btn); }));
 })();

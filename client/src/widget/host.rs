@@ -50,11 +50,31 @@ pub struct Host {
     pub open: ReadSignal<bool>,
     /// Where the visitor is on the host site (updated as they navigate).
     pub page: ReadSignal<Option<HostPage>>,
+    /// The host page asked to forget the visitor (`Escalera.logout()`).
+    pub logout: ReadSignal<bool>,
 }
 
 impl Host {
+    /// Tells the host page a message came from the other side (its `Escalera.on('message')`).
+    pub fn message(&self, author: &str, name: Option<&str>, text: &str) {
+        self.post_with("escalera:message", |msg| {
+            let _ = js_sys::Reflect::set(msg, &"author".into(), &author.into());
+            let _ = js_sys::Reflect::set(msg, &"name".into(), &name.unwrap_or_default().into());
+            let _ = js_sys::Reflect::set(msg, &"text".into(), &text.into());
+        });
+    }
+
     /// Posts `{type, count?}` to the host page, to its exact origin only.
     fn post(&self, kind: &str, count: Option<usize>) {
+        self.post_with(kind, |msg| {
+            if let Some(n) = count {
+                let _ = js_sys::Reflect::set(msg, &"count".into(), &JsValue::from(n as u32));
+            }
+        });
+    }
+
+    /// Posts `{type, ...}` (what `fill` adds) to the host page, to its exact origin only.
+    fn post_with(&self, kind: &str, fill: impl FnOnce(&js_sys::Object)) {
         let Some(origin) = self.origin.get_value() else {
             return;
         };
@@ -63,9 +83,7 @@ impl Host {
         };
         let msg = js_sys::Object::new();
         let _ = js_sys::Reflect::set(&msg, &"type".into(), &kind.into());
-        if let Some(n) = count {
-            let _ = js_sys::Reflect::set(&msg, &"count".into(), &JsValue::from(n as u32));
-        }
+        fill(&msg);
         let _ = parent.post_message(&msg, &origin);
     }
 
@@ -86,10 +104,12 @@ pub fn use_host() -> Host {
     let framed = origin.is_some() && window().parent().ok().flatten().is_some();
     let (open, set_open) = signal(!framed);
     let (page, set_page) = signal(None::<HostPage>);
+    let (logout, set_logout) = signal(false);
     let host = Host {
         origin: StoredValue::new(origin.clone()),
         open,
         page,
+        logout,
     };
     if framed {
         let expected = origin;
@@ -107,6 +127,9 @@ pub fn use_host() -> Host {
                     .and_then(|v| v.as_string())
                     .unwrap_or_default()
             };
+            if kind.as_deref() == Some("escalera:logout") {
+                set_logout.set(true);
+            }
             if kind.as_deref() == Some("escalera:page") {
                 set_page.set(Some(HostPage {
                     url: text("url"),

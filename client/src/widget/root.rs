@@ -53,7 +53,24 @@ pub fn Widget() -> impl IntoView {
             .into_any();
     };
     let keys = StoredValue::new(Keys::for_site(&site));
+    // The host page's `Escalera.logout()`: this browser forgets the visitor (a shared
+    // computer), before the first hello (`?logout=1`) or now (and starts afresh).
+    let forget = move || {
+        keys.with_value(|k| {
+            browser::remove(&k.token);
+            browser::remove(&k.outbox);
+        })
+    };
+    if browser::query_param("logout").is_some() {
+        forget();
+    }
     let host = use_host();
+    Effect::new(move || {
+        if host.logout.get() {
+            forget();
+            let _ = browser::window().location().reload();
+        }
+    });
     let conversation = RwSignal::new(None::<ConversationId>);
     // True between the relay's welcome and the socket's loss: only then may we send.
     let welcomed = RwSignal::new(false);
@@ -121,6 +138,16 @@ pub fn Widget() -> impl IntoView {
                 standing.queue.set(None);
             }
         }
+        // The host page hears what the other side says (`Escalera.on('message')`).
+        ServerMsg::Message(m) if m.author != Author::Visitor => host.message(
+            if m.author == Author::Agent {
+                "agent"
+            } else {
+                "system"
+            },
+            m.author_name.as_deref(),
+            &m.text,
+        ),
         ServerMsg::AgentJoined { agent_name, .. } => {
             agent.set(Some(agent_name.clone()));
             standing.queue.set(None);
