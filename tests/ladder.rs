@@ -2,7 +2,8 @@
 //! conversation climbs chat -> voice -> video -> screen -> snapshot -> file -> hang up, and the
 //! chat still works; and both sides pressing "video" at once converges, again and again.
 
-use escalera_e2e::{chatting, voice_call, Driver, Product};
+use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product};
+use escalera_protocol::{CallAction, CallKind, ClientMsg};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -423,6 +424,87 @@ async fn tracks_that_come_without_a_stream_are_shown() {
         .await;
     agent.click("call-video").await;
     visitor.wait_remote_frames().await;
+    visitor.close().await;
+    agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_offers_only_the_steps_its_owner_chose_in_the_browser_and_at_the_relay() {
+    let product = Product::start().await;
+    product
+        .cli(&[
+            "site",
+            "set",
+            "--site",
+            &product.site_key,
+            "--steps",
+            "chat",
+            "--files",
+            "off",
+        ])
+        .await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+    // Chat only: no call buttons and no attach button, on either side.
+    for side in [&visitor, &agent] {
+        side.wait_js(
+            "no call or file buttons",
+            "return document.querySelector('[data-testid=chat-input]') !== null
+                && ['call-voice', 'call-video', 'file-input']
+                    .every(id => document.querySelector('[data-testid=' + id + ']') === null)",
+            vec![],
+        )
+        .await;
+    }
+    // And the relay refuses a call from this very visitor (their token, over the wire).
+    let token = visitor
+        .js(
+            "const k = Object.keys(localStorage).find(k => k.endsWith(':token'));
+             return localStorage.getItem(k)",
+            vec![],
+        )
+        .await;
+    let (mut ws, _, conversation) = product
+        .wire_visitor_as(token.as_str().map(str::to_owned))
+        .await;
+    let start = |kind| ClientMsg::Call {
+        conversation: conversation.as_str().into(),
+        action: CallAction::Start { kind },
+    };
+    send(&mut ws, &start(CallKind::Voice)).await;
+    assert_eq!(
+        wire_error(&mut ws).await,
+        "forbidden: this site does not offer voice calls"
+    );
+
+    // Chat and voice: the microphone, no camera; the relay refuses video.
+    product
+        .cli(&[
+            "site",
+            "set",
+            "--site",
+            &product.site_key,
+            "--steps",
+            "voice",
+        ])
+        .await;
+    visitor.client.refresh().await.unwrap();
+    visitor.open_widget().await;
+    visitor.find("call-voice").await;
+    assert_eq!(
+        visitor
+            .js(
+                "return document.querySelector('[data-testid=call-video]') === null",
+                vec![]
+            )
+            .await,
+        json!(true)
+    );
+    send(&mut ws, &start(CallKind::Video)).await;
+    assert_eq!(
+        wire_error(&mut ws).await,
+        "forbidden: this site does not offer video calls"
+    );
     visitor.close().await;
     agent.close().await;
 }

@@ -179,6 +179,11 @@ impl Product {
     /// A visitor over the wire, as the widget would be, from the demo page's origin: the socket
     /// (after the welcome), the visitor's token and conversation.
     pub async fn wire_visitor(&self) -> (WireSocket, String, String) {
+        self.wire_visitor_as(None).await
+    }
+
+    /// Same, resuming the visitor whose token this is (another tab of theirs).
+    pub async fn wire_visitor_as(&self, token: Option<String>) -> (WireSocket, String, String) {
         let url = format!(
             "{}/ws/visitor?site={}",
             self.relay_url.replace("http://", "ws://"),
@@ -190,7 +195,7 @@ impl Product {
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let hello = ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
-            token: None,
+            token: token.map(escalera_protocol::VisitorToken),
         };
         send(&mut ws, &hello).await;
         while let Some(Ok(WsMessage::Text(t))) = ws.next().await {
@@ -204,6 +209,22 @@ impl Product {
             }
         }
         panic!("no welcome from the relay");
+    }
+}
+
+/// The next error the relay sends on `ws` (other frames are skipped): its message.
+pub async fn wire_error(ws: &mut WireSocket) -> String {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("an error in time")
+            .expect("the socket open")
+            .unwrap();
+        if let WsMessage::Text(t) = frame {
+            if let Ok(ServerMsg::Error { message, .. }) = serde_json::from_str(t.as_str()) {
+                return message;
+            }
+        }
     }
 }
 

@@ -240,6 +240,63 @@ pub struct CallInfo {
     pub away: bool,
 }
 
+/// The steps of the ladder a site offers its visitors, and the extras (set by its owner; the
+/// relay refuses what is off, the browsers hide it). Video needs voice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SiteFeatures {
+    /// Voice calls.
+    #[serde(default = "yes")]
+    pub voice: bool,
+    /// Video calls, and the camera in a voice call.
+    #[serde(default = "yes")]
+    pub video: bool,
+    /// Screen sharing, from chat or in a call.
+    #[serde(default = "yes")]
+    pub screen: bool,
+    /// Files, by either side.
+    #[serde(default = "yes")]
+    pub files: bool,
+    /// Snapshots of the other side's video.
+    #[serde(default = "yes")]
+    pub snapshots: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SiteFeatures {
+    /// Everything on: the whole ladder.
+    fn default() -> Self {
+        Self {
+            voice: true,
+            video: true,
+            screen: true,
+            files: true,
+            snapshots: true,
+        }
+    }
+}
+
+impl SiteFeatures {
+    /// Whether a call of `kind` may start.
+    pub fn allows(&self, kind: CallKind) -> bool {
+        match kind {
+            CallKind::Voice => self.voice,
+            CallKind::Video => self.voice && self.video,
+            CallKind::Screen => self.screen,
+        }
+    }
+
+    /// Whether `media` may be turned on during a call.
+    pub fn allows_media(&self, media: MediaKind) -> bool {
+        match media {
+            MediaKind::Camera => self.voice && self.video,
+            MediaKind::Screen => self.screen,
+        }
+    }
+}
+
 /// Where a conversation stands, as agents see it in their list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -316,6 +373,9 @@ pub struct ConversationSummary {
     /// The visitor's rating, once they gave one after it was closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<Rating>,
+    /// What its site offers (the console hides the rest).
+    #[serde(default)]
+    pub features: SiteFeatures,
 }
 
 /// Where a visitor is and what they use, as their widget reports it (nothing here is
@@ -655,6 +715,9 @@ pub enum ServerMsg {
         /// The visitor rated it since it was closed.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rated: bool,
+        /// What the site offers (the widget hides the rest).
+        #[serde(default)]
+        features: SiteFeatures,
     },
     /// Answer to an agent's hello: who they are and the conversations of their sites.
     WelcomeAgent {
@@ -932,6 +995,10 @@ mod tests {
             preview: "hello".into(),
             last_at: 5,
             rating: Some(Rating::Down),
+            features: SiteFeatures {
+                video: false,
+                ..SiteFeatures::default()
+            },
         }
     }
 
@@ -1055,6 +1122,21 @@ mod tests {
     }
 
     #[test]
+    fn a_site_offers_video_only_with_voice() {
+        let chat_only = SiteFeatures {
+            voice: false,
+            ..SiteFeatures::default()
+        };
+        assert!(!chat_only.allows(CallKind::Voice));
+        assert!(!chat_only.allows(CallKind::Video), "video needs voice");
+        assert!(!chat_only.allows_media(MediaKind::Camera));
+        assert!(chat_only.allows(CallKind::Screen));
+        // Frames from before the features existed mean everything on.
+        let old: SiteFeatures = serde_json::from_str("{}").unwrap();
+        assert_eq!(old, SiteFeatures::default());
+    }
+
+    #[test]
     fn email_addresses_are_checked_loosely() {
         for good in ["ines@example.com", " a.b+c@mail.example.org "] {
             assert_eq!(check_email(good), Ok(()), "{good}");
@@ -1086,6 +1168,7 @@ mod tests {
                 media: media(),
                 closed: false,
                 rated: false,
+                features: SiteFeatures::default(),
             },
             ServerMsg::WelcomeVisitor {
                 token: VisitorToken::from("t"),
@@ -1095,6 +1178,13 @@ mod tests {
                 media: media(),
                 closed: true,
                 rated: true,
+                features: SiteFeatures {
+                    voice: false,
+                    video: false,
+                    screen: false,
+                    files: false,
+                    snapshots: false,
+                },
             },
             ServerMsg::Queue {
                 conversation: conv(),

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use escalera_protocol::{
     check_email, check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind,
     CallPhase, ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind,
-    Message, Presence, Rating, ReadMark, ServerMsg, SiteKey, VisitorInfo, VisitorToken,
-    MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS,
+    Message, Presence, Rating, ReadMark, ServerMsg, SiteFeatures, SiteKey, VisitorInfo,
+    VisitorToken, MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS,
     MAX_VISITOR_NAME_CHARS, PROTOCOL_VERSION,
 };
 
@@ -132,6 +132,8 @@ pub struct ConversationMeta {
     pub closed: bool,
     /// Its visitor rated it since it was closed.
     pub rated: bool,
+    /// What its site offers.
+    pub features: SiteFeatures,
 }
 
 impl ConversationMeta {
@@ -143,6 +145,7 @@ impl ConversationMeta {
             agent,
             closed: false,
             rated: false,
+            features: SiteFeatures::default(),
         }
     }
 }
@@ -156,6 +159,8 @@ pub enum Caller {
         site: SiteKey,
         /// Its display name, for the welcome.
         site_name: String,
+        /// What it offers, for the welcome and a new conversation.
+        features: SiteFeatures,
         /// Where it comes from (an IPv6 host counts as its /64), for the per-address limits.
         address: IpAddr,
     },
@@ -1003,13 +1008,17 @@ struct Unsaved {
     site: SiteKey,
     token: VisitorToken,
     address: IpAddr,
+    features: SiteFeatures,
     /// Once [`Effect::Create`] is asked for: what waits for it.
     creating: Option<Vec<(PeerId, Request)>>,
 }
 
 impl Unsaved {
     fn meta(&self, id: &ConversationId) -> ConversationMeta {
-        ConversationMeta::new(id.clone(), self.site.clone(), None)
+        ConversationMeta {
+            features: self.features,
+            ..ConversationMeta::new(id.clone(), self.site.clone(), None)
+        }
     }
 }
 
@@ -1702,6 +1711,19 @@ impl Core {
                 attachment,
                 client_id,
             } => {
+                // A snapshot is the PNG the browsers name `snapshot-….png`; any other file is
+                // a file.
+                let snapshot =
+                    attachment.mime == "image/png" && attachment.name.starts_with("snapshot-");
+                match snapshot {
+                    true if !meta.features.snapshots => {
+                        return Err(RelayError::Forbidden("this site does not take snapshots"))
+                    }
+                    false if !meta.features.files => {
+                        return Err(RelayError::Forbidden("this site does not take files"))
+                    }
+                    _ => {}
+                }
                 let then = AfterTake::File {
                     attachment,
                     client_id,
@@ -2251,6 +2273,7 @@ impl Core {
             site,
             site_name,
             address,
+            features,
         } = &p.caller
         else {
             return;
@@ -2272,6 +2295,7 @@ impl Core {
                     site: site.clone(),
                     token: token.clone(),
                     address: *address,
+                    features: *features,
                     creating: None,
                 },
             );
@@ -2298,6 +2322,7 @@ impl Core {
                 media,
                 closed: meta.closed,
                 rated: meta.rated,
+                features: *features,
             },
         );
         let set = self.visitors.entry(meta.id.clone()).or_default();
@@ -2845,6 +2870,22 @@ impl Core {
                 return Err(RelayError::RateLimited);
             }
         }
+        match action {
+            CallAction::Start { kind } if !conv.features.allows(kind) => {
+                return Err(RelayError::Forbidden(match kind {
+                    CallKind::Voice => "this site does not offer voice calls",
+                    CallKind::Video => "this site does not offer video calls",
+                    CallKind::Screen => "this site does not offer screen sharing",
+                }))
+            }
+            CallAction::Media { media, on: true } if !conv.features.allows_media(media) => {
+                return Err(RelayError::Forbidden(match media {
+                    MediaKind::Camera => "this site does not offer video",
+                    MediaKind::Screen => "this site does not offer screen sharing",
+                }))
+            }
+            _ => {}
+        }
         let call = self.calls.get_mut(&conv.id);
         let note = match (action, call) {
             (CallAction::Start { kind }, None) => {
@@ -3365,6 +3406,7 @@ mod tests {
                 caller: Caller::Visitor {
                     site: conv.site.clone(),
                     site_name: "Shop".into(),
+                    features: SiteFeatures::default(),
                     address: home(),
                 },
             });
@@ -3494,6 +3536,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                features: SiteFeatures::default(),
                 address: home(),
             },
         });
@@ -3511,6 +3554,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                features: SiteFeatures::default(),
                 address: home(),
             },
         });
@@ -3735,6 +3779,7 @@ mod tests {
             preview: "m1".into(),
             last_at: 0,
             rating: None,
+            features: SiteFeatures::default(),
         };
         let e = w.ev(Event::Appended {
             reply: Reply::Ack(PeerId(1)),
@@ -4455,6 +4500,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "S".into(),
+                features: SiteFeatures::default(),
                 address: home(),
             },
         });
@@ -4474,6 +4520,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                features: SiteFeatures::default(),
                 address,
             },
         });
@@ -4517,6 +4564,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                features: SiteFeatures::default(),
                 address: home(),
             },
         });
@@ -4622,6 +4670,7 @@ mod tests {
             caller: Caller::Visitor {
                 site: site("s1"),
                 site_name: "Shop".into(),
+                features: SiteFeatures::default(),
                 address: home(),
             },
         });
@@ -4701,6 +4750,7 @@ mod tests {
                 caller: Caller::Visitor {
                     site: site("s1"),
                     site_name: "Shop".into(),
+                    features: SiteFeatures::default(),
                     address: home(),
                 },
             });

@@ -275,6 +275,7 @@ async fn visitor_socket(
         Caller::Visitor {
             site: site.key,
             site_name: site.name,
+            features: site.features,
             address: crate::guard::address_key(from.ip()),
         },
     ))

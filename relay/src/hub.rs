@@ -779,6 +779,7 @@ mod tests {
         let caller = Caller::Visitor {
             site: site.key,
             site_name: site.name,
+            features: site.features,
             address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let served = tokio::spawn(hub.clone().serve(Box::pin(sink), Box::pin(stream), caller));

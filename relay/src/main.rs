@@ -275,6 +275,80 @@ enum SiteCommand {
         )]
         public_url: String,
     },
+    /// Choose what a site offers its visitors; only what is given changes. Sockets opened
+    /// afterwards get it (the relay refuses what is off at once).
+    Set {
+        /// The site key.
+        #[arg(long)]
+        site: String,
+        /// How far up the ladder: chat only, chat and voice, or chat, voice and video.
+        #[arg(long, value_parser = ["chat", "voice", "video"])]
+        steps: Option<String>,
+        /// Screen sharing.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        screen: Option<bool>,
+        /// Files.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        files: Option<bool>,
+        /// Snapshots.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        snapshots: Option<bool>,
+    },
+    /// Show a site: name, origins and what it offers.
+    Show {
+        /// The site key.
+        #[arg(long)]
+        site: String,
+    },
+}
+
+/// One line saying what a site offers.
+fn offers(f: &escalera_protocol::SiteFeatures) -> String {
+    let steps = match (f.voice, f.video) {
+        (false, _) => "chat only",
+        (true, false) => "chat and voice",
+        (true, true) => "chat, voice and video",
+    };
+    let on = |b: bool| if b { "on" } else { "off" };
+    format!(
+        "{steps}; screen sharing {}, files {}, snapshots {}",
+        on(f.screen),
+        on(f.files),
+        on(f.snapshots)
+    )
+}
+
+/// `escalera site set|show`.
+fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Result<()> {
+    let store = SqliteStore::open(data_dir)?;
+    let (key, change) = match command {
+        SiteCommand::Add { .. } => unreachable!("handled by main"),
+        SiteCommand::Show { site } => (site, None),
+        SiteCommand::Set {
+            site,
+            steps,
+            screen,
+            files,
+            snapshots,
+        } => (site, Some((steps, screen, files, snapshots))),
+    };
+    let Some(site) = block_on(store.site(SiteKey(key.clone())))? else {
+        bail!("no site with the key {key}");
+    };
+    let mut f = site.features;
+    if let Some((steps, screen, files, snapshots)) = change {
+        if let Some(steps) = steps {
+            f.voice = steps != "chat";
+            f.video = steps == "video";
+        }
+        f.screen = screen.unwrap_or(f.screen);
+        f.files = files.unwrap_or(f.files);
+        f.snapshots = snapshots.unwrap_or(f.snapshots);
+        block_on(store.set_features(site.key.clone(), f))?;
+    }
+    println!("{}\t{}\t{}", site.key, site.name, site.origins.join(" "));
+    println!("Offers: {}", offers(&f));
+    Ok(())
 }
 
 /// `escalera agent list|passwd|disable|enable|remove`.
@@ -401,6 +475,7 @@ fn main() -> anyhow::Result<()> {
             println!("Embed snippet:\n{}", snippet(&public_url, &site.key));
             Ok(())
         }
+        Command::Site { command } => site_command(&cli.data_dir, command),
     }
 }
 

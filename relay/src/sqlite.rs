@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
     ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
-    SearchHit, SiteKey, VisitorInfo,
+    SearchHit, SiteFeatures, SiteKey, VisitorInfo,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -141,6 +141,11 @@ END;
     r#"
 ALTER TABLE conversations ADD COLUMN visitor_info TEXT;
 ALTER TABLE conversations ADD COLUMN visitor_name TEXT;
+"#,
+    // 9: what each site offers (the ladder's steps, screen, files, snapshots), as JSON; none
+    // means everything.
+    r#"
+ALTER TABLE sites ADD COLUMN features TEXT;
 "#,
 ];
 
@@ -461,7 +466,7 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at,
-    c.closed_at, c.rating, c.site_key, c.visitor_name
+    c.closed_at, c.rating, c.site_key, c.visitor_name, s.features
     FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
 
 /// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
@@ -510,7 +515,14 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
             .get::<_, Option<String>>(8)?
             .as_deref()
             .and_then(parse_rating),
+        features: features_col(r.get(11)?),
     })
+}
+
+/// A site's features from its JSON column (none, or unreadable: everything on).
+fn features_col(json: Option<String>) -> SiteFeatures {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
 }
 
 fn parse_rating(s: &str) -> Option<Rating> {
@@ -600,23 +612,27 @@ fn meta_row(id: &ConversationId, r: &rusqlite::Row<'_>) -> rusqlite::Result<Conv
     Ok(ConversationMeta {
         closed: r.get::<_, Option<i64>>(3)?.is_some(),
         rated: r.get::<_, Option<String>>(4)?.is_some(),
+        features: features_col(r.get(5)?),
         ..ConversationMeta::new(id.clone(), SiteKey(r.get(0)?), agent_cols(r, 1, 2)?)
     })
 }
 
 fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<ConversationMeta>> {
     let mut stmt = c.prepare_cached(
-        "SELECT c.site_key, c.agent_id, a.name, c.closed_at, c.rating FROM conversations c
+        "SELECT c.site_key, c.agent_id, a.name, c.closed_at, c.rating, s.features
+         FROM conversations c JOIN sites s ON s.key = c.site_key
          LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = ?1",
     )?;
     Ok(stmt.query_row([&id.0], |r| meta_row(id, r)).optional()?)
 }
 
 fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
-    let Some(name) = c
-        .query_row("SELECT name FROM sites WHERE key = ?1", [&key.0], |r| {
-            r.get(0)
-        })
+    let Some((name, features)) = c
+        .query_row(
+            "SELECT name, features FROM sites WHERE key = ?1",
+            [&key.0],
+            |r| Ok((r.get(0)?, features_col(r.get(1)?))),
+        )
         .optional()?
     else {
         return Ok(None);
@@ -630,6 +646,7 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
         key: key.clone(),
         name,
         origins,
+        features,
     }))
 }
 
@@ -753,7 +770,12 @@ impl Directory for SqliteStore {
                 )?;
             }
             tx.commit()?;
-            Ok(Site { key, name, origins })
+            Ok(Site {
+                key,
+                name,
+                origins,
+                features: SiteFeatures::default(),
+            })
         })
     }
 
@@ -972,6 +994,17 @@ impl Directory for SqliteStore {
             )?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+
+    fn set_features(&self, site: SiteKey, features: SiteFeatures) -> StoreFuture<'_, bool> {
+        let json = serde_json::to_string(&features).unwrap_or_default();
+        self.dir(move |c| {
+            let n = c.execute(
+                "UPDATE sites SET features = ?2 WHERE key = ?1",
+                params![site.0, json],
+            )?;
+            Ok(n == 1)
         })
     }
 

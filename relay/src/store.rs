@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, CannedReply, ClientMsgId, ConversationId, ConversationSummary,
-    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteKey, VisitorInfo,
+    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteFeatures, SiteKey, VisitorInfo,
 };
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
@@ -32,6 +32,8 @@ pub struct Site {
     pub name: String,
     /// The exact origins (`scheme://host[:port]`) allowed to embed it.
     pub origins: Vec<String>,
+    /// The steps of the ladder and the extras it offers.
+    pub features: SiteFeatures,
 }
 
 /// An agent as stored.
@@ -164,6 +166,8 @@ pub trait Directory: Send + Sync + 'static {
     fn set_limit(&self, email: String, limit: u32) -> StoreFuture<'_, bool>;
     /// Keeps what an agent chose to be, over restarts.
     fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()>;
+    /// Sets what a site offers; false if there is no such site.
+    fn set_features(&self, site: SiteKey, features: SiteFeatures) -> StoreFuture<'_, bool>;
     /// The sites of `scope`, by name.
     fn sites_of(&self, scope: Scope) -> StoreFuture<'_, Vec<Site>>;
     /// The canned replies of the sites of `scope`, by shortcut.

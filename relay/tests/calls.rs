@@ -339,3 +339,95 @@ async fn turn_credentials_are_minted_only_once_an_agent_has_joined() {
     check(&media);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_offers_only_the_steps_and_extras_its_owner_chose() {
+    // The shop offers chat and voice, screen sharing and snapshots, but no video and no files.
+    let relay = TestRelay::start().await;
+    relay
+        .set_features(escalera_protocol::SiteFeatures {
+            video: false,
+            files: false,
+            ..escalera_protocol::SiteFeatures::default()
+        })
+        .await;
+    let (mut visitor, mut agent, conv, token) = relay.pair().await;
+    let call = |action| ClientMsg::Call {
+        conversation: conv.clone(),
+        action,
+    };
+    let refusal = |m: ServerMsg| match m {
+        ServerMsg::Error { code, message, .. } => Some((code, message)),
+        _ => None,
+    };
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Video,
+        }))
+        .await;
+    assert_eq!(
+        visitor.recv_until(refusal).await,
+        (
+            ErrorCode::Forbidden,
+            "forbidden: this site does not offer video calls".to_owned()
+        )
+    );
+    // Voice works; the camera cannot be turned on in it.
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Voice,
+        }))
+        .await;
+    agent
+        .recv_until(|m| matches!(m, ServerMsg::Call { call: Some(_), .. }).then_some(()))
+        .await;
+    agent.send(&call(CallAction::Accept)).await;
+    visitor
+        .recv_until(|m| match m {
+            ServerMsg::Call { call: Some(c), .. } if c.phase == CallPhase::Active => Some(()),
+            _ => None,
+        })
+        .await;
+    agent
+        .send(&call(CallAction::Media {
+            media: MediaKind::Camera,
+            on: true,
+        }))
+        .await;
+    assert_eq!(
+        agent.recv_until(refusal).await,
+        (
+            ErrorCode::Forbidden,
+            "forbidden: this site does not offer video".to_owned()
+        )
+    );
+    // Files are refused; a snapshot (a PNG named as the browsers name them) is taken.
+    let post = |name: &'static str, body: Vec<u8>| {
+        let (url, bearer) = (
+            relay.url(&format!("/api/conversations/{conv}/files")),
+            format!("Bearer {token}"),
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .query(&[("name", name)])
+                .header("authorization", bearer)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post("notes.txt", b"hello".to_vec()).await, 403);
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
+    assert_eq!(post("snapshot-2026.png", png).await, 201);
+    // A new socket's welcome says what the site offers.
+    let (_tab, welcome) = relay.visitor_welcome(Some(token)).await;
+    let ServerMsg::WelcomeVisitor { features, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    assert!(features.voice && !features.video && !features.files && features.snapshots);
+    relay.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The call under way: the other side's video (and audio), ours in a corner, the controls.
 
-use escalera_protocol::{CallKind, CallPhase};
+use escalera_protocol::{CallKind, CallPhase, MediaKind};
 use leptos::html;
 use leptos::prelude::*;
 
@@ -101,6 +101,7 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
                         {move || if ctl.muted.get() { "Unmute" } else { "Mute" }}
                     </button>
                 </Show>
+                <Show when=move || ctl.features.get().allows_media(MediaKind::Camera)>
                 <Show when=move || ctl.camera_on.get() fallback=move || view! {
                     <button data-testid="call-video" on:click=move |_| ctl.toggle_camera() prop:disabled=move || !ctl.in_call()>
                         "Camera"
@@ -110,14 +111,17 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
                         "Camera off"
                     </button>
                 </Show>
+                </Show>
                 <Show when=move || ctl.camera_on.get() && ctl.can_flip.get()>
                     <button data-testid="camera-flip" on:click=move |_| ctl.flip_camera()>"Flip"</button>
                 </Show>
+                <Show when=move || ctl.features.get().screen>
                 <button data-testid="screen-share" aria-pressed=move || ctl.screen_on.get().to_string()
                     prop:disabled=move || !ctl.in_call() on:click=move |_| ctl.toggle_screen()>
                     {move || if ctl.screen_on.get() { "Stop sharing" } else { "Share screen" }}
                 </button>
-                <Show when=move || ctl.remote_video()>
+                </Show>
+                <Show when=move || ctl.remote_video() && ctl.features.get().snapshots>
                     <button data-testid="snapshot" on:click=snapshot>"Snapshot"</button>
                 </Show>
                 <button class="hangup" data-testid="call-hangup" on:click=move |_| ctl.hang_up()>

@@ -119,6 +119,8 @@ impl Opened {
 /// The call controls and state, `Copy` for the views.
 #[derive(Clone, Copy)]
 pub struct CallCtl {
+    /// What the call's site offers (the buttons for the rest are not shown).
+    pub features: RwSignal<escalera_protocol::SiteFeatures>,
     /// The conversation the call belongs to (the widget's, or the console's current one).
     pub conversation: RwSignal<Option<ConversationId>>,
     /// The relay's view of the call.
@@ -162,6 +164,7 @@ pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
         _unload: RefCell::new(None),
     });
     let ctl = CallCtl {
+        features: RwSignal::new(escalera_protocol::SiteFeatures::default()),
         conversation: RwSignal::new(None),
         info: RwSignal::new(None),
         mic_on: RwSignal::new(false),

@@ -63,7 +63,11 @@ pub fn Composer(
     /// What to offer for the text typed.
     #[prop(optional)]
     suggest: Option<Callback<String, Vec<Suggestion>>>,
+    /// Whether files may be attached (the site may not take them); yes when absent.
+    #[prop(optional)]
+    files_allowed: Option<Signal<bool>>,
 ) -> impl IntoView {
+    let files_allowed = move || files_allowed.is_none_or(|f| f.get());
     let Draft {
         text,
         set: set_text,
@@ -108,6 +112,7 @@ pub fn Composer(
             }
         >
             {on_files.map(|on_files| view! {
+                <Show when=files_allowed>
                 <label class="attach" title="Attach a file" aria-label="Attach a file">
                     <input
                         type="file"
@@ -124,6 +129,7 @@ pub fn Composer(
                         <path d="M21 12l-8.5 8.5a5 5 0 0 1-7-7L14 5a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 8"></path>
                     </svg>
                 </label>
+                </Show>
             })}
             <Show when=move || options.with(|o| !o.is_empty())>
                 <ul class="suggestions" role="listbox" aria-label="Canned replies">

@@ -98,10 +98,16 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
     });
     // The desk's own notices (e.g. "already taken") and the call's ("No answer.").
     let notice = move || desk.notice.get().or_else(|| desk.call.notice.get());
+    let files_allowed = Signal::derive(move || summary().is_none_or(|s| s.features.files));
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
         let Some(id) = desk.selected.get_untracked() else {
             return;
         };
+        if !files_allowed.get_untracked() {
+            return desk
+                .notice
+                .set(Some("This site does not take files.".into()));
+        }
         for f in files {
             desk.uploader.send(&id, &f, &f.name());
         }
@@ -218,6 +224,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     })
                     draft=desk.draft()
                     suggest=suggest
+                    files_allowed=files_allowed
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_) | Holder::Closed)))
                     placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
                 />

@@ -349,6 +349,14 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         }
     });
     on_cleanup(move || keys.remove());
+    // What the call's conversation's site offers (the buttons follow it).
+    Effect::new(move || {
+        let features = call
+            .conversation
+            .get()
+            .and_then(|id| inbox.with(|i| i.summary(&id).map(|s| s.features)));
+        call.features.set(features.unwrap_or_default());
+    });
     // Call buttons act on the open conversation, unless a call is under way elsewhere.
     Effect::new(move || call.focus(selected.get()));
     // Rejoin the open conversation after every reconnect (the relay forgets subscriptions).

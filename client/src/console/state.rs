@@ -146,6 +146,7 @@ mod tests {
             preview: String::new(),
             last_at,
             rating: None,
+            features: Default::default(),
         }
     }
 

@@ -115,7 +115,9 @@ pub fn Widget() -> impl IntoView {
             media,
             closed,
             rated,
+            features,
         } => {
+            call.features.set(*features);
             keys.with_value(|k| browser::save(&k.token, token.as_str()));
             uploader.max.set(media.max_upload);
             uploader.bearer.set(Some(token.0.clone()));
@@ -263,6 +265,9 @@ pub fn Widget() -> impl IntoView {
         let Some(id) = conversation.get_untracked() else {
             return;
         };
+        if !call.features.get_untracked().files {
+            return notice.set(Some("This chat does not take files.".into()));
+        }
         for f in files {
             uploader.send(&id, &f, &f.name());
         }
@@ -337,6 +342,7 @@ pub fn Widget() -> impl IntoView {
                 disabled=false
                 placeholder="Type your message…"
                 on_files=on_files
+                files_allowed=Signal::derive(move || call.features.get().files)
                 on_typing=Callback::new(move |()| {
                     if let Some(id) = conversation.get_untracked() {
                         typing.keystroke(&id);

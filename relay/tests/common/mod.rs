@@ -130,6 +130,13 @@ impl TestRelay {
         add.await.unwrap();
     }
 
+    /// Sets what the main site offers (the relay reads it from the store).
+    pub async fn set_features(&self, features: escalera_protocol::SiteFeatures) {
+        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
+        let set = Directory::set_features(&store, self.site.key.clone(), features);
+        assert!(set.await.unwrap());
+    }
+
     /// Sets how many open conversations routing gives an agent (read when a console of the
     /// team next says hello).
     pub async fn set_limit(&self, email: &str, limit: u32) {
