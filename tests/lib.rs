@@ -101,10 +101,19 @@ impl Product {
                 .expect("run escalera agent add (did `make build` run?)");
             assert!(status.success());
         }
-        let ports = (free_port(), free_port());
         let flags = flags.to_vec();
         let log = Log::default();
-        let (child, relay_url, demo_url, site_key) = serve(dir.path(), ports, &flags, &log).await;
+        // A free port can be taken by someone else before the relay binds it (free_port
+        // releases it first): then the relay exits, and it starts again on other ports.
+        let mut tries = 0;
+        let (ports, (child, relay_url, demo_url, site_key)) = loop {
+            let ports = (free_port(), free_port());
+            match serve(dir.path(), ports, &flags, &log).await {
+                Some(started) => break (ports, started),
+                None if tries < 5 => tries += 1,
+                None => panic!("the relay did not start: {:?}", log.lock().unwrap()),
+            }
+        };
         Product {
             child,
             dir,
@@ -124,7 +133,9 @@ impl Product {
 
     /// Starts the relay again on the same ports and data dir.
     pub async fn restart(&mut self) {
-        let (child, ..) = serve(self.dir.path(), self.ports, &self.flags, &self.log).await;
+        let (child, ..) = serve(self.dir.path(), self.ports, &self.flags, &self.log)
+            .await
+            .expect("the relay starts again on its ports");
         self.child = child;
     }
 
@@ -260,7 +271,7 @@ async fn serve(
     (relay, demo): (u16, u16),
     flags: &[String],
     log: &Log,
-) -> (Child, String, String, String) {
+) -> Option<(Child, String, String, String)> {
     let mut child = Command::new(binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{relay}")])
         .args(["--demo-listen", &format!("127.0.0.1:{demo}")])
@@ -304,7 +315,8 @@ async fn serve(
         }
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, console.unwrap(), page.unwrap(), key.unwrap())
+    // The relay said everything, or exited (a port taken meanwhile) before it could.
+    Some((child, console?, page?, key?))
 }
 
 /// A TCP proxy on loopback in front of the relay, for one browser: its network can be cut
