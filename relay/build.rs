@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dist.display());
     let widget_js = manifest.join("static/widget.js");
     println!("cargo:rerun-if-changed={}", widget_js.display());
+    println!("cargo:rerun-if-changed=src/slim.rs");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let packed = out.join("packed");
     std::fs::create_dir_all(&packed).unwrap();
@@ -76,33 +77,14 @@ fn asset(rel: &str, path: &Path, stem: &Path) -> String {
     )
 }
 
-/// widget.js as host pages get it: without its comments, blank lines and indentation (they are
-/// for us, not for every page view). Whole-line `//` comments and `/* … */` blocks that start a
-/// line go; nothing else is touched. Written to `out`; returns its path.
+/// widget.js slimmed ([`slim_js`]), written to `out`; returns its path.
 fn slim_widget_js(source: &Path, out: &Path) -> PathBuf {
-    let js = std::fs::read_to_string(source).unwrap();
-    let mut slim = String::new();
-    let mut in_block = false;
-    for line in js.lines() {
-        let t = line.trim();
-        if in_block {
-            in_block = !t.contains("*/");
-            continue;
-        }
-        if t.starts_with("/*") {
-            in_block = !t.contains("*/");
-            continue;
-        }
-        if t.is_empty() || t.starts_with("//") {
-            continue;
-        }
-        slim.push_str(t);
-        slim.push('\n');
-    }
     let path = out.join("widget.slim.js");
-    std::fs::write(&path, slim).unwrap();
+    std::fs::write(&path, slim_js(&std::fs::read_to_string(source).unwrap())).unwrap();
     path
 }
+
+include!("src/slim.rs");
 
 /// Brotli at its best quality: done once per build, read by every visitor.
 fn brotli(data: &[u8]) -> Vec<u8> {
