@@ -466,6 +466,20 @@ async fn a_transfer_mid_chat_gives_ben_the_history_and_the_note_and_the_visitor_
         vec![],
     )
     .await;
+    // Ben hands it back to the queue: routing gives it to someone else than him, Ana.
+    ben.click("transfer").await;
+    ben.choose("transfer-target", "").await;
+    ben.click("transfer-submit").await;
+    widget_says(&visitor, "You're now talking with Ana").await;
+    visitor
+        .wait_message("system", "Ben put the conversation back in the queue")
+        .await;
+    ana.wait_js(
+        "Ana's composer enabled again",
+        "return !document.querySelector('[data-testid=chat-input]').disabled",
+        vec![],
+    )
+    .await;
     for b in [ana, ben, visitor] {
         b.close().await;
     }
@@ -808,9 +822,16 @@ async fn a_hidden_console_counts_in_its_title_chimes_and_notifies_and_rings_for_
         vec![],
     )
     .await;
-    // A call rings even in the background, and says so on the desktop.
+    // A call rings even in the background (its tones play), and says so on the desktop.
+    let tones = ana.js("return window.__chimes", vec![]).await;
     visitor.click("call-voice").await;
     ana.find("incoming-call").await;
+    ana.wait_js(
+        "the ring's tones",
+        "return window.__chimes > arguments[0]",
+        vec![tones],
+    )
+    .await;
     ana.wait_js(
         "the call notified",
         "return window.__notes.some(n => n.startsWith('Incoming call'))",

@@ -118,6 +118,22 @@ fn js_err(e: JsValue) -> String {
     format!("{e:?}")
 }
 
+/// Whether this tab is in the background (another tab, a minimised window).
+pub fn tab_hidden() -> bool {
+    window()
+        .document()
+        .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible)
+}
+
+/// A rule's reason as a sentence: "a shortcut has …" -> "A shortcut has ….".
+pub fn sentence(reason: &str) -> String {
+    let mut s = reason.to_owned();
+    if let Some(c) = s.get_mut(0..1) {
+        c.make_ascii_uppercase();
+    }
+    s + "."
+}
+
 /// Plays sine tones on `audio`: each `(frequency in Hz, start in s from now, length in s)`, at
 /// `volume` (0 to 1). Silent where the browser refuses sound before the person clicked.
 pub fn tones(audio: &web_sys::AudioContext, notes: &[(f32, f64, f64)], volume: f32) {

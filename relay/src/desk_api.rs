@@ -36,6 +36,21 @@ async fn agent(state: &AppState, headers: &HeaderMap) -> HttpResult<Agent> {
         .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, "not logged in"))
 }
 
+/// A conversation of the agent's sites (anyone else's is not found).
+async fn conversation_of(
+    state: &AppState,
+    me: &Agent,
+    id: &ConversationId,
+) -> HttpResult<crate::core::ConversationMeta> {
+    state
+        .hub
+        .log()
+        .conversation(id.clone())
+        .await?
+        .filter(|m| me.scope.covers(&m.site))
+        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such conversation"))
+}
+
 fn bad(msg: &str) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, msg)
 }
@@ -133,12 +148,8 @@ async fn visitor(
     Path(id): Path<ConversationId>,
 ) -> HttpResult<Response> {
     let me = agent(&state, &headers).await?;
-    let log = state.hub.log();
-    log.conversation(id.clone())
-        .await?
-        .filter(|m| me.scope.covers(&m.site))
-        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such conversation"))?;
-    Ok(Json(log.visitor_details(id).await?).into_response())
+    conversation_of(&state, &me, &id).await?;
+    Ok(Json(state.hub.log().visitor_details(id).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -166,12 +177,8 @@ async fn export(
     Query(query): Query<ExportQuery>,
 ) -> HttpResult<Response> {
     let me = agent(&state, &headers).await?;
+    let meta = conversation_of(&state, &me, &id).await?;
     let log = state.hub.log();
-    let meta = log
-        .conversation(id.clone())
-        .await?
-        .filter(|m| me.scope.covers(&m.site))
-        .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such conversation"))?;
     let mut messages = Vec::new();
     let mut after = 0;
     loop {

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{TestRelay, Ws};
 use escalera_protocol::{
     Author, CallAction, CallKind, CallPhase, ClientMsg, ConversationId, ConversationStatus,
@@ -554,6 +552,25 @@ async fn a_transfer_hands_the_conversation_and_a_private_note_to_a_colleague() {
     .await;
     assert_eq!(refused(&mut ana, &conv).await, ErrorCode::NotFound);
 
+    // A call under way ends first, and the record says why.
+    let call = |action| ClientMsg::Call {
+        conversation: conv.clone(),
+        action,
+    };
+    visitor
+        .send(&call(CallAction::Start {
+            kind: CallKind::Voice,
+        }))
+        .await;
+    ana.recv_until(|m| matches!(m, ServerMsg::Call { call: Some(_), .. }).then_some(()))
+        .await;
+    ana.send(&call(CallAction::Accept)).await;
+    visitor
+        .recv_until(|m| match m {
+            ServerMsg::Call { call: Some(c), .. } if c.phase == CallPhase::Active => Some(()),
+            _ => None,
+        })
+        .await;
     let secret = "Wants a refund for order 1234";
     ana.send(&ClientMsg::Transfer {
         conversation: conv.clone(),
@@ -561,9 +578,24 @@ async fn a_transfer_hands_the_conversation_and_a_private_note_to_a_colleague() {
         note: Some(secret.into()),
     })
     .await;
+    let ended = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) if m.text.starts_with("Call ended") => Some(m.text),
+            _ => None,
+        })
+        .await;
+    assert!(ended.ends_with("for a transfer"), "{ended}");
     assert_eq!(joined(&mut visitor).await, "Cy");
-    let row = row_of(&mut cy, &conv, ConversationStatus::Assigned).await;
-    assert_eq!(row.agent.map(|a| a.name).as_deref(), Some("Cy"));
+    // Cy's list has it as his.
+    cy.recv_until(|m| match m {
+        ServerMsg::Conversation(s)
+            if s.id == conv && s.agent.as_ref().is_some_and(|a| a.name == "Cy") =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
     // Cy sees the whole history and the note; the visitor never does.
     let theirs = history_of(&mut cy, &conv).await;
     assert!(
@@ -694,10 +726,15 @@ async fn a_call_from_the_queue_rings_every_available_agent_and_the_first_to_answ
         })
         .await;
     assert_eq!(got, "offer");
-    assert!(cy
-        .try_recv(Duration::from_millis(300))
-        .await
-        .is_none_or(|m| !matches!(m, ServerMsg::Signal { .. })));
+    // A barrier on Cy's socket: everything sent to him before his pong has arrived, and no
+    // signal is among it.
+    cy.send(&ClientMsg::Ping).await;
+    cy.recv_until(|m| match m {
+        ServerMsg::Signal { .. } => panic!("Cy got the call's signaling"),
+        ServerMsg::Pong => Some(()),
+        _ => None,
+    })
+    .await;
     relay.stop().await;
 }
 
@@ -860,6 +897,20 @@ async fn canned_replies_search_and_exports_answer_an_agent_for_their_sites_only(
     assert!(syntax.is_empty(), "operators are words, never syntax");
     assert_eq!(get("/api/search?q=jerky", "").await.unwrap().status(), 401);
 
+    // A file in the conversation, for the export to list.
+    let uploaded: escalera_protocol::Message = http
+        .post(relay.url(&format!("/api/conversations/{conv}/files")))
+        .query(&[("name", "receipt.txt")])
+        .header("cookie", &ana_cookie)
+        .header("origin", &own)
+        .body("paid")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file_id = uploaded.attachment.unwrap().id;
     // Export: the transcript without notes unless asked, as text or JSON.
     let export = |query: &str, cookie: &str| {
         http.get(relay.url(&format!("/api/conversations/{conv}/export{query}")))
@@ -878,6 +929,10 @@ async fn canned_replies_search_and_exports_answer_an_agent_for_their_sites_only(
         "{text}"
     );
     assert!(text.contains("Ana: Hi"), "{text}");
+    assert!(
+        text.contains(&format!("Ana: [file] receipt.txt /files/{file_id}")),
+        "attachments by name and link: {text}"
+    );
     assert!(!text.contains("Refund approved"), "{text}");
     let with_notes = export("?notes=true", &ana_cookie)
         .await

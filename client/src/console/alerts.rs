@@ -37,12 +37,6 @@ fn attention(desk: &Desk) -> HashMap<ConversationId, u64> {
     })
 }
 
-fn hidden() -> bool {
-    browser::window()
-        .document()
-        .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible)
-}
-
 /// Keeps the title's count, and chimes (and notifies) when something new needs the agent
 /// while the tab is hidden or another conversation is open.
 pub fn use_alerts(desk: Desk) {
@@ -57,7 +51,7 @@ pub fn use_alerts(desk: Desk) {
             });
         }
         let selected = desk.selected.get_untracked();
-        let looking = !hidden();
+        let looking = !browser::tab_hidden();
         let news: Vec<ConversationId> = before.with_value(|was| {
             now.iter()
                 .filter(|(id, n)| was.get(*id).is_none_or(|w| *n > w))
@@ -82,7 +76,7 @@ pub fn use_alerts(desk: Desk) {
                     (s.visitor_label.clone(), text, s.status)
                 })
             });
-            if let Some((who, preview, status)) = label.filter(|_| hidden()) {
+            if let Some((who, preview, status)) = label.filter(|_| browser::tab_hidden()) {
                 let title = match status {
                     ConversationStatus::Waiting => format!("{who} is waiting"),
                     _ => format!("New message from {who}"),

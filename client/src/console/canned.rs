@@ -101,10 +101,10 @@ pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
             .to_lowercase();
         let body = text.get_untracked();
         if let Err(e) = check_shortcut(&short) {
-            return error.set(Some(sentence(e)));
+            return error.set(Some(browser::sentence(e)));
         }
         if let Err(e) = check_text(body.trim()) {
-            return error.set(Some(sentence(e)));
+            return error.set(Some(browser::sentence(e)));
         }
         let json =
             serde_json::json!({ "site": site.get_untracked(), "shortcut": short, "text": body })
@@ -213,15 +213,6 @@ pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
             </section>
         </Show>
     }
-}
-
-/// "a shortcut has …" -> "A shortcut has ….".
-fn sentence(e: &str) -> String {
-    let mut s = e.to_owned();
-    if let Some(c) = s.get_mut(0..1) {
-        c.make_ascii_uppercase();
-    }
-    s + "."
 }
 
 #[cfg(test)]

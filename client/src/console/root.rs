@@ -299,10 +299,10 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 desk.open(conversation.clone());
             }
             // Ringing in a background tab: the ring plays, and the desktop says so.
-            let hidden = browser::window()
-                .document()
-                .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible);
-            if ours && hidden && info.phase == escalera_protocol::CallPhase::Ringing && !info.party
+            if ours
+                && browser::tab_hidden()
+                && info.phase == escalera_protocol::CallPhase::Ringing
+                && !info.party
             {
                 notify("Incoming call", &format!("{} is calling", info.caller_name));
             }
@@ -377,10 +377,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         inbox.track();
         link.threads.track();
         selected.track();
-        let visible = browser::window()
-            .document()
-            .is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible);
-        if visible {
+        if !browser::tab_hidden() {
             desk.mark_read();
         }
     });

@@ -83,7 +83,7 @@ impl Team {
     fn watch_idle(self) {
         let alive = move |_: web_sys::Event| {
             self.last_input.set_value(js_sys::Date::now());
-            if !hidden() {
+            if !browser::tab_hidden() {
                 if let Some(before) = self.auto_away.get_value() {
                     self.auto_away.set_value(None);
                     if self.mine.get_untracked() == Presence::Away {
@@ -98,7 +98,7 @@ impl Team {
             let after = self.away_after_ms.get_value();
             let idle = js_sys::Date::now() - self.last_input.get_value();
             if after > 0.0
-                && hidden()
+                && browser::tab_hidden()
                 && idle >= after
                 && self.mine.get_untracked() == Presence::Available
             {
@@ -114,12 +114,6 @@ impl Team {
             check.update_value(|c| drop(c.take()));
         });
     }
-}
-
-fn hidden() -> bool {
-    browser::window()
-        .document()
-        .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible)
 }
 
 /// How a presence reads.

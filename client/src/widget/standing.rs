@@ -118,13 +118,7 @@ pub fn AwayNotice(
                         </div>
                         <Show when=move || error.get().is_some()>
                             <p class="error" role="alert">
-                                {move || error.get().map(|e| {
-                                    let mut s = e.to_owned();
-                                    if let Some(c) = s.get_mut(0..1) {
-                                        c.make_ascii_uppercase();
-                                    }
-                                    s + "."
-                                })}
+                                {move || error.get().map(crate::browser::sentence)}
                             </p>
                         </Show>
                     </form>
