@@ -62,7 +62,8 @@ async fn wait_for_port(port: u16) {
     }
 }
 
-/// A running relay with a demo page and two agents (ana, ben), both serving every site.
+/// A running relay with a demo page and two agents (ana, an admin, and ben), both serving every
+/// site.
 pub struct Product {
     child: Child,
     /// The data dir (kept for restarts).
@@ -90,9 +91,13 @@ impl Product {
     /// Same, with more flags for `serve`.
     pub async fn start_with(flags: &[String]) -> Product {
         let dir = tempfile::tempdir().unwrap();
-        for (email, name) in [("ana@shop.example", "Ana"), ("ben@shop.example", "Ben")] {
+        // Ana is an admin, as the first agent `make run` creates is; Ben is not.
+        for (email, name, role) in [
+            ("ana@shop.example", "Ana", "--admin"),
+            ("ben@shop.example", "Ben", "--limit=5"),
+        ] {
             let status = Command::new(binary())
-                .args(["agent", "add", "--email", email, "--name", name])
+                .args(["agent", "add", "--email", email, "--name", name, role])
                 .env("ESCALERA_DATA_DIR", dir.path())
                 .env("ESCALERA_AGENT_PASSWORD", PASSWORD)
                 .stdout(Stdio::null())

@@ -297,6 +297,160 @@ impl SiteFeatures {
     }
 }
 
+/// Which bottom corner of the host page the widget sits in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Corner {
+    /// Bottom right (the default).
+    #[default]
+    Right,
+    /// Bottom left.
+    Left,
+}
+
+/// The widget's colour unless a site sets its own.
+pub const DEFAULT_COLOR: &str = "#2563eb";
+
+/// The longest greeting a site can set.
+pub const MAX_GREETING_CHARS: usize = 300;
+
+/// How a site's widget looks, as its owner set it (a page's `data-color` and
+/// `data-position` override it there).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SiteLook {
+    /// The launcher's and the header's colour, `#rrggbb`; the text on it is black or white,
+    /// whichever reads better ([`ink_on`]).
+    #[serde(default = "default_color")]
+    pub color: String,
+    /// Where the launcher sits.
+    #[serde(default)]
+    pub position: Corner,
+    /// The first line a visitor reads before anyone writes (empty: the widget's own).
+    #[serde(default)]
+    pub greeting: String,
+}
+
+fn default_color() -> String {
+    DEFAULT_COLOR.to_owned()
+}
+
+impl Default for SiteLook {
+    fn default() -> Self {
+        Self {
+            color: default_color(),
+            position: Corner::Right,
+            greeting: String::new(),
+        }
+    }
+}
+
+/// The red, green and blue of a `#rrggbb` colour.
+pub fn parse_color(color: &str) -> Option<[u8; 3]> {
+    let hex = color.strip_prefix('#')?;
+    if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let at = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    Some([at(0)?, at(2)?, at(4)?])
+}
+
+/// Checks a site's look: a `#rrggbb` colour and a greeting of at most
+/// [`MAX_GREETING_CHARS`] on one line.
+pub fn check_look(look: &SiteLook) -> Result<(), &'static str> {
+    if parse_color(&look.color).is_none() {
+        Err("a colour is written #rrggbb, e.g. #2563eb")
+    } else if look.greeting.chars().count() > MAX_GREETING_CHARS {
+        Err("a greeting has at most 300 characters")
+    } else if look.greeting.chars().any(char::is_control) {
+        Err("a greeting is one line of text")
+    } else {
+        Ok(())
+    }
+}
+
+/// WCAG's relative luminance of an sRGB colour.
+fn luminance([r, g, b]: [u8; 3]) -> f64 {
+    let channel = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+}
+
+/// WCAG's contrast ratio between two colours (1 to 21).
+pub fn contrast(a: [u8; 3], b: [u8; 3]) -> f64 {
+    let (la, lb) = (luminance(a), luminance(b));
+    (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+}
+
+/// The text colour for a background: white or black, whichever contrasts more. One of the two
+/// always reaches 4.58:1, so text on any site colour meets WCAG AA.
+pub fn ink_on(color: &str) -> &'static str {
+    let bg = parse_color(color).unwrap_or([0x25, 0x63, 0xeb]);
+    if contrast(bg, [255; 3]) >= contrast(bg, [0; 3]) {
+        "#ffffff"
+    } else {
+        "#000000"
+    }
+}
+
+/// A site as the Settings area lists it (`GET /api/admin/sites`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSettings {
+    /// Its key.
+    pub key: SiteKey,
+    /// Its name.
+    pub name: String,
+    /// The origins allowed to embed it.
+    pub origins: Vec<String>,
+    /// What it offers.
+    pub features: SiteFeatures,
+    /// How its widget looks.
+    pub look: SiteLook,
+    /// The `<script>` tag to paste into its pages.
+    pub snippet: String,
+}
+
+/// An agent as the Settings area lists them (`GET /api/admin/agents`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSettings {
+    /// Their id.
+    pub id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// Login email.
+    pub email: String,
+    /// May change settings.
+    pub admin: bool,
+    /// The sites they serve; `None`: every site.
+    pub sites: Option<Vec<SiteKey>>,
+    /// How many open conversations routing gives them at most.
+    pub limit: u32,
+    /// Cannot log in.
+    pub disabled: bool,
+    /// Browsers logged in.
+    pub sessions: u64,
+    /// What they chose to be.
+    pub presence: Presence,
+}
+
+/// One settings change, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, in ms since the epoch.
+    pub at: i64,
+    /// Who: an agent's name and email, or `command line`.
+    pub actor: String,
+    /// What, in a few words (`site.update`, `agent.access`, ...).
+    pub action: String,
+    /// On what, and how, on one line.
+    pub detail: String,
+}
+
 /// Where a conversation stands, as agents see it in their list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -718,6 +872,9 @@ pub enum ServerMsg {
         /// What the site offers (the widget hides the rest).
         #[serde(default)]
         features: SiteFeatures,
+        /// How the site's widget looks.
+        #[serde(default)]
+        look: SiteLook,
     },
     /// Answer to an agent's hello: who they are and the conversations of their sites.
     WelcomeAgent {
@@ -796,6 +953,16 @@ pub enum ServerMsg {
         conversation: ConversationId,
         /// What the visitor's browser says.
         info: VisitorInfo,
+    },
+    /// To a visitor: the site's owner changed what it offers or how it looks (the widget
+    /// follows at once).
+    Site {
+        /// The site's name.
+        site_name: String,
+        /// What it offers now.
+        features: SiteFeatures,
+        /// How it looks now.
+        look: SiteLook,
     },
     /// To a visitor: an agent closed their conversation (ask for a rating). Writing again
     /// reopens it.
@@ -1158,6 +1325,44 @@ mod tests {
     }
 
     #[test]
+    fn text_on_any_site_colour_reads_at_aa_contrast() {
+        assert_eq!(ink_on(DEFAULT_COLOR), "#ffffff");
+        assert_eq!(ink_on("#fde047"), "#000000");
+        assert_eq!(ink_on("#000000"), "#ffffff");
+        assert_eq!(ink_on("#ffffff"), "#000000");
+        // Every grey and a sweep of hues: the chosen ink reaches 4.5:1.
+        for v in (0..=255u8).step_by(5) {
+            for bg in [[v, v, v], [v, 255 - v, 128], [255, v, 0], [0, v, 255]] {
+                let color = format!("#{:02x}{:02x}{:02x}", bg[0], bg[1], bg[2]);
+                let ink = parse_color(ink_on(&color)).unwrap();
+                assert!(contrast(bg, ink) >= 4.5, "{color}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_look_needs_a_hex_colour_and_a_short_greeting() {
+        assert!(check_look(&SiteLook::default()).is_ok());
+        for bad in ["2563eb", "#2563e", "#2563ebb", "#zz63eb", "blue", ""] {
+            let look = SiteLook {
+                color: bad.into(),
+                ..SiteLook::default()
+            };
+            assert!(check_look(&look).is_err(), "{bad}");
+        }
+        let long = SiteLook {
+            greeting: "a".repeat(301),
+            ..SiteLook::default()
+        };
+        assert!(check_look(&long).is_err());
+        let two_lines = SiteLook {
+            greeting: "Hi\nthere".into(),
+            ..SiteLook::default()
+        };
+        assert!(check_look(&two_lines).is_err());
+    }
+
+    #[test]
     fn every_server_msg_round_trips() {
         let all = [
             ServerMsg::WelcomeVisitor {
@@ -1169,6 +1374,7 @@ mod tests {
                 closed: false,
                 rated: false,
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
             },
             ServerMsg::WelcomeVisitor {
                 token: VisitorToken::from("t"),
@@ -1185,6 +1391,16 @@ mod tests {
                     files: false,
                     snapshots: false,
                 },
+                look: SiteLook {
+                    color: "#fde047".into(),
+                    position: Corner::Left,
+                    greeting: "Hola".into(),
+                },
+            },
+            ServerMsg::Site {
+                site_name: "Shop".into(),
+                features: SiteFeatures::default(),
+                look: SiteLook::default(),
             },
             ServerMsg::Queue {
                 conversation: conv(),

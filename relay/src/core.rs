@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use escalera_protocol::{
     check_email, check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind,
     CallPhase, ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind,
-    Message, Presence, Rating, ReadMark, ServerMsg, SiteFeatures, SiteKey, VisitorInfo,
+    Message, Presence, Rating, ReadMark, ServerMsg, SiteFeatures, SiteKey, SiteLook, VisitorInfo,
     VisitorToken, MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS,
     MAX_VISITOR_NAME_CHARS, PROTOCOL_VERSION,
 };
@@ -161,6 +161,8 @@ pub enum Caller {
         site_name: String,
         /// What it offers, for the welcome and a new conversation.
         features: SiteFeatures,
+        /// How its widget looks, for the welcome.
+        look: SiteLook,
         /// Where it comes from (an IPv6 host counts as its /64), for the per-address limits.
         address: IpAddr,
     },
@@ -271,6 +273,25 @@ pub enum Event {
     Revoked {
         /// The session's hash.
         session: String,
+    },
+    /// An admin changed a site: its open widgets follow at once.
+    SiteChanged {
+        /// The site.
+        site: SiteKey,
+        /// Its name now.
+        site_name: String,
+        /// What it offers now.
+        features: SiteFeatures,
+        /// How it looks now.
+        look: SiteLook,
+    },
+    /// An admin changed an agent (sites, role, limit) or ended their sessions (disabled, a new
+    /// password): their consoles close now, and reconnect as they are now if they still can.
+    AgentChanged {
+        /// The agent.
+        agent: AgentId,
+        /// Their sessions ended: the consoles are told so (and go back to the login).
+        ended: bool,
     },
     /// The answer to [`Effect::CheckSessions`]: which of the sessions asked about still live
     /// (not expired, its agent not disabled or removed).
@@ -1210,6 +1231,26 @@ impl Core {
                 }
             }
             Event::Revoked { session } => self.end_sessions(|s| s == session, &mut out),
+            Event::SiteChanged {
+                site,
+                site_name,
+                features,
+                look,
+            } => self.site_changed(site, site_name, features, look, &mut out),
+            Event::AgentChanged { agent, ended } => {
+                let consoles: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| matches!(&p.caller, Caller::Agent { agent: a, .. } if a.id == agent))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for peer in consoles {
+                    if ended {
+                        out.error(peer, RelayError::SessionEnded);
+                    }
+                    out.push(Effect::Close(peer));
+                }
+            }
             Event::SessionsLive { asked, live } => {
                 let ended: HashSet<String> =
                     asked.into_iter().filter(|s| !live.contains(s)).collect();
@@ -1357,6 +1398,49 @@ impl Core {
     }
 
     /// Closes every agent socket whose session `ended` says is over, telling it why.
+    /// A site's new settings: for the widgets open now (their next call start or toggle reads
+    /// the store anyway) and the conversations not stored yet.
+    fn site_changed(
+        &mut self,
+        key: SiteKey,
+        name: String,
+        new_features: SiteFeatures,
+        new_look: SiteLook,
+        out: &mut Out,
+    ) {
+        for u in self.unsaved.values_mut().filter(|u| u.site == key) {
+            u.features = new_features;
+        }
+        for (id, p) in &mut self.peers {
+            let Caller::Visitor {
+                site,
+                site_name,
+                features,
+                look,
+                ..
+            } = &mut p.caller
+            else {
+                continue;
+            };
+            if *site != key {
+                continue;
+            }
+            *site_name = name.clone();
+            *features = new_features;
+            *look = new_look.clone();
+            if p.hello == Hello::Done {
+                out.send(
+                    *id,
+                    ServerMsg::Site {
+                        site_name: name.clone(),
+                        features: new_features,
+                        look: new_look.clone(),
+                    },
+                );
+            }
+        }
+    }
+
     fn end_sessions(&mut self, ended: impl Fn(&str) -> bool, out: &mut Out) {
         let gone: Vec<PeerId> = self
             .peers
@@ -2274,6 +2358,7 @@ impl Core {
             site_name,
             address,
             features,
+            look,
         } = &p.caller
         else {
             return;
@@ -2323,6 +2408,7 @@ impl Core {
                 closed: meta.closed,
                 rated: meta.rated,
                 features: *features,
+                look: look.clone(),
             },
         );
         let set = self.visitors.entry(meta.id.clone()).or_default();
@@ -3407,6 +3493,7 @@ mod tests {
                     site: conv.site.clone(),
                     site_name: "Shop".into(),
                     features: SiteFeatures::default(),
+                    look: SiteLook::default(),
                     address: home(),
                 },
             });
@@ -3537,6 +3624,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address: home(),
             },
         });
@@ -3555,6 +3643,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address: home(),
             },
         });
@@ -4501,6 +4590,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "S".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address: home(),
             },
         });
@@ -4521,6 +4611,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address,
             },
         });
@@ -4565,6 +4656,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address: home(),
             },
         });
@@ -4671,6 +4763,7 @@ mod tests {
                 site: site("s1"),
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
                 address: home(),
             },
         });
@@ -4751,6 +4844,7 @@ mod tests {
                     site: site("s1"),
                     site_name: "Shop".into(),
                     features: SiteFeatures::default(),
+                    look: SiteLook::default(),
                     address: home(),
                 },
             });

@@ -51,6 +51,11 @@ async fn conversation_of(
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such conversation"))
 }
 
+/// Who the audit log says made a change.
+pub(crate) fn actor(me: &Agent) -> String {
+    format!("{} <{}>", me.agent.name, me.email)
+}
+
 fn bad(msg: &str) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, msg)
 }
@@ -98,11 +103,12 @@ async fn save_canned(
     if text.chars().count() > MAX_CANNED_CHARS {
         return Err(bad("a canned reply has at most 2000 characters"));
     }
-    let saved = state
-        .hub
-        .directory()
+    let dir = &**state.hub.directory();
+    let saved = dir
         .save_canned(new.site, shortcut, text, crate::now_ms())
         .await?;
+    let detail = format!("/{} on {}: {:?}", saved.shortcut, saved.site, saved.text);
+    crate::settings::record(dir, &actor(&me), "canned.save", detail).await;
     Ok(Json(saved))
 }
 
@@ -114,8 +120,12 @@ async fn delete_canned(
 ) -> HttpResult<StatusCode> {
     check_origin(&state, &headers)?;
     let me = agent(&state, &headers).await?;
-    match state.hub.directory().delete_canned(id, me.scope).await? {
-        true => Ok(StatusCode::NO_CONTENT),
+    let dir = &**state.hub.directory();
+    match dir.delete_canned(id.clone(), me.scope.clone()).await? {
+        true => {
+            crate::settings::record(dir, &actor(&me), "canned.delete", id).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         false => Err(HttpError::new(StatusCode::NOT_FOUND, "no such reply")),
     }
 }

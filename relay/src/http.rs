@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/visitor", get(visitor_socket))
         .route("/ws/agent", get(agent_socket))
         .merge(crate::desk_api::routes())
+        .merge(crate::settings::routes())
         .route(
             "/api/csp-report",
             post(headers::csp_report).layer(axum::extract::DefaultBodyLimit::max(16 << 10)),
@@ -276,6 +277,7 @@ async fn visitor_socket(
             site: site.key,
             site_name: site.name,
             features: site.features,
+            look: site.look,
             address: crate::guard::address_key(from.ip()),
         },
     ))
@@ -435,6 +437,7 @@ fn me_json(agent: &Agent) -> Json<serde_json::Value> {
         "id": agent.agent.id,
         "name": agent.agent.name,
         "email": agent.email,
+        "admin": agent.admin,
     }))
 }
 

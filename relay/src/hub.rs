@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Message as WsMessage;
 use escalera_protocol::{
-    ClientMsgId, ConversationId, ErrorCode, MediaConfig, Message, ServerMsg, VisitorToken,
+    AgentId, ClientMsgId, ConversationId, ErrorCode, MediaConfig, Message, ServerMsg, VisitorToken,
 };
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -556,6 +556,22 @@ impl Hub {
         self.run(Event::Revoked { session }).await;
     }
 
+    /// A site's settings changed: its open widgets follow.
+    pub async fn site_changed(&self, site: &crate::store::Site) {
+        self.run(Event::SiteChanged {
+            site: site.key.clone(),
+            site_name: site.name.clone(),
+            features: site.features,
+            look: site.look.clone(),
+        })
+        .await;
+    }
+
+    /// An agent changed, or their sessions ended (`ended`): their consoles close now.
+    pub async fn agent_changed(&self, agent: AgentId, ended: bool) {
+        self.run(Event::AgentChanged { agent, ended }).await;
+    }
+
     /// Brings back the calls that were active when the relay stopped: their ends have the
     /// grace period to reconnect and resume.
     pub async fn restore_calls(&self) -> Result<usize, StoreError> {
@@ -780,6 +796,7 @@ mod tests {
             site: site.key,
             site_name: site.name,
             features: site.features,
+            look: site.look,
             address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let served = tokio::spawn(hub.clone().serve(Box::pin(sink), Box::pin(stream), caller));

@@ -18,6 +18,7 @@ pub mod presence;
 pub mod routing;
 pub mod secrets;
 pub mod serve;
+pub mod settings;
 pub mod slim;
 pub mod sqlite;
 pub mod store;

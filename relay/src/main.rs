@@ -11,7 +11,7 @@ use escalera_protocol::SiteKey;
 use escalera_relay::http::{snippet, DemoPage};
 use escalera_relay::sqlite::SqliteStore;
 use escalera_relay::store::Directory;
-use escalera_relay::{assets, now_ms, secrets, Config, Relay};
+use escalera_relay::{assets, now_ms, secrets, settings, Config, Relay};
 
 /// Escalera: live chat, voice, video and screen sharing for any website.
 #[derive(Parser)]
@@ -204,6 +204,9 @@ enum AgentCommand {
         /// How many open conversations routing gives them at most.
         #[arg(long, default_value_t = escalera_relay::store::DEFAULT_CHAT_LIMIT)]
         limit: u32,
+        /// An admin: may change settings in the console (sites, agents, canned replies).
+        #[arg(long)]
+        admin: bool,
     },
     /// List the agents: email, name, sites, chat limit, whether disabled, browsers logged in.
     List,
@@ -302,22 +305,6 @@ enum SiteCommand {
     },
 }
 
-/// One line saying what a site offers.
-fn offers(f: &escalera_protocol::SiteFeatures) -> String {
-    let steps = match (f.voice, f.video) {
-        (false, _) => "chat only",
-        (true, false) => "chat and voice",
-        (true, true) => "chat, voice and video",
-    };
-    let on = |b: bool| if b { "on" } else { "off" };
-    format!(
-        "{steps}; screen sharing {}, files {}, snapshots {}",
-        on(f.screen),
-        on(f.files),
-        on(f.snapshots)
-    )
-}
-
 /// `escalera site set|show`.
 fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Result<()> {
     let store = SqliteStore::open(data_dir)?;
@@ -345,9 +332,16 @@ fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Res
         f.files = files.unwrap_or(f.files);
         f.snapshots = snapshots.unwrap_or(f.snapshots);
         block_on(store.set_features(site.key.clone(), f))?;
+        let detail = format!(
+            "{} ({}): offers {}",
+            site.name,
+            site.key,
+            settings::offers(&f)
+        );
+        block_on(settings::record(&store, CLI, "site.update", detail));
     }
     println!("{}\t{}\t{}", site.key, site.name, site.origins.join(" "));
-    println!("Offers: {}", offers(&f));
+    println!("Offers: {}", settings::offers(&f));
     Ok(())
 }
 
@@ -360,6 +354,9 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
         } else {
             Err(anyhow::anyhow!("no agent with the email {email}"))
         }
+    };
+    let audit = |action: &str, detail: String| {
+        block_on(settings::record(&store, CLI, action, detail));
     };
     match command {
         AgentCommand::Add { .. } => unreachable!("handled by main"),
@@ -390,11 +387,13 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
         }
         AgentCommand::Limit { email, limit } => {
             found(block_on(store.set_limit(email.clone(), limit))?, &email)?;
+            audit("agent.update", format!("{email}: limit {limit}"));
             println!("{email} gets at most {limit} open conversations.");
         }
         AgentCommand::Passwd { email } => {
             let hash = secrets::hash_password(&new_password(&email)?);
             found(block_on(store.set_password(email.clone(), hash))?, &email)?;
+            audit("agent.password", email.clone());
             println!("Password changed for {email}; every browser logs in again.");
         }
         AgentCommand::Disable { email } => {
@@ -402,6 +401,7 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
                 block_on(store.set_disabled(email.clone(), true, now_ms()))?,
                 &email,
             )?;
+            audit("agent.access", format!("{email}: disabled"));
             println!("Disabled {email}; open consoles close within seconds.");
         }
         AgentCommand::Enable { email } => {
@@ -409,6 +409,7 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
                 block_on(store.set_disabled(email.clone(), false, now_ms()))?,
                 &email,
             )?;
+            audit("agent.access", format!("{email}: enabled"));
             println!("Enabled {email}.");
         }
         AgentCommand::Remove { email } => {
@@ -416,6 +417,7 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
                 block_on(store.remove_agent(email.clone(), now_ms()))?,
                 &email,
             )?;
+            audit("agent.remove", email.clone());
             println!("Removed {email}; open consoles close within seconds.");
         }
     }
@@ -442,6 +444,7 @@ fn main() -> anyhow::Result<()> {
                     name,
                     sites,
                     limit,
+                    admin,
                 },
         } => {
             let store = SqliteStore::open(&cli.data_dir)?;
@@ -453,7 +456,13 @@ fn main() -> anyhow::Result<()> {
             if limit != escalera_relay::store::DEFAULT_CHAT_LIMIT {
                 block_on(store.set_limit(agent.email.clone(), limit))?;
             }
-            println!("Added agent {} <{}>", agent.agent.name, agent.email);
+            if admin {
+                block_on(store.set_admin(agent.email.clone(), true))?;
+            }
+            let role = if admin { "admin" } else { "agent" };
+            let detail = format!("{} <{}>: {role}", agent.agent.name, agent.email);
+            block_on(settings::record(&store, CLI, "agent.add", detail));
+            println!("Added {role} {} <{}>", agent.agent.name, agent.email);
             Ok(())
         }
         Command::Agent { command } => agent_command(&cli.data_dir, command),
@@ -467,29 +476,23 @@ fn main() -> anyhow::Result<()> {
         } => {
             let origins = origins
                 .iter()
-                .map(|o| normalize_origin(o))
+                .map(|o| settings::normalize_origin(o).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let store = SqliteStore::open(&cli.data_dir)?;
             let site = block_on(store.add_site(name, origins, now_ms()))?;
+            let detail = format!(
+                "{} ({}), origins: {}",
+                site.name,
+                site.key,
+                site.origins.join(" ")
+            );
+            block_on(settings::record(&store, CLI, "site.add", detail));
             println!("Site key: {}", site.key);
             println!("Embed snippet:\n{}", snippet(&public_url, &site.key));
             Ok(())
         }
         Command::Site { command } => site_command(&cli.data_dir, command),
     }
-}
-
-/// `https://Shop.example/` -> `https://shop.example`; refuses anything that is not an origin.
-fn normalize_origin(o: &str) -> anyhow::Result<String> {
-    let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
-    let rest = o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-        .with_context(|| format!("{o} is not an origin: it must start with https:// or http://"))?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', ';', ',', '\'', '"']) {
-        bail!("{o} is not an origin (scheme://host[:port], no path)");
-    }
-    Ok(o)
 }
 
 #[tokio::main]
@@ -640,8 +643,12 @@ async fn first_agent(store: &dyn Directory) -> anyhow::Result<Option<(String, St
     store
         .add_agent(email.clone(), "Demo Agent".into(), hash, None, now_ms())
         .await?;
+    store.set_admin(email.clone(), true).await?;
     Ok(Some((email, password)))
 }
+
+/// Who the audit log says made a change from the command line.
+const CLI: &str = "command line";
 
 /// Runs one store call from the command line (which has no runtime of its own).
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -675,7 +682,7 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{normalize_origin, parse_size};
+    use super::parse_size;
 
     #[test]
     fn sizes() {
@@ -684,19 +691,5 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("0").is_err());
         assert!(parse_size("5T").is_err());
-    }
-
-    #[test]
-    fn origins_are_normalized_or_refused() {
-        assert_eq!(
-            normalize_origin("https://Shop.example/").unwrap(),
-            "https://shop.example"
-        );
-        assert_eq!(
-            normalize_origin("http://127.0.0.1:8081").unwrap(),
-            "http://127.0.0.1:8081"
-        );
-        assert!(normalize_origin("shop.example").is_err());
-        assert!(normalize_origin("https://shop.example/path").is_err());
     }
 }

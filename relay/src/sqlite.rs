@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
     ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
-    SearchHit, SiteFeatures, SiteKey, VisitorInfo,
+    SearchHit, SiteFeatures, SiteKey, SiteLook, VisitorInfo,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,7 @@ use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{
-    Agent, AgentListing, Appended, Directory, HistoryPage, Log, OpenConversation, Site,
+    Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log, OpenConversation, Site,
     StoreFuture, VisitorDetails,
 };
 
@@ -147,6 +147,17 @@ ALTER TABLE conversations ADD COLUMN visitor_name TEXT;
     r#"
 ALTER TABLE sites ADD COLUMN features TEXT;
 "#,
+    // 10: the site owner's side: agents are admins or not (the first one is), how each site's
+    // widget looks (JSON; none means the defaults), and the audit log of settings changes.
+    r#"
+ALTER TABLE agents ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+UPDATE agents SET admin = 1 WHERE id = (
+    SELECT id FROM agents WHERE disabled_at IS NULL ORDER BY created_at, id LIMIT 1);
+ALTER TABLE sites ADD COLUMN look TEXT;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    detail TEXT NOT NULL);
+"#,
 ];
 
 /// `AND <column> IN (?n, ...)` for the sites of `scope` (nothing for every site), with the
@@ -236,6 +247,29 @@ fn end_sessions_of(conn: &Connection, email: &str) -> Result<()> {
         "DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE email = ?1)",
         [email],
     )?;
+    Ok(())
+}
+
+/// Lets agent `id` serve these sites; fails on an unknown one.
+fn add_agent_sites<'a>(
+    conn: &Connection,
+    id: &str,
+    sites: impl Iterator<Item = &'a SiteKey>,
+) -> Result<()> {
+    for site in sites {
+        let known: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sites WHERE key = ?1)",
+            [&site.0],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(StoreError::Invalid(format!("no site with key {site}")));
+        }
+        conn.execute(
+            "INSERT OR IGNORE INTO agent_sites (agent_id, site_key) VALUES (?1, ?2)",
+            params![id, site.0],
+        )?;
+    }
     Ok(())
 }
 
@@ -525,6 +559,12 @@ fn features_col(json: Option<String>) -> SiteFeatures {
         .unwrap_or_default()
 }
 
+/// A site's look from its JSON column (none, or unreadable: the defaults).
+fn look_col(json: Option<String>) -> SiteLook {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
 fn parse_rating(s: &str) -> Option<Rating> {
     match s {
         "up" => Some(Rating::Up),
@@ -552,7 +592,8 @@ fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option
 /// An agent, disabled or not.
 fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
     let sql = format!(
-        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites, a.presence, a.chat_limit
+        "SELECT a.id, a.name, a.email, a.password_hash, a.all_sites, a.presence, a.chat_limit,
+            a.admin
          FROM agents a {where_clause}"
     );
     let row = conn
@@ -565,10 +606,11 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
                 r.get::<_, bool>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, u32>(6)?,
+                r.get::<_, bool>(7)?,
             ))
         })
         .optional()?;
-    let Some((id, name, email, password_hash, all_sites, presence, limit)) = row else {
+    let Some((id, name, email, password_hash, all_sites, presence, limit, admin)) = row else {
         return Ok(None);
     };
     let presence = match presence.as_str() {
@@ -595,6 +637,7 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
         scope,
         presence,
         limit,
+        admin,
     }))
 }
 
@@ -627,11 +670,11 @@ fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<Conve
 }
 
 fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
-    let Some((name, features)) = c
+    let Some((name, features, look)) = c
         .query_row(
-            "SELECT name, features FROM sites WHERE key = ?1",
+            "SELECT name, features, look FROM sites WHERE key = ?1",
             [&key.0],
-            |r| Ok((r.get(0)?, features_col(r.get(1)?))),
+            |r| Ok((r.get(0)?, features_col(r.get(1)?), look_col(r.get(2)?))),
         )
         .optional()?
     else {
@@ -647,6 +690,7 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
         name,
         origins,
         features,
+        look,
     }))
 }
 
@@ -775,6 +819,7 @@ impl Directory for SqliteStore {
                 name,
                 origins,
                 features: SiteFeatures::default(),
+                look: SiteLook::default(),
             })
         })
     }
@@ -820,20 +865,7 @@ impl Directory for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![id.0, email, name, password_hash, sites.is_none(), now],
             )?;
-            for site in sites.iter().flatten() {
-                let known: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sites WHERE key = ?1)",
-                    [&site.0],
-                    |r| r.get(0),
-                )?;
-                if !known {
-                    return Err(StoreError::Invalid(format!("no site with key {site}")));
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO agent_sites (agent_id, site_key) VALUES (?1, ?2)",
-                    params![id.0, site.0],
-                )?;
-            }
+            add_agent_sites(&tx, &id.0, sites.iter().flatten())?;
             tx.commit()?;
             Ok(Agent {
                 agent: AgentRef { id, name },
@@ -845,6 +877,7 @@ impl Directory for SqliteStore {
                 },
                 presence: Presence::Available,
                 limit: crate::store::DEFAULT_CHAT_LIMIT,
+                admin: false,
             })
         })
     }
@@ -1005,6 +1038,92 @@ impl Directory for SqliteStore {
                 params![site.0, json],
             )?;
             Ok(n == 1)
+        })
+    }
+
+    fn save_site(&self, site: Site) -> StoreFuture<'_, bool> {
+        let features = serde_json::to_string(&site.features).unwrap_or_default();
+        let look = serde_json::to_string(&site.look).unwrap_or_default();
+        self.dir(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE sites SET name = ?2, features = ?3, look = ?4 WHERE key = ?1",
+                params![site.key.0, site.name, features, look],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM site_origins WHERE site_key = ?1",
+                [&site.key.0],
+            )?;
+            for o in &site.origins {
+                tx.execute(
+                    "INSERT OR IGNORE INTO site_origins (site_key, origin) VALUES (?1, ?2)",
+                    params![site.key.0, o],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn set_admin(&self, email: String, admin: bool) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let n = c.execute(
+                "UPDATE agents SET admin = ?2 WHERE email = ?1",
+                params![email.trim().to_lowercase(), admin],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn set_sites(&self, email: String, sites: Option<Vec<SiteKey>>) -> StoreFuture<'_, bool> {
+        self.dir(move |c| {
+            let tx = c.transaction()?;
+            let email = email.trim().to_lowercase();
+            let id: Option<String> = tx
+                .query_row("SELECT id FROM agents WHERE email = ?1", [&email], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(id) = id else { return Ok(false) };
+            tx.execute(
+                "UPDATE agents SET all_sites = ?2 WHERE id = ?1",
+                params![id, sites.is_none()],
+            )?;
+            tx.execute("DELETE FROM agent_sites WHERE agent_id = ?1", [&id])?;
+            add_agent_sites(&tx, &id, sites.iter().flatten())?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn record(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
+        self.dir(move |c| {
+            c.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![entry.at, entry.actor, entry.action, entry.detail],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
+        self.dir(move |c| {
+            let mut stmt =
+                c.prepare("SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(AuditEntry {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
     }
 

@@ -11,8 +11,11 @@ use std::pin::Pin;
 
 use escalera_protocol::{
     AgentId, AgentRef, Attachment, CannedReply, ClientMsgId, ConversationId, ConversationSummary,
-    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteFeatures, SiteKey, VisitorInfo,
+    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteFeatures, SiteKey, SiteLook,
+    VisitorInfo,
 };
+
+pub use escalera_protocol::AuditEntry;
 
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
@@ -34,6 +37,8 @@ pub struct Site {
     pub origins: Vec<String>,
     /// The steps of the ladder and the extras it offers.
     pub features: SiteFeatures,
+    /// How its widget looks.
+    pub look: SiteLook,
 }
 
 /// An agent as stored.
@@ -51,6 +56,8 @@ pub struct Agent {
     pub presence: Presence,
     /// How many open conversations routing gives them at most.
     pub limit: u32,
+    /// May change settings (sites, agents, canned replies) and read the audit log.
+    pub admin: bool,
 }
 
 /// An agent as `escalera agent list` shows them.
@@ -182,6 +189,17 @@ pub trait Directory: Send + Sync + 'static {
     ) -> StoreFuture<'_, CannedReply>;
     /// Deletes a canned reply of the sites of `scope`; false if there is none.
     fn delete_canned(&self, id: String, scope: Scope) -> StoreFuture<'_, bool>;
+    /// Saves a site's name, origins, features and look; false if there is no such site.
+    fn save_site(&self, site: Site) -> StoreFuture<'_, bool>;
+    /// Makes an agent an admin or not; false if there is no such agent.
+    fn set_admin(&self, email: String, admin: bool) -> StoreFuture<'_, bool>;
+    /// Sets the sites an agent serves (`None`: every site); false if there is no such agent.
+    /// Fails on an unknown site.
+    fn set_sites(&self, email: String, sites: Option<Vec<SiteKey>>) -> StoreFuture<'_, bool>;
+    /// Appends to the audit log.
+    fn record(&self, entry: AuditEntry) -> StoreFuture<'_, ()>;
+    /// The newest `limit` entries of the audit log, newest first.
+    fn audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
     /// Sets a setting.
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()>;
 }

@@ -6,7 +6,12 @@
   if (!me || window.EscaleraLoaded) return;
   window.EscaleraLoaded = 1;
   var d = document, relay = new URL(me.src).origin, site = me.getAttribute('data-site') || '';
-  var frame, open = false, pos = me.getAttribute('data-position') === 'left' ? 'left' : 'right';
+  // The page's `data-color` and `data-position` win over the site's (read from the relay, and
+  // again whenever its owner changes them).
+  var hex = /^#[0-9a-f]{6}$/i, myColor = me.getAttribute('data-color'), myPos = me.getAttribute('data-position');
+  if (!hex.test(myColor)) myColor = null;
+  if (myPos !== 'left' && myPos !== 'right') myPos = null;
+  var frame, open = false, look = { color: myColor || '#2563eb', position: myPos || 'right' };
   // The page's own handlers (Escalera.on), and a logout asked for before the frame could hear it.
   var handlers = { open: [], close: [], message: [], unread: [] }, bye = 0, unread = 0;
   function emit(ev, arg) {
@@ -18,12 +23,12 @@
   var full = matchMedia('(max-width:480px)'), locked = null, ready = false;
   var css = d.createElement('style');
   css.textContent =
-    '.esc-l,.esc-f{position:fixed;' + pos + ':20px;z-index:2147483000}' +
-    '.esc-l{bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:#2563eb;color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.3);display:grid;place-items:center}' +
+    '.esc-l,.esc-f{position:fixed;right:20px;z-index:2147483000}.esc-left{right:auto;left:20px}' +
+    '.esc-l{bottom:20px;width:60px;height:60px;border-radius:50%;border:0;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.3);display:grid;place-items:center}' +
     '.esc-l:focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
     '.esc-b{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;border-radius:10px;background:#dc2626;font:700 12px/20px system-ui,sans-serif;display:none}' +
     '.esc-f{bottom:92px;width:380px;height:min(620px,calc(100% - 112px));border:0;border-radius:14px;box-shadow:0 8px 32px rgba(0,0,0,.3);background:#fff}' +
-    '@media (max-width:480px){.esc-f{inset:0;width:100%;height:100%;border-radius:0}}';
+    '@media (max-width:480px){.esc-f[class]{inset:0;width:100%;height:100%;border-radius:0}}';
   d.head.appendChild(css);
   var chat = '<svg width="28" height="28" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z"/></svg>';
   var cross = '<svg width="24" height="24" viewBox="0 0 24 24" stroke="currentColor" stroke-width="2.5" aria-hidden="true"><path d="M6 6l12 12M18 6L6 18"/></svg>';
@@ -32,6 +37,24 @@
   btn.type = 'button';
   btn.setAttribute('data-testid', 'launcher');
   badge.className = 'esc-b';
+  // Black or white, whichever contrasts more with the colour (WCAG's luminance): one of the
+  // two always reaches 4.5:1.
+  function ink(c) {
+    var l = [1, 3, 5].map(function (i) {
+      var v = parseInt(c.substr(i, 2), 16) / 255;
+      return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    l = 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2] + 0.05;
+    return 1.05 / l >= l / 0.05 ? '#fff' : '#000';
+  }
+  // The site's look, unless the page set its own.
+  function restyle(site) {
+    if (hex.test(site.color) && !myColor) look.color = site.color;
+    if ((site.position === 'left' || site.position === 'right') && !myPos) look.position = site.position;
+    btn.style.background = look.color;
+    btn.style.color = ink(look.color);
+    [btn, frame].forEach(function (e) { if (e) e.classList.toggle('esc-left', look.position === 'left'); });
+  }
   function draw() {
     btn.innerHTML = open ? cross : chat;
     btn.appendChild(badge);
@@ -85,9 +108,11 @@
       frame.title = 'Chat';
       frame.setAttribute('data-testid', 'widget-frame');
       frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
-      frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin) + (bye ? '&logout=1' : '');
+      frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin) +
+        (myColor ? '&color=' + encodeURIComponent(myColor) : '') + (bye ? '&logout=1' : '');
       bye = 0;
       d.body.appendChild(frame);
+      restyle({});
     }
     if (frame) frame.style.display = v ? '' : 'none';
     if (v) badge.style.display = 'none';
@@ -108,6 +133,7 @@
       page();
     }
     if (m.type === 'escalera:close') setOpen(false);
+    if (m.type === 'escalera:look') restyle(m);
     if (m.type === 'escalera:unread') {
       badge.textContent = m.count > 9 ? '9+' : m.count;
       badge.style.display = m.count > 0 && !open ? 'block' : 'none';
@@ -135,5 +161,9 @@
   };
   early.forEach(function (c) { if (api[c[0]]) api[c[0]].apply(api, c[1]); });
   draw();
+  restyle({});
+  if (!myColor || !myPos)
+    fetch(relay + '/api/look?site=' + encodeURIComponent(site)).then(function (r) { return r.ok && r.json(); })
+      .then(function (l) { if (l) restyle(l); }, function () {});
   (d.body ? d.body.appendChild(btn) : addEventListener('DOMContentLoaded', function () { d.body.appendChild(btn); }));
 })();

@@ -23,7 +23,7 @@ fn author_attr(a: Author) -> &'static str {
 pub fn MessageList(
     thread: Signal<Thread>,
     me: Author,
-    #[prop(into)] empty: String,
+    #[prop(into)] empty: Signal<String>,
     /// How far the other side has read: this side's messages up to it say `data-read`.
     #[prop(optional)]
     read_upto: Option<Signal<u64>>,
@@ -62,9 +62,9 @@ pub fn MessageList(
         })
     };
     view! {
-        <div class="messages" node_ref=list role="log" aria-live="polite">
+        <div class="messages" data-testid="messages" node_ref=list role="log" aria-live="polite">
             <Show when=move || thread.with(Thread::is_empty)>
-                <p class="empty">{empty.clone()}</p>
+                <p class="empty">{move || empty.get()}</p>
             </Show>
             <For each=lines key=|(k, _)| k.clone() let:item>
                 {line_view(item.1, me, read_upto, found)}

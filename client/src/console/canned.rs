@@ -79,6 +79,22 @@ pub fn fill(text: &str, visitor: &str, agent: &str) -> String {
 /// The panel where agents keep their sites' replies.
 #[component]
 pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
+    view! {
+        <Show when=move || open.get()>
+            <section class="canned-manager" role="dialog" aria-label="Canned replies" data-testid="canned-manager">
+                <header>
+                    <h2>"Canned replies"</h2>
+                    <button class="link" on:click=move |_| open.set(false)>"Close"</button>
+                </header>
+                <CannedEditor canned=canned />
+            </section>
+        </Show>
+    }
+}
+
+/// The replies of the agent's sites: a form to add or replace one, and the list.
+#[component]
+pub fn CannedEditor(canned: Canned) -> impl IntoView {
     let site = RwSignal::new(String::new());
     let shortcut = RwSignal::new(String::new());
     let text = RwSignal::new(String::new());
@@ -141,12 +157,6 @@ pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
         })
     };
     view! {
-        <Show when=move || open.get()>
-            <section class="canned-manager" role="dialog" aria-label="Canned replies" data-testid="canned-manager">
-                <header>
-                    <h2>"Canned replies"</h2>
-                    <button class="link" on:click=move |_| open.set(false)>"Close"</button>
-                </header>
                 <p class="hint">
                     "Type / and part of a shortcut in the reply box to insert one. "
                     "{visitor} and {agent} are filled in."
@@ -210,8 +220,6 @@ pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
                         </For>
                     </ul>
                 </Show>
-            </section>
-        </Show>
     }
 }
 

@@ -7,6 +7,7 @@ mod conversation_view;
 mod login;
 mod root;
 mod search;
+mod settings;
 mod state;
 mod team;
 mod transfer;

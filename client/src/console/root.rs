@@ -14,6 +14,7 @@ use super::canned::{Canned, CannedManager};
 use super::conversation_list::ConversationList;
 use super::conversation_view::ConversationView;
 use super::login::Login;
+use super::settings::Settings;
 use super::state::{Filter, Inbox};
 use super::team::{PresenceSelect, Team, TeamList};
 use crate::browser;
@@ -29,6 +30,9 @@ pub struct Me {
     pub name: String,
     /// Login email.
     pub email: String,
+    /// May change settings.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// Whether we know who is logged in yet.
@@ -390,6 +394,8 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         });
     };
     let managing = RwSignal::new(false);
+    let settings_open = RwSignal::new(false);
+    let admin = me.admin;
     let waiting = move || {
         inbox.with(|i| {
             i.list
@@ -424,12 +430,23 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 <button class="link" data-testid="canned-manage" on:click=move |_| managing.update(|m| *m = !*m)>
                     "Canned replies"
                 </button>
+                <Show when=move || admin>
+                    <button
+                        class="link"
+                        data-testid="settings-open"
+                        aria-expanded=move || settings_open.get().to_string()
+                        on:click=move |_| settings_open.update(|o| *o = !*o)
+                    >
+                        "Settings"
+                    </button>
+                </Show>
                 <NotifyButton />
                 <PresenceSelect team=team />
                 <span class="me">{me.name.clone()}</span>
                 <button class="link" data-testid="logout" on:click=logout>"Log out"</button>
             </header>
             <CannedManager canned=desk.canned open=managing />
+            <Settings open=settings_open canned=desk.canned />
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
             <div class="panes">

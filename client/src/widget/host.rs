@@ -92,6 +92,19 @@ impl Host {
         self.post("escalera:close", None);
     }
 
+    /// Tells the host the launcher's colour and corner (the site's, live as its owner
+    /// changes them).
+    pub fn look(&self, look: &escalera_protocol::SiteLook) {
+        let side = match look.position {
+            escalera_protocol::Corner::Left => "left",
+            escalera_protocol::Corner::Right => "right",
+        };
+        self.post_with("escalera:look", |msg| {
+            let _ = js_sys::Reflect::set(msg, &"color".into(), &look.color.as_str().into());
+            let _ = js_sys::Reflect::set(msg, &"position".into(), &side.into());
+        });
+    }
+
     /// Tells the host how many agent messages the visitor has not seen.
     pub fn unread(&self, count: usize) {
         self.post("escalera:unread", Some(count));

@@ -3,7 +3,8 @@
 //! on the relay's ack, and resends what was not acknowledged after a reconnect or a reload.
 
 use escalera_protocol::{
-    Author, ClientMsg, ConversationId, ErrorCode, ServerMsg, VisitorToken, PROTOCOL_VERSION,
+    ink_on, parse_color, Author, ClientMsg, ConversationId, ErrorCode, ServerMsg, SiteLook,
+    VisitorToken, PROTOCOL_VERSION,
 };
 use leptos::prelude::*;
 
@@ -80,6 +81,14 @@ pub fn Widget() -> impl IntoView {
     let seen_seq = RwSignal::new(0u64);
     let uploader = Uploader::new();
     let standing = Standing::new();
+    // How the site's widget looks; the page's `data-color` (passed on by widget.js) wins.
+    let look = RwSignal::new(SiteLook::default());
+    let page_color = browser::query_param("color").filter(|c| parse_color(c).is_some());
+    let color = move || {
+        page_color
+            .clone()
+            .unwrap_or_else(|| look.with(|l| l.color.clone()))
+    };
 
     let link = use_link(&format!("/ws/visitor?site={site}"), move || {
         let token = keys
@@ -116,8 +125,11 @@ pub fn Widget() -> impl IntoView {
             closed,
             rated,
             features,
+            look: site_look,
         } => {
             call.features.set(*features);
+            look.set(site_look.clone());
+            host.look(site_look);
             keys.with_value(|k| browser::save(&k.token, token.as_str()));
             uploader.max.set(media.max_upload);
             uploader.bearer.set(Some(token.0.clone()));
@@ -160,6 +172,17 @@ pub fn Widget() -> impl IntoView {
         } => {
             agent.set(None);
             standing.queue.set(Some((*position, *online)));
+        }
+        // The site's owner changed it: follow at once.
+        ServerMsg::Site {
+            site_name: name,
+            features,
+            look: site_look,
+        } => {
+            site_name.set(name.clone());
+            call.features.set(*features);
+            look.set(site_look.clone());
+            host.look(site_look);
         }
         ServerMsg::Closed { .. } => {
             standing.closed.set(true);
@@ -274,9 +297,30 @@ pub fn Widget() -> impl IntoView {
     });
     let dragging = RwSignal::new(false);
 
+    // Through the CSSOM: the page's CSP (`style-src 'self'`) refuses style attributes.
+    let root = NodeRef::<leptos::html::Div>::new();
+    Effect::new(move || {
+        let color = color();
+        if let Some(el) = root.get() {
+            let style = web_sys::HtmlElement::style(&el);
+            let _ = style.set_property("--brand", &color);
+            let _ = style.set_property("--on-brand", ink_on(&color));
+        }
+    });
+    let greeting = Signal::derive(move || {
+        look.with(|l| {
+            if l.greeting.is_empty() {
+                "Hi! Ask us anything: an agent will answer here.".to_owned()
+            } else {
+                l.greeting.clone()
+            }
+        })
+    });
+
     view! {
         <div
             class="widget"
+            node_ref=root
             class:dragging=move || dragging.get()
             on:dragover=move |ev| {
                 ev.prevent_default();
@@ -325,7 +369,7 @@ pub fn Widget() -> impl IntoView {
             <MessageList
                 thread=thread
                 me=Author::Visitor
-                empty="Hi! Ask us anything: an agent will answer here."
+                empty=greeting
                 read_upto=Signal::derive(move || read_upto.get())
             />
             <TypingLine typing=typing conversation=conversation />

@@ -34,7 +34,8 @@ pub struct TestRelay {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Creates the fixtures in a store: two sites, and agents ana (all sites) and ben (other site).
+/// Creates the fixtures in a store: two sites, and agents ana (all sites, an admin) and ben
+/// (other site).
 pub async fn seed(store: &dyn Directory) -> (Site, Site) {
     let site = store
         .add_site("Shop".into(), vec![SHOP.to_owned()], now_ms())
@@ -57,6 +58,11 @@ pub async fn seed(store: &dyn Directory) -> (Site, Site) {
             None,
             now_ms(),
         )
+        .await
+        .unwrap();
+    // Ana is an admin (as the first agent of `make run` is); Ben is not.
+    store
+        .set_admin("ana@shop.example".into(), true)
         .await
         .unwrap();
     store
