@@ -212,6 +212,7 @@ impl Product {
         let hello = ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: token.map(escalera_protocol::VisitorToken),
+            identity: None,
         };
         send(&mut ws, &hello).await;
         while let Some(Ok(WsMessage::Text(t))) = ws.next().await {

@@ -140,6 +140,7 @@ impl Target {
         let hello = ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token,
+            identity: None,
         };
         ws.send(&hello).await.map_err(|e| e.to_string())?;
         match ws.recv().await.map_err(|e| e.to_string())? {
@@ -168,6 +169,7 @@ impl Target {
         ws.send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await?;
         match ws.recv().await? {

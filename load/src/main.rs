@@ -161,6 +161,7 @@ impl Relay {
         ws.send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token,
+            identity: None,
         })
         .await?;
         match ws.recv().await? {

@@ -413,6 +413,10 @@ pub struct SiteSettings {
     pub look: SiteLook,
     /// The `<script>` tag to paste into its pages.
     pub snippet: String,
+    /// The key of the hash its server makes of a user's id (`Escalera.identify`).
+    pub identity_secret: String,
+    /// A visitor must be a verified user.
+    pub identity_required: bool,
 }
 
 /// An agent as the Settings area lists them (`GET /api/admin/agents`).
@@ -449,6 +453,44 @@ pub struct AuditEntry {
     pub action: String,
     /// On what, and how, on one line.
     pub detail: String,
+}
+
+/// The longest user id a host page can give.
+pub const MAX_USER_ID_CHARS: usize = 200;
+
+/// A host page's logged-in user (`Escalera.identify`), as the widget passes it in its hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user's id in the site's own system (1 to [`MAX_USER_ID_CHARS`] characters).
+    pub id: String,
+    /// Their name, shown to agents (at most [`MAX_VISITOR_NAME_CHARS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Their email (checked as [`check_email`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Hex HMAC-SHA256 of `id` under the site's identity secret, made by the site's server.
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl Identity {
+    /// Checks the id's, name's and email's shape (not the hash).
+    pub fn check(&self) -> Result<(), &'static str> {
+        let id = self.id.chars().count();
+        if id == 0 || id > MAX_USER_ID_CHARS || self.id.chars().any(char::is_control) {
+            return Err("a user id is 1 to 200 characters on one line");
+        }
+        if let Some(name) = &self.name {
+            if name.chars().count() > MAX_VISITOR_NAME_CHARS || name.chars().any(char::is_control) {
+                return Err("a user's name is at most 80 characters on one line");
+            }
+        }
+        if let Some(email) = &self.email {
+            check_email(email)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a conversation stands, as agents see it in their list.
@@ -530,6 +572,10 @@ pub struct ConversationSummary {
     /// What its site offers (the console hides the rest).
     #[serde(default)]
     pub features: SiteFeatures,
+    /// Its visitor is a logged-in user of the site, verified by the identity hash (the label
+    /// is their name).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
 /// Where a visitor is and what they use, as their widget reports it (nothing here is
@@ -710,6 +756,9 @@ pub enum ClientMsg {
         /// The visitor's durable token from an earlier welcome.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<VisitorToken>,
+        /// Who the host page says its logged-in user is (`Escalera.identify`), with the proof.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<Identity>,
     },
     /// Subscribe to a conversation and get every message after `after_seq` (0 for all).
     /// Answered by [`ServerMsg::History`]; live messages follow.
@@ -1166,6 +1215,7 @@ mod tests {
                 video: false,
                 ..SiteFeatures::default()
             },
+            verified: true,
         }
     }
 
@@ -1184,10 +1234,17 @@ mod tests {
             ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
                 token: None,
+                identity: None,
             },
             ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
                 token: Some(VisitorToken::from("t")),
+                identity: Some(Identity {
+                    id: "u-42".into(),
+                    name: Some("Ines".into()),
+                    email: None,
+                    hash: "ab".repeat(32),
+                }),
             },
             ClientMsg::Join {
                 conversation: conv(),

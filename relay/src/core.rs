@@ -19,7 +19,7 @@ use escalera_protocol::{
 use crate::error::RelayError;
 use crate::presence::Team;
 use crate::routing::Desk;
-use crate::store::OpenConversation;
+use crate::store::{OpenConversation, VerifiedUser};
 
 /// One connection (or one HTTP request acting in a conversation), as the relay numbers them.
 /// Never sent to a browser.
@@ -150,6 +150,45 @@ impl ConversationMeta {
     }
 }
 
+/// How a site's users prove who they are (`Escalera.identify`).
+#[derive(Clone, Debug, Default)]
+pub struct IdentityRule {
+    /// The site's identity secret (the key of the hash).
+    pub secret: String,
+    /// A visitor must be a verified user.
+    pub required: bool,
+}
+
+impl IdentityRule {
+    /// The user a hello's identity proves, `None` without one; refused when it is wrong, or
+    /// missing where the site requires it.
+    pub fn check(
+        &self,
+        identity: Option<&escalera_protocol::Identity>,
+    ) -> Result<Option<VerifiedUser>, RelayError> {
+        let Some(i) = identity else {
+            return if self.required {
+                Err(RelayError::Forbidden(
+                    "this chat is for the site's logged-in customers: log in on the site first",
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        i.check().map_err(RelayError::BadText)?;
+        if !crate::secrets::verify_identity(&self.secret, &i.id, &i.hash) {
+            return Err(RelayError::Forbidden(
+                "the page's proof of who you are is wrong: the site must sign your id with its identity secret",
+            ));
+        }
+        Ok(Some(VerifiedUser {
+            id: i.id.clone(),
+            name: i.name.clone().filter(|n| !n.trim().is_empty()),
+            email: i.email.clone().filter(|e| !e.trim().is_empty()),
+        }))
+    }
+}
+
 /// Who opened a connection, as established before any frame.
 #[derive(Clone, Debug)]
 pub enum Caller {
@@ -163,6 +202,8 @@ pub enum Caller {
         features: SiteFeatures,
         /// How its widget looks, for the welcome.
         look: SiteLook,
+        /// How its users prove who they are.
+        identity: IdentityRule,
         /// Where it comes from (an IPv6 host counts as its /64), for the per-address limits.
         address: IpAddr,
     },
@@ -522,6 +563,8 @@ pub enum Effect {
         token: Option<VisitorToken>,
         /// The conversation of that token when it is known here but not stored yet.
         unsaved: Option<ConversationId>,
+        /// The verified user the page says this is: their conversation, on any device.
+        user: Option<VerifiedUser>,
     },
     /// Store a new visitor's conversation (their first message is on its way); answer with
     /// [`Event::Created`].
@@ -532,6 +575,8 @@ pub enum Effect {
         token: VisitorToken,
         /// Where the visitor came from, for the agents' list.
         address: IpAddr,
+        /// The verified user it belongs to.
+        user: Option<VerifiedUser>,
     },
     /// Send `peer` the full ICE servers (TURN credentials included), now that its
     /// conversation has an agent.
@@ -920,6 +965,8 @@ struct Peer {
     opened: i64,
     limit: RateLimit,
     joined: HashMap<ConversationId, Joined>,
+    /// A visitor's verified user, from their hello.
+    user: Option<VerifiedUser>,
 }
 
 /// Connections, their roles and subscriptions, and the calls under way.
@@ -1030,6 +1077,8 @@ struct Unsaved {
     token: VisitorToken,
     address: IpAddr,
     features: SiteFeatures,
+    /// The verified user it will belong to.
+    user: Option<VerifiedUser>,
     /// Once [`Effect::Create`] is asked for: what waits for it.
     creating: Option<Vec<(PeerId, Request)>>,
 }
@@ -1469,6 +1518,7 @@ impl Core {
                 opened: now,
                 limit,
                 joined: HashMap::new(),
+                user: None,
             },
         );
     }
@@ -1511,12 +1561,24 @@ impl Core {
             ClientMsg::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
                 refuse(out, RelayError::BadVersion(protocol))
             }
-            ClientMsg::Hello { token, .. } => {
+            ClientMsg::Hello {
+                token, identity, ..
+            } => {
+                let user = match &p.caller {
+                    Caller::Visitor { identity: rule, .. } => rule.check(identity.as_ref()),
+                    _ => Ok(None),
+                };
+                let user = match user {
+                    Ok(user) => user,
+                    Err(e) => return refuse(out, e),
+                };
                 p.hello = Hello::Pending;
+                p.user = user.clone();
                 out.push(match &p.caller {
                     Caller::Visitor { site, .. } => Effect::ResolveVisitor {
                         peer,
                         site: site.clone(),
+                        user,
                         unsaved: token
                             .as_ref()
                             .and_then(|t| self.unsaved_tokens.get(t))
@@ -1726,6 +1788,7 @@ impl Core {
             conversation: unsaved.meta(&conversation),
             token: unsaved.token.clone(),
             address: unsaved.address,
+            user: unsaved.user.clone(),
         });
     }
 
@@ -2359,6 +2422,7 @@ impl Core {
             address,
             features,
             look,
+            ..
         } = &p.caller
         else {
             return;
@@ -2381,6 +2445,7 @@ impl Core {
                     token: token.clone(),
                     address: *address,
                     features: *features,
+                    user: p.user.clone(),
                     creating: None,
                 },
             );
@@ -3436,6 +3501,7 @@ mod tests {
         ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            identity: None,
         }
     }
     fn chat(conv: &str, id: &str) -> ClientMsg {
@@ -3494,6 +3560,7 @@ mod tests {
                     site_name: "Shop".into(),
                     features: SiteFeatures::default(),
                     look: SiteLook::default(),
+                    identity: IdentityRule::default(),
                     address: home(),
                 },
             });
@@ -3625,6 +3692,7 @@ mod tests {
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address: home(),
             },
         });
@@ -3644,12 +3712,14 @@ mod tests {
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address: home(),
             },
         });
         let old = ClientMsg::Hello {
             protocol: PROTOCOL_VERSION + 1,
             token: None,
+            identity: None,
         };
         let refused = w.text(3, &old);
         assert_eq!(error_code(&refused), Some(ErrorCode::BadHello));
@@ -3869,6 +3939,7 @@ mod tests {
             last_at: 0,
             rating: None,
             features: SiteFeatures::default(),
+            verified: false,
         };
         let e = w.ev(Event::Appended {
             reply: Reply::Ack(PeerId(1)),
@@ -4591,6 +4662,7 @@ mod tests {
                 site_name: "S".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address: home(),
             },
         });
@@ -4612,6 +4684,7 @@ mod tests {
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address,
             },
         });
@@ -4657,12 +4730,14 @@ mod tests {
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address: home(),
             },
         });
         let again = ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: Some("t1".into()),
+            identity: None,
         };
         assert!(matches!(
             &w.text(2, &again)[..],
@@ -4764,6 +4839,7 @@ mod tests {
                 site_name: "Shop".into(),
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity: IdentityRule::default(),
                 address: home(),
             },
         });
@@ -4845,6 +4921,7 @@ mod tests {
                     site_name: "Shop".into(),
                     features: SiteFeatures::default(),
                     look: SiteLook::default(),
+                    identity: IdentityRule::default(),
                     address: home(),
                 },
             });

@@ -278,6 +278,10 @@ async fn visitor_socket(
             site_name: site.name,
             features: site.features,
             look: site.look,
+            identity: crate::core::IdentityRule {
+                secret: site.identity_secret,
+                required: site.identity_required,
+            },
             address: crate::guard::address_key(from.ip()),
         },
     ))

@@ -213,7 +213,8 @@ impl Hub {
                 site,
                 token,
                 unsaved,
-            } => match self.resolve_visitor(site, token, unsaved).await {
+                user,
+            } => match self.resolve_visitor(site, token, unsaved, user).await {
                 Ok((token, conversation, saved)) => Event::VisitorReady {
                     peer,
                     token,
@@ -227,12 +228,22 @@ impl Hub {
                 conversation,
                 token,
                 address,
+                user,
             } => {
                 let hash = secrets::token_hash(&token.0);
-                let stored = self
-                    .log
-                    .add_visitor(conversation.clone(), hash, address.to_string(), now_ms())
-                    .await;
+                let add =
+                    self.log
+                        .add_visitor(conversation.clone(), hash, address.to_string(), now_ms());
+                let mut stored = add.await;
+                if let (Ok(()), Some(user)) = (&stored, user) {
+                    // Lost to another device of the same user meanwhile: this one stays theirs
+                    // anyway, unmarked (their next hello finds the other).
+                    stored = self
+                        .log
+                        .claim(conversation.id.clone(), user)
+                        .await
+                        .map(|_| ());
+                }
                 Event::Created {
                     conversation,
                     error: stored.err().map(RelayError::from),
@@ -463,20 +474,39 @@ impl Hub {
     /// The visitor's token and conversation, and whether it is stored: theirs from the
     /// store, the one this node knows and has not stored yet, or a new pair (stored only when
     /// they first say something).
+    /// The visitor's token and conversation: a verified user's own (on any device), else the
+    /// token's (which a verified user claims, unless it is another user's), else a new one.
     async fn resolve_visitor(
         &self,
         site: escalera_protocol::SiteKey,
         token: Option<VisitorToken>,
         unsaved: Option<ConversationId>,
+        user: Option<crate::store::VerifiedUser>,
     ) -> Result<(VisitorToken, ConversationMeta, bool), StoreError> {
         let fresh = |id, site| ConversationMeta::new(id, site, None);
+        if let Some(user) = &user {
+            let theirs = self.log.user_conversation(site.clone(), user.id.clone());
+            if let Some(meta) = theirs.await? {
+                let t = VisitorToken(secrets::random_token());
+                let hash = secrets::token_hash(&t.0);
+                let add = self.log.add_token(meta.id.clone(), site, hash, now_ms());
+                add.await?;
+                return Ok((t, meta, true));
+            }
+        }
         if let Some(t) = token {
             if let Some(id) = unsaved {
                 return Ok((t, fresh(id, site), false));
             }
             let hash = secrets::token_hash(&t.0);
             if let Some(meta) = self.log.visitor_conversation(site.clone(), hash).await? {
-                return Ok((t, meta, true));
+                let mine = match &user {
+                    Some(u) => self.log.claim(meta.id.clone(), u.clone()).await?,
+                    None => true,
+                };
+                if mine {
+                    return Ok((t, meta, true));
+                }
             }
         }
         let t = VisitorToken(secrets::random_token());
@@ -797,6 +827,10 @@ mod tests {
             site_name: site.name,
             features: site.features,
             look: site.look,
+            identity: crate::core::IdentityRule {
+                secret: site.identity_secret,
+                required: site.identity_required,
+            },
             address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let served = tokio::spawn(hub.clone().serve(Box::pin(sink), Box::pin(stream), caller));
@@ -815,6 +849,7 @@ mod tests {
             .send(send(ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
                 token: None,
+                identity: None,
             }))
             .await
             .unwrap();

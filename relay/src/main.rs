@@ -296,6 +296,9 @@ enum SiteCommand {
         /// Snapshots.
         #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
         snapshots: Option<bool>,
+        /// Whether visitors must be verified users of the site (`Escalera.identify`).
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        identity_required: Option<bool>,
     },
     /// Show a site: name, origins and what it offers.
     Show {
@@ -317,13 +320,18 @@ fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Res
             screen,
             files,
             snapshots,
-        } => (site, Some((steps, screen, files, snapshots))),
+            identity_required,
+        } => (
+            site,
+            Some((steps, screen, files, snapshots, identity_required)),
+        ),
     };
     let Some(site) = block_on(store.site(SiteKey(key.clone())))? else {
         bail!("no site with the key {key}");
     };
     let mut f = site.features;
-    if let Some((steps, screen, files, snapshots)) = change {
+    let mut required = site.identity_required;
+    if let Some((steps, screen, files, snapshots, identity_required)) = change {
         if let Some(steps) = steps {
             f.voice = steps != "chat";
             f.video = steps == "video";
@@ -331,17 +339,29 @@ fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Res
         f.screen = screen.unwrap_or(f.screen);
         f.files = files.unwrap_or(f.files);
         f.snapshots = snapshots.unwrap_or(f.snapshots);
-        block_on(store.set_features(site.key.clone(), f))?;
+        required = identity_required.unwrap_or(required);
+        let saved = escalera_relay::store::Site {
+            features: f,
+            identity_required: required,
+            ..site.clone()
+        };
+        block_on(store.save_site(saved))?;
         let detail = format!(
-            "{} ({}): offers {}",
+            "{} ({}): offers {}; verified identity {}",
             site.name,
             site.key,
-            settings::offers(&f)
+            settings::offers(&f),
+            if required { "required" } else { "optional" }
         );
         block_on(settings::record(&store, CLI, "site.update", detail));
     }
     println!("{}\t{}\t{}", site.key, site.name, site.origins.join(" "));
     println!("Offers: {}", settings::offers(&f));
+    println!("Identity secret: {}", site.identity_secret);
+    println!(
+        "Verified identity: {}",
+        if required { "required" } else { "optional" }
+    );
     Ok(())
 }
 

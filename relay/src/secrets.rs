@@ -93,6 +93,37 @@ pub fn verify_password_in(password: &str, hash: &str, memory: &mut Vec<argon2::B
     Output::new(&out).is_ok_and(|o| o == expected)
 }
 
+/// The identity hash a site's server makes of a user's id: hex HMAC-SHA256 keyed by the
+/// site's identity secret as shown (its ASCII bytes).
+pub fn identity_hash(secret: &str, user_id: &str) -> String {
+    use hmac::Mac;
+    hex(&identity_mac(secret, user_id).finalize().into_bytes())
+}
+
+fn identity_mac(secret: &str, user_id: &str) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(user_id.as_bytes());
+    mac
+}
+
+/// Whether `hash` (hex, either case) is the identity hash of `user_id` under `secret`, compared
+/// in constant time. An empty secret verifies nothing.
+pub fn verify_identity(secret: &str, user_id: &str, hash: &str) -> bool {
+    use hmac::Mac;
+    if secret.is_empty() || hash.len() != 64 || !hash.is_ascii() {
+        return false;
+    }
+    let Some(bytes) = (0..32)
+        .map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    identity_mac(secret, user_id).verify_slice(&bytes).is_ok()
+}
+
 /// A readable random password for the first agent: 16 characters from a 56-letter alphabet
 /// without look-alikes (about 93 bits).
 pub fn generate_password() -> String {
@@ -108,6 +139,43 @@ pub fn generate_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_hashes_match_rfc_4231_and_verify_only_themselves() {
+        // RFC 4231, test case 2: key "Jefe", data "what do ya want for nothing?".
+        let hash = identity_hash("Jefe", "what do ya want for nothing?");
+        assert_eq!(
+            hash,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(verify_identity(
+            "Jefe",
+            "what do ya want for nothing?",
+            &hash
+        ));
+        assert!(verify_identity(
+            "Jefe",
+            "what do ya want for nothing?",
+            &hash.to_uppercase()
+        ));
+        assert!(!verify_identity(
+            "Jefe",
+            "what do ya want for nothing!",
+            &hash
+        ));
+        assert!(!verify_identity(
+            "Jeff",
+            "what do ya want for nothing?",
+            &hash
+        ));
+        assert!(!verify_identity(
+            "Jefe",
+            "what do ya want for nothing?",
+            &hash[..62]
+        ));
+        assert!(!verify_identity("", "x", &identity_hash("", "x")));
+        assert!(!verify_identity("Jefe", "x", &"é".repeat(32)));
+    }
 
     #[test]
     fn ids_are_128_bits_and_distinct() {

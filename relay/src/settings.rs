@@ -162,6 +162,8 @@ fn site_view(state: &AppState, site: Site) -> SiteSettings {
         origins: site.origins,
         features: site.features,
         look: site.look,
+        identity_secret: site.identity_secret,
+        identity_required: site.identity_required,
     }
 }
 
@@ -219,6 +221,8 @@ struct SiteUpdate {
     origins: Vec<String>,
     features: SiteFeatures,
     look: SiteLook,
+    #[serde(default)]
+    identity_required: bool,
 }
 
 /// `PUT /api/admin/sites/{key}` with the whole site: name, origins, features and look. Its
@@ -257,6 +261,8 @@ async fn update_site(
         origins,
         features,
         look,
+        identity_required: up.identity_required,
+        ..old.clone()
     };
     if !dir.save_site(site.clone()).await? {
         return Err(http(HttpError::new(StatusCode::NOT_FOUND, "no such site")));
@@ -290,6 +296,14 @@ fn site_changes(old: &Site, new: &Site) -> String {
     }
     if old.look.greeting != new.look.greeting {
         changes.push(format!("greeting {:?}", new.look.greeting));
+    }
+    if old.identity_required != new.identity_required {
+        let required = if new.identity_required {
+            "required"
+        } else {
+            "optional"
+        };
+        changes.push(format!("verified identity {required}"));
     }
     if changes.is_empty() {
         changes.push("nothing changed".into());
@@ -605,6 +619,8 @@ mod tests {
             origins: vec!["https://shop.example".into()],
             features: SiteFeatures::default(),
             look: SiteLook::default(),
+            identity_secret: "s".into(),
+            identity_required: false,
         };
         let mut new = old.clone();
         new.look.color = "#fde047".into();

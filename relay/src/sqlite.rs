@@ -28,7 +28,7 @@ use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{
     Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log, OpenConversation, Site,
-    StoreFuture, VisitorDetails,
+    StoreFuture, VerifiedUser, VisitorDetails,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -157,6 +157,17 @@ ALTER TABLE sites ADD COLUMN look TEXT;
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     detail TEXT NOT NULL);
+"#,
+    // 11: identity: each site's secret for the hash of its users' ids (made here for the sites
+    // there are; new ones get theirs from the relay), whether it requires one, and the user a
+    // conversation belongs to.
+    r#"
+ALTER TABLE sites ADD COLUMN identity_secret TEXT;
+UPDATE sites SET identity_secret = lower(hex(randomblob(32)));
+ALTER TABLE sites ADD COLUMN identity_required INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN external_id TEXT;
+CREATE UNIQUE INDEX conversations_user ON conversations (site_key, external_id)
+    WHERE external_id IS NOT NULL;
 "#,
 ];
 
@@ -500,7 +511,7 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview, c.last_at,
-    c.closed_at, c.rating, c.site_key, c.visitor_name, s.features
+    c.closed_at, c.rating, c.site_key, c.visitor_name, s.features, c.external_id IS NOT NULL
     FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
 
 /// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
@@ -550,6 +561,7 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
             .as_deref()
             .and_then(parse_rating),
         features: features_col(r.get(11)?),
+        verified: r.get(12)?,
     })
 }
 
@@ -670,11 +682,20 @@ fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<Conve
 }
 
 fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
-    let Some((name, features, look)) = c
+    let Some((name, features, look, identity_secret, identity_required)) = c
         .query_row(
-            "SELECT name, features, look FROM sites WHERE key = ?1",
+            "SELECT name, features, look, identity_secret, identity_required
+             FROM sites WHERE key = ?1",
             [&key.0],
-            |r| Ok((r.get(0)?, features_col(r.get(1)?), look_col(r.get(2)?))),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    features_col(r.get(1)?),
+                    look_col(r.get(2)?),
+                    r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    r.get(4)?,
+                ))
+            },
         )
         .optional()?
     else {
@@ -691,6 +712,8 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
         origins,
         features,
         look,
+        identity_secret,
+        identity_required,
     }))
 }
 
@@ -802,10 +825,11 @@ impl Directory for SqliteStore {
     fn add_site(&self, name: String, origins: Vec<String>, now: i64) -> StoreFuture<'_, Site> {
         self.dir(move |c| {
             let key = SiteKey(secrets::random_id());
+            let identity_secret = secrets::random_hex(32);
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO sites (key, name, created_at) VALUES (?1, ?2, ?3)",
-                params![key.0, name, now],
+                "INSERT INTO sites (key, name, created_at, identity_secret) VALUES (?1, ?2, ?3, ?4)",
+                params![key.0, name, now, identity_secret],
             )?;
             for o in &origins {
                 tx.execute(
@@ -820,6 +844,8 @@ impl Directory for SqliteStore {
                 origins,
                 features: SiteFeatures::default(),
                 look: SiteLook::default(),
+                identity_secret,
+                identity_required: false,
             })
         })
     }
@@ -1047,8 +1073,15 @@ impl Directory for SqliteStore {
         self.dir(move |c| {
             let tx = c.transaction()?;
             let n = tx.execute(
-                "UPDATE sites SET name = ?2, features = ?3, look = ?4 WHERE key = ?1",
-                params![site.key.0, site.name, features, look],
+                "UPDATE sites SET name = ?2, features = ?3, look = ?4, identity_required = ?5
+                 WHERE key = ?1",
+                params![
+                    site.key.0,
+                    site.name,
+                    features,
+                    look,
+                    site.identity_required
+                ],
             )?;
             if n == 0 {
                 return Ok(false);
@@ -1371,6 +1404,56 @@ impl Log for SqliteStore {
         self.read(move |c| conversation_meta(c, &id))
     }
 
+    fn user_conversation(
+        &self,
+        site: SiteKey,
+        user: String,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        self.read(move |c| {
+            let id = c
+                .prepare_cached(
+                    "SELECT id FROM conversations WHERE site_key = ?1 AND external_id = ?2",
+                )?
+                .query_row(params![site.0, user], |r| r.get(0).map(ConversationId))
+                .optional()?;
+            match id {
+                Some(id) => conversation_meta(c, &id),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn add_token(
+        &self,
+        id: ConversationId,
+        site: SiteKey,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token_hash, site.0, id.0, now])?;
+            Ok(())
+        })
+    }
+
+    fn claim(&self, id: ConversationId, user: VerifiedUser) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            // OR IGNORE: the user may have another conversation (the unique index says no).
+            let n = c
+                .prepare_cached(
+                    "UPDATE OR IGNORE conversations SET external_id = ?2,
+                        visitor_name = COALESCE(?3, visitor_name), email = COALESCE(?4, email)
+                     WHERE id = ?1 AND (external_id IS NULL OR external_id = ?2)",
+                )?
+                .execute(params![id.0, user.id, user.name, user.email])?;
+            Ok(n == 1)
+        })
+    }
+
     fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended> {
         let listed = self.listed_per_address();
         self.write(move |c| append(c, msg, listed))
@@ -1532,8 +1615,8 @@ impl Log for SqliteStore {
         self.read(move |c| {
             let row = c
                 .prepare_cached(
-                    "SELECT visitor_info, visitor_name, email, created_at FROM conversations
-                     WHERE id = ?1",
+                    "SELECT visitor_info, visitor_name, email, created_at, external_id
+                     FROM conversations WHERE id = ?1",
                 )?
                 .query_row([&id.0], |r| {
                     Ok(VisitorDetails {
@@ -1543,6 +1626,7 @@ impl Log for SqliteStore {
                         name: r.get(1)?,
                         email: r.get(2)?,
                         since: r.get(3)?,
+                        user: r.get(4)?,
                     })
                 })
                 .optional()?;

@@ -39,6 +39,10 @@ pub struct Site {
     pub features: SiteFeatures,
     /// How its widget looks.
     pub look: SiteLook,
+    /// The key of the HMAC-SHA256 its server makes of a user's id (hex), for `identify`.
+    pub identity_secret: String,
+    /// A visitor must be a verified user of the site.
+    pub identity_required: bool,
 }
 
 /// An agent as stored.
@@ -82,6 +86,19 @@ pub struct VisitorDetails {
     pub email: Option<String>,
     /// When the conversation started, in ms.
     pub since: i64,
+    /// The verified user's id in the site's own system, when the visitor is one.
+    pub user: Option<String>,
+}
+
+/// A visitor the host page vouched for with a good identity hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedUser {
+    /// Their id in the site's own system.
+    pub id: String,
+    /// Their name, if the page gave it.
+    pub name: Option<String>,
+    /// Their email, if the page gave it.
+    pub email: Option<String>,
 }
 
 /// An open conversation, as routing needs it at start.
@@ -224,6 +241,24 @@ pub trait Log: Send + Sync + 'static {
         address: String,
         now: i64,
     ) -> StoreFuture<'_, ()>;
+    /// The conversation of a verified user of `site` (their id in the site's own system).
+    fn user_conversation(
+        &self,
+        site: SiteKey,
+        user: String,
+    ) -> StoreFuture<'_, Option<ConversationMeta>>;
+    /// Gives a visitor's new token the stored conversation `id` (a verified user on another
+    /// device).
+    fn add_token(
+        &self,
+        id: ConversationId,
+        site: SiteKey,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, ()>;
+    /// Makes a stored conversation the verified `user`'s, with their name and email (those
+    /// given); `false` if it is another user's, or the user has another one.
+    fn claim(&self, id: ConversationId, user: VerifiedUser) -> StoreFuture<'_, bool>;
     /// A conversation's site and assignee.
     fn conversation(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// Stores a message (and its attachment's record) with the conversation's next seq,

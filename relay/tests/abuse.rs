@@ -362,6 +362,7 @@ async fn console(relay: &TestRelay, cookie: &str) -> Ws {
     ws.send(&ClientMsg::Hello {
         protocol: escalera_protocol::PROTOCOL_VERSION,
         token: None,
+        identity: None,
     })
     .await;
     ws.recv_until(|m| matches!(m, ServerMsg::WelcomeAgent { .. }).then_some(()))
@@ -1140,6 +1141,7 @@ async fn re_joining_a_long_conversation_from_many_sockets_is_bounded() {
         ws.send(&ClientMsg::Hello {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
         for i in 0..100 {

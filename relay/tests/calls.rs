@@ -290,6 +290,7 @@ async fn turn_credentials_are_minted_only_once_an_agent_has_joined() {
         ws.send(&ClientMsg::Hello {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
         let ServerMsg::WelcomeVisitor { media, .. } = ws.recv().await else {

@@ -199,6 +199,7 @@ async fn a_site_change_reaches_its_open_widgets_and_the_relay_enforces_it() {
         .send(&ClientMsg::Hello {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
     assert!(matches!(
@@ -302,6 +303,7 @@ async fn agents_made_in_settings_log_in_and_a_disabled_one_is_out_at_once() {
     cy.send(&ClientMsg::Hello {
         protocol: escalera_protocol::PROTOCOL_VERSION,
         token: None,
+        identity: None,
     })
     .await;
     assert!(matches!(cy.recv().await, ServerMsg::WelcomeAgent { .. }));
@@ -371,4 +373,108 @@ async fn agents_made_in_settings_log_in_and_a_disabled_one_is_out_at_once() {
             "agent.add"
         ]
     );
+}
+
+/// A visitor socket of the main site saying hello with `identity`; the socket and what the
+/// relay answered.
+async fn hello_as(
+    relay: &TestRelay,
+    identity: Option<escalera_protocol::Identity>,
+) -> (Ws, ServerMsg) {
+    let mut ws = relay
+        .visitor_socket(&relay.site.key, common::SHOP)
+        .await
+        .unwrap();
+    ws.send(&ClientMsg::Hello {
+        protocol: escalera_protocol::PROTOCOL_VERSION,
+        token: None,
+        identity,
+    })
+    .await;
+    let answer = ws.recv().await;
+    (ws, answer)
+}
+
+#[tokio::test]
+async fn a_verified_user_finds_their_conversation_on_any_device_and_a_wrong_hash_is_refused() {
+    let relay = TestRelay::start().await;
+    let secret = relay.site.identity_secret.clone();
+    assert_eq!(secret.len(), 64);
+    let ines = |hash: String| escalera_protocol::Identity {
+        id: "user-42".into(),
+        name: Some("Inés Díaz".into()),
+        email: Some("ines@example.com".into()),
+        hash,
+    };
+    let good = escalera_relay::secrets::identity_hash(&secret, "user-42");
+
+    // The laptop: verified, writes; agents see her name, marked verified.
+    let (mut laptop, welcome) = hello_as(&relay, Some(ines(good.clone()))).await;
+    let ServerMsg::WelcomeVisitor { conversation, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    laptop
+        .send(&ClientMsg::Chat {
+            conversation: conversation.clone(),
+            client_id: "c1".into(),
+            text: "From my laptop".into(),
+        })
+        .await;
+    common::ack(&mut laptop).await;
+    let (_, agent_welcome) = relay.agent("ana@shop.example").await;
+    let ServerMsg::WelcomeAgent { conversations, .. } = agent_welcome else {
+        panic!()
+    };
+    let row = conversations.iter().find(|c| c.id == conversation).unwrap();
+    assert!(row.verified);
+    assert_eq!(row.visitor_label, "Inés Díaz");
+
+    // The phone, with no token: the same conversation and its history.
+    let (mut phone, welcome) = hello_as(&relay, Some(ines(good.to_uppercase()))).await;
+    let ServerMsg::WelcomeVisitor {
+        conversation: same, ..
+    } = welcome
+    else {
+        panic!("{welcome:?}")
+    };
+    assert_eq!(same, conversation);
+    phone
+        .send(&ClientMsg::Join {
+            conversation: same,
+            after_seq: 0,
+        })
+        .await;
+    let history = common::history(&mut phone).await;
+    assert!(history.iter().any(|m| m.text == "From my laptop"));
+
+    // A wrong hash (another id's) is refused with the reason, and the socket closes.
+    let wrong = escalera_relay::secrets::identity_hash(&secret, "user-43");
+    let (mut forged, answer) = hello_as(&relay, Some(ines(wrong))).await;
+    let ServerMsg::Error { code, message, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(code, ErrorCode::Forbidden);
+    assert!(message.contains("identity secret"), "{message}");
+    assert!(
+        forged
+            .closed_within(std::time::Duration::from_secs(5))
+            .await
+    );
+
+    // Anonymous visitors are welcome until the site requires a verified identity.
+    let (_, answer) = hello_as(&relay, None).await;
+    assert!(matches!(answer, ServerMsg::WelcomeVisitor { .. }));
+    let ana = relay.login("ana@shop.example").await;
+    let (status, site) = save_shop(&relay, &ana, |s| s["identity_required"] = json!(true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(site["identity_required"], true);
+    assert_eq!(site["identity_secret"], secret.as_str());
+    let (_, answer) = hello_as(&relay, None).await;
+    let ServerMsg::Error { code, message, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(code, ErrorCode::Forbidden);
+    assert!(message.contains("log in on the site"), "{message}");
+    let (_, answer) = hello_as(&relay, Some(ines(good))).await;
+    assert!(matches!(answer, ServerMsg::WelcomeVisitor { .. }));
 }

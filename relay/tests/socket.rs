@@ -147,6 +147,7 @@ async fn a_killed_relay_keeps_every_acknowledged_message() {
         .send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
     let (token, conv) = visitor
@@ -182,6 +183,7 @@ async fn a_killed_relay_keeps_every_acknowledged_message() {
         .send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: Some(token),
+            identity: None,
         })
         .await;
     visitor.recv().await;
@@ -260,6 +262,7 @@ async fn oversized_and_malformed_frames_get_errors_and_the_socket_carries_on() {
         .send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
     assert_eq!(error(&mut visitor).await, ErrorCode::BadHello);
@@ -291,6 +294,7 @@ async fn nothing_before_hello_and_no_other_protocol() {
     ws.send(&ClientMsg::Hello {
         protocol: 99,
         token: None,
+        identity: None,
     })
     .await;
     assert_eq!(error(&mut ws).await, ErrorCode::BadHello);

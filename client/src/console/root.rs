@@ -234,6 +234,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     let link = use_link("/ws/agent", || ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
         token: None,
+        identity: None,
     });
     let call = use_call(link, Author::Agent, uploader);
     let team = Team::new(link);

@@ -147,6 +147,7 @@ mod tests {
             last_at,
             rating: None,
             features: Default::default(),
+            verified: false,
         }
     }
 

@@ -97,6 +97,7 @@ pub fn Widget() -> impl IntoView {
         ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token,
+            identity: None,
         }
     });
     // What was typed but never acknowledged before a reload waits, under no conversation,

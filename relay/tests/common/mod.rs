@@ -122,6 +122,7 @@ impl TestRelay {
         ws.send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token,
+            identity: None,
         })
         .await;
         let welcome = ws.recv().await;
@@ -222,6 +223,7 @@ impl TestRelay {
         ws.send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            identity: None,
         })
         .await;
         let welcome = ws.recv().await;
@@ -294,6 +296,7 @@ async fn welcome(
     ws.send(&ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
         token,
+        identity: None,
     })
     .await;
     match ws.recv().await {
