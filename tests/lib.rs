@@ -176,7 +176,7 @@ impl Product {
 
     /// Runs `escalera ARGS` on this product's data dir (the running relay sees what it
     /// writes; an agent's chat limit, from their team's next console hello).
-    pub async fn cli(&self, args: &[&str]) {
+    pub async fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(binary())
             .args(args)
             .env("ESCALERA_DATA_DIR", self.dir.path())
@@ -185,6 +185,7 @@ impl Product {
             .await
             .expect("run escalera");
         assert!(out.status.success(), "escalera {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The demo page's origin.

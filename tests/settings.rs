@@ -268,3 +268,100 @@ async fn agents_are_made_and_shut_out_in_settings_and_the_audit_log_says_so() {
     ana.close().await;
     cy.close().await;
 }
+
+/// The identity hash a site's server makes of `id` (hex HMAC-SHA256 under its secret).
+fn identity_hash(secret: &str, id: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(id.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Opens the demo page as the shop's logged-in user `id` (`Escalera.identify` before the
+/// widget exists, as a shop's page does on load), then the widget.
+async fn as_user(browser: &Browser, product: &Product, id: &str, hash: &str) {
+    browser.goto(&product.demo_url).await;
+    browser
+        .wait_js(
+            "the page's identify, called",
+            "if (!window.Escalera) return false;
+             Escalera.identify({ id: arguments[0], name: 'Inés Díaz', email: 'ines@example.com' }, arguments[1]);
+             return true",
+            vec![json!(id), json!(hash)],
+        )
+        .await;
+    browser.click("launcher").await;
+    browser.enter_widget().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_user_is_marked_for_agents_and_finds_their_chat_in_another_browser() {
+    let product = Product::start().await;
+    let show = product
+        .cli(&["site", "show", "--site", &product.site_key])
+        .await;
+    let secret = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Identity secret: "))
+        .expect("site show prints the identity secret")
+        .to_owned();
+    let hash = identity_hash(&secret, "user-42");
+    let mut driver = Driver::start().await;
+
+    let laptop = driver.browser().await;
+    as_user(&laptop, &product, "user-42", &hash).await;
+    laptop.say("From my laptop").await;
+    laptop.wait_message("visitor", "From my laptop").await;
+
+    // The agent sees her name, marked verified.
+    let ana = driver.browser().await;
+    ana.login(&product.relay_url, "ana@shop.example").await;
+    shows(&ana, "conversation", "Inés Díaz").await;
+    ana.find("verified").await;
+    click_row(&ana, "conversation", "Inés Díaz").await;
+    ana.find("verified-badge").await;
+
+    // Another browser (another device), the same user: the same conversation.
+    let phone = driver.browser().await;
+    as_user(&phone, &product, "user-42", &hash.to_uppercase()).await;
+    phone.wait_message("visitor", "From my laptop").await;
+    phone.close().await;
+
+    // The site requires a verified identity: a wrong hash is refused, with the reason.
+    product
+        .cli(&[
+            "site",
+            "set",
+            "--site",
+            &product.site_key,
+            "--identity-required",
+            "on",
+        ])
+        .await;
+    let forger = driver.browser().await;
+    as_user(
+        &forger,
+        &product,
+        "user-42",
+        &identity_hash(&secret, "user-43"),
+    )
+    .await;
+    shows(&forger, "notice", "proof of who you are is wrong").await;
+    assert!(
+        forger
+            .js(
+                "return document.querySelectorAll('[data-testid=message]').length",
+                vec![]
+            )
+            .await
+            == json!(0),
+        "nothing of Inés's conversation"
+    );
+    forger.close().await;
+    laptop.close().await;
+    ana.close().await;
+}

@@ -14,6 +14,8 @@
   var frame, open = false, look = { color: myColor || '#2563eb', position: myPos || 'right' };
   // The page's own handlers (Escalera.on), and a logout asked for before the frame could hear it.
   var handlers = { open: [], close: [], message: [], unread: [] }, bye = 0, unread = 0;
+  // The page's logged-in user (Escalera.identify), told to the widget before it connects.
+  var ident = null;
   function emit(ev, arg) {
     handlers[ev].forEach(function (f) {
       try { f(arg); } catch (e) { setTimeout(function () { throw e; }); }
@@ -129,6 +131,7 @@
     // The widget says when it listens; only then can it hear whether it is shown.
     if (m.type === 'escalera:ready') {
       ready = true;
+      tell({ type: 'escalera:identity', identity: ident });
       tell({ type: 'escalera:open', open: open });
       page();
     }
@@ -152,8 +155,18 @@
       if (handlers[ev] && typeof f === 'function') handlers[ev].push(f);
       return api;
     },
+    // The page's logged-in user, `{id, name, email}`, with `hash`: hex HMAC-SHA256 of the id
+    // under the site's identity secret, made by the page's server.
+    identify: function (user, hash) {
+      user = user || {};
+      ident = { id: String(user.id || ''), hash: String(hash || '') };
+      if (user.name) ident.name = String(user.name);
+      if (user.email) ident.email = String(user.email);
+      tell({ type: 'escalera:identity', identity: ident });
+    },
     // Forgets the visitor in this browser (a shared computer): the next chat is a new one.
     logout: function () {
+      ident = null;
       if (!frame) bye = 1;
       else if (ready) tell({ type: 'escalera:logout' });
       else frame.src += '&logout=1';

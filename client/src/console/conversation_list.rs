@@ -104,7 +104,12 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
             on:click=move |_| desk.open(id.clone())
         >
             <div class="row-top">
-                <span class="name">{summary.visitor_label.clone()}</span>
+                <span class="name">
+                    {summary.visitor_label.clone()}
+                    {summary.verified.then(|| view! {
+                        <span class="verified" data-testid="verified" title="Verified by the site">" ✓"<span class="sr-only">" verified"</span></span>
+                    })}
+                </span>
                 <span class="time">{clock(summary.last_at)}</span>
             </div>
             <div class="row-bottom">

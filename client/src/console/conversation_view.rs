@@ -128,7 +128,12 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                 <header class="thread-head">
                     <button class="link back" on:click=move |_| desk.selected.set(None)>"← All"</button>
                     <div>
-                        <div class="title">{move || summary().map(|s| s.visitor_label)}</div>
+                        <div class="title">
+                            {move || summary().map(|s| s.visitor_label)}
+                            <Show when=move || summary().is_some_and(|s| s.verified)>
+                                <span class="verified-badge" data-testid="verified-badge">"Verified user"</span>
+                            </Show>
+                        </div>
                         <div class="subtitle">{move || summary().map(|s| s.site_name)}</div>
                     </div>
                     <span class="grow"></span>

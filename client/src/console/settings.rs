@@ -340,6 +340,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
     let screen = RwSignal::new(site.features.screen);
     let files = RwSignal::new(site.features.files);
     let snapshots = RwSignal::new(site.features.snapshots);
+    let identity_required = RwSignal::new(site.identity_required);
     let refusal = RwSignal::new(None::<Refusal>);
     let saving = RwSignal::new(false);
     let saved = RwSignal::new(false);
@@ -380,6 +381,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 "origins": origin_list(&origins.get_untracked()),
                 "features": features,
                 "look": look,
+                "identity_required": identity_required.get_untracked(),
             })
             .to_string();
             let path = format!("/api/admin/sites/{key}");
@@ -515,6 +517,14 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 {check(screen, "Screen sharing", "site-screen")}
                 {check(files, "Files", "site-files")}
                 {check(snapshots, "Snapshots", "site-snapshots")}
+            </fieldset>
+            <fieldset>
+                <legend>"Identity"</legend>
+                <label>
+                    "Identity secret (the key your server signs user ids with; keep it secret)"
+                    <input readonly=true data-testid="site-identity-secret" prop:value=site.identity_secret.clone() />
+                </label>
+                {check(identity_required, "Only verified users may chat", "site-identity-required")}
             </fieldset>
             <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting"] />
             <div class="actions">

@@ -1,6 +1,7 @@
 //! Talking to the host page around the iframe, by `postMessage` only, with the host's exact
 //! origin (given to us in the URL by widget.js and checked by the relay's `frame-ancestors`).
 
+use escalera_protocol::Identity;
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
@@ -52,6 +53,9 @@ pub struct Host {
     pub page: ReadSignal<Option<HostPage>>,
     /// The host page asked to forget the visitor (`Escalera.logout()`).
     pub logout: ReadSignal<bool>,
+    /// Who the host page says its logged-in user is (`Escalera.identify`): `None` until it
+    /// has said (not framed: at once, nobody).
+    pub identity: ReadSignal<Option<Option<Identity>>>,
 }
 
 impl Host {
@@ -118,11 +122,13 @@ pub fn use_host() -> Host {
     let (open, set_open) = signal(!framed);
     let (page, set_page) = signal(None::<HostPage>);
     let (logout, set_logout) = signal(false);
+    let (identity, set_identity) = signal((!framed).then_some(None::<Identity>));
     let host = Host {
         origin: StoredValue::new(origin.clone()),
         open,
         page,
         logout,
+        identity,
     };
     if framed {
         let expected = origin;
@@ -140,6 +146,18 @@ pub fn use_host() -> Host {
                     .and_then(|v| v.as_string())
                     .unwrap_or_default()
             };
+            if kind.as_deref() == Some("escalera:identity") {
+                // `{id, name?, email?, hash}` or null; anything unreadable counts as nobody.
+                let said = js_sys::Reflect::get(&data, &"identity".into())
+                    .ok()
+                    .and_then(|v| js_sys::JSON::stringify(&v).ok())
+                    .and_then(|j| j.as_string())
+                    .and_then(|j| serde_json::from_str::<Option<Identity>>(&j).ok())
+                    .flatten();
+                if identity.get_untracked() != Some(said.clone()) {
+                    set_identity.set(Some(said));
+                }
+            }
             if kind.as_deref() == Some("escalera:logout") {
                 set_logout.set(true);
             }

@@ -3,12 +3,12 @@
 //! on the relay's ack, and resends what was not acknowledged after a reconnect or a reload.
 
 use escalera_protocol::{
-    ink_on, parse_color, Author, ClientMsg, ConversationId, ErrorCode, ServerMsg, SiteLook,
-    VisitorToken, PROTOCOL_VERSION,
+    ink_on, parse_color, Author, ClientMsg, ConversationId, ErrorCode, Identity, ServerMsg,
+    SiteLook, VisitorToken, PROTOCOL_VERSION,
 };
 use leptos::prelude::*;
 
-use super::host::use_host;
+use super::host::{use_host, Host};
 use super::standing::{AwayNotice, ClosedPanel, QueueLine, Standing};
 use crate::browser;
 use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
@@ -72,6 +72,27 @@ pub fn Widget() -> impl IntoView {
             let _ = browser::window().location().reload();
         }
     });
+    // Framed, the host page first says who its logged-in user is, if anyone (widget.js
+    // answers our ready at once); a new `Escalera.identify` starts the chat again as them.
+    let site = StoredValue::new(site);
+    let chat = move || match host.identity.get() {
+        None => view! { <p class="loading" role="status">"Loading…"</p> }.into_any(),
+        Some(identity) => {
+            view! { <Chat site=site.get_value() keys=keys host=host identity=identity /> }
+                .into_any()
+        }
+    };
+    chat.into_any()
+}
+
+/// The chat itself, as `identity` (if any).
+#[component]
+fn Chat(
+    site: String,
+    keys: StoredValue<Keys>,
+    host: Host,
+    identity: Option<Identity>,
+) -> impl IntoView {
     let conversation = RwSignal::new(None::<ConversationId>);
     // True between the relay's welcome and the socket's loss: only then may we send.
     let welcomed = RwSignal::new(false);
@@ -97,7 +118,7 @@ pub fn Widget() -> impl IntoView {
         ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             token,
-            identity: None,
+            identity: identity.clone(),
         }
     });
     // What was typed but never acknowledged before a reload waits, under no conversation,
