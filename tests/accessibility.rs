@@ -164,3 +164,108 @@ async fn on_a_phone_the_host_page_does_not_scroll_behind_the_open_widget() {
         .await;
     visitor.close().await;
 }
+
+/// Presses `keys` (one chord: e.g. Shift then Tab) on whatever has the focus, as a keyboard
+/// does: no element is targeted.
+async fn press(browser: &Browser, keys: &[char]) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let mut chord = KeyActions::new("keyboard".into());
+    for k in keys {
+        chord = chord.then(KeyAction::Down { value: *k });
+    }
+    for k in keys.iter().rev() {
+        chord = chord.then(KeyAction::Up { value: *k });
+    }
+    browser.client.perform_actions(chord).await.unwrap();
+}
+
+/// Types `text` on whatever has the focus.
+async fn type_text(browser: &Browser, text: &str) {
+    for c in text.chars() {
+        press(browser, &[c]).await;
+    }
+}
+
+/// The test id of what has the focus in the current document (its frame, if focus is inside
+/// one).
+const FOCUSED: &str =
+    "const a = document.activeElement; return a ? (a.dataset.testid || a.tagName) : null";
+
+/// Presses `keys` until the element with test id `id` has the focus (at most 40 times).
+async fn tab_to(browser: &Browser, keys: &[char], id: &str) {
+    for _ in 0..40 {
+        if browser.js(FOCUSED, vec![]).await == json!(id) {
+            return;
+        }
+        press(browser, keys).await;
+    }
+    panic!("{id} never got the focus with {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyboard_only_the_visitor_climbs_to_a_voice_call_and_back() {
+    use fantoccini::key::Key;
+    let (tab, back_tab, enter, esc) = (
+        char::from(Key::Tab),
+        [char::from(Key::Shift), char::from(Key::Tab)],
+        char::from(Key::Enter),
+        char::from(Key::Escape),
+    );
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let visitor = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.find("launcher").await;
+    assert_axe_clean(&visitor, "host page, widget closed").await;
+
+    // Tab to the launcher, Enter: the widget opens with the focus in its message box.
+    tab_to(&visitor, &[tab], "launcher").await;
+    press(&visitor, &[enter]).await;
+    visitor.enter_widget().await;
+    visitor
+        .wait_js(
+            "the message box focused",
+            &format!("{FOCUSED} === 'chat-input'"),
+            vec![],
+        )
+        .await;
+    type_text(&visitor, "Hello from the keyboard").await;
+    press(&visitor, &[enter]).await;
+    visitor
+        .wait_message("visitor", "Hello from the keyboard")
+        .await;
+
+    let agent = driver.browser().await;
+    agent.login(&product.relay_url, "ana@shop.example").await;
+    agent.click("conversation").await;
+    agent.say("Hi! Call me.").await;
+    visitor.wait_message("agent", "Hi! Call me.").await;
+
+    // Back to the voice call button, Enter; the agent answers.
+    tab_to(&visitor, &back_tab, "call-voice").await;
+    press(&visitor, &[enter]).await;
+    agent.click("call-accept").await;
+    visitor.wait_message("system", "Voice call started").await;
+    assert_axe_clean(&visitor, "widget, in a call").await;
+
+    // To the hang-up button, Enter: the call ends.
+    tab_to(&visitor, &[tab], "call-hangup").await;
+    press(&visitor, &[enter]).await;
+    visitor.wait_message_prefix("system", "Call ended").await;
+
+    // Esc closes the widget; the focus is back on the launcher.
+    press(&visitor, &[esc]).await;
+    visitor.client.enter_parent_frame().await.unwrap();
+    visitor
+        .wait_js(
+            "the widget closed and the launcher focused",
+            &format!(
+                "return document.querySelector('[data-testid=widget-frame]').style.display === 'none'
+                    && (() => {{ {FOCUSED} }})() === 'launcher'"
+            ),
+            vec![],
+        )
+        .await;
+    visitor.close().await;
+    agent.close().await;
+}

@@ -40,7 +40,16 @@ fn use_ringer(ringing: Signal<bool>) {
 pub fn IncomingCall(ctl: CallCtl) -> impl IntoView {
     let call = Memo::new(move |_| ctl.incoming());
     use_ringer(Signal::derive(move || call.with(Option::is_some)));
+    // Said at once by screen readers: the region is always there, its text changes.
+    let announce = move || {
+        call.with(|c| {
+            c.as_ref()
+                .map(|c| format!("{} is calling you", c.caller_name))
+                .unwrap_or_default()
+        })
+    };
     view! {
+        <div class="sr-only" aria-live="assertive" data-testid="call-announce">{announce}</div>
         {move || call.get().map(|c| {
             let what = match c.kind {
                 CallKind::Video => "video call",

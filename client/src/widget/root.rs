@@ -7,6 +7,7 @@ use escalera_protocol::{
     SiteLook, VisitorToken, PROTOCOL_VERSION,
 };
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 
 use super::host::{use_host, Host};
 use super::standing::{AwayNotice, ClosedPanel, QueueLine, Standing};
@@ -318,6 +319,26 @@ fn Chat(
         }
     });
     let dragging = RwSignal::new(false);
+    // A dialog: shown, the focus goes to the message box; Esc closes it (back to the launcher,
+    // which widget.js focuses), unless something inside used the key.
+    Effect::new(move |was_open: Option<bool>| {
+        let open = host.open.get();
+        if open && was_open != Some(true) {
+            if let Some(input) = browser::window()
+                .document()
+                .and_then(|d| d.query_selector("[data-testid=chat-input]").ok().flatten())
+            {
+                let _ = input.unchecked_into::<web_sys::HtmlElement>().focus();
+            }
+        }
+        open
+    });
+    let esc = window_event_listener(leptos::ev::keydown, move |ev| {
+        if framed && ev.key() == "Escape" && !ev.default_prevented() {
+            host.close();
+        }
+    });
+    on_cleanup(move || esc.remove());
 
     // Through the CSSOM: the page's CSP (`style-src 'self'`) refuses style attributes.
     let root = NodeRef::<leptos::html::Div>::new();
@@ -342,6 +363,8 @@ fn Chat(
     view! {
         <div
             class="widget"
+            role="dialog"
+            aria-labelledby="widget-title"
             node_ref=root
             class:dragging=move || dragging.get()
             on:dragover=move |ev| {
@@ -361,7 +384,7 @@ fn Chat(
                     {move || title().chars().next().unwrap_or('?').to_ascii_uppercase().to_string()}
                 </div>
                 <div class="who">
-                    <div class="title" data-testid="widget-title">{title}</div>
+                    <div class="title" id="widget-title" data-testid="widget-title">{title}</div>
                     <div class="subtitle" data-testid="agent-status">{subtitle}</div>
                 </div>
                 <CallButtons
