@@ -467,6 +467,27 @@ impl Driver {
 
     /// A new headless Chromium with fake media devices.
     pub async fn browser(&mut self) -> Browser {
+        self.browser_with(json!({}), &[]).await
+    }
+
+    /// A phone: a 390x844 screen (CSS pixels, 3 device pixels each) with touch, and two
+    /// fake cameras (front and back).
+    pub async fn phone(&mut self) -> Browser {
+        let emulation = json!({
+            "mobileEmulation": {
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true }
+            }
+        });
+        self.browser_with(
+            emulation,
+            &["--use-fake-device-for-media-stream=device-count=2"],
+        )
+        .await
+    }
+
+    /// A Chromium with these `goog:chromeOptions` added, and these arguments instead of the
+    /// same ones of the usual set.
+    async fn browser_with(&mut self, options: Value, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let args = [
             "--headless=new",
@@ -486,10 +507,19 @@ impl Driver {
             "--window-size=1280,900",
         ]
         .iter()
+        .filter(|a| {
+            !extra
+                .iter()
+                .any(|e| e.split('=').next() == a.split('=').next())
+        })
+        .chain(extra)
         .map(|s| s.to_string())
         .chain([format!("--user-data-dir={}", profile.path().display())])
         .collect::<Vec<_>>();
         let mut chrome = json!({ "args": args });
+        for (k, v) in options.as_object().into_iter().flatten() {
+            chrome[k] = v.clone();
+        }
         if Path::new("/usr/bin/chromium").exists() {
             chrome["binary"] = json!("/usr/bin/chromium");
         }
@@ -583,6 +613,22 @@ impl Browser {
                 Err(e) => panic!("click {id}: {e}"),
             }
         }
+    }
+
+    /// Taps the element with this test id with a finger (a touch pointer), at its middle.
+    pub async fn tap(&self, id: &str) {
+        use fantoccini::actions::{InputSource, PointerAction, TouchActions};
+        let element = self.find(id).await;
+        let finger = TouchActions::new("finger".into())
+            .then(PointerAction::MoveToElement {
+                element,
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            })
+            .then(PointerAction::Down { button: 0 })
+            .then(PointerAction::Up { button: 0 });
+        self.client.perform_actions(finger).await.unwrap();
     }
 
     /// Picks `value` in the `<select>` with this test id, as a person would (a change event).

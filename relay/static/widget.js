@@ -84,7 +84,17 @@
       locked = null;
     }
   }
-  function refit() { lock(open && full.matches); }
+  // On a phone the on-screen keyboard shrinks the visual viewport, not the layout one: the
+  // full-screen widget follows the visual one, so its message box stays above the keyboard.
+  var vv = window.visualViewport;
+  function fit() {
+    if (!frame) return;
+    var on = open && full.matches && vv;
+    frame.style.height = on ? vv.height + 'px' : '';
+    frame.style.top = on ? vv.offsetTop + 'px' : '';
+  }
+  if (vv) { vv.addEventListener('resize', fit); vv.addEventListener('scroll', fit); }
+  function refit() { lock(open && full.matches); fit(); }
   full.addEventListener ? full.addEventListener('change', refit) : full.addListener(refit);
   // Only once the widget said it listens: before that the frame holds about:blank, and a
   // message for the relay's origin would be refused (and logged on the host page).
@@ -119,6 +129,7 @@
     if (frame) frame.style.display = v ? '' : 'none';
     if (v) badge.style.display = 'none';
     lock(v && full.matches);
+    fit();
     tell({ type: 'escalera:open', open: v });
     draw();
     (v ? frame : btn).focus();

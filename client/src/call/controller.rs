@@ -18,7 +18,7 @@ use super::machine::{CallMachine, Command, Device, Input, Then};
 use crate::chat::Uploader;
 use crate::link::Link;
 use crate::rtc::media;
-use crate::rtc::peer::{Diagnostics, Peer};
+use crate::rtc::peer::{Diagnostics, Peer, Sent};
 
 /// Local tracks and what sends them.
 #[derive(Default)]
@@ -28,6 +28,8 @@ struct Devices {
     mic: Option<(MediaStreamTrack, Option<RtcRtpSender>)>,
     camera: Option<MediaStreamTrack>,
     back_camera: bool,
+    /// Flipping: the camera to leave (another one is opened).
+    flip_from: Option<String>,
     screen: Option<MediaStreamTrack>,
     /// The one video transceiver: camera or screen, reused for the whole call.
     video: Option<RtcRtpTransceiver>,
@@ -44,12 +46,22 @@ impl Devices {
         )
     }
 
-    /// Sends `track` as our video (if there is a connection yet; else `connect` will).
-    fn send_video(&mut self, peer: Option<&Peer>, track: &MediaStreamTrack, stream: &MediaStream) {
-        if let Some(peer) = peer {
-            if let Some(added) = peer.send_video(self.video.as_ref(), track, stream) {
-                self.video = Some(added);
+    /// Sends `track` as our video (if there is a connection yet; else `connect` will); the
+    /// replacement under way, if it replaced a track.
+    fn send_video(
+        &mut self,
+        peer: Option<&Peer>,
+        track: &MediaStreamTrack,
+        stream: &MediaStream,
+    ) -> Option<js_sys::Promise> {
+        let peer = peer?;
+        match peer.send_video(self.video.as_ref(), track, stream) {
+            Sent::Added(t) => {
+                self.video = Some(t);
+                None
             }
+            Sent::Replacing(done) => Some(done),
+            Sent::Nothing => None,
         }
     }
 
@@ -359,13 +371,18 @@ impl CallCtl {
     /// opened so far is stopped.
     fn open(&self, generation: u32, devices: Vec<Device>, then: Then) {
         let ctl = *self;
-        let back = self.inner.with_value(|i| i.devices.borrow().back_camera);
+        let (back, flip_from) = self.inner.with_value(|i| {
+            let mut d = i.devices.borrow_mut();
+            (d.back_camera, d.flip_from.take())
+        });
         leptos::task::spawn_local(async move {
             let mut opened = Vec::new();
             for device in devices {
                 let track = match device {
                     Device::Mic => media::open_mic().await.map(Opened::Mic),
-                    Device::Camera => media::open_camera(back).await.map(Opened::Camera),
+                    Device::Camera => media::open_camera(back, flip_from.clone())
+                        .await
+                        .map(Opened::Camera),
                     Device::Screen => media::open_screen().await.map(Opened::Screen),
                 };
                 match track {
@@ -486,7 +503,9 @@ impl CallCtl {
             }
             if d.video.is_none() {
                 if let Some(track) = d.screen.clone().or_else(|| d.camera.clone()) {
-                    d.video = peer.send_video(None, &track, &stream);
+                    if let Sent::Added(t) = peer.send_video(None, &track, &stream) {
+                        d.video = Some(t);
+                    }
                 }
             }
         });
@@ -547,17 +566,29 @@ impl CallCtl {
                 self.inner.with_value(|i| {
                     let mut d = i.devices.borrow_mut();
                     let stream = d.stream();
-                    // A second camera (flipped) replaces the first.
-                    if let Some(old) = d.camera.replace(Clone::clone(&track)) {
-                        old.stop();
-                        stream.remove_track(&old);
+                    // A second camera (flipped) replaces the first, which stops once the
+                    // new one is sent (stopped sooner, the sender can stall for good).
+                    let old = d.camera.replace(Clone::clone(&track));
+                    if let Some(old) = &old {
+                        stream.remove_track(old);
                     }
                     if d.screen.is_some() {
                         // The screen is being sent; the camera comes back when sharing stops.
+                        if let Some(old) = old {
+                            old.stop();
+                        }
                         return;
                     }
                     stream.add_track(&track);
-                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
+                    let sent = d.send_video(i.peer.borrow().as_deref(), &track, &stream);
+                    if let Some(old) = old {
+                        leptos::task::spawn_local(async move {
+                            if let Some(sent) = sent {
+                                let _ = wasm_bindgen_futures::JsFuture::from(sent).await;
+                            }
+                            old.stop();
+                        });
+                    }
                 });
                 let ctl = *self;
                 leptos::task::spawn_local(async move {
@@ -582,7 +613,7 @@ impl CallCtl {
                         stream.remove_track(&old);
                     }
                     d.screen_ended = Some(ended);
-                    d.send_video(i.peer.borrow().as_deref(), &track, &stream);
+                    let _ = d.send_video(i.peer.borrow().as_deref(), &track, &stream);
                 });
             }
         }
@@ -660,7 +691,7 @@ impl CallCtl {
             match d.camera.clone() {
                 Some(cam) => {
                     stream.add_track(&cam);
-                    d.send_video(peer.as_deref(), &cam, &stream);
+                    let _ = d.send_video(peer.as_deref(), &cam, &stream);
                 }
                 None => d.stop_video(peer.as_deref()),
             }
@@ -683,6 +714,7 @@ impl CallCtl {
         self.inner.with_value(|i| {
             let mut d = i.devices.borrow_mut();
             d.back_camera = !d.back_camera;
+            d.flip_from = d.camera.as_ref().and_then(media::device_of);
         });
         self.feed(Input::Add(Device::Camera, Then::Nothing));
     }

@@ -62,14 +62,33 @@ pub async fn open_mic() -> Result<MediaStreamTrack, String> {
     .await
 }
 
-/// Opens the camera; `back` asks for the rear one (phones).
-pub async fn open_camera(back: bool) -> Result<MediaStreamTrack, String> {
+/// Opens the camera; `back` asks for the rear one (phones). Flipping, `other_than` is the
+/// camera in use: another one is opened by its id (a facing mode alone may give the same one
+/// again where cameras do not say which way they face).
+pub async fn open_camera(
+    back: bool,
+    other_than: Option<String>,
+) -> Result<MediaStreamTrack, String> {
     let video = web_sys::MediaTrackConstraints::new();
-    video.set_facing_mode(&JsValue::from_str(if back {
-        "environment"
-    } else {
-        "user"
-    }));
+    let other = match other_than {
+        Some(current) => cameras()
+            .await
+            .into_iter()
+            .find(|id| *id != current && !id.is_empty()),
+        None => None,
+    };
+    match other {
+        Some(id) => {
+            let exact = web_sys::ConstrainDomStringParameters::new();
+            exact.set_exact(&JsValue::from_str(&id));
+            video.set_device_id(&exact);
+        }
+        None => video.set_facing_mode(&JsValue::from_str(if back {
+            "environment"
+        } else {
+            "user"
+        })),
+    }
     video.set_width(&JsValue::from_f64(1280.0));
     video.set_height(&JsValue::from_f64(720.0));
     let constraints = web_sys::MediaStreamConstraints::new();
@@ -94,18 +113,31 @@ pub async fn open_screen() -> Result<MediaStreamTrack, String> {
     .await
 }
 
-/// How many cameras the browser knows of (labels need permission; the count does not).
-pub async fn camera_count() -> usize {
-    let Ok(devices) = devices() else { return 0 };
+/// The ids of the cameras the browser knows of (empty ids before any permission).
+async fn cameras() -> Vec<String> {
+    let Ok(devices) = devices() else {
+        return Vec::new();
+    };
     let Ok(promise) = devices.enumerate_devices() else {
-        return 0;
+        return Vec::new();
     };
     let Ok(list) = JsFuture::from(promise).await else {
-        return 0;
+        return Vec::new();
     };
     js_sys::Array::from(&list)
         .iter()
         .filter_map(|d| d.dyn_into::<web_sys::MediaDeviceInfo>().ok())
         .filter(|d| d.kind() == web_sys::MediaDeviceKind::Videoinput)
-        .count()
+        .map(|d| d.device_id())
+        .collect()
+}
+
+/// How many cameras the browser knows of (labels need permission; the count does not).
+pub async fn camera_count() -> usize {
+    cameras().await.len()
+}
+
+/// The id of the camera a track comes from.
+pub fn device_of(track: &MediaStreamTrack) -> Option<String> {
+    track.get_settings().get_device_id()
 }

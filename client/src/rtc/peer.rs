@@ -63,6 +63,16 @@ impl Default for Diagnostics {
     }
 }
 
+/// What [`Peer::send_video`] did.
+pub enum Sent {
+    /// Video goes through this new transceiver.
+    Added(RtcRtpTransceiver),
+    /// The track replaces the one sent so far, once this settles.
+    Replacing(js_sys::Promise),
+    /// Nothing (the connection is closed).
+    Nothing,
+}
+
 /// The connection and everything it needs to stay alive.
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -385,18 +395,18 @@ impl Peer {
         current: Option<&RtcRtpTransceiver>,
         track: &MediaStreamTrack,
         stream: &MediaStream,
-    ) -> Option<RtcRtpTransceiver> {
+    ) -> Sent {
         if self.closed.get() {
-            return None;
+            return Sent::Nothing;
         }
         match current {
             Some(t) => {
                 // replaceTrack needs no renegotiation; a direction change does.
-                let _ = t.sender().replace_track(Some(track));
+                let done = t.sender().replace_track(Some(track));
                 if t.direction() != RtcRtpTransceiverDirection::Sendrecv {
                     t.set_direction(RtcRtpTransceiverDirection::Sendrecv);
                 }
-                None
+                Sent::Replacing(done)
             }
             None => {
                 let sender = self.add_track(track, stream);
@@ -405,6 +415,7 @@ impl Peer {
                     .iter()
                     .filter_map(|t| t.dyn_into::<RtcRtpTransceiver>().ok())
                     .find(|t| t.sender() == sender)
+                    .map_or(Sent::Nothing, Sent::Added)
             }
         }
     }
