@@ -2449,6 +2449,11 @@ impl Core {
                     creating: None,
                 },
             );
+        } else if let Some(u) = self.unsaved.get_mut(&meta.id) {
+            // Logged in on the site before writing: the conversation will be theirs.
+            if u.user.is_none() {
+                u.user.clone_from(&p.user);
+            }
         }
         // TURN relays media at the operator's cost: only for a conversation an agent has
         // joined (the visitor gets them when one does).

@@ -381,13 +381,22 @@ async fn hello_as(
     relay: &TestRelay,
     identity: Option<escalera_protocol::Identity>,
 ) -> (Ws, ServerMsg) {
+    hello_with(relay, None, identity).await
+}
+
+/// The same, with a token from an earlier welcome.
+async fn hello_with(
+    relay: &TestRelay,
+    token: Option<escalera_protocol::VisitorToken>,
+    identity: Option<escalera_protocol::Identity>,
+) -> (Ws, ServerMsg) {
     let mut ws = relay
         .visitor_socket(&relay.site.key, common::SHOP)
         .await
         .unwrap();
     ws.send(&ClientMsg::Hello {
         protocol: escalera_protocol::PROTOCOL_VERSION,
-        token: None,
+        token,
         identity,
     })
     .await;
@@ -477,4 +486,52 @@ async fn a_verified_user_finds_their_conversation_on_any_device_and_a_wrong_hash
     assert!(message.contains("log in on the site"), "{message}");
     let (_, answer) = hello_as(&relay, Some(ines(good))).await;
     assert!(matches!(answer, ServerMsg::WelcomeVisitor { .. }));
+}
+
+#[tokio::test]
+async fn a_visitor_who_logs_in_before_writing_gets_a_conversation_of_their_own() {
+    let relay = TestRelay::start().await;
+    let secret = relay.site.identity_secret.clone();
+    // Anonymous at first: a conversation not stored yet.
+    let (_anonymous, welcome) = hello_as(&relay, None).await;
+    let ServerMsg::WelcomeVisitor {
+        token,
+        conversation,
+        ..
+    } = welcome
+    else {
+        panic!("{welcome:?}")
+    };
+    // Logged in on the site (the page calls identify; the widget says hello again).
+    let ines = escalera_protocol::Identity {
+        id: "user-7".into(),
+        name: Some("Inés".into()),
+        email: None,
+        hash: escalera_relay::secrets::identity_hash(&secret, "user-7"),
+    };
+    let (mut ws, welcome) = hello_with(&relay, Some(token), Some(ines.clone())).await;
+    let ServerMsg::WelcomeVisitor {
+        conversation: same, ..
+    } = welcome
+    else {
+        panic!("{welcome:?}")
+    };
+    assert_eq!(same, conversation);
+    ws.send(&ClientMsg::Chat {
+        conversation: same.clone(),
+        client_id: "c1".into(),
+        text: "Now logged in".into(),
+    })
+    .await;
+    common::ack(&mut ws).await;
+    // Stored as hers: another device finds it.
+    let (_, welcome) = hello_as(&relay, Some(ines)).await;
+    let ServerMsg::WelcomeVisitor {
+        conversation: found,
+        ..
+    } = welcome
+    else {
+        panic!("{welcome:?}")
+    };
+    assert_eq!(found, same);
 }
