@@ -259,6 +259,9 @@ pub struct SiteFeatures {
     /// Snapshots of the other side's video.
     #[serde(default = "yes")]
     pub snapshots: bool,
+    /// The largest file, in bytes, when the site sets one below the relay's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -274,6 +277,7 @@ impl Default for SiteFeatures {
             screen: true,
             files: true,
             snapshots: true,
+            max_upload: None,
         }
     }
 }
@@ -328,6 +332,9 @@ pub struct SiteLook {
     /// The first line a visitor reads before anyone writes (empty: the widget's own).
     #[serde(default)]
     pub greeting: String,
+    /// What the widget says when no agent is available (empty: the widget's own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub away_message: String,
 }
 
 fn default_color() -> String {
@@ -340,6 +347,7 @@ impl Default for SiteLook {
             color: default_color(),
             position: Corner::Right,
             greeting: String::new(),
+            away_message: String::new(),
         }
     }
 }
@@ -354,18 +362,36 @@ pub fn parse_color(color: &str) -> Option<[u8; 3]> {
     Some([at(0)?, at(2)?, at(4)?])
 }
 
-/// Checks a site's look: a `#rrggbb` colour and a greeting of at most
-/// [`MAX_GREETING_CHARS`] on one line.
-pub fn check_look(look: &SiteLook) -> Result<(), &'static str> {
+/// Checks a site's look: a `#rrggbb` colour, and a greeting and an away message of at most
+/// [`MAX_GREETING_CHARS`] each, on one line. A refusal names its field (`color`, `greeting`
+/// or `away_message`) and says why.
+pub fn check_look(look: &SiteLook) -> Result<(), (&'static str, &'static str)> {
     if parse_color(&look.color).is_none() {
-        Err("a colour is written #rrggbb, e.g. #2563eb")
-    } else if look.greeting.chars().count() > MAX_GREETING_CHARS {
-        Err("a greeting has at most 300 characters")
-    } else if look.greeting.chars().any(char::is_control) {
-        Err("a greeting is one line of text")
-    } else {
-        Ok(())
+        return Err(("color", "a colour is written #rrggbb, e.g. #2563eb"));
     }
+    let texts = [
+        (
+            "greeting",
+            &look.greeting,
+            "a greeting has at most 300 characters",
+            "a greeting is one line of text",
+        ),
+        (
+            "away_message",
+            &look.away_message,
+            "an away message has at most 300 characters",
+            "an away message is one line of text",
+        ),
+    ];
+    for (field, text, too_long, one_line) in texts {
+        if text.chars().count() > MAX_GREETING_CHARS {
+            return Err((field, too_long));
+        }
+        if text.chars().any(char::is_control) {
+            return Err((field, one_line));
+        }
+    }
+    Ok(())
 }
 
 /// WCAG's relative luminance of an sRGB colour.
@@ -1405,18 +1431,23 @@ mod tests {
                 color: bad.into(),
                 ..SiteLook::default()
             };
-            assert!(check_look(&look).is_err(), "{bad}");
+            assert_eq!(check_look(&look).map_err(|e| e.0), Err("color"), "{bad}");
         }
         let long = SiteLook {
             greeting: "a".repeat(301),
             ..SiteLook::default()
         };
-        assert!(check_look(&long).is_err());
+        assert_eq!(check_look(&long).map_err(|e| e.0), Err("greeting"));
         let two_lines = SiteLook {
             greeting: "Hi\nthere".into(),
             ..SiteLook::default()
         };
-        assert!(check_look(&two_lines).is_err());
+        assert_eq!(check_look(&two_lines).map_err(|e| e.0), Err("greeting"));
+        let away = SiteLook {
+            away_message: "b".repeat(301),
+            ..SiteLook::default()
+        };
+        assert_eq!(check_look(&away).map_err(|e| e.0), Err("away_message"));
     }
 
     #[test]
@@ -1447,11 +1478,13 @@ mod tests {
                     screen: false,
                     files: false,
                     snapshots: false,
+                    max_upload: Some(1 << 20),
                 },
                 look: SiteLook {
                     color: "#fde047".into(),
                     position: Corner::Left,
                     greeting: "Hola".into(),
+                    away_message: "Back at 9".into(),
                 },
             },
             ServerMsg::Site {

@@ -271,6 +271,15 @@ async fn room(state: &AppState, role: &Role, meta: &ConversationMeta) -> HttpRes
             ),
         },
     ];
+    if let Some(max) = meta.features.max_upload {
+        rooms.push(Room {
+            bytes: max,
+            full: format!(
+                "The file is larger than this site's {} limit.",
+                megabytes(max)
+            ),
+        });
+    }
     if matches!(role, Role::Visitor { .. }) && meta.agent.is_none() {
         rooms.push(Room {
             bytes: config.upload_allowance.saturating_sub(used),

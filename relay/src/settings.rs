@@ -244,17 +244,14 @@ async fn update_site(
     let mut look = up.look;
     look.color = look.color.trim().to_ascii_lowercase();
     look.greeting = look.greeting.trim().to_owned();
-    check_look(&look).map_err(|e| {
-        let field = if e.contains("colour") {
-            "color"
-        } else {
-            "greeting"
-        };
-        invalid(field, e)
-    })?;
+    look.away_message = look.away_message.trim().to_owned();
+    check_look(&look).map_err(|(field, e)| invalid(field, e))?;
     let mut features = up.features;
     // Video needs voice.
     features.video &= features.voice;
+    if features.max_upload.is_some_and(|b| b < 1 << 10) {
+        return Err(invalid("max_upload", "the largest file is at least 1 KiB"));
+    }
     let site = Site {
         key,
         name,
@@ -284,6 +281,13 @@ fn site_changes(old: &Site, new: &Site) -> String {
     if old.features != new.features {
         changes.push(format!("offers {}", offers(&new.features)));
     }
+    if old.features.max_upload != new.features.max_upload {
+        let max = new.features.max_upload.map_or_else(
+            || "the relay's limit".to_owned(),
+            |b| format!("{} KiB", b >> 10),
+        );
+        changes.push(format!("largest file {max}"));
+    }
     if old.look.color != new.look.color {
         changes.push(format!("colour {} -> {}", old.look.color, new.look.color));
     }
@@ -296,6 +300,9 @@ fn site_changes(old: &Site, new: &Site) -> String {
     }
     if old.look.greeting != new.look.greeting {
         changes.push(format!("greeting {:?}", new.look.greeting));
+    }
+    if old.look.away_message != new.look.away_message {
+        changes.push(format!("away message {:?}", new.look.away_message));
     }
     if old.identity_required != new.identity_required {
         let required = if new.identity_required {

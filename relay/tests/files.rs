@@ -216,6 +216,45 @@ async fn uploads_over_the_limit_are_refused_whether_announced_or_streamed() {
 }
 
 #[tokio::test]
+async fn a_site_can_set_a_lower_upload_limit_than_the_relays() {
+    let relay = TestRelay::start().await;
+    relay
+        .set_features(escalera_protocol::SiteFeatures {
+            max_upload: Some(64 << 10),
+            ..Default::default()
+        })
+        .await;
+    let (_visitor, _agent, conv, token) = relay.pair().await;
+    let bearer = format!("Bearer {token}");
+    let res = upload(
+        &relay,
+        &conv.0,
+        "big.bin",
+        ("authorization", &bearer),
+        vec![7; (64 << 10) + 1],
+    )
+    .await;
+    assert_eq!(res.status(), 413);
+    assert!(res.text().await.unwrap().contains("this site's"));
+    let res = upload(
+        &relay,
+        &conv.0,
+        "ok.bin",
+        ("authorization", &bearer),
+        vec![7; 64 << 10],
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    // The widget is told, to refuse bigger files before sending them.
+    let (_, welcome) = relay.visitor_welcome(Some(token)).await;
+    let escalera_protocol::ServerMsg::WelcomeVisitor { features, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    assert_eq!(features.max_upload, Some(64 << 10));
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn orphaned_and_partial_files_are_swept_once_old() {
     // Rule: files no message points at (a crash between the disk and the database) and
     // partial uploads are removed once an hour old; files of messages stay.

@@ -135,7 +135,7 @@ async fn bad_settings_are_refused_with_their_field_and_change_nothing() {
     let relay = TestRelay::start().await;
     let ana = relay.login("ana@shop.example").await;
     let before = shop(&relay, &ana).await;
-    let cases: [(&str, Change); 4] = [
+    let cases: [(&str, Change); 6] = [
         (
             "origins",
             Box::new(|s| s["origins"] = json!(["https://shop.example", "shop.example"])),
@@ -146,6 +146,14 @@ async fn bad_settings_are_refused_with_their_field_and_change_nothing() {
             Box::new(|s| s["look"]["greeting"] = json!("x".repeat(301))),
         ),
         ("name", Box::new(|s| s["name"] = json!("  "))),
+        (
+            "away_message",
+            Box::new(|s| s["look"]["away_message"] = json!("a\nb")),
+        ),
+        (
+            "max_upload",
+            Box::new(|s| s["features"]["max_upload"] = json!(10)),
+        ),
     ];
     for (field, change) in cases {
         let (status, body) = save_shop(&relay, &ana, change).await;
@@ -209,7 +217,10 @@ async fn a_site_change_reaches_its_open_widgets_and_the_relay_enforces_it() {
 
     let (status, _) = save_shop(&relay, &ana, |s| {
         s["features"]["voice"] = json!(false);
-        s["look"] = json!({ "color": "#0f766e", "position": "left", "greeting": "Hola!" });
+        s["look"] = json!({
+            "color": "#0f766e", "position": "left", "greeting": "Hola!",
+            "away_message": "Back at 9, leave your email"
+        });
     })
     .await;
     assert_eq!(status, 200);
@@ -224,6 +235,7 @@ async fn a_site_change_reaches_its_open_widgets_and_the_relay_enforces_it() {
         (look.color.as_str(), look.position, look.greeting.as_str()),
         ("#0f766e", Corner::Left, "Hola!")
     );
+    assert_eq!(look.away_message, "Back at 9, leave your email");
     // The relay refuses what is off now.
     visitor
         .send(&ClientMsg::Call {

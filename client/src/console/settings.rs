@@ -336,11 +336,19 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
     let color = RwSignal::new(site.look.color.clone());
     let position = RwSignal::new(site.look.position);
     let greeting = RwSignal::new(site.look.greeting.clone());
+    let away = RwSignal::new(site.look.away_message.clone());
     let steps = RwSignal::new(steps_of(&site.features).to_owned());
     let screen = RwSignal::new(site.features.screen);
     let files = RwSignal::new(site.features.files);
     let snapshots = RwSignal::new(site.features.snapshots);
     let identity_required = RwSignal::new(site.identity_required);
+    // In MB, empty: the relay's own limit.
+    let max_upload = RwSignal::new(
+        site.features
+            .max_upload
+            .map(|b| (b >> 20).to_string())
+            .unwrap_or_default(),
+    );
     let refusal = RwSignal::new(None::<Refusal>);
     let saving = RwSignal::new(false);
     let saved = RwSignal::new(false);
@@ -355,21 +363,30 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 color: color.get_untracked().trim().to_ascii_lowercase(),
                 position: position.get_untracked(),
                 greeting: greeting.get_untracked().trim().to_owned(),
+                away_message: away.get_untracked().trim().to_owned(),
             };
             // What the relay would refuse, said before asking it.
-            if let Err(e) = check_look(&look) {
-                let field = if e.contains("colour") {
-                    "color"
-                } else {
-                    "greeting"
-                };
+            if let Err((field, e)) = check_look(&look) {
                 return refusal.set(Some(Refusal {
                     field: Some(field.into()),
                     error: browser::sentence(e),
                 }));
             }
+            let max_upload = match max_upload.get_untracked().trim() {
+                "" => None,
+                mb => match mb.parse::<u64>() {
+                    Ok(mb) if mb > 0 => Some(mb << 20),
+                    _ => {
+                        return refusal.set(Some(Refusal {
+                            field: Some("max_upload".into()),
+                            error: "A maximum upload size is a whole number of MB, at least 1 (or empty: the relay's own).".into(),
+                        }))
+                    }
+                },
+            };
             let steps = steps.get_untracked();
             let features = SiteFeatures {
+                max_upload,
                 voice: steps != "chat",
                 video: steps == "video",
                 screen: screen.get_untracked(),
@@ -499,6 +516,17 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     />
                 </label>
                 <FieldErr refusal=refusal field="greeting" />
+                <label>
+                    "Away message (when no agent is available)"
+                    <input
+                        data-testid="site-away-message"
+                        maxlength="300"
+                        placeholder="We're away right now. Leave a message: we'll reply here as soon as we're back."
+                        prop:value=move || away.get()
+                        on:input=move |ev| away.set(event_target_value(&ev))
+                    />
+                </label>
+                <FieldErr refusal=refusal field="away_message" />
             </fieldset>
             <fieldset>
                 <legend>"What visitors can do"</legend>
@@ -517,6 +545,17 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 {check(screen, "Screen sharing", "site-screen")}
                 {check(files, "Files", "site-files")}
                 {check(snapshots, "Snapshots", "site-snapshots")}
+                <label>
+                    "Largest file, in MB (empty: the relay's own limit)"
+                    <input
+                        type="number"
+                        min="1"
+                        data-testid="site-max-upload"
+                        prop:value=move || max_upload.get()
+                        on:input=move |ev| max_upload.set(event_target_value(&ev))
+                    />
+                </label>
+                <FieldErr refusal=refusal field="max_upload" />
             </fieldset>
             <fieldset>
                 <legend>"Identity"</legend>
@@ -526,7 +565,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 </label>
                 {check(identity_required, "Only verified users may chat", "site-identity-required")}
             </fieldset>
-            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting"] />
+            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "max_upload"] />
             <div class="actions">
                 <button type="submit" class="primary" data-testid="site-save" prop:disabled=move || saving.get()>
                     {move || if saving.get() { "Saving…" } else { "Save" }}

@@ -102,6 +102,8 @@ fn Chat(
     let notice = RwSignal::new(None::<String>);
     let seen_seq = RwSignal::new(0u64);
     let uploader = Uploader::new();
+    // The largest file: the relay's limit, or the site's when it is lower.
+    let relay_max = RwSignal::new(u64::MAX);
     let standing = Standing::new();
     // How the site's widget looks; the page's `data-color` (passed on by widget.js) wins.
     let look = RwSignal::new(SiteLook::default());
@@ -154,7 +156,7 @@ fn Chat(
             look.set(site_look.clone());
             host.look(site_look);
             keys.with_value(|k| browser::save(&k.token, token.as_str()));
-            uploader.max.set(media.max_upload);
+            relay_max.set(media.max_upload);
             uploader.bearer.set(Some(token.0.clone()));
             allow_downloads(token.0.clone());
             call.set_ice_servers(media.ice_servers.clone());
@@ -214,7 +216,7 @@ fn Chat(
         ServerMsg::Read { seq, .. } => read_upto.update(|r| *r = (*r).max(*seq)),
         // TURN credentials come once an agent has joined.
         ServerMsg::Media { media, .. } => {
-            uploader.max.set(media.max_upload);
+            relay_max.set(media.max_upload);
             call.set_ice_servers(media.ice_servers.clone());
         }
         ServerMsg::Error { code, message, .. } => {
@@ -227,6 +229,10 @@ fn Chat(
             notice.set(Some(text));
         }
         _ => {}
+    });
+    Effect::new(move || {
+        let site = call.features.with(|f| f.max_upload).unwrap_or(u64::MAX);
+        uploader.max.set(relay_max.get().min(site));
     });
     let thread = Signal::derive(move || {
         let id = conversation.get().unwrap_or_else(unknown);
@@ -409,7 +415,12 @@ fn Chat(
             </Show>
             <IncomingCall ctl=call />
             <CallPanel ctl=call />
-            <AwayNotice standing=standing link=link conversation=conversation />
+            <AwayNotice
+                standing=standing
+                link=link
+                conversation=conversation
+                message=Signal::derive(move || look.with(|l| l.away_message.clone()))
+            />
             <QueueLine standing=standing />
             <MessageList
                 thread=thread

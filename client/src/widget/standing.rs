@@ -65,6 +65,9 @@ pub fn AwayNotice(
     standing: Standing,
     link: Link,
     conversation: RwSignal<Option<ConversationId>>,
+    /// The site's own words for it (empty: ours).
+    #[prop(into)]
+    message: Signal<String>,
 ) -> impl IntoView {
     let email = RwSignal::new(String::new());
     let error = RwSignal::new(None::<&'static str>);
@@ -92,8 +95,13 @@ pub fn AwayNotice(
     view! {
         <Show when=move || standing.nobody()>
             <div class="banner away" role="status" data-testid="away">
-                <strong>"We're away right now."</strong>
-                " Leave a message: we'll reply here as soon as we're back."
+                <Show
+                    when=move || message.with(String::is_empty)
+                    fallback=move || view! { <span data-testid="away-message">{move || message.get()}</span> }
+                >
+                    <strong>"We're away right now."</strong>
+                    " Leave a message: we'll reply here as soon as we're back."
+                </Show>
                 <Show
                     when=move || !sent.get()
                     fallback=|| view! {
