@@ -181,6 +181,17 @@ pub fn use_host() -> Host {
         // Listening now: ask the host whether we are shown (a message sent before this point,
         // e.g. on the iframe's load event, could have been lost).
         host.post("escalera:ready", None);
+        // A loader from before `identify` (cached for up to 5 minutes after an upgrade) never
+        // says who the user is: after 2 s the chat starts anonymous.
+        let fallback = gloo_timers::callback::Timeout::new(2_000, move || {
+            if identity.try_get_untracked() == Some(None) {
+                set_identity.set(Some(None));
+            }
+        });
+        let fallback = StoredValue::new_local(Some(fallback));
+        on_cleanup(move || {
+            fallback.try_update_value(Option::take);
+        });
         on_cleanup(move || {
             if let Some(l) = listener.try_update_value(Option::take).flatten() {
                 let _ = window()
