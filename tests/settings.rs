@@ -365,3 +365,81 @@ async fn a_verified_user_is_marked_for_agents_and_finds_their_chat_in_another_br
     laptop.close().await;
     ana.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_business_hours_the_widget_says_it_is_closed_even_with_agents_online() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let ana = driver.browser().await;
+    ana.login(&product.relay_url, "ana@shop.example").await;
+    let visitor = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor.say("Anyone there?").await;
+    visitor.wait_message("visitor", "Anyone there?").await;
+    const AWAY: &str = "const a = document.querySelector('[data-testid=away]');
+        return a === null ? 'none' : a.textContent";
+    // Ana is available: no away notice.
+    visitor
+        .wait_js(
+            "no away notice",
+            &format!("return (() => {{ {AWAY} }})() === 'none'"),
+            vec![],
+        )
+        .await;
+
+    // Business hours in UTC, every day closed: the open widget says so at once.
+    ana.click("settings-open").await;
+    ana.find("site-editor").await;
+    ana.click("site-hours-on").await;
+    fill(&ana, "site-hours-zone", "Nowhere/Atlantis").await;
+    ana.click("site-save").await;
+    shows(&ana, "error-hours", "time zone").await;
+    fill(&ana, "site-hours-zone", "UTC").await;
+    ana.js(
+        "document.querySelectorAll('[data-testid=site-hours-open]').forEach(b => { if (b.checked) b.click(); })",
+        vec![],
+    )
+    .await;
+    ana.click("site-save").await;
+    ana.find("site-saved").await;
+    let found = ana.axe_serious().await;
+    assert!(
+        found.is_empty(),
+        "axe-core, Settings > Sites:\n{}",
+        found.join("\n")
+    );
+    visitor
+        .wait_js(
+            "the widget closed for the day",
+            &format!("return (() => {{ {AWAY} }})().includes(\"We're closed right now.\")"),
+            vec![],
+        )
+        .await;
+
+    // Open all day, every day: the notice goes.
+    ana.js(
+        "document.querySelectorAll('[data-testid=site-hours-open]').forEach(b => { if (!b.checked) b.click(); })",
+        vec![],
+    )
+    .await;
+    for (id, time) in [("site-hours-from", "00:00"), ("site-hours-to", "23:59")] {
+        ana.js(
+            "document.querySelectorAll(`[data-testid=\"${arguments[0]}\"]`).forEach(e => {
+                 e.value = arguments[1]; e.dispatchEvent(new Event('input', {bubbles: true}));
+             })",
+            vec![json!(id), json!(time)],
+        )
+        .await;
+    }
+    ana.click("site-save").await;
+    visitor
+        .wait_js(
+            "open again",
+            &format!("return (() => {{ {AWAY} }})() === 'none'"),
+            vec![],
+        )
+        .await;
+    visitor.close().await;
+    ana.close().await;
+}

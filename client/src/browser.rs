@@ -163,3 +163,72 @@ pub fn clock(ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));
     format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
 }
+
+/// Whether a site with these business hours is open now, by the browser's clock in the site's
+/// time zone; open when the browser does not know the zone.
+pub fn open_now(hours: &escalera_protocol::BusinessHours) -> bool {
+    let options = js_sys::Object::new();
+    for (k, v) in [
+        ("timeZone", hours.time_zone.as_str()),
+        ("weekday", "short"),
+        ("hour", "2-digit"),
+        ("minute", "2-digit"),
+        ("hourCycle", "h23"),
+    ] {
+        let _ = js_sys::Reflect::set(&options, &k.into(), &v.into());
+    }
+    // An unknown zone: we cannot tell, and say open.
+    let Some(format) = date_format(&options) else {
+        return true;
+    };
+    let parts = format.format_to_parts(&js_sys::Date::new_0());
+    let part = |kind: &str| {
+        parts.iter().find_map(|p| {
+            let t = js_sys::Reflect::get(&p, &"type".into()).ok()?.as_string()?;
+            (t == kind)
+                .then(|| js_sys::Reflect::get(&p, &"value".into()).ok()?.as_string())
+                .flatten()
+        })
+    };
+    let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let (Some(day), Some(h), Some(m)) = (part("weekday"), part("hour"), part("minute")) else {
+        return true;
+    };
+    let (Some(day), Ok(h), Ok(m)) = (
+        days.iter().position(|d| *d == day),
+        h.parse::<u16>(),
+        m.parse::<u16>(),
+    ) else {
+        return true;
+    };
+    hours.open_at(day, h * 60 + m)
+}
+
+/// `new Intl.DateTimeFormat('en-US', options)`, or `None` where it throws (an unknown time
+/// zone is a RangeError): constructed through Reflect, which catches.
+fn date_format(options: &js_sys::Object) -> Option<js_sys::Intl::DateTimeFormat> {
+    let class = js_sys::Reflect::get(&js_sys::global(), &"Intl".into())
+        .and_then(|intl| js_sys::Reflect::get(&intl, &"DateTimeFormat".into()))
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?;
+    let args = js_sys::Array::of2(&"en-US".into(), options);
+    js_sys::Reflect::construct(&class, &args)
+        .ok()
+        .map(JsCast::unchecked_into)
+}
+
+/// Whether the browser knows this IANA time zone.
+pub fn time_zone_known(zone: &str) -> bool {
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"timeZone".into(), &zone.into());
+    date_format(&options).is_some()
+}
+
+/// The browser's own time zone, e.g. `Europe/Madrid`.
+pub fn time_zone() -> String {
+    date_format(&js_sys::Object::new())
+        .and_then(|f| js_sys::Reflect::get(&f.resolved_options(), &"timeZone".into()).ok())
+        .and_then(|v| v.as_string())
+        .unwrap_or_else(|| "UTC".into())
+}

@@ -335,6 +335,53 @@ pub struct SiteLook {
     /// What the widget says when no agent is available (empty: the widget's own).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub away_message: String,
+    /// When the site answers; outside them the widget says it is closed (none: always open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<BusinessHours>,
+}
+
+/// When a site answers: its time zone, and each weekday's opening.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BusinessHours {
+    /// An IANA time zone, e.g. `Europe/Madrid`.
+    pub time_zone: String,
+    /// Monday to Sunday: the first and the last minute it is open (minutes after midnight,
+    /// both included); `None`: closed all day.
+    pub days: [Option<(u16, u16)>; 7],
+}
+
+impl BusinessHours {
+    /// Checks the shape: a time zone name of IANA's letters, and each day's first minute
+    /// before its last, both within the day. (Whether the zone exists, browsers know.)
+    pub fn check(&self) -> Result<(), &'static str> {
+        let tz = &self.time_zone;
+        if tz.is_empty()
+            || tz.len() > 64
+            || !tz
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+        {
+            return Err("a time zone is named like Europe/Madrid or UTC");
+        }
+        if self
+            .days
+            .iter()
+            .flatten()
+            .any(|(from, to)| from > to || *to >= 24 * 60)
+        {
+            return Err("a day opens before it closes, within the day");
+        }
+        Ok(())
+    }
+
+    /// Whether it is open on `weekday` (0 is Monday) at `minute` after midnight.
+    pub fn open_at(&self, weekday: usize, minute: u16) -> bool {
+        self.days
+            .get(weekday)
+            .copied()
+            .flatten()
+            .is_some_and(|(from, to)| from <= minute && minute <= to)
+    }
 }
 
 fn default_color() -> String {
@@ -348,6 +395,7 @@ impl Default for SiteLook {
             position: Corner::Right,
             greeting: String::new(),
             away_message: String::new(),
+            hours: None,
         }
     }
 }
@@ -390,6 +438,9 @@ pub fn check_look(look: &SiteLook) -> Result<(), (&'static str, &'static str)> {
         if text.chars().any(char::is_control) {
             return Err((field, one_line));
         }
+    }
+    if let Some(hours) = &look.hours {
+        hours.check().map_err(|e| ("hours", e))?;
     }
     Ok(())
 }
@@ -1451,6 +1502,44 @@ mod tests {
     }
 
     #[test]
+    fn business_hours_say_when_a_site_is_open() {
+        let hours = BusinessHours {
+            time_zone: "Europe/Madrid".into(),
+            days: [
+                Some((9 * 60, 17 * 60 + 59)),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some((0, 1439)),
+            ],
+        };
+        assert!(hours.check().is_ok());
+        assert!(!hours.open_at(0, 9 * 60 - 1));
+        assert!(hours.open_at(0, 9 * 60));
+        assert!(hours.open_at(0, 17 * 60 + 59));
+        assert!(!hours.open_at(0, 18 * 60));
+        assert!(!hours.open_at(1, 12 * 60));
+        assert!(hours.open_at(6, 0) && hours.open_at(6, 1439));
+        assert!(!hours.open_at(7, 0));
+        for tz in ["", "Europe/Madrid; x", &"A".repeat(65)] {
+            let bad = BusinessHours {
+                time_zone: tz.to_owned(),
+                ..hours.clone()
+            };
+            assert!(bad.check().is_err(), "{tz:?}");
+        }
+        for day in [(600, 599), (0, 1440)] {
+            let bad = BusinessHours {
+                days: [Some(day), None, None, None, None, None, None],
+                ..hours.clone()
+            };
+            assert!(bad.check().is_err(), "{day:?}");
+        }
+    }
+
+    #[test]
     fn every_server_msg_round_trips() {
         let all = [
             ServerMsg::WelcomeVisitor {
@@ -1485,6 +1574,10 @@ mod tests {
                     position: Corner::Left,
                     greeting: "Hola".into(),
                     away_message: "Back at 9".into(),
+                    hours: Some(BusinessHours {
+                        time_zone: "Europe/Madrid".into(),
+                        days: [Some((540, 1079)), None, None, None, None, None, None],
+                    }),
                 },
             },
             ServerMsg::Site {

@@ -301,6 +301,16 @@ fn site_changes(old: &Site, new: &Site) -> String {
     if old.look.greeting != new.look.greeting {
         changes.push(format!("greeting {:?}", new.look.greeting));
     }
+    if old.look.hours != new.look.hours {
+        let hours = new.look.hours.as_ref().map_or_else(
+            || "always open".to_owned(),
+            |h| {
+                let open = h.days.iter().filter(|d| d.is_some()).count();
+                format!("{} days a week, {}", open, h.time_zone)
+            },
+        );
+        changes.push(format!("business hours: {hours}"));
+    }
     if old.look.away_message != new.look.away_message {
         changes.push(format!("away message {:?}", new.look.away_message));
     }

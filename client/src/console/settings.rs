@@ -4,8 +4,8 @@
 //! a refused field shows its error next to it.
 
 use escalera_protocol::{
-    check_email, check_look, AgentId, AgentSettings, AuditEntry, Corner, SiteFeatures, SiteKey,
-    SiteLook, SiteSettings,
+    check_email, check_look, AgentId, AgentSettings, AuditEntry, BusinessHours, Corner,
+    SiteFeatures, SiteKey, SiteLook, SiteSettings,
 };
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -200,6 +200,58 @@ fn origin_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The days of the week, as business hours list them.
+const DAY_NAMES: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Minutes after midnight as `HH:MM`.
+fn clock_text(minutes: u16) -> String {
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// `HH:MM` as minutes after midnight.
+fn minutes_of(text: &str) -> Option<u16> {
+    let (h, m) = text.trim().split_once(':')?;
+    let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// The form's business hours, or why they cannot be.
+fn read_hours(
+    zone: &str,
+    days: &[RwSignal<(bool, String, String)>; 7],
+) -> Result<BusinessHours, &'static str> {
+    let zone = zone.trim();
+    if !browser::time_zone_known(zone) {
+        return Err("This browser does not know that time zone: write it like Europe/Madrid.");
+    }
+    let mut out = [None; 7];
+    for (slot, day) in out.iter_mut().zip(days) {
+        let (open, from, to) = day.get_untracked();
+        if open {
+            match (minutes_of(&from), minutes_of(&to)) {
+                (Some(f), Some(t)) if f <= t => *slot = Some((f, t)),
+                _ => return Err("Each open day needs its opening time before its closing time."),
+            }
+        }
+    }
+    let hours = BusinessHours {
+        time_zone: zone.to_owned(),
+        days: out,
+    };
+    hours
+        .check()
+        .map_err(|_| "Write the time zone like Europe/Madrid or UTC.")?;
+    Ok(hours)
+}
+
 /// The steps a site offers, as the form's select says them.
 fn steps_of(f: &SiteFeatures) -> &'static str {
     match (f.voice, f.video) {
@@ -337,6 +389,22 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
     let position = RwSignal::new(site.look.position);
     let greeting = RwSignal::new(site.look.greeting.clone());
     let away = RwSignal::new(site.look.away_message.clone());
+    let hours_on = RwSignal::new(site.look.hours.is_some());
+    let zone = RwSignal::new(
+        site.look
+            .hours
+            .as_ref()
+            .map_or_else(browser::time_zone, |h| h.time_zone.clone()),
+    );
+    // Each day: open, and from / to as `HH:MM`; Monday to Friday 9 to 5 by default.
+    let days: [RwSignal<(bool, String, String)>; 7] = std::array::from_fn(|i| {
+        let day = match &site.look.hours {
+            Some(h) => h.days[i],
+            None => (i < 5).then_some((9 * 60, 17 * 60 - 1)),
+        };
+        let (from, to) = day.unwrap_or((9 * 60, 17 * 60 - 1));
+        RwSignal::new((day.is_some(), clock_text(from), clock_text(to)))
+    });
     let steps = RwSignal::new(steps_of(&site.features).to_owned());
     let screen = RwSignal::new(site.features.screen);
     let files = RwSignal::new(site.features.files);
@@ -359,12 +427,24 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
             saved.set(false);
-            let look = SiteLook {
+            let mut look = SiteLook {
                 color: color.get_untracked().trim().to_ascii_lowercase(),
                 position: position.get_untracked(),
                 greeting: greeting.get_untracked().trim().to_owned(),
                 away_message: away.get_untracked().trim().to_owned(),
+                hours: None,
             };
+            if hours_on.get_untracked() {
+                match read_hours(&zone.get_untracked(), &days) {
+                    Ok(hours) => look.hours = Some(hours),
+                    Err(e) => {
+                        return refusal.set(Some(Refusal {
+                            field: Some("hours".into()),
+                            error: e.into(),
+                        }))
+                    }
+                }
+            }
             // What the relay would refuse, said before asking it.
             if let Err((field, e)) = check_look(&look) {
                 return refusal.set(Some(Refusal {
@@ -529,6 +609,60 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 <FieldErr refusal=refusal field="away_message" />
             </fieldset>
             <fieldset>
+                <legend>"Business hours"</legend>
+                {check(hours_on, "Only at these hours (outside them the widget says it is closed)", "site-hours-on")}
+                <Show when=move || hours_on.get()>
+                    <label>
+                        "Time zone"
+                        <input
+                            data-testid="site-hours-zone"
+                            placeholder="Europe/Madrid"
+                            prop:value=move || zone.get()
+                            on:input=move |ev| zone.set(event_target_value(&ev))
+                        />
+                    </label>
+                    <table class="hours">
+                        <tbody>
+                            {DAY_NAMES.iter().zip(days).map(|(name, day)| view! {
+                                <tr data-testid="site-hours-day">
+                                    <th scope="row">
+                                        <label class="check">
+                                            <input
+                                                type="checkbox"
+                                                data-testid="site-hours-open"
+                                                prop:checked=move || day.get().0
+                                                on:change=move |ev| day.update(|d| d.0 = event_target_checked(&ev))
+                                            />
+                                            {*name}
+                                        </label>
+                                    </th>
+                                    <td>
+                                        <input
+                                            type="time"
+                                            aria-label=format!("{name} opens")
+                                            data-testid="site-hours-from"
+                                            prop:disabled=move || !day.get().0
+                                            prop:value=move || day.get().1
+                                            on:input=move |ev| day.update(|d| d.1 = event_target_value(&ev))
+                                        />
+                                        " to "
+                                        <input
+                                            type="time"
+                                            aria-label=format!("{name} closes")
+                                            data-testid="site-hours-to"
+                                            prop:disabled=move || !day.get().0
+                                            prop:value=move || day.get().2
+                                            on:input=move |ev| day.update(|d| d.2 = event_target_value(&ev))
+                                        />
+                                    </td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </Show>
+                <FieldErr refusal=refusal field="hours" />
+            </fieldset>
+            <fieldset>
                 <legend>"What visitors can do"</legend>
                 <label>
                     "Steps offered"
@@ -565,7 +699,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 </label>
                 {check(identity_required, "Only verified users may chat", "site-identity-required")}
             </fieldset>
-            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "max_upload"] />
+            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "max_upload", "hours"] />
             <div class="actions">
                 <button type="submit" class="primary" data-testid="site-save" prop:disabled=move || saving.get()>
                     {move || if saving.get() { "Saving…" } else { "Save" }}
@@ -1005,6 +1139,16 @@ mod tests {
             ]
         );
         assert!(origin_list(" \n ").is_empty());
+    }
+
+    #[test]
+    fn clock_times_are_read_and_written_as_hh_mm() {
+        assert_eq!(clock_text(9 * 60 + 5), "09:05");
+        assert_eq!(minutes_of("17:59"), Some(17 * 60 + 59));
+        assert_eq!(minutes_of(&clock_text(1439)), Some(1439));
+        for bad in ["24:00", "9", "09:60", "a:b", ""] {
+            assert_eq!(minutes_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -325,6 +325,13 @@ fn Chat(
         }
     });
     let dragging = RwSignal::new(false);
+    // Business hours are checked again every minute.
+    let minute = RwSignal::new(());
+    let tick = gloo_timers::callback::Interval::new(60_000, move || minute.set(()));
+    let tick = StoredValue::new_local(Some(tick));
+    on_cleanup(move || {
+        tick.try_update_value(Option::take);
+    });
     // A dialog: shown, the focus goes to the message box; Esc closes it (back to the launcher,
     // which widget.js focuses), unless something inside used the key.
     Effect::new(move |was_open: Option<bool>| {
@@ -420,6 +427,10 @@ fn Chat(
                 link=link
                 conversation=conversation
                 message=Signal::derive(move || look.with(|l| l.away_message.clone()))
+                closed_hours=Signal::derive(move || {
+                    minute.track();
+                    look.with(|l| l.hours.as_ref().is_some_and(|h| !browser::open_now(h)))
+                })
             />
             <QueueLine standing=standing />
             <MessageList

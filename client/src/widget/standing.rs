@@ -68,6 +68,9 @@ pub fn AwayNotice(
     /// The site's own words for it (empty: ours).
     #[prop(into)]
     message: Signal<String>,
+    /// Outside the site's business hours (said even with agents online).
+    #[prop(into)]
+    closed_hours: Signal<bool>,
 ) -> impl IntoView {
     let email = RwSignal::new(String::new());
     let error = RwSignal::new(None::<&'static str>);
@@ -93,13 +96,15 @@ pub fn AwayNotice(
         }
     };
     view! {
-        <Show when=move || standing.nobody()>
+        <Show when=move || standing.nobody() || (closed_hours.get() && !standing.closed.get())>
             <div class="banner away" role="status" data-testid="away">
                 <Show
                     when=move || message.with(String::is_empty)
                     fallback=move || view! { <span data-testid="away-message">{move || message.get()}</span> }
                 >
-                    <strong>"We're away right now."</strong>
+                    <strong>
+                        {move || if closed_hours.get() { "We're closed right now." } else { "We're away right now." }}
+                    </strong>
                     " Leave a message: we'll reply here as soon as we're back."
                 </Show>
                 <Show
