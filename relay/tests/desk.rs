@@ -603,6 +603,16 @@ async fn a_transfer_hands_the_conversation_and_a_private_note_to_a_colleague() {
         "{theirs:?}"
     );
     assert!(theirs.contains(&(Author::Visitor, "Hello".to_owned())));
+    // The transfer's line is stored after the new assignee is listed: Cy, joined now, has it
+    // in the history or gets it live; then it is in the record for the visitor too.
+    let line = "Ana transferred the conversation to Cy";
+    if !theirs.contains(&(Author::System, line.to_owned())) {
+        cy.recv_until(|m| match m {
+            ServerMsg::Message(m) if m.text == line => Some(()),
+            _ => None,
+        })
+        .await;
+    }
     let (mut tab, _, _) = relay.visitor(Some(token)).await;
     let visible = history_of(&mut tab, &conv).await;
     assert!(visible
