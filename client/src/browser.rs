@@ -125,8 +125,13 @@ pub fn tab_hidden() -> bool {
         .is_some_and(|d| d.visibility_state() != web_sys::VisibilityState::Visible)
 }
 
-/// A rule's reason as a sentence: "a shortcut has …" -> "A shortcut has ….".
+/// A rule's reason as a sentence: "a shortcut has …" -> "A shortcut has ….", or its
+/// translation (a whole sentence already) in the viewer's language.
 pub fn sentence(reason: &str) -> String {
+    let translated = crate::i18n::t_relay(reason);
+    if translated != reason {
+        return translated;
+    }
     let mut s = reason.to_owned();
     if let Some(c) = s.get_mut(0..1) {
         c.make_ascii_uppercase();
@@ -152,16 +157,21 @@ pub fn tones(audio: &web_sys::AudioContext, notes: &[(f32, f64, f64)], volume: f
     }
 }
 
-/// The date of a timestamp in ms, as the browser's locale writes it.
+/// The date of a timestamp in ms, as the viewer's language writes it, in their time zone.
 pub fn date(ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));
-    String::from(d.to_locale_date_string("default", &JsValue::UNDEFINED))
+    String::from(d.to_locale_date_string(crate::i18n::lang(), &JsValue::UNDEFINED))
 }
 
-/// "14:05" for a timestamp in ms, in the browser's time zone.
+/// The time of day of a timestamp in ms ("14:05", "2:05 PM"), as the viewer's language
+/// writes it, in their time zone.
 pub fn clock(ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(ms as f64));
-    format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+    let options = js_sys::Object::new();
+    for (k, v) in [("hour", "numeric"), ("minute", "2-digit")] {
+        let _ = js_sys::Reflect::set(&options, &k.into(), &v.into());
+    }
+    String::from(d.to_locale_time_string_with_options(crate::i18n::lang(), &options))
 }
 
 /// Whether a site with these business hours is open now, by the browser's clock in the site's

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod call;
 pub mod chat;
 pub mod console;
+pub mod i18n;
 pub mod link;
 pub mod relay;
 pub mod rtc;

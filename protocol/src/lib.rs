@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod i18n;
+
 /// The version of this protocol; a client that says another one is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 

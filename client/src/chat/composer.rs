@@ -1,5 +1,6 @@
 //! The text box and send button. Enter sends, Shift+Enter starts a new line.
 
+use crate::i18n::t;
 use escalera_protocol::check_text;
 use leptos::html;
 use leptos::prelude::*;
@@ -113,7 +114,7 @@ pub fn Composer(
         >
             {on_files.map(|on_files| view! {
                 <Show when=files_allowed>
-                <label class="attach" title="Attach a file" aria-label="Attach a file">
+                <label class="attach" title=t("Attach a file") aria-label=t("Attach a file")>
                     <input
                         type="file"
                         multiple
@@ -132,7 +133,7 @@ pub fn Composer(
                 </Show>
             })}
             <Show when=move || options.with(|o| !o.is_empty())>
-                <ul class="suggestions" role="listbox" aria-label="Canned replies">
+                <ul class="suggestions" role="listbox" aria-label=t("Canned replies")>
                     {move || {
                         options
                             .get()
@@ -164,7 +165,7 @@ pub fn Composer(
                 node_ref=input
                 data-testid="chat-input"
                 rows="1"
-                aria-label="Message"
+                aria-label=t("Message")
                 placeholder=placeholder
                 prop:value=move || text.get()
                 prop:disabled=move || disabled.get()
@@ -213,7 +214,7 @@ pub fn Composer(
             <button
                 type="submit"
                 data-testid="chat-send"
-                aria-label="Send"
+                aria-label=t("Send")
                 prop:disabled=move || disabled.get()
             >
                 <svg viewBox="0 0 24 24" width="20" height="20" fill="currentColor" aria-hidden="true">
@@ -222,7 +223,7 @@ pub fn Composer(
             </button>
         </form>
         <Show when=move || error.get().is_some()>
-            <p class="composer-error" role="alert">{move || error.get().unwrap_or_default()}</p>
+            <p class="composer-error" role="alert">{move || error.get().map(t)}</p>
         </Show>
     }
 }
