@@ -34,7 +34,11 @@ fn main() {
         .iter()
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
-    writeln!(out, "/// Every language but English, by tag.\npub static TRANSLATED: &[&str] = &{codes:?};").unwrap();
+    writeln!(
+        out,
+        "/// Every language but English, by tag.\npub static TRANSLATED: &[&str] = &{codes:?};"
+    )
+    .unwrap();
     for (section, table) in SECTIONS.iter().zip(&tables) {
         writeln!(
             out,
@@ -74,7 +78,10 @@ fn read(path: &Path) -> Vec<(String, BTreeMap<String, String>)> {
             continue;
         }
         if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            assert!(pending.is_none(), "{name}:{n}: a section starts inside an entry");
+            assert!(
+                pending.is_none(),
+                "{name}:{n}: a section starts inside an entry"
+            );
             assert!(
                 SECTIONS.contains(&section),
                 "{name}:{n}: unknown section [{section}]; the sections are {SECTIONS:?}"

@@ -15,7 +15,10 @@ pub fn languages() -> impl Iterator<Item = &'static str> {
 
 /// The table of `section` for language `tag`, if it has one.
 pub fn table(section: &'static [(&'static str, Table)], tag: &str) -> Option<Table> {
-    section.iter().find(|(t, _)| *t == tag).map(|(_, table)| *table)
+    section
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, table)| *table)
 }
 
 /// `english` in a table, or `english` itself.
@@ -111,7 +114,10 @@ mod tests {
         assert_eq!(supported("ES"), Some("es"));
         assert_eq!(supported("en_GB"), Some("en"));
         assert_eq!(supported("fr"), None);
-        assert_eq!(from_accept_language("fr-FR,fr;q=0.9,es;q=0.8,en;q=0.7"), Some("es"));
+        assert_eq!(
+            from_accept_language("fr-FR,fr;q=0.9,es;q=0.8,en;q=0.7"),
+            Some("es")
+        );
         assert_eq!(from_accept_language("en;q=0.5, es-AR"), Some("es"));
         assert_eq!(from_accept_language("es;q=0, de"), None);
         assert_eq!(from_accept_language(""), None);

@@ -340,6 +340,10 @@ pub struct SiteLook {
     /// When the site answers; outside them the widget says it is closed (none: always open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours: Option<BusinessHours>,
+    /// The widget's language for visitors whose browser asks for none Escalera speaks (a tag of
+    /// [`i18n::languages`]; none: English). A page's `data-locale` wins over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 /// When a site answers: its time zone, and each weekday's opening.
@@ -398,6 +402,7 @@ impl Default for SiteLook {
             greeting: String::new(),
             away_message: String::new(),
             hours: None,
+            language: None,
         }
     }
 }
@@ -443,6 +448,11 @@ pub fn check_look(look: &SiteLook) -> Result<(), (&'static str, &'static str)> {
     }
     if let Some(hours) = &look.hours {
         hours.check().map_err(|e| ("hours", e))?;
+    }
+    if let Some(tag) = &look.language {
+        if !i18n::languages().any(|l| l == tag) {
+            return Err(("language", "the widget does not speak that language"));
+        }
     }
     Ok(())
 }
@@ -1501,6 +1511,13 @@ mod tests {
             ..SiteLook::default()
         };
         assert_eq!(check_look(&away).map_err(|e| e.0), Err("away_message"));
+        for (tag, ok) in [("es", true), ("en", true), ("fr", false), ("ES", false)] {
+            let look = SiteLook {
+                language: Some(tag.into()),
+                ..SiteLook::default()
+            };
+            assert_eq!(check_look(&look).is_ok(), ok, "{tag}");
+        }
     }
 
     #[test]
@@ -1580,6 +1597,7 @@ mod tests {
                         time_zone: "Europe/Madrid".into(),
                         days: [Some((540, 1079)), None, None, None, None, None, None],
                     }),
+                    language: Some("es".into()),
                 },
             },
             ServerMsg::Site {

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use escalera_protocol::{SiteKey, MAX_FRAME_BYTES};
+use escalera_protocol::{i18n, SiteKey, MAX_FRAME_BYTES};
 use serde::Deserialize;
 
 use std::net::{IpAddr, SocketAddr};
@@ -101,12 +101,13 @@ impl From<crate::error::StoreError> for HttpError {
 pub type HttpResult<T> = Result<T, HttpError>;
 
 /// A page of the built client, `console` or `widget`, in the coding the request accepts, with
-/// its Content-Security-Policy (framed only by `ancestors`).
+/// its Content-Security-Policy (framed only by `ancestors`) and `<html lang>` set to `lang`.
 async fn page_html(
     state: &AppState,
     page: &str,
     headers: &HeaderMap,
     ancestors: &str,
+    lang: &str,
 ) -> HttpResult<Response> {
     let path = format!("{page}/index.html");
     let dir = state.config.assets_dir.as_deref();
@@ -120,21 +121,54 @@ async fn page_html(
     let plain = assets::load(dir, &path, &[assets::Encoding::Identity])
         .await
         .ok_or_else(missing)?;
-    let hashes = headers::inline_script_hashes(&String::from_utf8_lossy(&plain.bytes));
+    let html = String::from_utf8_lossy(&plain.bytes);
+    let hashes = headers::inline_script_hashes(&html);
     let policy = HeaderValue::from_str(&headers::page_policy(&hashes, ancestors))
         .map_err(|_| HttpError::new(StatusCode::BAD_REQUEST, "bad origin"))?;
-    let body = assets::load(dir, &path, &assets::Encoding::accepted(headers))
-        .await
-        .ok_or_else(missing)?;
+    // The page is built in English; another language is written into it (a small page, sent
+    // uncompressed then).
+    let body = if lang == "en" {
+        assets::load(dir, &path, &assets::Encoding::accepted(headers))
+            .await
+            .ok_or_else(missing)?
+    } else {
+        let html = html.replacen("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"), 1);
+        assets::Body {
+            bytes: html.into_bytes().into(),
+            encoding: assets::Encoding::Identity,
+        }
+    };
     let mut res = assets::respond(body, "text/html; charset=utf-8", "no-cache");
     res.headers_mut()
         .insert(header::CONTENT_SECURITY_POLICY, policy);
+    res.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("accept-encoding, accept-language"),
+    );
     Ok(res)
 }
 
+/// The language a browser asks for in its `Accept-Language`, if Escalera speaks one of them.
+pub fn browser_language(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+    i18n::from_accept_language(value)
+}
+
+/// The widget's language: the host page's `data-locale`, else the first of the browser's
+/// languages Escalera speaks, else the site's default, else English.
+pub fn widget_language(asked: Option<&str>, headers: &HeaderMap, site: &Site) -> &'static str {
+    asked
+        .and_then(i18n::supported)
+        .or_else(|| browser_language(headers))
+        .or_else(|| site.look.language.as_deref().and_then(i18n::supported))
+        .unwrap_or("en")
+}
+
 async fn console_page(State(state): State<AppState>, headers: HeaderMap) -> HttpResult<Response> {
-    // The console is never framed by anyone.
-    page_html(&state, "console", &headers, "'none'").await
+    // The console is never framed by anyone. Its language is the browser's until the agent
+    // picks one (kept by the console itself).
+    let lang = browser_language(&headers).unwrap_or("en");
+    page_html(&state, "console", &headers, "'none'", lang).await
 }
 
 #[derive(Deserialize)]
@@ -142,6 +176,8 @@ struct EmbedQuery {
     site: SiteKey,
     /// The host page's origin, as widget.js saw it.
     origin: Option<String>,
+    /// The host page's `data-locale`.
+    lang: Option<String>,
 }
 
 /// The widget page, framed by a host page. The browser enforces `frame-ancestors`, so only the
@@ -160,7 +196,8 @@ async fn embed_page(
         )),
         None => "'none'".to_owned(),
     };
-    page_html(&state, "widget", &headers, &ancestors).await
+    let lang = widget_language(q.lang.as_deref(), &headers, &site);
+    page_html(&state, "widget", &headers, &ancestors, lang).await
 }
 
 async fn widget_js(headers: HeaderMap) -> Response {

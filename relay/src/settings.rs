@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use escalera_protocol::{
-    check_email, check_look, AgentId, AgentSettings, Corner, SiteFeatures, SiteKey, SiteLook,
+    check_email, check_look, i18n, AgentId, AgentSettings, Corner, SiteFeatures, SiteKey, SiteLook,
     SiteSettings,
 };
 use serde::Deserialize;
@@ -331,22 +331,43 @@ fn site_changes(old: &Site, new: &Site) -> String {
 #[derive(Deserialize)]
 struct LookQuery {
     site: SiteKey,
+    /// The host page's `data-locale`.
+    lang: Option<String>,
 }
 
-/// `GET /api/look?site=KEY`: the launcher's colour and corner, for the loader on any host page
-/// (public: it is what the page shows anyway).
-async fn look(State(state): State<AppState>, Query(q): Query<LookQuery>) -> HttpResult<Response> {
+/// `GET /api/look?site=KEY[&lang=TAG]`: the launcher's colour and corner, and its labels in the
+/// widget's language, for the loader on any host page (public: it is what the page shows
+/// anyway).
+async fn look(
+    State(state): State<AppState>,
+    Query(q): Query<LookQuery>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
     let site = state
         .hub
         .directory()
         .site(q.site)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::NOT_FOUND, "no such site"))?;
+    let lang = crate::http::widget_language(q.lang.as_deref(), &headers, &site);
+    let tables: Vec<i18n::Table> = i18n::table(i18n::RELAY, lang).into_iter().collect();
+    let say = |english| i18n::lookup(&tables, english);
     let body = serde_json::json!({
         "color": site.look.color,
         "position": site.look.position,
+        "lang": lang,
+        "open": say("Open chat"),
+        "close": say("Close chat"),
+        "title": say("Chat"),
     });
-    Ok(([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(body)).into_response())
+    Ok((
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::VARY, "accept-language"),
+        ],
+        Json(body),
+    )
+        .into_response())
 }
 
 fn agent_view(a: AgentListing) -> AgentSettings {

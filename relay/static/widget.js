@@ -9,9 +9,11 @@
   // The page's `data-color` and `data-position` win over the site's (read from the relay, and
   // again whenever its owner changes them).
   var hex = /^#[0-9a-f]{6}$/i, myColor = me.getAttribute('data-color'), myPos = me.getAttribute('data-position');
+  // The page's language (`data-locale`); else the relay picks from the browser's and the site's.
+  var lang = me.getAttribute('data-locale') ? '&lang=' + encodeURIComponent(me.getAttribute('data-locale')) : '';
   if (!hex.test(myColor)) myColor = null;
   if (myPos !== 'left' && myPos !== 'right') myPos = null;
-  var frame, open = false, look = { color: myColor || '#2563eb', position: myPos || 'right' };
+  var frame, open = false, look = { color: myColor || '#2563eb', position: myPos || 'right', open: 'Open chat', close: 'Close chat', title: 'Chat' };
   // The page's own handlers (Escalera.on), and a logout asked for before the frame could hear it.
   var handlers = { open: [], close: [], message: [], unread: [] }, bye = 0, unread = 0;
   // The page's logged-in user (Escalera.identify), told to the widget before it connects.
@@ -53,6 +55,9 @@
   function restyle(site) {
     if (hex.test(site.color) && !myColor) look.color = site.color;
     if ((site.position === 'left' || site.position === 'right') && !myPos) look.position = site.position;
+    ['open', 'close', 'title'].forEach(function (k) { if (site[k]) look[k] = site[k]; });
+    if (frame) frame.title = look.title;
+    draw();
     btn.style.background = look.color;
     btn.style.color = ink(look.color);
     [btn, frame].forEach(function (e) { if (e) e.classList.toggle('esc-left', look.position === 'left'); });
@@ -60,7 +65,7 @@
   function draw() {
     btn.innerHTML = open ? cross : chat;
     btn.appendChild(badge);
-    btn.setAttribute('aria-label', open ? 'Close chat' : 'Open chat');
+    btn.setAttribute('aria-label', open ? look.close : look.open);
     btn.setAttribute('aria-expanded', open);
   }
   // Pins the host page where it is (position: fixed keeps iOS from scrolling it too). On
@@ -117,11 +122,10 @@
     if (v && !frame) {
       frame = d.createElement('iframe');
       frame.className = 'esc-f';
-      frame.title = 'Chat';
       frame.setAttribute('data-testid', 'widget-frame');
       frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
       frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin) +
-        (myColor ? '&color=' + encodeURIComponent(myColor) : '') + (bye ? '&logout=1' : '');
+        (myColor ? '&color=' + encodeURIComponent(myColor) : '') + lang + (bye ? '&logout=1' : '');
       bye = 0;
       d.body.appendChild(frame);
       restyle({});
@@ -184,10 +188,8 @@
     }
   };
   early.forEach(function (c) { if (api[c[0]]) api[c[0]].apply(api, c[1]); });
-  draw();
   restyle({});
-  if (!myColor || !myPos)
-    fetch(relay + '/api/look?site=' + encodeURIComponent(site)).then(function (r) { return r.ok && r.json(); })
+  fetch(relay + '/api/look?site=' + encodeURIComponent(site) + lang).then(function (r) { return r.ok && r.json(); })
       .then(function (l) { if (l) restyle(l); }, function () {});
   (d.body ? d.body.appendChild(btn) : addEventListener('DOMContentLoaded', function () { d.body.appendChild(btn); }));
 })();

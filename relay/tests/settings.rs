@@ -269,7 +269,90 @@ async fn a_site_change_reaches_its_open_widgets_and_the_relay_enforces_it() {
     // Not cached: a page loaded after a change shows it.
     assert_eq!(res.headers()["cache-control"], "no-store");
     let loader: Value = res.json().await.unwrap();
-    assert_eq!(loader, json!({ "color": "#0f766e", "position": "left" }));
+    assert_eq!(
+        loader,
+        json!({
+            "color": "#0f766e", "position": "left", "lang": "en",
+            "open": "Open chat", "close": "Close chat", "title": "Chat"
+        })
+    );
+}
+
+#[tokio::test]
+async fn the_widget_speaks_the_pages_then_the_browsers_then_the_sites_language() {
+    let assets = tempfile::tempdir().unwrap();
+    for page in ["widget", "console"] {
+        std::fs::create_dir(assets.path().join(page)).unwrap();
+        std::fs::write(
+            assets.path().join(page).join("index.html"),
+            "<!doctype html>\n<html lang=\"en\"><script type=\"module\">start()</script></html>",
+        )
+        .unwrap();
+    }
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        assets_dir: Some(assets.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let ana = relay.login("ana@shop.example").await;
+    let key = relay.site.key.clone();
+    // The language of the page at `path` for a browser asking for `accept`.
+    let lang_of = |path: String, accept: &'static str| {
+        let url = relay.url(&path);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if !accept.is_empty() {
+                req = req.header("accept-language", accept);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert!(res.headers()["vary"]
+                .to_str()
+                .unwrap()
+                .contains("accept-language"));
+            let html = res.text().await.unwrap();
+            let at = html.find("<html lang=\"").expect("an html tag with a lang") + 12;
+            html[at..at + 2].to_owned()
+        }
+    };
+    let embed = format!("/embed?site={key}");
+    // No preference anywhere: English.
+    assert_eq!(lang_of(embed.clone(), "").await, "en");
+    // The browser's first language Escalera speaks, by weight.
+    assert_eq!(
+        lang_of(embed.clone(), "fr-FR, es-MX;q=0.8, en;q=0.5").await,
+        "es"
+    );
+    assert_eq!(lang_of(embed.clone(), "en-GB, es;q=0.8").await, "en");
+    // The page's data-locale wins over the browser.
+    assert_eq!(lang_of(format!("{embed}&lang=en"), "es").await, "en");
+    assert_eq!(lang_of(format!("{embed}&lang=es-AR"), "en").await, "es");
+    // A language the widget does not speak is refused in Settings, with its field.
+    let (status, refused) = save_shop(&relay, &ana, |s| s["look"]["language"] = json!("fr")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["field"], "language");
+    // The site's default serves browsers that ask for nothing Escalera speaks.
+    let (status, _) = save_shop(&relay, &ana, |s| s["look"]["language"] = json!("es")).await;
+    assert_eq!(status, 200);
+    assert_eq!(lang_of(embed.clone(), "").await, "es");
+    assert_eq!(lang_of(embed.clone(), "fr, de;q=0.5").await, "es");
+    assert_eq!(lang_of(embed.clone(), "en-US").await, "en");
+    // The loader's labels come in the same language.
+    let loader: Value = reqwest::Client::new()
+        .get(relay.url(&format!("/api/look?site={key}")))
+        .header("accept-language", "fr")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(loader["lang"], "es");
+    assert_eq!(loader["open"], "Abrir el chat");
+    assert_eq!(loader["close"], "Cerrar el chat");
+    // The console follows the browser (the agent's own choice is kept by the console).
+    assert_eq!(lang_of("/agent".into(), "es-ES").await, "es");
+    assert_eq!(lang_of("/agent".into(), "fr").await, "en");
 }
 
 #[tokio::test]
