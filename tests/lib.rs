@@ -485,6 +485,14 @@ impl Driver {
         .await
     }
 
+    /// A Chromium whose language is `lang` (its `navigator.language` and `Accept-Language`).
+    pub async fn speaking(&mut self, lang: &str) -> Browser {
+        let prefs = json!({ "prefs": { "intl.accept_languages": lang } });
+        let flags = [format!("--lang={lang}"), format!("--accept-lang={lang}")];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.browser_with(prefs, &flags).await
+    }
+
     /// A Chromium with these `goog:chromeOptions` added, and these arguments instead of the
     /// same ones of the usual set.
     async fn browser_with(&mut self, options: Value, extra: &[&str]) -> Browser {

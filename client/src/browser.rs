@@ -103,7 +103,9 @@ async fn fetch_inner(
     let promise = window().fetch_with_str_and_init(path, &init);
     let res: web_sys::Response = wasm_bindgen_futures::JsFuture::from(promise)
         .await
-        .map_err(|_| "The server cannot be reached. Check your connection.".to_owned())?
+        .map_err(|_| {
+            crate::i18n::t("The server cannot be reached. Check your connection.").to_owned()
+        })?
         .unchecked_into();
     let text = wasm_bindgen_futures::JsFuture::from(res.text().map_err(js_err)?)
         .await

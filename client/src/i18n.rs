@@ -74,17 +74,21 @@ mod tests {
         }
     }
 
-    /// The English texts passed to `t(...)` or `tf(...)` as literals in a source file.
+    /// The English texts passed to `t(...)` or `tf(...)` as literals in a source file (rustfmt
+    /// may put the literal on the next line).
     fn texts(source: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for call in ["t(\"", "tf(\""] {
+        for call in ["t(", "tf("] {
             for (at, _) in source.match_indices(call) {
                 let before = source[..at].chars().next_back();
                 if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
                     continue;
                 }
+                let Some(rest) = source[at + call.len()..].trim_start().strip_prefix('"') else {
+                    continue;
+                };
                 let mut text = String::new();
-                let mut chars = source[at + call.len()..].chars();
+                let mut chars = rest.chars();
                 while let Some(c) = chars.next() {
                     match c {
                         '"' => break,
@@ -163,7 +167,14 @@ mod tests {
 
     #[test]
     fn the_scan_reads_literals_with_escapes_and_skips_other_calls() {
-        let source = r#"t("Send") tf("{name} said \"hi\"", &[]) list.get("x") tft("no")"#;
-        assert_eq!(texts(source), ["Send", "{name} said \"hi\""]);
+        let source = r#"t("Send") tf("{name} said \"hi\"", &[]) list.get("x") tft("no") t(x)
+            tf(
+                "{n} on the next line",
+                &[]
+            )"#;
+        assert_eq!(
+            texts(source),
+            ["Send", "{name} said \"hi\"", "{n} on the next line"]
+        );
     }
 }

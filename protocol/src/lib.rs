@@ -107,11 +107,136 @@ pub struct Message {
     pub author_name: Option<String>,
     /// Plain text, never HTML: clients render it escaped and keep its newlines.
     pub text: String,
+    /// For system messages, what happened, for clients to say in their own language (`text`
+    /// says it in English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<SystemEvent>,
     /// A file posted with the message (its text is then the file's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
     /// When the relay stored it, in milliseconds since the Unix epoch.
     pub at: i64,
+}
+
+/// What a system message records, so that each browser can say it in its viewer's language;
+/// the message's `text` is the same in English (for transcripts, search and older clients).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SystemEvent {
+    /// An agent joined the conversation.
+    Joined {
+        /// The agent's name.
+        agent: String,
+    },
+    /// An agent closed it.
+    Closed {
+        /// The agent's name.
+        agent: String,
+    },
+    /// An agent handed it to another.
+    Transferred {
+        /// Who handed it over.
+        from: String,
+        /// Who has it now.
+        to: String,
+    },
+    /// An agent put it back in the queue.
+    Requeued {
+        /// The agent's name.
+        agent: String,
+    },
+    /// The visitor wrote again after it was closed.
+    Reopened,
+    /// The visitor left an email for the reply.
+    EmailLeft {
+        /// The address.
+        email: String,
+    },
+    /// The visitor rated it.
+    Rated {
+        /// Thumbs up or down.
+        rating: Rating,
+        /// Their comment, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// A call was answered.
+    CallStarted {
+        /// Voice or video (a screen-only call is [`SystemEvent::Media`]).
+        call: CallKind,
+    },
+    /// An answered call ended.
+    CallEnded {
+        /// How long it lasted, in seconds.
+        seconds: u64,
+    },
+    /// The caller gave up before an answer.
+    CallCancelled,
+    /// The callee declined.
+    CallDeclined,
+    /// Nobody answered in time.
+    CallMissed,
+    /// Someone turned their camera or screen sharing on or off during a call.
+    Media {
+        /// Their name ("The visitor" for visitors).
+        who: String,
+        /// Which device.
+        media: MediaKind,
+        /// On or off.
+        on: bool,
+    },
+}
+
+impl SystemEvent {
+    /// What it says in English, the message's `text`.
+    pub fn english(&self) -> String {
+        match self {
+            Self::Joined { agent } => format!("{agent} joined the conversation"),
+            Self::Closed { agent } => format!("{agent} closed the conversation"),
+            Self::Transferred { from, to } => {
+                format!("{from} transferred the conversation to {to}")
+            }
+            Self::Requeued { agent } => format!("{agent} put the conversation back in the queue"),
+            Self::Reopened => "The visitor reopened the conversation".to_owned(),
+            Self::EmailLeft { email } => {
+                format!("The visitor left their email for the reply: {email}")
+            }
+            Self::Rated { rating, comment } => {
+                let verdict = match rating {
+                    Rating::Up => "👍",
+                    Rating::Down => "👎",
+                };
+                match comment {
+                    Some(c) => format!("The visitor rated the conversation {verdict}: {c}"),
+                    None => format!("The visitor rated the conversation {verdict}"),
+                }
+            }
+            Self::CallStarted {
+                call: CallKind::Video,
+            } => "Video call started".to_owned(),
+            Self::CallStarted { .. } => "Voice call started".to_owned(),
+            Self::CallEnded { seconds } => format!("Call ended, {}", duration(*seconds)),
+            Self::CallCancelled => "Call cancelled".to_owned(),
+            Self::CallDeclined => "Call declined".to_owned(),
+            Self::CallMissed => "Missed call".to_owned(),
+            Self::Media { who, media, on } => match (media, on) {
+                (MediaKind::Camera, true) => format!("{who} turned video on"),
+                (MediaKind::Camera, false) => format!("{who} turned video off"),
+                (MediaKind::Screen, true) => format!("{who} shared their screen"),
+                (MediaKind::Screen, false) => format!("{who} stopped sharing their screen"),
+            },
+        }
+    }
+}
+
+/// `3:12` for seconds, or `1:02:03` past an hour.
+pub fn duration(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// A file posted into a conversation, as stored by the relay.
@@ -1263,6 +1388,7 @@ mod tests {
             author,
             author_name: (author == Author::Agent).then(|| "Ana".to_owned()),
             text: "<b>hi</b>\nsecond line, ünïcödé 👋".to_owned(),
+            event: None,
             attachment: (author == Author::Visitor).then(|| Attachment {
                 id: FileId::from("f1"),
                 name: "photo.png".into(),

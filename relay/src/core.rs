@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use escalera_protocol::{
     check_email, check_text, AgentId, AgentRef, Attachment, Author, CallAction, CallInfo, CallKind,
     CallPhase, ClientMsg, ClientMsgId, ConversationId, ConversationSummary, MediaConfig, MediaKind,
-    Message, Presence, Rating, ReadMark, ServerMsg, SiteFeatures, SiteKey, SiteLook, VisitorInfo,
-    VisitorToken, MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS,
-    MAX_VISITOR_NAME_CHARS, PROTOCOL_VERSION,
+    Message, Presence, Rating, ReadMark, ServerMsg, SiteFeatures, SiteKey, SiteLook, SystemEvent,
+    VisitorInfo, VisitorToken, MAX_CLIENT_ID_CHARS, MAX_COMMENT_CHARS, MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS, MAX_VISITOR_NAME_CHARS, PROTOCOL_VERSION,
 };
 
 use crate::error::RelayError;
@@ -233,6 +233,8 @@ pub struct NewMessage {
     pub author_name: Option<String>,
     /// The text.
     pub text: String,
+    /// What a system message records, for each browser to say in its own language.
+    pub event: Option<SystemEvent>,
     /// A file whose bytes are already on disk; recorded with the message.
     pub attachment: Option<Attachment>,
     /// Now, in ms since the epoch.
@@ -910,22 +912,13 @@ impl Call {
     }
 
     /// What the record says when this call is over at `end`.
-    fn ended_note(&self, end: i64) -> String {
+    fn ended_note(&self, end: i64) -> SystemEvent {
         match self.phase {
-            CallPhase::Ringing => "Call cancelled".to_owned(),
-            CallPhase::Active => format!("Call ended, {}", duration(end - self.since)),
+            CallPhase::Ringing => SystemEvent::CallCancelled,
+            CallPhase::Active => SystemEvent::CallEnded {
+                seconds: u64::try_from(end - self.since).unwrap_or(0) / 1000,
+            },
         }
-    }
-}
-
-/// `3:12`, or `1:02:03` past an hour.
-pub fn duration(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
     }
 }
 
@@ -1058,15 +1051,13 @@ fn record_toggles(
         if t.on == t.recorded {
             continue;
         }
-        let name = &t.name;
-        let text = match (key.2, t.on) {
-            (MediaKind::Camera, true) => format!("{name} turned video on"),
-            (MediaKind::Camera, false) => format!("{name} turned video off"),
-            (MediaKind::Screen, true) => format!("{name} shared their screen"),
-            (MediaKind::Screen, false) => format!("{name} stopped sharing their screen"),
+        let event = SystemEvent::Media {
+            who: t.name,
+            media: key.2,
+            on: t.on,
         };
         let meta = ConversationMeta::new(key.0, t.site, None);
-        out.push(system_note(now, &meta, text));
+        out.push(system_note(now, &meta, event));
     }
 }
 
@@ -1990,7 +1981,9 @@ impl Core {
                 out.push(system_note(
                     now,
                     &meta,
-                    format!("The visitor left their email for the reply: {email}"),
+                    SystemEvent::EmailLeft {
+                        email: email.clone(),
+                    },
                 ));
                 out.push(Effect::SaveEmail {
                     conversation: meta.id,
@@ -2097,8 +2090,8 @@ impl Core {
             },
         };
         if let Some(call) = self.calls.remove(&meta.id) {
-            let text = format!("{} for a transfer", call.ended_note(now));
-            self.call_over(now, &meta.id, &meta.site, text, out);
+            // The next line of the record says it was for a transfer.
+            self.call_over(now, &meta.id, &meta.site, call.ended_note(now), out);
         }
         out.push(Effect::Transfer {
             peer,
@@ -2130,7 +2123,9 @@ impl Core {
         out.push(system_note(
             now,
             &meta,
-            format!("{} closed the conversation", agent.name),
+            SystemEvent::Closed {
+                agent: agent.name.clone(),
+            },
         ));
         out.push(Effect::Publish(BusEvent::Closed {
             conversation: meta.id,
@@ -2162,8 +2157,13 @@ impl Core {
             out.push(agent_note(now, &meta, &from, text, None, Reply::None));
         }
         let text = match &to {
-            Some(a) => format!("{} transferred the conversation to {}", from.name, a.name),
-            None => format!("{} put the conversation back in the queue", from.name),
+            Some(a) => SystemEvent::Transferred {
+                from: from.name.clone(),
+                to: a.name.clone(),
+            },
+            None => SystemEvent::Requeued {
+                agent: from.name.clone(),
+            },
         };
         out.push(system_note(now, &meta, text));
         if let Some(a) = to {
@@ -2273,11 +2273,7 @@ impl Core {
             back.as_ref().map(|a| a.id.clone()),
             now,
         );
-        out.push(system_note(
-            now,
-            meta,
-            "The visitor reopened the conversation".to_owned(),
-        ));
+        out.push(system_note(now, meta, SystemEvent::Reopened));
         if let Some(a) = &back {
             out.push(Effect::Publish(BusEvent::AgentJoined {
                 conversation: meta.id.clone(),
@@ -2310,6 +2306,7 @@ impl Core {
                 author,
                 author_name: author_name.clone(),
                 text,
+                event: None,
                 attachment,
                 at: now,
             },
@@ -2364,7 +2361,9 @@ impl Core {
         out.push(system_note(
             now,
             &meta,
-            format!("{} joined the conversation", agent.name),
+            SystemEvent::Joined {
+                agent: agent.name.clone(),
+            },
         ));
         meta.agent = Some(agent);
         let Some(peer) = peer else {
@@ -2923,7 +2922,7 @@ impl Core {
             .collect();
         for id in missed {
             if let Some(call) = self.calls.remove(&id) {
-                self.call_over(now, &id, &call.site, "Missed call".to_owned(), out);
+                self.call_over(now, &id, &call.site, SystemEvent::CallMissed, out);
             }
         }
         let grace = self.limits.call_grace_ms;
@@ -2947,7 +2946,7 @@ impl Core {
         now: i64,
         conv: &ConversationId,
         site: &SiteKey,
-        note: String,
+        note: SystemEvent,
         out: &mut Out,
     ) {
         record_toggles(&mut self.toggles, now, Some(conv), out);
@@ -3091,16 +3090,19 @@ impl Core {
                     call: Some(call.record()),
                 });
                 Some(match call.kind {
-                    CallKind::Voice => "Voice call started".to_owned(),
-                    CallKind::Video => "Video call started".to_owned(),
-                    CallKind::Screen => format!("{} shared their screen", call.caller_name),
+                    CallKind::Screen => SystemEvent::Media {
+                        who: call.caller_name.clone(),
+                        media: MediaKind::Screen,
+                        on: true,
+                    },
+                    kind => SystemEvent::CallStarted { call: kind },
                 })
             }
             (CallAction::Decline, Some(call))
                 if call.phase == CallPhase::Ringing && call.caller != side =>
             {
                 self.calls.remove(&conv.id);
-                Some("Call declined".to_owned())
+                Some(SystemEvent::CallDeclined)
             }
             (CallAction::HangUp, Some(call)) if call.is_party(peer) => {
                 record_toggles(&mut self.toggles, now, Some(&conv.id), out);
@@ -3252,15 +3254,7 @@ fn rating_note(
     rating: Rating,
     comment: Option<String>,
 ) -> Effect {
-    let verdict = match rating {
-        Rating::Up => "👍",
-        Rating::Down => "👎",
-    };
-    let text = match comment {
-        Some(c) => format!("The visitor rated the conversation {verdict}: {c}"),
-        None => format!("The visitor rated the conversation {verdict}"),
-    };
-    system_note(now, meta, text)
+    system_note(now, meta, SystemEvent::Rated { rating, comment })
 }
 
 /// An agent's private note for the record.
@@ -3279,6 +3273,7 @@ fn agent_note(
             author: Author::Note,
             author_name: Some(agent.name.clone()),
             text,
+            event: None,
             attachment: None,
             at: now,
         },
@@ -3288,14 +3283,15 @@ fn agent_note(
 }
 
 /// A system message for the record.
-fn system_note(now: i64, meta: &ConversationMeta, text: String) -> Effect {
+fn system_note(now: i64, meta: &ConversationMeta, event: SystemEvent) -> Effect {
     Effect::Append {
         message: NewMessage {
             conversation: meta.id.clone(),
             client_id: None,
             author: Author::System,
             author_name: None,
-            text,
+            text: event.english(),
+            event: Some(event),
             attachment: None,
             at: now,
         },
@@ -3498,6 +3494,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: format!("m{seq}"),
+            event: None,
             attachment: None,
             at: 0,
         }
@@ -4531,7 +4528,7 @@ mod tests {
             error_code(&w.act(1, call("c1", CallAction::HangUp), &assigned)),
             Some(ErrorCode::Forbidden)
         );
-        assert_eq!(duration(3_725_000), "1:02:05");
+        assert_eq!(escalera_protocol::duration(3_725), "1:02:05");
     }
 
     #[test]

@@ -169,6 +169,11 @@ ALTER TABLE conversations ADD COLUMN external_id TEXT;
 CREATE UNIQUE INDEX conversations_user ON conversations (site_key, external_id)
     WHERE external_id IS NOT NULL;
 "#,
+    // 12: languages: what a system message records (JSON), for browsers to say in their own
+    // language; older lines have none and show their English text.
+    r#"
+ALTER TABLE messages ADD COLUMN event TEXT;
+"#,
 ];
 
 /// `AND <column> IN (?n, ...)` for the sites of `scope` (nothing for every site), with the
@@ -484,7 +489,7 @@ fn parse_author(s: &str) -> Author {
 }
 
 const MESSAGE_SELECT: &str = "SELECT m.conversation_id, m.seq, m.client_id, m.author,
-    m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256
+    m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256, m.event
     FROM messages m LEFT JOIN files f ON f.id = m.attachment_id";
 
 fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -505,6 +510,10 @@ fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         author: parse_author(&r.get::<_, String>(3)?),
         author_name: r.get(4)?,
         text: r.get(5)?,
+        // A line this relay cannot read (written by a newer one) still shows its English.
+        event: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|e| serde_json::from_str(&e).ok()),
         at: r.get(6)?,
         attachment,
     })
@@ -759,8 +768,8 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
         .query_row(params![m.conversation.0, m.at, said], |r| r.get(0))?;
     c.prepare_cached(
         "INSERT INTO messages
-         (conversation_id, seq, client_id, author, author_name, text, at, attachment_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (conversation_id, seq, client_id, author, author_name, text, at, attachment_id, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         m.conversation.0,
@@ -771,6 +780,9 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
         m.text,
         m.at,
         m.attachment.as_ref().map(|a| &a.id.0),
+        m.event
+            .as_ref()
+            .map(|e| serde_json::to_string(e).expect("an event serializes")),
     ])?;
     let summary = c
         .prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1 AND {LISTED}"))?
@@ -784,6 +796,7 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             author: m.author,
             author_name: m.author_name,
             text: m.text,
+            event: m.event,
             attachment: m.attachment,
             at: m.at,
         },
@@ -1761,6 +1774,7 @@ impl Log for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use escalera_protocol::SystemEvent;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -1775,6 +1789,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: text.into(),
+            event: None,
             attachment: None,
             at: 1,
         }
@@ -1817,6 +1832,23 @@ mod tests {
             let stored = s.append(line).await.unwrap();
             assert_eq!(stored.summary.unwrap().preview, "two");
         }
+        // A system line keeps what it records, for each browser's language.
+        let joined = SystemEvent::Joined {
+            agent: "Ana".into(),
+        };
+        let line = NewMessage {
+            author: Author::System,
+            client_id: None,
+            event: Some(joined.clone()),
+            ..chat(&conv, "", &joined.english())
+        };
+        let stored = s.append(line).await.unwrap().message;
+        assert_eq!(stored.event, Some(joined));
+        let read = s
+            .messages_after(conv.clone(), stored.seq - 1, 1, true)
+            .await
+            .unwrap();
+        assert_eq!(read.messages, vec![stored]);
     }
 
     #[tokio::test]

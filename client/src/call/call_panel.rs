@@ -5,6 +5,7 @@ use leptos::html;
 use leptos::prelude::*;
 
 use super::CallCtl;
+use crate::i18n::t;
 
 /// "3:07" since `since` (ms).
 fn elapsed(since: i64, now: f64) -> String {
@@ -52,14 +53,14 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
         }
     });
     let status = move || match ctl.info.get() {
-        Some(c) if c.phase == CallPhase::Ringing => "Calling… waiting for an answer".to_owned(),
+        Some(c) if c.phase == CallPhase::Ringing => t("Calling… waiting for an answer").to_owned(),
         // Our socket or the other side's is down: the media may well go on meanwhile.
-        Some(c) if c.away || !ctl.online() => "Reconnecting…".to_owned(),
+        Some(c) if c.away || !ctl.online() => t("Reconnecting…").to_owned(),
         Some(c) => {
             let what = if c.kind == CallKind::Screen {
-                "Screen share"
+                t("Screen share")
             } else {
-                "In call"
+                t("In call")
             };
             format!("{what} · {}", elapsed(c.since, now.get()))
         }
@@ -73,7 +74,7 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
     };
     view! {
         <Show when=shown>
-        <section class="call" aria-label="Call">
+        <section class="call" aria-label=t("Call")>
             <div class="stage" class:has-video=move || ctl.remote_video()>
                 <video node_ref=remote data-testid="remote-video" autoplay playsinline></video>
                 <div class="stage-label" data-testid="call-status"
@@ -93,39 +94,39 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
             <div class="controls">
                 <Show when=move || ctl.mic_on.get() fallback=move || view! {
                     <button data-testid="call-voice" on:click=move |_| ctl.toggle_mic() prop:disabled=move || !ctl.in_call()>
-                        "Microphone"
+                        {t("Microphone")}
                     </button>
                 }>
                     <button data-testid="mic-toggle" aria-pressed=move || ctl.muted.get().to_string()
                         on:click=move |_| ctl.toggle_mic()>
-                        {move || if ctl.muted.get() { "Unmute" } else { "Mute" }}
+                        {move || if ctl.muted.get() { t("Unmute") } else { t("Mute") }}
                     </button>
                 </Show>
                 <Show when=move || ctl.features.get().allows_media(MediaKind::Camera)>
                 <Show when=move || ctl.camera_on.get() fallback=move || view! {
                     <button data-testid="call-video" on:click=move |_| ctl.toggle_camera() prop:disabled=move || !ctl.in_call()>
-                        "Camera"
+                        {t("Camera")}
                     </button>
                 }>
                     <button data-testid="camera-toggle" aria-pressed="true" on:click=move |_| ctl.toggle_camera()>
-                        "Camera off"
+                        {t("Camera off")}
                     </button>
                 </Show>
                 </Show>
                 <Show when=move || ctl.camera_on.get() && ctl.can_flip.get()>
-                    <button data-testid="camera-flip" on:click=move |_| ctl.flip_camera()>"Flip"</button>
+                    <button data-testid="camera-flip" on:click=move |_| ctl.flip_camera()>{t("Flip")}</button>
                 </Show>
                 <Show when=move || ctl.features.get().screen>
                 <button data-testid="screen-share" aria-pressed=move || ctl.screen_on.get().to_string()
                     prop:disabled=move || !ctl.in_call() on:click=move |_| ctl.toggle_screen()>
-                    {move || if ctl.screen_on.get() { "Stop sharing" } else { "Share screen" }}
+                    {move || if ctl.screen_on.get() { t("Stop sharing") } else { t("Share screen") }}
                 </button>
                 </Show>
                 <Show when=move || ctl.remote_video() && ctl.features.get().snapshots>
-                    <button data-testid="snapshot" on:click=snapshot>"Snapshot"</button>
+                    <button data-testid="snapshot" on:click=snapshot>{t("Snapshot")}</button>
                 </Show>
                 <button class="hangup" data-testid="call-hangup" on:click=move |_| ctl.hang_up()>
-                    {move || if ctl.outgoing() { "Cancel" } else { "Hang up" }}
+                    {move || if ctl.outgoing() { t("Cancel") } else { t("Hang up") }}
                 </button>
             </div>
         </section>

@@ -16,6 +16,7 @@ use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
 use super::machine::{CallMachine, Command, Device, Input, Then};
 use crate::chat::Uploader;
+use crate::i18n::{t, tf};
 use crate::link::Link;
 use crate::rtc::media;
 use crate::rtc::peer::{Diagnostics, Peer, Sent};
@@ -462,8 +463,9 @@ impl CallCtl {
             ) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.notice
-                        .set(Some(format!("The call could not start: {e:?}")));
+                    let error = format!("{e:?}");
+                    let text = tf("The call could not start: {error}", &[("error", &error)]);
+                    self.notice.set(Some(text));
                     return;
                 }
             };
@@ -727,7 +729,7 @@ impl CallCtl {
         let (w, h) = (video.video_width(), video.video_height());
         if w == 0 || h == 0 {
             self.notice
-                .set(Some("There is no video to photograph yet.".into()));
+                .set(Some(t("There is no video to photograph yet.").into()));
             return;
         }
         let canvas: web_sys::HtmlCanvasElement = crate::browser::window()
@@ -756,7 +758,7 @@ impl CallCtl {
             .is_err()
         {
             self.notice
-                .set(Some("The snapshot could not be taken.".into()));
+                .set(Some(t("The snapshot could not be taken.").into()));
             return;
         }
         let uploader = self.uploader;

@@ -4,6 +4,7 @@ use escalera_protocol::CallKind;
 use leptos::prelude::*;
 
 use super::CallCtl;
+use crate::i18n::{t, tf};
 
 /// Rings (two tones, on and off) while `ringing` is true. Browsers may refuse sound before the
 /// person interacted with the page; the ring is then silent and the panel still shows.
@@ -44,7 +45,7 @@ pub fn IncomingCall(ctl: CallCtl) -> impl IntoView {
     let announce = move || {
         call.with(|c| {
             c.as_ref()
-                .map(|c| format!("{} is calling you", c.caller_name))
+                .map(|c| tf("{name} is calling you", &[("name", &c.caller_name)]))
                 .unwrap_or_default()
         })
     };
@@ -52,19 +53,26 @@ pub fn IncomingCall(ctl: CallCtl) -> impl IntoView {
         <div class="sr-only" aria-live="assertive" data-testid="call-announce">{announce}</div>
         {move || call.get().map(|c| {
             let what = match c.kind {
-                CallKind::Video => "video call",
-                _ => "voice call",
+                CallKind::Video => t("video call"),
+                _ => t("voice call"),
+            };
+            // One sentence, the caller's name in bold wherever the language puts it.
+            let line = tf("{name} is calling you ({call})", &[("call", what)]);
+            let (before, after) = match line.split_once("{name}") {
+                Some((before, after)) => (before.to_owned(), after.to_owned()),
+                None => (String::new(), format!(" {line}")),
             };
             view! {
-                <div class="incoming" role="alertdialog" aria-label="Incoming call" data-testid="incoming-call">
+                <div class="incoming" role="alertdialog" aria-label=t("Incoming call") data-testid="incoming-call">
                     <div class="incoming-text">
+                        {before}
                         <strong>{c.caller_name.clone()}</strong>
-                        {format!(" is calling you ({what})")}
-                        <div class="hint">"Your microphone opens only if you accept."</div>
+                        {after}
+                        <div class="hint">{t("Your microphone opens only if you accept.")}</div>
                     </div>
                     <button class="accept" data-testid="call-accept" prop:disabled=move || ctl.busy.get()
-                        on:click=move |_| ctl.accept()>"Accept"</button>
-                    <button class="decline" data-testid="call-decline" on:click=move |_| ctl.decline()>"Decline"</button>
+                        on:click=move |_| ctl.accept()>{t("Accept")}</button>
+                    <button class="decline" data-testid="call-decline" on:click=move |_| ctl.decline()>{t("Decline")}</button>
                 </div>
             }
         })}

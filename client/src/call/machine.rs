@@ -10,6 +10,8 @@ use escalera_protocol::{
     Author, CallAction, CallInfo, CallKind, CallPhase, ConversationId, MediaKind,
 };
 
+use crate::i18n::t;
+
 /// A local device to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -322,7 +324,7 @@ impl CallMachine {
                     .as_ref()
                     .is_some_and(|c| c.phase == CallPhase::Ringing && c.party)
                 {
-                    out.push(Command::Notice("No answer.".into()));
+                    out.push(Command::Notice(t("No answer.").into()));
                 }
                 out.extend(self.teardown());
                 out

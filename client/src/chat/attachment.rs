@@ -4,6 +4,7 @@ use escalera_protocol::Attachment;
 use leptos::prelude::*;
 
 use super::upload::human_size;
+use crate::i18n::t;
 
 /// The attachment of a message.
 #[component]
@@ -26,17 +27,17 @@ pub fn AttachmentView(file: Attachment) -> impl IntoView {
 }
 
 /// "PNG image", "PDF", "file"...
-fn short_type(mime: &str) -> String {
+fn short_type(mime: &str) -> &'static str {
     match mime {
-        "image/png" => "PNG image".into(),
-        "image/jpeg" => "JPEG image".into(),
-        "image/gif" => "GIF image".into(),
-        "image/webp" => "WebP image".into(),
-        "application/pdf" => "PDF".into(),
-        "application/zip" => "ZIP archive".into(),
-        m if m.starts_with("text/plain") => "text".into(),
-        m if m.starts_with("video/") => "video".into(),
-        m if m.starts_with("audio/") => "audio".into(),
-        _ => "file".into(),
+        "image/png" => t("PNG image"),
+        "image/jpeg" => t("JPEG image"),
+        "image/gif" => t("GIF image"),
+        "image/webp" => t("WebP image"),
+        "application/pdf" => "PDF",
+        "application/zip" => t("ZIP archive"),
+        m if m.starts_with("text/plain") => t("text"),
+        m if m.starts_with("video/") => t("video"),
+        m if m.starts_with("audio/") => t("audio"),
+        _ => t("file"),
     }
 }

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 
 use super::{Line, Thread};
 use crate::browser::clock;
+use crate::i18n::{t, tf};
 
 fn author_attr(a: Author) -> &'static str {
     match a {
@@ -93,7 +94,7 @@ fn line_view(
         Line::Stored(m) => (
             m.author,
             m.author_name,
-            m.text,
+            m.event.as_ref().map_or(m.text, super::said),
             Some(m.at),
             false,
             m.attachment,
@@ -120,8 +121,11 @@ fn line_view(
     };
     let meta = match (author, name, at) {
         (Author::System, _, _) => None,
-        (_, _, None) => Some("Sending…".to_owned()),
-        (Author::Note, Some(n), Some(at)) => Some(format!("Note by {n} · {}", clock(at))),
+        (_, _, None) => Some(t("Sending…").to_owned()),
+        (Author::Note, Some(n), Some(at)) => {
+            let values = [("name", n.as_str()), ("time", &clock(at))];
+            Some(tf("Note by {name} · {time}", &values))
+        }
         (Author::Agent, Some(n), Some(at)) if author != me => Some(format!("{n} · {}", clock(at))),
         (_, _, Some(at)) => Some(clock(at)),
     };
@@ -163,6 +167,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: String::new(),
+            event: None,
             attachment: None,
             at: 0,
         })

@@ -3,6 +3,7 @@
 mod attachment;
 mod composer;
 mod message_list;
+mod system;
 mod thread;
 mod typing;
 mod upload;
@@ -10,6 +11,7 @@ mod upload;
 pub use attachment::AttachmentView;
 pub use composer::{files_of, Composer, Draft, Suggestion};
 pub use message_list::MessageList;
+pub use system::said;
 pub use thread::{Line, Pending, Thread, Threads};
 pub use typing::{Typing, TypingLine};
 pub use upload::{human_size, Upload, UploadList, Uploader};

@@ -262,6 +262,7 @@ mod tests {
             author: Author::Visitor,
             author_name: None,
             text: format!("m{seq}"),
+            event: None,
             attachment: None,
             at: 0,
         }

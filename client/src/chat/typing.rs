@@ -4,6 +4,7 @@
 use escalera_protocol::{Author, ClientMsg, ConversationId, ServerMsg};
 use leptos::prelude::*;
 
+use crate::i18n::{t, tf};
 use crate::link::Link;
 
 /// How often this side says it is typing, at most.
@@ -38,9 +39,9 @@ impl Typing {
                 name,
             } => {
                 let who = match (author, name) {
-                    (Author::Agent, Some(n)) => format!("{n} is typing…"),
-                    (Author::Agent, None) => "The agent is typing…".to_owned(),
-                    _ => "The visitor is typing…".to_owned(),
+                    (Author::Agent, Some(n)) => tf("{name} is typing…", &[("name", n)]),
+                    (Author::Agent, None) => t("The agent is typing…").to_owned(),
+                    _ => t("The visitor is typing…").to_owned(),
                 };
                 typing.shown.set(Some((conversation.clone(), who)));
                 let shown = typing.shown;

@@ -6,6 +6,8 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{Blob, XmlHttpRequest};
 
+use crate::i18n::{t, t_relay, tf};
+
 /// One upload under way (or failed).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upload {
@@ -115,13 +117,12 @@ impl Uploader {
         };
         let max = self.max.get_untracked();
         if size > max as f64 {
-            upload.error = Some(format!(
-                "“{name}” is {}; files can be at most {}.",
-                human_size(size as u64),
-                human_size(max)
-            ));
+            let (size, max) = (human_size(size as u64), human_size(max));
+            let v = [("name", name), ("size", &size), ("max", &max)];
+            let text = tf("“{name}” is {size}; files can be at most {max}.", &v);
+            upload.error = Some(text);
         } else if size == 0.0 {
-            upload.error = Some(format!("“{name}” is empty."));
+            upload.error = Some(tf("“{name}” is empty.", &[("name", name)]));
         }
         let failed = upload.error.is_some();
         self.list.update(|l| l.push(upload));
@@ -129,9 +130,9 @@ impl Uploader {
             return;
         }
         if let Err(e) = self.start(id, conversation, blob, name) {
-            self.set(id, |u| {
-                u.error = Some(format!("The upload could not start: {e:?}"))
-            });
+            let error = format!("{e:?}");
+            let text = tf("The upload could not start: {error}", &[("error", &error)]);
+            self.set(id, |u| u.error = Some(text));
         }
     }
 
@@ -167,15 +168,17 @@ impl Uploader {
                     // 200: this file was stored before (a retry); either way it is in.
                     Ok(200 | 201) => this.dismiss(id),
                     Ok(0) => this.set(id, |u| {
-                        u.error = Some("The upload failed: the connection was lost.".into())
+                        u.error = Some(t("The upload failed: the connection was lost.").into())
                     }),
                     Ok(_) => {
                         let why = xhr.response_text().ok().flatten().unwrap_or_default();
+                        let why = t_relay(&why);
                         this.set(id, |u| {
-                            u.error = Some(format!("“{}” was not sent: {why}", u.name))
+                            let values = [("name", u.name.as_str()), ("why", &why)];
+                            u.error = Some(tf("“{name}” was not sent: {why}", &values))
                         });
                     }
-                    Err(_) => this.set(id, |u| u.error = Some("The upload failed.".into())),
+                    Err(_) => this.set(id, |u| u.error = Some(t("The upload failed.").into())),
                 }
                 // The request is over: free its handlers (this one once it returns).
                 this.requests
@@ -246,7 +249,7 @@ pub fn UploadList(
                         Some(error) => view! {
                             <div class="upload failed" role="alert" data-testid="upload-error">
                                 <span>{error}</span>
-                                <button class="link" on:click=move |_| uploader.dismiss(id)>"Dismiss"</button>
+                                <button class="link" on:click=move |_| uploader.dismiss(id)>{t("Dismiss")}</button>
                             </div>
                         }
                         .into_any(),

@@ -8,9 +8,12 @@ use leptos::prelude::*;
 
 use super::root::Desk;
 use crate::browser;
+use crate::i18n::{t, tf};
 
 /// The title without anything waiting.
-const TITLE: &str = "Escalera — agent console";
+fn title() -> &'static str {
+    t("Escalera — agent console")
+}
 
 /// What needs the agent, per conversation: waiting ones count 1, theirs their unread messages.
 fn attention(desk: &Desk) -> HashMap<ConversationId, u64> {
@@ -46,7 +49,7 @@ pub fn use_alerts(desk: Desk) {
         let total: u64 = now.len() as u64;
         if let Some(doc) = browser::window().document() {
             doc.set_title(&match total {
-                0 => TITLE.to_owned(),
+                0 => title().to_owned(),
                 n => format!("({n}) Escalera"),
             });
         }
@@ -78,8 +81,8 @@ pub fn use_alerts(desk: Desk) {
             });
             if let Some((who, preview, status)) = label.filter(|_| browser::tab_hidden()) {
                 let title = match status {
-                    ConversationStatus::Waiting => format!("{who} is waiting"),
-                    _ => format!("New message from {who}"),
+                    ConversationStatus::Waiting => tf("{who} is waiting", &[("who", &who)]),
+                    _ => tf("New message from {who}", &[("who", &who)]),
                 };
                 notify(&title, &preview);
             }
@@ -136,12 +139,12 @@ pub fn NotifyButton() -> impl IntoView {
         {move || match state.get() {
             Some(web_sys::NotificationPermission::Default) => view! {
                 <button class="link" data-testid="notifications-enable" on:click=ask>
-                    "Turn on notifications"
+                    {t("Turn on notifications")}
                 </button>
             }.into_any(),
             Some(web_sys::NotificationPermission::Denied) => view! {
-                <span class="hint" data-testid="notifications-blocked" title="Allow them in the browser's site settings">
-                    "Notifications blocked"
+                <span class="hint" data-testid="notifications-blocked" title=t("Allow them in the browser's site settings")>
+                    {t("Notifications blocked")}
                 </span>
             }.into_any(),
             _ => ().into_any(),

@@ -8,6 +8,7 @@ use leptos::prelude::*;
 use serde::Deserialize;
 
 use crate::browser;
+use crate::i18n::{t, t_relay};
 
 /// What `GET /api/canned` answers.
 #[derive(Deserialize)]
@@ -81,10 +82,10 @@ pub fn fill(text: &str, visitor: &str, agent: &str) -> String {
 pub fn CannedManager(canned: Canned, open: RwSignal<bool>) -> impl IntoView {
     view! {
         <Show when=move || open.get()>
-            <section class="canned-manager" role="dialog" aria-label="Canned replies" data-testid="canned-manager">
+            <section class="canned-manager" role="dialog" aria-label=t("Canned replies") data-testid="canned-manager">
                 <header>
-                    <h2>"Canned replies"</h2>
-                    <button class="link" on:click=move |_| open.set(false)>"Close"</button>
+                    <h2>{t("Canned replies")}</h2>
+                    <button class="link" on:click=move |_| open.set(false)>{t("Close")}</button>
                 </header>
                 <CannedEditor canned=canned />
             </section>
@@ -134,7 +135,7 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
                     text.set(String::new());
                     canned.load();
                 }
-                Ok(r) => error.set(Some(r.body)),
+                Ok(r) => error.set(Some(t_relay(&r.body))),
                 Err(e) => error.set(Some(e)),
             }
             saving.set(false);
@@ -144,7 +145,7 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
         leptos::task::spawn_local(async move {
             match browser::fetch("DELETE", &format!("/api/canned/{id}"), None).await {
                 Ok(r) if r.status == 204 => canned.load(),
-                Ok(r) => error.set(Some(r.body)),
+                Ok(r) => error.set(Some(t_relay(&r.body))),
                 Err(e) => error.set(Some(e)),
             }
         });
@@ -158,12 +159,13 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
     };
     view! {
                 <p class="hint">
-                    "Type / and part of a shortcut in the reply box to insert one. "
-                    "{visitor} and {agent} are filled in."
+                    {t("Type / and part of a shortcut in the reply box to insert one.")}
+                    " "
+                    {t("{visitor} and {agent} are filled in.")}
                 </p>
                 <form on:submit=save>
                     <label>
-                        "Site"
+                        {t("Site")}
                         <select
                             data-testid="canned-site"
                             prop:value=move || site.get()
@@ -175,22 +177,22 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
                         </select>
                     </label>
                     <label>
-                        "Shortcut"
+                        {t("Shortcut")}
                         <input
                             data-testid="canned-shortcut"
-                            placeholder="refund"
+                            placeholder=t("refund")
                             maxlength="33"
                             prop:value=move || shortcut.get()
                             on:input=move |ev| shortcut.set(event_target_value(&ev))
                         />
                     </label>
                     <label>
-                        "Text"
+                        {t("Text")}
                         <textarea
                             data-testid="canned-text"
                             rows="3"
                             maxlength=MAX_CANNED_CHARS.to_string()
-                            placeholder="Hi {visitor}, I have refunded your order. {agent}"
+                            placeholder=t("Hi {visitor}, I have refunded your order. {agent}")
                             prop:value=move || text.get()
                             on:input=move |ev| text.set(event_target_value(&ev))
                         ></textarea>
@@ -199,12 +201,12 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
                         <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
                     </Show>
                     <button type="submit" class="primary" data-testid="canned-save" prop:disabled=move || saving.get()>
-                        {move || if saving.get() { "Saving…" } else { "Save" }}
+                        {move || if saving.get() { t("Saving…") } else { t("Save") }}
                     </button>
                 </form>
                 <Show
                     when=move || canned.replies.with(|r| !r.is_empty())
-                    fallback=|| view! { <p class="empty">"No canned replies yet."</p> }
+                    fallback=|| view! { <p class="empty">{t("No canned replies yet.")}</p> }
                 >
                     <ul class="canned-list">
                         <For each=move || canned.replies.get() key=|r| (r.id.clone(), r.text.clone()) let:r>
@@ -215,7 +217,7 @@ pub fn CannedEditor(canned: Canned) -> impl IntoView {
                                 <button class="link" data-testid="canned-delete" on:click={
                                     let id = r.id.clone();
                                     move |_| remove(id.clone())
-                                }>"Delete"</button>
+                                }>{t("Delete")}</button>
                             </li>
                         </For>
                     </ul>

@@ -8,6 +8,7 @@ use super::root::Desk;
 use super::search::Search;
 use super::state::Filter;
 use crate::browser::clock;
+use crate::i18n::{t, tf};
 
 /// The left pane.
 #[component]
@@ -19,19 +20,19 @@ pub fn ConversationList(desk: Desk) -> impl IntoView {
     };
     let empty = move || match filter.get() {
         Filter::Open | Filter::All => {
-            "No conversations yet. New chats from your sites appear here."
+            t("No conversations yet. New chats from your sites appear here.")
         }
-        Filter::Mine => "Nothing assigned to you right now.",
-        Filter::Queue => "Nobody is waiting.",
+        Filter::Mine => t("Nothing assigned to you right now."),
+        Filter::Queue => t("Nobody is waiting."),
     };
     view! {
-        <nav class="list" aria-label="Conversations">
+        <nav class="list" aria-label=t("Conversations")>
             <Search desk=desk query=desk.search />
             <Show when=move || desk.search.with(String::is_empty)>
-            <div class="tabs" role="tablist" aria-label="Show">
+            <div class="tabs" role="tablist" aria-label=t("Show")>
                 {Filter::TABS
                     .into_iter()
-                    .map(|(f, label, name)| view! {
+                    .map(|(f, name)| view! {
                         <button
                             role="tab"
                             data-testid="filter"
@@ -40,7 +41,7 @@ pub fn ConversationList(desk: Desk) -> impl IntoView {
                             class:on=move || filter.get() == f
                             on:click=move |_| filter.set(f)
                         >
-                            {label}
+                            {f.label()}
                         </button>
                     })
                     .collect_view()}
@@ -76,10 +77,10 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
         .with_untracked(|me| me.as_ref().map(|m| m.id.clone()))
         .is_some_and(|me| summary.agent.as_ref().is_some_and(|a| a.id == me));
     let status = match (&summary.status, &summary.agent) {
-        (ConversationStatus::Waiting, _) => "Waiting".to_owned(),
-        (ConversationStatus::Closed, _) => "Closed".to_owned(),
-        _ if mine => "Yours".to_owned(),
-        (_, Some(a)) => format!("With {}", a.name),
+        (ConversationStatus::Waiting, _) => t("Waiting").to_owned(),
+        (ConversationStatus::Closed, _) => t("Closed").to_owned(),
+        _ if mine => t("Yours").to_owned(),
+        (_, Some(a)) => tf("With {name}", &[("name", &a.name)]),
         (_, None) => String::new(),
     };
     let status_class = match summary.status {
@@ -88,8 +89,8 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
         ConversationStatus::Closed => "badge closed",
     };
     let rating = summary.rating.map(|r| match r {
-        escalera_protocol::Rating::Up => ("👍", "Rated good"),
-        escalera_protocol::Rating::Down => ("👎", "Rated bad"),
+        escalera_protocol::Rating::Up => ("👍", t("Rated good")),
+        escalera_protocol::Rating::Down => ("👎", t("Rated bad")),
     });
     view! {
         <button
@@ -107,7 +108,7 @@ fn Row(desk: Desk, summary: ConversationSummary) -> impl IntoView {
                 <span class="name">
                     {summary.visitor_label.clone()}
                     {summary.verified.then(|| view! {
-                        <span class="verified" data-testid="verified" title="Verified by the site">" ✓"<span class="sr-only">" verified"</span></span>
+                        <span class="verified" data-testid="verified" title=t("Verified by the site")>" ✓"<span class="sr-only">" "{t("verified")}</span></span>
                     })}
                 </span>
                 <span class="time">{clock(summary.last_at)}</span>

@@ -8,6 +8,7 @@ use super::transfer::Transfer;
 use super::visitor::VisitorPanel;
 use crate::call::CallButtons;
 use crate::chat::{Composer, Suggestion, Thread, UploadList};
+use crate::i18n::{t, tf};
 
 /// Whose the open conversation is, from this agent's point of view.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,14 +107,14 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         if !files_allowed.get_untracked() {
             return desk
                 .notice
-                .set(Some("This site does not take files.".into()));
+                .set(Some(t("This site does not take files.").into()));
         }
         for f in files {
             desk.uploader.send(&id, &f, &f.name());
         }
     });
     view! {
-        <section class="thread" aria-label="Conversation"
+        <section class="thread" aria-label=t("Conversation")
             on:dragover=move |ev| ev.prevent_default()
             on:drop=move |ev| {
                 ev.prevent_default();
@@ -123,15 +124,15 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
         >
             <Show
                 when=move || summary().is_some()
-                fallback=|| view! { <p class="empty center">"Pick a conversation on the left."</p> }
+                fallback=|| view! { <p class="empty center">{t("Pick a conversation on the left.")}</p> }
             >
                 <header class="thread-head">
-                    <button class="link back" on:click=move |_| desk.selected.set(None)>"← All"</button>
+                    <button class="link back" on:click=move |_| desk.selected.set(None)>{t("← All")}</button>
                     <div>
                         <div class="title">
                             {move || summary().map(|s| s.visitor_label)}
                             <Show when=move || summary().is_some_and(|s| s.verified)>
-                                <span class="verified-badge" data-testid="verified-badge">"Verified user"</span>
+                                <span class="verified-badge" data-testid="verified-badge">{t("Verified user")}</span>
                             </Show>
                         </div>
                         <div class="subtitle">{move || summary().map(|s| s.site_name)}</div>
@@ -140,27 +141,27 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     <CallButtons
                         ctl=desk.call
                         ready=Signal::derive(move || matches!(holder.get(), Some(Holder::Me | Holder::Waiting)))
-                        why_not="Another agent has this conversation, or it is closed"
+                        why_not=t("Another agent has this conversation, or it is closed")
                     />
                     {move || match holder.get() {
                         Some(Holder::Waiting) => view! {
-                            <button class="primary" data-testid="take" on:click=take>"Take conversation"</button>
+                            <button class="primary" data-testid="take" on:click=take>{t("Take conversation")}</button>
                         }.into_any(),
                         Some(Holder::Me) => view! {
-                            <span class="badge assigned">"You have this chat"</span>
+                            <span class="badge assigned">{t("You have this chat")}</span>
                             <Transfer desk=desk conversation=desk.selected.into() />
                         }.into_any(),
                         Some(Holder::Other(name)) => view! {
-                            <span class="badge other" data-testid="taken-by">{format!("{name} has this chat")}</span>
+                            <span class="badge other" data-testid="taken-by">{tf("{name} has this chat", &[("name", &name)])}</span>
                         }.into_any(),
                         Some(Holder::Closed) => view! {
-                            <span class="badge closed" data-testid="closed-badge">"Closed"</span>
+                            <span class="badge closed" data-testid="closed-badge">{t("Closed")}</span>
                         }.into_any(),
                         None => ().into_any(),
                     }}
                     <Show when=move || matches!(holder.get(), Some(Holder::Me | Holder::Waiting))>
                         <button class="secondary" data-testid="conversation-close" on:click=close>
-                            "Close"
+                            {t("Close")}
                         </button>
                     </Show>
                     <button
@@ -169,11 +170,11 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         aria-expanded=move || exporting.get().to_string()
                         on:click=move |_| exporting.update(|e| *e = !*e)
                     >
-                        "Export"
+                        {t("Export")}
                     </button>
                     <Show when=move || exporting.get()>
-                        <div class="export" role="group" aria-label="Export the transcript">
-                            <a data-testid="export-text" href=move || export_url("text") download>"Text (.txt)"</a>
+                        <div class="export" role="group" aria-label=t("Export the transcript")>
+                            <a data-testid="export-text" href=move || export_url("text") download>{t("Text (.txt)")}</a>
                             <a data-testid="export-json" href=move || export_url("json") download>"JSON"</a>
                             <label>
                                 <input
@@ -182,7 +183,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                                     prop:checked=move || with_notes.get()
                                     on:change=move |ev| with_notes.set(event_target_checked(&ev))
                                 />
-                                " Include private notes"
+                                " "{t("Include private notes")}
                             </label>
                         </div>
                     </Show>
@@ -196,7 +197,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                 <crate::chat::MessageList
                     thread=thread
                     me=Author::Agent
-                    empty="No messages yet."
+                    empty=t("No messages yet.")
                     found=Signal::derive(move || {
                         let id = desk.selected.get()?;
                         desk.found.get().filter(|(c, _)| *c == id).map(|(_, seq)| seq)
@@ -212,10 +213,10 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                         aria-pressed=move || note_mode.get().to_string()
                         on:click=move |_| note_mode.update(|n| *n = !*n)
                     >
-                        {move || if note_mode.get() { "Private note: on" } else { "Private note" }}
+                        {move || if note_mode.get() { t("Private note: on") } else { t("Private note") }}
                     </button>
                     <Show when=move || note_mode.get()>
-                        <span class="hint">"Only agents see the next message."</span>
+                        <span class="hint">{t("Only agents see the next message.")}</span>
                     </Show>
                 </div>
                 <Composer
@@ -231,7 +232,7 @@ pub fn ConversationView(desk: Desk) -> impl IntoView {
                     suggest=suggest
                     files_allowed=files_allowed
                     disabled=Signal::derive(move || matches!(holder.get(), Some(Holder::Other(_) | Holder::Closed)))
-                    placeholder="Reply… (Enter to send, Shift+Enter for a new line)"
+                    placeholder=t("Reply… (Enter to send, Shift+Enter for a new line)")
                 />
             </Show>
         </section>

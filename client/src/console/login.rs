@@ -4,6 +4,7 @@ use leptos::prelude::*;
 
 use super::root::Me;
 use crate::browser;
+use crate::i18n::{t, tf};
 
 /// Email and password; on success hands the agent to `on_login`.
 #[component]
@@ -26,10 +27,14 @@ pub fn Login(on_login: Callback<Me>) -> impl IntoView {
             match result {
                 Ok(r) if r.status == 200 => match serde_json::from_str::<Me>(&r.body) {
                     Ok(me) => on_login.run(me),
-                    Err(_) => error.set(Some("Unexpected answer from the server.".into())),
+                    Err(_) => error.set(Some(t("Unexpected answer from the server.").into())),
                 },
-                Ok(r) if r.status == 401 => error.set(Some("Wrong email or password.".into())),
-                Ok(r) => error.set(Some(format!("Login failed ({}). Try again.", r.status))),
+                Ok(r) if r.status == 401 => error.set(Some(t("Wrong email or password.").into())),
+                Ok(r) => {
+                    let status = r.status.to_string();
+                    let v = [("status", status.as_str())];
+                    error.set(Some(tf("Login failed ({status}). Try again.", &v)))
+                }
                 Err(e) => error.set(Some(e)),
             }
         });
@@ -38,9 +43,9 @@ pub fn Login(on_login: Callback<Me>) -> impl IntoView {
         <main class="login">
             <form class="card" on:submit=submit>
                 <h1>"Escalera"</h1>
-                <p class="hint">"Log in to answer your visitors."</p>
+                <p class="hint">{t("Log in to answer your visitors.")}</p>
                 <label>
-                    "Email"
+                    {t("Email")}
                     <input
                         type="email"
                         data-testid="login-email"
@@ -51,7 +56,7 @@ pub fn Login(on_login: Callback<Me>) -> impl IntoView {
                     />
                 </label>
                 <label>
-                    "Password"
+                    {t("Password")}
                     <input
                         type="password"
                         data-testid="login-password"
@@ -65,7 +70,7 @@ pub fn Login(on_login: Callback<Me>) -> impl IntoView {
                     <p class="error" role="alert" data-testid="login-error">{move || error.get()}</p>
                 </Show>
                 <button type="submit" data-testid="login-submit" prop:disabled=move || busy.get()>
-                    {move || if busy.get() { "Logging in…" } else { "Log in" }}
+                    {move || if busy.get() { t("Logging in…") } else { t("Log in") }}
                 </button>
             </form>
         </main>

@@ -20,6 +20,7 @@ use super::team::{PresenceSelect, Team, TeamList};
 use crate::browser;
 use crate::call::{use_call, CallCtl, CallPanel, IncomingCall};
 use crate::chat::{Draft, Typing, Uploader};
+use crate::i18n::{t, t_relay, tf};
 use crate::link::{use_link, Link};
 use crate::relay::Status;
 
@@ -55,7 +56,11 @@ pub fn Console() -> impl IntoView {
                     .map(Session::LoggedIn)
                     .unwrap_or(Session::LoggedOut),
                 Ok(r) if r.status == 401 => Session::LoggedOut,
-                Ok(r) => Session::Unreachable(format!("The server answered {}.", r.status)),
+                Ok(r) => {
+                    let status = r.status.to_string();
+                    let v = [("status", status.as_str())];
+                    Session::Unreachable(tf("The server answered {status}.", &v))
+                }
                 Err(e) => Session::Unreachable(e),
             };
             session.set(next);
@@ -65,13 +70,13 @@ pub fn Console() -> impl IntoView {
     let on_login = Callback::new(move |me: Me| session.set(Session::LoggedIn(me)));
     let on_logout = Callback::new(move |()| session.set(Session::LoggedOut));
     move || match session.get() {
-        Session::Checking => view! { <p class="loading">"Loading…"</p> }.into_any(),
+        Session::Checking => view! { <p class="loading">{t("Loading…")}</p> }.into_any(),
         Session::LoggedOut => view! { <Login on_login=on_login /> }.into_any(),
         Session::Unreachable(e) => view! {
             <main class="login">
                 <div class="card">
                     <p class="error" role="alert">{e}</p>
-                    <button on:click=move |_| check()>"Try again"</button>
+                    <button on:click=move |_| check()>{t("Try again")}</button>
                 </div>
             </main>
         }
@@ -122,6 +127,23 @@ pub struct Desk {
 /// Where the console keeps an agent's drafts across reloads; cleared at logout.
 fn drafts_key(me: &Me) -> String {
     format!("escalera:console:drafts:{}", me.email)
+}
+
+/// A relay error's message in the agent's language. The relay writes "forbidden: <reason>"
+/// and "<name> has already taken this conversation"; what the tables do not know stays as
+/// the relay wrote it.
+fn relay_message(message: &str) -> String {
+    if let Some(name) = message.strip_suffix(" has already taken this conversation") {
+        let v = [("name", name)];
+        return tf("{name} has already taken this conversation", &v);
+    }
+    if let Some(reason) = message.strip_prefix("forbidden: ") {
+        let translated = t_relay(reason);
+        if translated != reason {
+            return translated;
+        }
+    }
+    t_relay(message)
 }
 
 fn load_drafts(key: &str) -> HashMap<ConversationId, String> {
@@ -309,7 +331,10 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 && info.phase == escalera_protocol::CallPhase::Ringing
                 && !info.party
             {
-                notify("Incoming call", &format!("{} is calling", info.caller_name));
+                notify(
+                    t("Incoming call"),
+                    &tf("{name} is calling", &[("name", &info.caller_name)]),
+                );
             }
         }
         // Logged out elsewhere, expired, disabled: back to the login form.
@@ -317,7 +342,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
             code: ErrorCode::SessionEnded,
             ..
         } => on_logout.run(()),
-        ServerMsg::Error { message, .. } => notice.set(Some(message.clone())),
+        ServerMsg::Error { message, .. } => notice.set(Some(relay_message(message))),
         _ => {}
     });
     use_alerts(desk);
@@ -411,9 +436,9 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 <strong>"Escalera"</strong>
                 <span class="queue" data-testid="queue-count">
                     {move || match waiting() {
-                        0 => "No one waiting".to_owned(),
-                        1 => "1 waiting".to_owned(),
-                        n => format!("{n} waiting"),
+                        0 => t("No one waiting").to_owned(),
+                        1 => t("1 waiting").to_owned(),
+                        n => tf("{count} waiting", &[("count", &n.to_string())]),
                     }}
                 </span>
                 <span class="grow"></span>
@@ -423,13 +448,13 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                     Status::Offline => "conn offline",
                 }>
                     {move || match link.socket.status.get() {
-                        Status::Online => "Online",
-                        Status::Connecting => "Connecting…",
-                        Status::Offline => "Reconnecting…",
+                        Status::Online => t("Online"),
+                        Status::Connecting => t("Connecting…"),
+                        Status::Offline => t("Reconnecting…"),
                     }}
                 </span>
                 <button class="link" data-testid="canned-manage" on:click=move |_| managing.update(|m| *m = !*m)>
-                    "Canned replies"
+                    {t("Canned replies")}
                 </button>
                 <Show when=move || admin>
                     <button
@@ -438,13 +463,13 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                         aria-expanded=move || settings_open.get().to_string()
                         on:click=move |_| settings_open.update(|o| *o = !*o)
                     >
-                        "Settings"
+                        {t("Settings")}
                     </button>
                 </Show>
                 <NotifyButton />
                 <PresenceSelect team=team />
                 <span class="me">{me.name.clone()}</span>
-                <button class="link" data-testid="logout" on:click=logout>"Log out"</button>
+                <button class="link" data-testid="logout" on:click=logout>{t("Log out")}</button>
             </header>
             <CannedManager canned=desk.canned open=managing />
             <Settings open=settings_open canned=desk.canned />

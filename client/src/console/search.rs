@@ -6,6 +6,7 @@ use leptos::prelude::*;
 
 use super::root::Desk;
 use crate::browser::{self, clock};
+use crate::i18n::{t, tf};
 
 /// Where a search stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,7 +44,11 @@ pub fn Search(desk: Desk, query: RwSignal<String>) -> impl IntoView {
                 Ok(r) if r.status == 200 => serde_json::from_str(&r.body)
                     .map(Found::Hits)
                     .unwrap_or_else(|e| Found::Failed(e.to_string())),
-                Ok(r) => Found::Failed(format!("The search failed ({}).", r.status)),
+                Ok(r) => {
+                    let status = r.status.to_string();
+                    let v = [("status", status.as_str())];
+                    Found::Failed(tf("The search failed ({status}).", &v))
+                }
                 Err(e) => Found::Failed(e),
             };
             if asked.get_value() == n {
@@ -61,8 +66,8 @@ pub fn Search(desk: Desk, query: RwSignal<String>) -> impl IntoView {
             <input
                 type="search"
                 data-testid="search-input"
-                aria-label="Search messages"
-                placeholder="Search messages…"
+                aria-label=t("Search messages")
+                placeholder=t("Search messages…")
                 prop:value=move || query.get()
                 on:input=move |ev| query.set(event_target_value(&ev))
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
@@ -75,17 +80,17 @@ pub fn Search(desk: Desk, query: RwSignal<String>) -> impl IntoView {
         </div>
         {move || match found.get() {
             Found::Idle => ().into_any(),
-            Found::Searching => view! { <p class="empty" role="status">"Searching…"</p> }.into_any(),
+            Found::Searching => view! { <p class="empty" role="status">{t("Searching…")}</p> }.into_any(),
             Found::Failed(e) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
             Found::Hits(hits) if hits.is_empty() => view! {
-                <p class="empty" data-testid="search-empty" role="status">"Nothing found."</p>
+                <p class="empty" data-testid="search-empty" role="status">{t("Nothing found.")}</p>
             }.into_any(),
             Found::Hits(hits) => view! {
-                <ul class="search-results" aria-label="Search results">
+                <ul class="search-results" aria-label=t("Search results")>
                     {hits.into_iter().map(|hit| {
                         let who = match hit.author {
                             Author::Visitor => hit.visitor_label.clone(),
-                            Author::Note => format!("Note by {}", hit.author_name.clone().unwrap_or_default()),
+                            Author::Note => tf("Note by {name}", &[("name", &hit.author_name.clone().unwrap_or_default())]),
                             _ => hit.author_name.clone().unwrap_or_else(|| "Escalera".into()),
                         };
                         let title = format!("{} · {}", hit.visitor_label, hit.site_name);

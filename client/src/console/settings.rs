@@ -4,7 +4,7 @@
 //! a refused field shows its error next to it.
 
 use escalera_protocol::{
-    check_email, check_look, AgentId, AgentSettings, AuditEntry, BusinessHours, Corner,
+    check_email, check_look, AgentId, AgentSettings, AuditEntry, BusinessHours, Corner, Presence,
     SiteFeatures, SiteKey, SiteLook, SiteSettings,
 };
 use leptos::prelude::*;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::canned::{Canned, CannedEditor};
 use crate::browser;
+use crate::i18n::{t, tf};
 
 /// A refused change: the field it is about (if the relay named one) and why.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,10 +37,13 @@ async fn send(method: &str, path: &str, json: Option<String>) -> Result<String, 
                 field: Some(f.field),
                 error: browser::sentence(&f.error),
             },
-            Err(_) if r.body.is_empty() => Refusal {
-                field: None,
-                error: format!("The server answered {}.", r.status),
-            },
+            Err(_) if r.body.is_empty() => {
+                let status = r.status.to_string();
+                Refusal {
+                    field: None,
+                    error: tf("The server answered {status}.", &[("status", &status)]),
+                }
+            }
             Err(_) => Refusal {
                 field: None,
                 error: browser::sentence(&r.body),
@@ -88,7 +92,10 @@ fn load<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
                     into.set(Some(list));
                     error.set(None);
                 }
-                Err(e) => error.set(Some(format!("Unreadable answer: {e}"))),
+                Err(e) => {
+                    let e = e.to_string();
+                    error.set(Some(tf("Unreadable answer: {error}", &[("error", &e)])))
+                }
             },
             Err(r) => error.set(Some(r.error)),
         }
@@ -167,14 +174,14 @@ pub fn Settings(open: RwSignal<bool>, canned: Canned) -> impl IntoView {
         <Show when=move || open.get()>
             <section class="settings" role="dialog" aria-modal="true" aria-labelledby="settings-title" data-testid="settings">
                 <header>
-                    <h2 id="settings-title">"Settings"</h2>
-                    <div class="tabs" role="tablist" aria-label="Settings sections">
-                        {tab_button(Tab::Sites, "Sites", "settings-sites")}
-                        {tab_button(Tab::Agents, "Agents", "settings-agents")}
-                        {tab_button(Tab::Canned, "Canned replies", "settings-canned")}
-                        {tab_button(Tab::Audit, "Audit log", "settings-audit")}
+                    <h2 id="settings-title">{t("Settings")}</h2>
+                    <div class="tabs" role="tablist" aria-label=t("Settings sections")>
+                        {tab_button(Tab::Sites, t("Sites"), "settings-sites")}
+                        {tab_button(Tab::Agents, t("Agents"), "settings-agents")}
+                        {tab_button(Tab::Canned, t("Canned replies"), "settings-canned")}
+                        {tab_button(Tab::Audit, t("Audit log"), "settings-audit")}
                     </div>
-                    <button class="link" data-testid="settings-close" on:click=move |_| open.set(false)>"Close"</button>
+                    <button class="link" data-testid="settings-close" on:click=move |_| open.set(false)>{t("Close")}</button>
                 </header>
                 <Show when=move || error.get().is_some()>
                     <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
@@ -201,15 +208,17 @@ fn origin_list(text: &str) -> Vec<String> {
 }
 
 /// The days of the week, as business hours list them.
-const DAY_NAMES: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+fn day_names() -> [&'static str; 7] {
+    [
+        t("Monday"),
+        t("Tuesday"),
+        t("Wednesday"),
+        t("Thursday"),
+        t("Friday"),
+        t("Saturday"),
+        t("Sunday"),
+    ]
+}
 
 /// Minutes after midnight as `HH:MM`.
 fn clock_text(minutes: u16) -> String {
@@ -230,15 +239,17 @@ fn read_hours(
 ) -> Result<BusinessHours, &'static str> {
     let zone = zone.trim();
     if !browser::time_zone_known(zone) {
-        return Err("This browser does not know that time zone: write it like Europe/Madrid.");
+        let why = t("This browser does not know that time zone: write it like Europe/Madrid.");
+        return Err(why);
     }
+    let unordered = t("Each open day needs its opening time before its closing time.");
     let mut out = [None; 7];
     for (slot, day) in out.iter_mut().zip(days) {
         let (open, from, to) = day.get_untracked();
         if open {
             match (minutes_of(&from), minutes_of(&to)) {
                 (Some(f), Some(t)) if f <= t => *slot = Some((f, t)),
-                _ => return Err("Each open day needs its opening time before its closing time."),
+                _ => return Err(unordered),
             }
         }
     }
@@ -248,7 +259,7 @@ fn read_hours(
     };
     hours
         .check()
-        .map_err(|_| "Write the time zone like Europe/Madrid or UTC.")?;
+        .map_err(|_| t("Write the time zone like Europe/Madrid or UTC."))?;
     Ok(hours)
 }
 
@@ -286,7 +297,7 @@ fn Sites(
         if new_name.with_untracked(|n| n.trim().is_empty()) {
             return refusal.set(Some(Refusal {
                 field: Some("name".into()),
-                error: "A name is needed.".into(),
+                error: browser::sentence("a name is needed"),
             }));
         }
         let json = serde_json::json!({
@@ -313,15 +324,15 @@ fn Sites(
     };
     view! {
         <div class="settings-split">
-            <nav class="settings-list" aria-label="Sites">
+            <nav class="settings-list" aria-label=t("Sites")>
                 <Show
                     when=move || sites.with(Option::is_some)
                     fallback=move || view! {
-                        <p class="loading">{move || if error.with(Option::is_some) { "" } else { "Loading sites…" }}</p>
+                        <p class="loading">{move || if error.with(Option::is_some) { "" } else { t("Loading sites…") }}</p>
                     }
                 >
                     <Show when=move || sites.with(|s| s.as_ref().is_some_and(Vec::is_empty))>
-                        <p class="empty">"No sites yet: add the first one below."</p>
+                        <p class="empty">{t("No sites yet: add the first one below.")}</p>
                     </Show>
                     <ul>
                         <For each=move || sites.get().unwrap_or_default() key=|s| (s.key.clone(), s.name.clone()) let:s>
@@ -344,10 +355,10 @@ fn Sites(
                         </For>
                     </ul>
                 </Show>
-                <form class="settings-form" on:submit=add novalidate=true aria-label="New site">
-                    <h3>"New site"</h3>
+                <form class="settings-form" on:submit=add novalidate=true aria-label=t("New site")>
+                    <h3>{t("New site")}</h3>
                     <label>
-                        "Name"
+                        {t("Name")}
                         <input
                             data-testid="site-new-name"
                             maxlength="100"
@@ -358,7 +369,7 @@ fn Sites(
                     </label>
                     <FieldErr refusal=refusal field="name" />
                     <label>
-                        "Allowed origins, one per line"
+                        {t("Allowed origins, one per line")}
                         <textarea
                             data-testid="site-new-origins"
                             rows="2"
@@ -370,7 +381,7 @@ fn Sites(
                     <FieldErr refusal=refusal field="origins" />
                     <FormErr refusal=refusal fields=&["name", "origins"] />
                     <button type="submit" class="primary" data-testid="site-add" prop:disabled=move || adding.get()>
-                        {move || if adding.get() { "Adding…" } else { "Add site" }}
+                        {move || if adding.get() { t("Adding…") } else { t("Add site") }}
                     </button>
                 </form>
             </nav>
@@ -433,6 +444,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 greeting: greeting.get_untracked().trim().to_owned(),
                 away_message: away.get_untracked().trim().to_owned(),
                 hours: None,
+                language: None,
             };
             if hours_on.get_untracked() {
                 match read_hours(&zone.get_untracked(), &days) {
@@ -459,7 +471,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     _ => {
                         return refusal.set(Some(Refusal {
                             field: Some("max_upload".into()),
-                            error: "A maximum upload size is a whole number of MB, at least 1 (or empty: the relay's own).".into(),
+                            error: t("A maximum upload size is a whole number of MB, at least 1 (or empty: the relay's own).").into(),
                         }))
                     }
                 },
@@ -517,10 +529,10 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
         }
     };
     view! {
-        <form class="settings-form editor" on:submit=save novalidate=true aria-label="Site settings" data-testid="site-editor">
+        <form class="settings-form editor" on:submit=save novalidate=true aria-label=t("Site settings") data-testid="site-editor">
             <h3>{move || name.get()}</h3>
             <label>
-                "Name"
+                {t("Name")}
                 <input
                     data-testid="site-name"
                     maxlength="100"
@@ -530,7 +542,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
             </label>
             <FieldErr refusal=refusal field="name" />
             <label>
-                "Allowed origins, one per line"
+                {t("Allowed origins, one per line")}
                 <textarea
                     data-testid="site-origins"
                     rows="3"
@@ -541,18 +553,18 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
             <FieldErr refusal=refusal field="origins" />
             <div class="snippet">
                 <label>
-                    "Embed snippet"
+                    {t("Embed snippet")}
                     <input readonly=true data-testid="site-snippet" prop:value=snippet.clone() />
                 </label>
                 <button type="button" class="link" data-testid="site-copy" on:click=copy>
-                    {move || if copied.get() { "Copied" } else { "Copy" }}
+                    {move || if copied.get() { t("Copied") } else { t("Copy") }}
                 </button>
             </div>
             <fieldset>
-                <legend>"Look"</legend>
+                <legend>{t("Look")}</legend>
                 <div class="color-row">
                     <label>
-                        "Colour"
+                        {t("Colour")}
                         <input
                             data-testid="site-color"
                             maxlength="7"
@@ -563,7 +575,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     </label>
                     <input
                         type="color"
-                        aria-label="Pick a colour"
+                        aria-label=t("Pick a colour")
                         prop:value=move || {
                             let c = color.get();
                             if escalera_protocol::parse_color(&c).is_some() { c } else { "#2563eb".into() }
@@ -573,7 +585,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 </div>
                 <FieldErr refusal=refusal field="color" />
                 <label>
-                    "Position"
+                    {t("Position")}
                     <select
                         data-testid="site-position"
                         prop:value=move || if position.get() == Corner::Left { "left" } else { "right" }
@@ -581,27 +593,27 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                             position.set(if event_target_value(&ev) == "left" { Corner::Left } else { Corner::Right })
                         }
                     >
-                        <option value="right">"Bottom right"</option>
-                        <option value="left">"Bottom left"</option>
+                        <option value="right">{t("Bottom right")}</option>
+                        <option value="left">{t("Bottom left")}</option>
                     </select>
                 </label>
                 <label>
-                    "Greeting"
+                    {t("Greeting")}
                     <input
                         data-testid="site-greeting"
                         maxlength="300"
-                        placeholder="Hi! Ask us anything: an agent will answer here."
+                        placeholder=t("Hi! Ask us anything: an agent will answer here.")
                         prop:value=move || greeting.get()
                         on:input=move |ev| greeting.set(event_target_value(&ev))
                     />
                 </label>
                 <FieldErr refusal=refusal field="greeting" />
                 <label>
-                    "Away message (when no agent is available)"
+                    {t("Away message (when no agent is available)")}
                     <input
                         data-testid="site-away-message"
                         maxlength="300"
-                        placeholder="We're away right now. Leave a message: we'll reply here as soon as we're back."
+                        placeholder=t("We're away right now. Leave a message: we'll reply here as soon as we're back.")
                         prop:value=move || away.get()
                         on:input=move |ev| away.set(event_target_value(&ev))
                     />
@@ -609,11 +621,11 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 <FieldErr refusal=refusal field="away_message" />
             </fieldset>
             <fieldset>
-                <legend>"Business hours"</legend>
-                {check(hours_on, "Only at these hours (outside them the widget says it is closed)", "site-hours-on")}
+                <legend>{t("Business hours")}</legend>
+                {check(hours_on, t("Only at these hours (outside them the widget says it is closed)"), "site-hours-on")}
                 <Show when=move || hours_on.get()>
                     <label>
-                        "Time zone"
+                        {t("Time zone")}
                         <input
                             data-testid="site-hours-zone"
                             placeholder="Europe/Madrid"
@@ -623,7 +635,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     </label>
                     <table class="hours">
                         <tbody>
-                            {DAY_NAMES.iter().zip(days).map(|(name, day)| view! {
+                            {day_names().into_iter().zip(days).map(|(name, day)| view! {
                                 <tr data-testid="site-hours-day">
                                     <th scope="row">
                                         <label class="check">
@@ -633,22 +645,22 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                                                 prop:checked=move || day.get().0
                                                 on:change=move |ev| day.update(|d| d.0 = event_target_checked(&ev))
                                             />
-                                            {*name}
+                                            {name}
                                         </label>
                                     </th>
                                     <td>
                                         <input
                                             type="time"
-                                            aria-label=format!("{name} opens")
+                                            aria-label=tf("{day} opens", &[("day", name)])
                                             data-testid="site-hours-from"
                                             prop:disabled=move || !day.get().0
                                             prop:value=move || day.get().1
                                             on:input=move |ev| day.update(|d| d.1 = event_target_value(&ev))
                                         />
-                                        " to "
+                                        {format!(" {} ", t("to"))}
                                         <input
                                             type="time"
-                                            aria-label=format!("{name} closes")
+                                            aria-label=tf("{day} closes", &[("day", name)])
                                             data-testid="site-hours-to"
                                             prop:disabled=move || !day.get().0
                                             prop:value=move || day.get().2
@@ -663,24 +675,24 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 <FieldErr refusal=refusal field="hours" />
             </fieldset>
             <fieldset>
-                <legend>"What visitors can do"</legend>
+                <legend>{t("What visitors can do")}</legend>
                 <label>
-                    "Steps offered"
+                    {t("Steps offered")}
                     <select
                         data-testid="site-steps"
                         prop:value=move || steps.get()
                         on:change=move |ev| steps.set(event_target_value(&ev))
                     >
-                        <option value="chat">"Chat only"</option>
-                        <option value="voice">"Chat and voice"</option>
-                        <option value="video">"Chat, voice and video"</option>
+                        <option value="chat">{t("Chat only")}</option>
+                        <option value="voice">{t("Chat and voice")}</option>
+                        <option value="video">{t("Chat, voice and video")}</option>
                     </select>
                 </label>
-                {check(screen, "Screen sharing", "site-screen")}
-                {check(files, "Files", "site-files")}
-                {check(snapshots, "Snapshots", "site-snapshots")}
+                {check(screen, t("Screen sharing"), "site-screen")}
+                {check(files, t("Files"), "site-files")}
+                {check(snapshots, t("Snapshots"), "site-snapshots")}
                 <label>
-                    "Largest file, in MB (empty: the relay's own limit)"
+                    {t("Largest file, in MB (empty: the relay's own limit)")}
                     <input
                         type="number"
                         min="1"
@@ -692,20 +704,20 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 <FieldErr refusal=refusal field="max_upload" />
             </fieldset>
             <fieldset>
-                <legend>"Identity"</legend>
+                <legend>{t("Identity")}</legend>
                 <label>
-                    "Identity secret (the key your server signs user ids with; keep it secret)"
+                    {t("Identity secret (the key your server signs user ids with; keep it secret)")}
                     <input readonly=true data-testid="site-identity-secret" prop:value=site.identity_secret.clone() />
                 </label>
-                {check(identity_required, "Only verified users may chat", "site-identity-required")}
+                {check(identity_required, t("Only verified users may chat"), "site-identity-required")}
             </fieldset>
             <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "max_upload", "hours"] />
             <div class="actions">
                 <button type="submit" class="primary" data-testid="site-save" prop:disabled=move || saving.get()>
-                    {move || if saving.get() { "Saving…" } else { "Save" }}
+                    {move || if saving.get() { t("Saving…") } else { t("Save") }}
                 </button>
                 <Show when=move || saved.get()>
-                    <span class="saved" role="status" data-testid="site-saved">"Saved: open widgets follow now."</span>
+                    <span class="saved" role="status" data-testid="site-saved">{t("Saved: open widgets follow now.")}</span>
                 </Show>
             </div>
         </form>
@@ -737,7 +749,7 @@ impl SitesChoice {
 fn SitesPicker(choice: SitesChoice, sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
     view! {
         <fieldset>
-            <legend>"Sites served"</legend>
+            <legend>{t("Sites served")}</legend>
             <label class="check">
                 <input
                     type="checkbox"
@@ -745,7 +757,7 @@ fn SitesPicker(choice: SitesChoice, sites: RwSignal<Option<Vec<SiteSettings>>>) 
                     prop:checked=move || choice.all.get()
                     on:change=move |ev| choice.all.set(event_target_checked(&ev))
                 />
-                "Every site"
+                {t("Every site")}
             </label>
             <Show when=move || !choice.all.get()>
                 <For each=move || sites.get().unwrap_or_default() key=|s| s.key.clone() let:s>
@@ -779,20 +791,46 @@ fn SitesPicker(choice: SitesChoice, sites: RwSignal<Option<Vec<SiteSettings>>>) 
     }
 }
 
+/// `text` cut at its `{name}` placeholders, in order: `(false, plain text)` or `(true, name)`.
+fn holes(text: &'static str) -> Vec<(bool, &'static str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((before, after)) = rest.split_once('{') {
+        let Some((name, tail)) = after.split_once('}') else {
+            break;
+        };
+        out.push((false, before));
+        out.push((true, name));
+        rest = tail;
+    }
+    out.push((false, rest));
+    out
+}
+
 /// A one-time password, shown once.
 #[component]
 fn OneTime(password: RwSignal<Option<(String, String)>>) -> impl IntoView {
+    // One sentence, its email and password marked up wherever the language puts them.
+    let sentence = move || {
+        let email = move || password.get().map(|p| p.0).unwrap_or_default();
+        let secret = move || password.get().map(|p| p.1).unwrap_or_default();
+        holes(t("One-time password for {email}: {password}"))
+            .into_iter()
+            .map(|piece| match piece {
+                (true, "email") => view! { <strong>{email}</strong> }.into_any(),
+                (true, "password") => {
+                    view! { <code data-testid="agent-password">{secret}</code> }.into_any()
+                }
+                (_, text) => text.into_any(),
+            })
+            .collect_view()
+    };
     view! {
         <Show when=move || password.with(Option::is_some)>
             <div class="banner one-time" role="status">
-                <p>
-                    "One-time password for "
-                    <strong>{move || password.get().map(|p| p.0).unwrap_or_default()}</strong>
-                    ": "
-                    <code data-testid="agent-password">{move || password.get().map(|p| p.1).unwrap_or_default()}</code>
-                </p>
-                <p class="hint">"Shown once: give it to them now. They can log in with it at once."</p>
-                <button type="button" class="link" on:click=move |_| password.set(None)>"Done"</button>
+                <p>{sentence}</p>
+                <p class="hint">{t("Shown once: give it to them now. They can log in with it at once.")}</p>
+                <button type="button" class="link" on:click=move |_| password.set(None)>{t("Done")}</button>
             </div>
         </Show>
     }
@@ -860,11 +898,11 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
     };
     view! {
         <div class="settings-split">
-            <nav class="settings-list" aria-label="Agents">
+            <nav class="settings-list" aria-label=t("Agents")>
                 <Show when=move || error.get().is_some()>
                     <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
                 </Show>
-                <Show when=move || agents.with(Option::is_some) fallback=|| view! { <p class="loading">"Loading agents…"</p> }>
+                <Show when=move || agents.with(Option::is_some) fallback=|| view! { <p class="loading">{t("Loading agents…")}</p> }>
                     <ul>
                         <For
                             each=move || agents.get().unwrap_or_default()
@@ -889,8 +927,8 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
                                         {format!(
                                             "{} · {}{}",
                                             a.email,
-                                            if a.admin { "admin" } else { "agent" },
-                                            if a.disabled { " · disabled" } else { "" }
+                                            if a.admin { t("admin") } else { t("agent") },
+                                            if a.disabled { format!(" · {}", t("disabled")) } else { String::new() }
                                         )}
                                     </span>
                                 </button>
@@ -899,10 +937,10 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
                     </ul>
                 </Show>
                 <OneTime password=password />
-                <form class="settings-form" on:submit=add novalidate=true aria-label="New agent">
-                    <h3>"New agent"</h3>
+                <form class="settings-form" on:submit=add novalidate=true aria-label=t("New agent")>
+                    <h3>{t("New agent")}</h3>
                     <label>
-                        "Email"
+                        {t("Email")}
                         <input
                             type="email"
                             data-testid="agent-new-email"
@@ -913,7 +951,7 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
                     </label>
                     <FieldErr refusal=refusal field="email" />
                     <label>
-                        "Name"
+                        {t("Name")}
                         <input
                             data-testid="agent-new-name"
                             maxlength="100"
@@ -929,10 +967,10 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
                             prop:checked=move || admin.get()
                             on:change=move |ev| admin.set(event_target_checked(&ev))
                         />
-                        "Admin (can change settings)"
+                        {t("Admin (can change settings)")}
                     </label>
                     <label>
-                        "Chat limit"
+                        {t("Chat limit")}
                         <input
                             type="number"
                             min="0"
@@ -947,7 +985,7 @@ fn Agents(sites: RwSignal<Option<Vec<SiteSettings>>>) -> impl IntoView {
                     <FieldErr refusal=refusal field="sites" />
                     <FormErr refusal=refusal fields=&["email", "name", "limit", "sites"] />
                     <button type="submit" class="primary" data-testid="agent-add" prop:disabled=move || adding.get()>
-                        {move || if adding.get() { "Adding…" } else { "Add agent" }}
+                        {move || if adding.get() { t("Adding…") } else { t("Add agent") }}
                     </button>
                 </form>
             </nav>
@@ -989,7 +1027,7 @@ fn AgentEditor(
             let Ok(limit) = limit.get_untracked().trim().parse::<u32>() else {
                 return refusal.set(Some(Refusal {
                     field: Some("limit".into()),
-                    error: "A chat limit is 0 to 100.".into(),
+                    error: browser::sentence("a chat limit is 0 to 100"),
                 }));
             };
             let json = serde_json::json!({
@@ -1028,16 +1066,25 @@ fn AgentEditor(
         });
     };
     let status = match (agent.disabled, agent.sessions) {
-        (true, _) => "Disabled".to_owned(),
-        (false, 0) => "Not logged in".to_owned(),
-        (false, 1) => "Logged in on 1 browser".to_owned(),
-        (false, n) => format!("Logged in on {n} browsers"),
+        (true, _) => t("Disabled").to_owned(),
+        (false, 0) => t("Not logged in").to_owned(),
+        (false, 1) => t("Logged in on 1 browser").to_owned(),
+        (false, n) => {
+            let count = n.to_string();
+            tf("Logged in on {count} browsers", &[("count", &count)])
+        }
     };
-    let presence = agent.presence.as_str();
+    let presence = match agent.presence {
+        Presence::Available => t("available"),
+        Presence::Away => t("away"),
+        Presence::Busy => t("busy"),
+        Presence::Offline => t("offline"),
+    };
+    let chose = tf("chose to be {presence}", &[("presence", presence)]);
     view! {
-        <form class="settings-form editor" on:submit=save novalidate=true aria-label="Agent settings" data-testid="agent-editor">
+        <form class="settings-form editor" on:submit=save novalidate=true aria-label=t("Agent settings") data-testid="agent-editor">
             <h3>{agent.name.clone()}</h3>
-            <p class="hint">{format!("{} · {status} · chose to be {presence}", agent.email)}</p>
+            <p class="hint">{format!("{} · {status} · {chose}", agent.email)}</p>
             <label class="check">
                 <input
                     type="checkbox"
@@ -1046,13 +1093,13 @@ fn AgentEditor(
                     prop:checked=move || admin.get()
                     on:change=move |ev| admin.set(event_target_checked(&ev))
                 />
-                "Admin (can change settings)"
+                {t("Admin (can change settings)")}
             </label>
             <FieldErr refusal=refusal field="admin" />
             <SitesPicker choice=choice sites=sites />
             <FieldErr refusal=refusal field="sites" />
             <label>
-                "Chat limit (open conversations routing gives them; 0: none)"
+                {t("Chat limit (open conversations routing gives them; 0: none)")}
                 <input
                     type="number"
                     min="0"
@@ -1070,19 +1117,19 @@ fn AgentEditor(
                     prop:checked=move || disabled.get()
                     on:change=move |ev| disabled.set(event_target_checked(&ev))
                 />
-                "Disabled (cannot log in; open consoles close at once)"
+                {t("Disabled (cannot log in; open consoles close at once)")}
             </label>
             <FieldErr refusal=refusal field="disabled" />
             <FormErr refusal=refusal fields=&["admin", "sites", "limit", "disabled"] />
             <div class="actions">
                 <button type="submit" class="primary" data-testid="agent-save" prop:disabled=move || saving.get()>
-                    {move || if saving.get() { "Saving…" } else { "Save" }}
+                    {move || if saving.get() { t("Saving…") } else { t("Save") }}
                 </button>
                 <button type="button" class="link" data-testid="agent-reset" on:click=reset prop:disabled=move || resetting.get()>
-                    {move || if resetting.get() { "Making a password…" } else { "New password" }}
+                    {move || if resetting.get() { t("Making a password…") } else { t("New password") }}
                 </button>
                 <Show when=move || saved.get()>
-                    <span class="saved" role="status" data-testid="agent-saved">"Saved."</span>
+                    <span class="saved" role="status" data-testid="agent-saved">{t("Saved.")}</span>
                 </Show>
             </div>
         </form>
@@ -1098,15 +1145,15 @@ fn Audit() -> impl IntoView {
         <Show when=move || error.get().is_some()>
             <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
         </Show>
-        <Show when=move || entries.with(Option::is_some) fallback=|| view! { <p class="loading">"Loading the audit log…"</p> }>
+        <Show when=move || entries.with(Option::is_some) fallback=|| view! { <p class="loading">{t("Loading the audit log…")}</p> }>
             <Show
                 when=move || entries.with(|e| e.as_ref().is_some_and(|e| !e.is_empty()))
-                fallback=|| view! { <p class="empty">"No settings changed yet."</p> }
+                fallback=|| view! { <p class="empty">{t("No settings changed yet.")}</p> }
             >
                 <table class="audit">
-                    <caption>"Settings changes, newest first"</caption>
+                    <caption>{t("Settings changes, newest first")}</caption>
                     <thead>
-                        <tr><th scope="col">"When"</th><th scope="col">"Who"</th><th scope="col">"What"</th><th scope="col">"Details"</th></tr>
+                        <tr><th scope="col">{t("When")}</th><th scope="col">{t("Who")}</th><th scope="col">{t("What")}</th><th scope="col">{t("Details")}</th></tr>
                     </thead>
                     <tbody>
                         <For each=move || entries.get().unwrap_or_default().into_iter().enumerate() key=|(i, e)| (*i, e.at) let:e>
@@ -1149,6 +1196,21 @@ mod tests {
         for bad in ["24:00", "9", "09:60", "a:b", ""] {
             assert_eq!(minutes_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_sentence_is_cut_at_its_placeholders() {
+        assert_eq!(
+            holes("For {email}: {password}"),
+            [
+                (false, "For "),
+                (true, "email"),
+                (false, ": "),
+                (true, "password"),
+                (false, "")
+            ]
+        );
+        assert_eq!(holes("no {hole"), [(false, "no {hole")]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use escalera_protocol::{
 };
 
 use crate::chat::{Thread, Threads};
+use crate::i18n::t;
 
 /// Which conversations the list shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,13 +24,23 @@ pub enum Filter {
 }
 
 impl Filter {
-    /// Every filter, in the order of the tabs, with its label and name.
-    pub const TABS: [(Filter, &'static str, &'static str); 4] = [
-        (Filter::Open, "Open", "open"),
-        (Filter::Mine, "Mine", "mine"),
-        (Filter::Queue, "Queue", "queue"),
-        (Filter::All, "All", "all"),
+    /// Every filter, in the order of the tabs, with its name.
+    pub const TABS: [(Filter, &'static str); 4] = [
+        (Filter::Open, "open"),
+        (Filter::Mine, "mine"),
+        (Filter::Queue, "queue"),
+        (Filter::All, "all"),
     ];
+
+    /// The tab's label, in the agent's language.
+    pub fn label(self) -> &'static str {
+        match self {
+            Filter::Open => t("Open"),
+            Filter::Mine => t("Mine"),
+            Filter::Queue => t("Queue"),
+            Filter::All => t("All"),
+        }
+    }
 
     /// Whether `c` is shown to `me` under this filter.
     pub fn shows(self, c: &ConversationSummary, me: Option<&AgentId>) -> bool {
@@ -159,6 +170,7 @@ mod tests {
             author,
             author_name: None,
             text: String::new(),
+            event: None,
             attachment: None,
             at: 0,
         }

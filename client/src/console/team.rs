@@ -5,6 +5,7 @@ use escalera_protocol::{AgentId, ClientMsg, Presence, ServerMsg, TeamMember};
 use leptos::prelude::*;
 
 use crate::browser;
+use crate::i18n::t;
 use crate::link::Link;
 
 /// What the console knows of presence.
@@ -119,10 +120,10 @@ impl Team {
 /// How a presence reads.
 pub fn label(p: Presence) -> &'static str {
     match p {
-        Presence::Available => "Available",
-        Presence::Away => "Away",
-        Presence::Busy => "In a call",
-        Presence::Offline => "Offline",
+        Presence::Available => t("Available"),
+        Presence::Away => t("Away"),
+        Presence::Busy => t("In a call"),
+        Presence::Offline => t("Offline"),
     }
 }
 
@@ -144,16 +145,16 @@ pub fn PresenceSelect(team: Team) -> impl IntoView {
             <span class=move || format!("dot {}", team.shown().unwrap_or(team.mine.get()).as_str())></span>
             <select
                 data-testid="presence"
-                aria-label="Your presence"
+                aria-label=t("Your presence")
                 prop:value=move || team.mine.get().as_str()
                 on:change=change
             >
-                <option value="available">"Available"</option>
-                <option value="away">"Away"</option>
-                <option value="offline">"Offline"</option>
+                <option value="available">{t("Available")}</option>
+                <option value="away">{t("Away")}</option>
+                <option value="offline">{t("Offline")}</option>
             </select>
             <Show when=move || team.shown() == Some(Presence::Busy)>
-                <span class="busy" data-testid="presence-busy">"In a call"</span>
+                <span class="busy" data-testid="presence-busy">{t("In a call")}</span>
             </Show>
         </label>
     }
@@ -163,8 +164,8 @@ pub fn PresenceSelect(team: Team) -> impl IntoView {
 #[component]
 pub fn TeamList(team: Team) -> impl IntoView {
     view! {
-        <section class="team" aria-label="Team">
-            <h2>"Team"</h2>
+        <section class="team" aria-label=t("Team")>
+            <h2>{t("Team")}</h2>
             <ul data-testid="team">
                 <For
                     each=move || team.members.get()

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 
 use super::root::Desk;
 use super::team::label;
+use crate::i18n::t;
 
 /// The "Transfer" button and its form.
 #[component]
@@ -47,18 +48,18 @@ pub fn Transfer(desk: Desk, conversation: Signal<Option<ConversationId>>) -> imp
             aria-expanded=move || open.get().to_string()
             on:click=move |_| open.update(|o| *o = !*o)
         >
-            "Transfer"
+            {t("Transfer")}
         </button>
         <Show when=move || open.get()>
-            <form class="transfer" on:submit=submit aria-label="Transfer the conversation">
+            <form class="transfer" on:submit=submit aria-label=t("Transfer the conversation")>
                 <label>
-                    "To"
+                    {t("To")}
                     <select
                         data-testid="transfer-target"
                         prop:value=move || target.get()
                         on:change=move |ev| target.set(event_target_value(&ev))
                     >
-                        <option value="">"The queue (next available agent)"</option>
+                        <option value="">{t("The queue (next available agent)")}</option>
                         <For each=colleagues key=|m| (m.agent.id.clone(), m.presence) let:m>
                             <option value=m.agent.id.0.clone() data-presence=m.presence.as_str()>
                                 {format!("{} ({})", m.agent.name, label(m.presence))}
@@ -67,7 +68,7 @@ pub fn Transfer(desk: Desk, conversation: Signal<Option<ConversationId>>) -> imp
                     </select>
                 </label>
                 <label>
-                    "Note for them (the visitor never sees it)"
+                    {t("Note for them (the visitor never sees it)")}
                     <textarea
                         data-testid="transfer-note"
                         maxlength=MAX_COMMENT_CHARS.to_string()
@@ -77,9 +78,9 @@ pub fn Transfer(desk: Desk, conversation: Signal<Option<ConversationId>>) -> imp
                     ></textarea>
                 </label>
                 <div class="actions">
-                    <button type="button" class="link" on:click=move |_| open.set(false)>"Cancel"</button>
+                    <button type="button" class="link" on:click=move |_| open.set(false)>{t("Cancel")}</button>
                     <button type="submit" class="primary" data-testid="transfer-submit">
-                        {move || if desk.call.in_call() { "End the call and transfer" } else { "Transfer" }}
+                        {move || if desk.call.in_call() { t("End the call and transfer") } else { t("Transfer") }}
                     </button>
                 </div>
             </form>

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::root::Desk;
 use crate::browser;
+use crate::i18n::{t, t_relay, tf};
 
 /// What `GET /api/conversations/{id}/visitor` answers.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -34,7 +35,7 @@ pub fn browser_and_os(ua: &str) -> String {
             ("Chrome/", "Chrome"),
             ("Safari/", "Safari"),
         ],
-        "Unknown browser",
+        t("Unknown browser"),
     );
     let os = first(
         &[
@@ -46,9 +47,9 @@ pub fn browser_and_os(ua: &str) -> String {
             ("CrOS", "ChromeOS"),
             ("Linux", "Linux"),
         ],
-        "an unknown system",
+        t("an unknown system"),
     );
-    format!("{browser} on {os}")
+    tf("{browser} on {os}", &[("browser", browser), ("os", os)])
 }
 
 /// The visitor's local time now, from their offset: "14:05".
@@ -102,7 +103,8 @@ pub fn VisitorPanel(desk: Desk) -> impl IntoView {
         let (n, e) = (name.get_untracked(), email.get_untracked());
         if !e.trim().is_empty() {
             if let Err(why) = check_email(&e) {
-                return error.set(Some(format!("Email: {why}.")));
+                // The reason's translation is a whole sentence: the Spanish drops the period.
+                return error.set(Some(tf("Email: {why}.", &[("why", &t_relay(why))])));
             }
         }
         error.set(None);
@@ -113,48 +115,48 @@ pub fn VisitorPanel(desk: Desk) -> impl IntoView {
         });
         saved.set(sent);
         if !sent {
-            error.set(Some("You are offline: try again in a moment.".into()));
+            error.set(Some(t("You are offline: try again in a moment.").into()));
         }
     };
     view! {
         <details class="visitor-panel" data-testid="visitor-info" open>
-            <summary>"About the visitor"</summary>
+            <summary>{t("About the visitor")}</summary>
             {move || match info() {
                 None => view! {
-                    <p class="hint" data-testid="visitor-page">"Their page is not known yet."</p>
+                    <p class="hint" data-testid="visitor-page">{t("Their page is not known yet.")}</p>
                 }.into_any(),
                 Some(i) => {
                     let shown = if i.title.is_empty() { i.page.clone() } else { i.title.clone() };
-                    let zone = if i.time_zone.is_empty() { "their time".to_owned() } else { i.time_zone.clone() };
+                    let zone = if i.time_zone.is_empty() { t("their time").to_owned() } else { i.time_zone.clone() };
                     view! {
                         <dl>
-                            <dt>"On the page"</dt>
+                            <dt>{t("On the page")}</dt>
                             <dd data-testid="visitor-page">
                                 <a href=i.page.clone() target="_blank" rel="noopener noreferrer" title=i.page.clone()>{shown}</a>
                             </dd>
-                            <dt>"Came from"</dt>
+                            <dt>{t("Came from")}</dt>
                             <dd data-testid="visitor-referrer">
-                                {if i.referrer.is_empty() { "Direct visit".to_owned() } else { i.referrer.clone() }}
+                                {if i.referrer.is_empty() { t("Direct visit").to_owned() } else { i.referrer.clone() }}
                             </dd>
-                            <dt>"Browser"</dt>
+                            <dt>{t("Browser")}</dt>
                             <dd data-testid="visitor-browser">{browser_and_os(&i.user_agent)}</dd>
-                            <dt>"Language"</dt>
+                            <dt>{t("Language")}</dt>
                             <dd data-testid="visitor-language">{i.language.clone()}</dd>
-                            <dt>"Local time"</dt>
+                            <dt>{t("Local time")}</dt>
                             <dd data-testid="visitor-time">{format!("{} ({zone})", their_time(i.utc_offset_minutes))}</dd>
                         </dl>
                     }.into_any()
                 }
             }}
             <p class="hint" data-testid="visitor-history">
-                {move || details.get().map(|d| format!(
-                    "This visitor's only conversation here, since {}.",
-                    browser::date(d.since)
-                ))}
+                {move || details.get().map(|d| {
+                    let date = browser::date(d.since);
+                    tf("This visitor's only conversation here, since {date}.", &[("date", &date)])
+                })}
             </p>
             <form class="visitor-form" on:submit=save>
                 <label>
-                    "Name"
+                    {t("Name")}
                     <input
                         data-testid="visitor-name"
                         maxlength="80"
@@ -164,7 +166,7 @@ pub fn VisitorPanel(desk: Desk) -> impl IntoView {
                     />
                 </label>
                 <label>
-                    "Email"
+                    {t("Email")}
                     <input
                         type="email"
                         data-testid="visitor-email"
@@ -177,7 +179,7 @@ pub fn VisitorPanel(desk: Desk) -> impl IntoView {
                     <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
                 </Show>
                 <button type="submit" class="secondary" data-testid="visitor-save">
-                    {move || if saved.get() { "Saved" } else { "Save" }}
+                    {move || if saved.get() { t("Saved") } else { t("Save") }}
                 </button>
             </form>
         </details>

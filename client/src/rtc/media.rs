@@ -6,31 +6,75 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaStream, MediaStreamTrack};
 
 use crate::browser::window;
+use crate::i18n::t;
+
+/// A device to open.
+#[derive(Clone, Copy)]
+enum What {
+    Mic,
+    Camera,
+    Screen,
+}
+
+/// What can go wrong opening a device.
+#[derive(Clone, Copy)]
+enum Problem {
+    Denied,
+    NotFound,
+    InUse,
+    Cancelled,
+    Other,
+}
+
+/// The problem with the device, in words (one whole sentence each, for translation).
+fn say(what: What, problem: Problem) -> String {
+    use Problem::*;
+    use What::*;
+    match (problem, what) {
+        (Denied, Mic) => t("Permission to use the microphone was denied."),
+        (Denied, Camera) => t("Permission to use the camera was denied."),
+        (Denied, Screen) => t("Permission to use the screen was denied."),
+        (NotFound, Mic) => t("No microphone was found."),
+        (NotFound, Camera) => t("No camera was found."),
+        (NotFound, Screen) => t("No screen was found."),
+        (InUse, Mic) => t("The microphone is in use by another application."),
+        (InUse, Camera) => t("The camera is in use by another application."),
+        (InUse, Screen) => t("The screen is in use by another application."),
+        (Cancelled, Mic) => t("Opening the microphone was cancelled."),
+        (Cancelled, Camera) => t("Opening the camera was cancelled."),
+        (Cancelled, Screen) => t("Opening the screen was cancelled."),
+        (Other, Mic) => t("The microphone could not be opened."),
+        (Other, Camera) => t("The camera could not be opened."),
+        (Other, Screen) => t("The screen could not be opened."),
+    }
+    .to_owned()
+}
 
 fn devices() -> Result<web_sys::MediaDevices, String> {
     window().navigator().media_devices().map_err(|_| {
-        "This browser cannot use a camera or microphone here (is the page on https?).".to_owned()
+        t("This browser cannot use a camera or microphone here (is the page on https?).").to_owned()
     })
 }
 
 /// What went wrong opening `what`, in words.
-fn explain(what: &str, e: JsValue) -> String {
+fn explain(what: What, e: JsValue) -> String {
     let name = js_sys::Reflect::get(&e, &"name".into())
         .ok()
         .and_then(|v| v.as_string())
         .unwrap_or_default();
-    match name.as_str() {
-        "NotAllowedError" => format!("Permission to use the {what} was denied."),
-        "NotFoundError" | "OverconstrainedError" => format!("No {what} was found."),
-        "NotReadableError" => format!("The {what} is in use by another application."),
-        "AbortError" => format!("Opening the {what} was cancelled."),
-        _ => format!("The {what} could not be opened."),
-    }
+    let problem = match name.as_str() {
+        "NotAllowedError" => Problem::Denied,
+        "NotFoundError" | "OverconstrainedError" => Problem::NotFound,
+        "NotReadableError" => Problem::InUse,
+        "AbortError" => Problem::Cancelled,
+        _ => Problem::Other,
+    };
+    say(what, problem)
 }
 
 /// Waits for a capture request and takes its one track.
 async fn capture(
-    what: &str,
+    what: What,
     request: Result<js_sys::Promise, JsValue>,
     video: bool,
 ) -> Result<MediaStreamTrack, String> {
@@ -47,7 +91,7 @@ async fn capture(
     tracks
         .get(0)
         .dyn_into()
-        .map_err(|_| format!("No {what} was found."))
+        .map_err(|_| say(what, Problem::NotFound))
 }
 
 /// Opens the microphone.
@@ -55,7 +99,7 @@ pub async fn open_mic() -> Result<MediaStreamTrack, String> {
     let constraints = web_sys::MediaStreamConstraints::new();
     constraints.set_audio(&JsValue::TRUE);
     capture(
-        "microphone",
+        What::Mic,
         devices()?.get_user_media_with_constraints(&constraints),
         false,
     )
@@ -94,7 +138,7 @@ pub async fn open_camera(
     let constraints = web_sys::MediaStreamConstraints::new();
     constraints.set_video(&video);
     capture(
-        "camera",
+        What::Camera,
         devices()?.get_user_media_with_constraints(&constraints),
         true,
     )
@@ -106,7 +150,7 @@ pub async fn open_screen() -> Result<MediaStreamTrack, String> {
     let constraints = web_sys::DisplayMediaStreamConstraints::new();
     constraints.set_video(&JsValue::TRUE);
     capture(
-        "screen",
+        What::Screen,
         devices()?.get_display_media_with_constraints(&constraints),
         true,
     )

@@ -16,6 +16,7 @@ use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
 use crate::chat::{
     Composer, MessageList, Pending, Thread, Typing, TypingLine, UploadList, Uploader,
 };
+use crate::i18n::{t, t_relay, tf};
 use crate::link::use_link;
 use crate::relay::Status;
 
@@ -51,7 +52,7 @@ fn unknown() -> ConversationId {
 #[component]
 pub fn Widget() -> impl IntoView {
     let Some(site) = browser::query_param("site") else {
-        return view! { <p class="fatal">"This chat is not set up: the page has no site key."</p> }
+        return view! { <p class="fatal">{t("This chat is not set up: the page has no site key.")}</p> }
             .into_any();
     };
     let keys = StoredValue::new(Keys::for_site(&site));
@@ -77,7 +78,7 @@ pub fn Widget() -> impl IntoView {
     // answers our ready at once); a new `Escalera.identify` starts the chat again as them.
     let site = StoredValue::new(site);
     let chat = move || match host.identity.get() {
-        None => view! { <p class="loading" role="status">"Loading…"</p> }.into_any(),
+        None => view! { <p class="loading" role="status">{t("Loading…")}</p> }.into_any(),
         Some(identity) => {
             view! { <Chat site=site.get_value() keys=keys host=host identity=identity /> }
                 .into_any()
@@ -222,9 +223,9 @@ fn Chat(
         ServerMsg::Error { code, message, .. } => {
             let text = match code {
                 ErrorCode::RateLimited => {
-                    "You are sending messages too fast. Wait a moment.".to_owned()
+                    t("You are sending messages too fast. Wait a moment.").to_owned()
                 }
-                _ => message.clone(),
+                _ => relay_said(message),
             };
             notice.set(Some(text));
         }
@@ -305,12 +306,12 @@ fn Chat(
 
     let title = move || agent.get().unwrap_or_else(|| site_name.get());
     let subtitle = move || match (socket.status.get(), agent.get()) {
-        (Status::Offline, _) => "Reconnecting…".to_owned(),
-        (Status::Connecting, _) => "Connecting…".to_owned(),
-        (Status::Online, Some(_)) if standing.closed.get() => "Conversation ended".to_owned(),
-        (Status::Online, Some(name)) => format!("You're now talking with {name}"),
-        (Status::Online, None) if standing.nobody() => "We're away right now".to_owned(),
-        (Status::Online, None) => "Waiting for an agent".to_owned(),
+        (Status::Offline, _) => t("Reconnecting…").to_owned(),
+        (Status::Connecting, _) => t("Connecting…").to_owned(),
+        (Status::Online, Some(_)) if standing.closed.get() => t("Conversation ended").to_owned(),
+        (Status::Online, Some(name)) => tf("You're now talking with {name}", &[("name", &name)]),
+        (Status::Online, None) if standing.nobody() => t("We're away right now").to_owned(),
+        (Status::Online, None) => t("Waiting for an agent").to_owned(),
     };
     let framed = browser::query_param("origin").is_some();
     let on_files = Callback::new(move |files: Vec<web_sys::File>| {
@@ -318,7 +319,7 @@ fn Chat(
             return;
         };
         if !call.features.get_untracked().files {
-            return notice.set(Some("This chat does not take files.".into()));
+            return notice.set(Some(t("This chat does not take files.").into()));
         }
         for f in files {
             uploader.send(&id, &f, &f.name());
@@ -366,7 +367,7 @@ fn Chat(
     let greeting = Signal::derive(move || {
         look.with(|l| {
             if l.greeting.is_empty() {
-                "Hi! Ask us anything: an agent will answer here.".to_owned()
+                t("Hi! Ask us anything: an agent will answer here.").to_owned()
             } else {
                 l.greeting.clone()
             }
@@ -407,17 +408,17 @@ fn Chat(
                             && !standing.closed.get()
                             && (agent.with(Option::is_some) || standing.can_ring())
                     })
-                    why_not="Calls are possible once you have written and an agent is available"
+                    why_not=t("Calls are possible once you have written and an agent is available")
                 />
                 <Show when=move || framed>
-                    <button class="icon" aria-label="Close chat" data-testid="widget-close" on:click=move |_| host.close()>
+                    <button class="icon" aria-label=t("Close chat") data-testid="widget-close" on:click=move |_| host.close()>
                         "×"
                     </button>
                 </Show>
             </header>
             <Show when=move || socket.status.get() == Status::Offline>
                 <div class="banner offline" role="status" data-testid="offline">
-                    "Connection lost. Reconnecting… Your messages will be sent when we are back."
+                    {t("Connection lost. Reconnecting… Your messages will be sent when we are back.")}
                 </div>
             </Show>
             <IncomingCall ctl=call />
@@ -444,14 +445,14 @@ fn Chat(
             <Show when=move || notice.get().or(call.notice.get()).is_some()>
                 <div class="banner notice" role="alert" data-testid="notice">
                     <span>{move || notice.get().or(call.notice.get()).unwrap_or_default()}</span>
-                    <button class="link" on:click=move |_| { notice.set(None); call.notice.set(None); }>"Dismiss"</button>
+                    <button class="link" on:click=move |_| { notice.set(None); call.notice.set(None); }>{t("Dismiss")}</button>
                 </div>
             </Show>
             <UploadList uploader=uploader conversation=conversation />
             <Composer
                 on_send=on_send
                 disabled=false
-                placeholder="Type your message…"
+                placeholder=t("Type your message…")
                 on_files=on_files
                 files_allowed=Signal::derive(move || call.features.get().files)
                 on_typing=Callback::new(move |()| {
@@ -463,4 +464,13 @@ fn Chat(
         </div>
     }
     .into_any()
+}
+
+/// A relay error's message in the viewer's language. A refusal reads "forbidden: REASON"; the
+/// reason is translated on its own (the relay's texts are its reasons).
+fn relay_said(message: &str) -> String {
+    match message.strip_prefix("forbidden: ") {
+        Some(reason) => tf("forbidden: {reason}", &[("reason", &t_relay(reason))]),
+        None => t_relay(message),
+    }
 }

@@ -4,6 +4,7 @@
 use escalera_protocol::{check_email, ClientMsg, ConversationId, Rating, MAX_COMMENT_CHARS};
 use leptos::prelude::*;
 
+use crate::i18n::{t, tf};
 use crate::link::Link;
 
 /// What the relay said of the conversation's standing.
@@ -50,9 +51,10 @@ pub fn QueueLine(standing: Standing) -> impl IntoView {
         {move || position().map(|n| view! {
             <div class="banner queue" role="status" data-testid="queue-position">
                 {if n == 1 {
-                    "You are number 1 in line: an agent will be with you next.".to_owned()
+                    t("You are number 1 in line: an agent will be with you next.").to_owned()
                 } else {
-                    format!("You are number {n} in line. Thanks for waiting.")
+                    let number = n.to_string();
+                    tf("You are number {number} in line. Thanks for waiting.", &[("number", &number)])
                 }}
             </div>
         })}
@@ -73,13 +75,13 @@ pub fn AwayNotice(
     closed_hours: Signal<bool>,
 ) -> impl IntoView {
     let email = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<&'static str>);
+    let error = RwSignal::new(None::<String>);
     let sent = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let text = email.get_untracked();
         if let Err(e) = check_email(&text) {
-            error.set(Some(e));
+            error.set(Some(crate::browser::sentence(e)));
             return;
         }
         let Some(id) = conversation.get_untracked() else {
@@ -92,7 +94,9 @@ pub fn AwayNotice(
         }) {
             sent.set(true);
         } else {
-            error.set(Some("you are offline: try again in a moment"));
+            error.set(Some(
+                t("You are offline: try again in a moment.").to_owned(),
+            ));
         }
     };
     view! {
@@ -103,35 +107,36 @@ pub fn AwayNotice(
                     fallback=move || view! { <span data-testid="away-message">{move || message.get()}</span> }
                 >
                     <strong>
-                        {move || if closed_hours.get() { "We're closed right now." } else { "We're away right now." }}
+                        {move || if closed_hours.get() { t("We're closed right now.") } else { t("We're away right now.") }}
                     </strong>
-                    " Leave a message: we'll reply here as soon as we're back."
+                    " "
+                    {t("Leave a message: we'll reply here as soon as we're back.")}
                 </Show>
                 <Show
                     when=move || !sent.get()
                     fallback=|| view! {
                         <p class="hint" data-testid="away-email-saved">
-                            "Thanks! We'll answer here; keep this page or come back to it later."
+                            {t("Thanks! We'll answer here; keep this page or come back to it later.")}
                         </p>
                     }
                 >
                     <form class="email" novalidate=true on:submit=submit>
-                        <label for="away-email">"Your email (optional)"</label>
+                        <label for="away-email">{t("Your email (optional)")}</label>
                         <div class="row">
                             <input
                                 id="away-email"
                                 type="email"
                                 autocomplete="email"
                                 data-testid="away-email"
-                                placeholder="you@example.com"
+                                placeholder=t("you@example.com")
                                 prop:value=move || email.get()
                                 on:input=move |ev| email.set(event_target_value(&ev))
                             />
-                            <button type="submit" class="secondary" data-testid="away-email-submit">"Save"</button>
+                            <button type="submit" class="secondary" data-testid="away-email-submit">{t("Save")}</button>
                         </div>
                         <Show when=move || error.get().is_some()>
                             <p class="error" role="alert">
-                                {move || error.get().map(crate::browser::sentence)}
+                                {move || error.get()}
                             </p>
                         </Show>
                     </form>
@@ -165,26 +170,27 @@ pub fn ClosedPanel(
     view! {
         <Show when=move || standing.closed.get()>
             <div class="banner ended" role="status" data-testid="closed">
-                <strong>"This conversation has ended."</strong>
-                " Write again any time to reopen it."
+                <strong>{t("This conversation has ended.")}</strong>
+                " "
+                {t("Write again any time to reopen it.")}
                 <Show
                     when=move || !standing.rated.get()
-                    fallback=|| view! { <p class="hint" data-testid="rated">"Thanks for your feedback!"</p> }
+                    fallback=|| view! { <p class="hint" data-testid="rated">{t("Thanks for your feedback!")}</p> }
                 >
                     <div class="rating">
-                        <span id="rate-label">"How did we do?"</span>
+                        <span id="rate-label">{t("How did we do?")}</span>
                         <input
                             type="text"
                             data-testid="rating-comment"
-                            aria-label="A comment (optional)"
-                            placeholder="A comment (optional)"
+                            aria-label=t("A comment (optional)")
+                            placeholder=t("A comment (optional)")
                             maxlength=MAX_COMMENT_CHARS.to_string()
                             prop:value=move || comment.get()
                             on:input=move |ev| comment.set(event_target_value(&ev))
                         />
                         <div class="thumbs" role="group" aria-labelledby="rate-label">
-                            <button class="icon" data-testid="rating-up" aria-label="Good" on:click=move |_| rate(Rating::Up)>"👍"</button>
-                            <button class="icon" data-testid="rating-down" aria-label="Bad" on:click=move |_| rate(Rating::Down)>"👎"</button>
+                            <button class="icon" data-testid="rating-up" aria-label=t("Good") on:click=move |_| rate(Rating::Up)>"👍"</button>
+                            <button class="icon" data-testid="rating-down" aria-label=t("Bad") on:click=move |_| rate(Rating::Down)>"👎"</button>
                         </div>
                     </div>
                 </Show>
