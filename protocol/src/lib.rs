@@ -110,7 +110,7 @@ pub struct Message {
     /// For system messages, what happened, for clients to say in their own language (`text`
     /// says it in English).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<SystemEvent>,
+    pub event: Option<Box<SystemEvent>>,
     /// A file posted with the message (its text is then the file's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,

@@ -796,7 +796,7 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             author: m.author,
             author_name: m.author_name,
             text: m.text,
-            event: m.event,
+            event: m.event.map(Box::new),
             attachment: m.attachment,
             at: m.at,
         },
@@ -1843,7 +1843,7 @@ mod tests {
             ..chat(&conv, "", &joined.english())
         };
         let stored = s.append(line).await.unwrap().message;
-        assert_eq!(stored.event, Some(joined));
+        assert_eq!(stored.event, Some(Box::new(joined)));
         let read = s
             .messages_after(conv.clone(), stored.seq - 1, 1, true)
             .await

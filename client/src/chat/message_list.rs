@@ -94,7 +94,7 @@ fn line_view(
         Line::Stored(m) => (
             m.author,
             m.author_name,
-            m.event.as_ref().map_or(m.text, super::said),
+            m.event.as_deref().map_or(m.text, super::said),
             Some(m.at),
             false,
             m.attachment,
