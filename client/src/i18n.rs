@@ -17,14 +17,14 @@ static CHOSEN: OnceLock<Chosen> = OnceLock::new();
 /// Where the console keeps the agent's choice of language, in this browser.
 pub const CHOICE_KEY: &str = "escalera.lang";
 
-/// Speaks `tag` from now on: the widget's texts, and the console's too when `console`. The
-/// first call wins.
-pub fn start(tag: &str, console: bool) {
+/// Speaks `tag` from now on, with the texts of these sections of the locale files (the widget
+/// names only its own, so its code carries none of the console's texts). The first call wins.
+pub fn start(tag: &str, sections: &[i18n::Section]) {
     let tag = i18n::supported(tag).unwrap_or("en");
-    let mut tables: Vec<Table> = i18n::table(i18n::WIDGET, tag).into_iter().collect();
-    if console {
-        tables.extend(i18n::table(i18n::CONSOLE, tag));
-    }
+    let tables: Vec<Table> = sections
+        .iter()
+        .filter_map(|s| i18n::table(s, tag))
+        .collect();
     let _ = CHOSEN.set(Chosen { tag, tables });
     if let Some(root) = leptos::prelude::document().document_element() {
         let _ = root.set_attribute("lang", tag);

@@ -8,13 +8,16 @@ include!(concat!(env!("OUT_DIR"), "/locales.rs"));
 /// A table of `(English, translation)` pairs, sorted by the English.
 pub type Table = &'static [(&'static str, &'static str)];
 
+/// A section of the locale files: each language's table.
+pub type Section = &'static [(&'static str, Table)];
+
 /// The language tags Escalera speaks, English first.
 pub fn languages() -> impl Iterator<Item = &'static str> {
     std::iter::once("en").chain(TRANSLATED.iter().copied())
 }
 
 /// The table of `section` for language `tag`, if it has one.
-pub fn table(section: &'static [(&'static str, Table)], tag: &str) -> Option<Table> {
+pub fn table(section: Section, tag: &str) -> Option<Table> {
     section
         .iter()
         .find(|(t, _)| *t == tag)

@@ -8,6 +8,7 @@ fn main() {
                 .and_then(|e| e.get_attribute("lang"))
         })
         .unwrap_or_default();
-    escalera_client::i18n::start(&lang, true);
+    use escalera_protocol::i18n::{CONSOLE, WIDGET};
+    escalera_client::i18n::start(&lang, &[WIDGET, CONSOLE]);
     leptos::mount::mount_to_body(escalera_client::console::Console);
 }

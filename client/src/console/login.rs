@@ -72,6 +72,7 @@ pub fn Login(on_login: Callback<Me>) -> impl IntoView {
                 <button type="submit" data-testid="login-submit" prop:disabled=move || busy.get()>
                     {move || if busy.get() { t("Logging in…") } else { t("Log in") }}
                 </button>
+                <super::language::LanguageSelect />
             </form>
         </main>
     }

@@ -4,6 +4,7 @@ mod alerts;
 mod canned;
 mod conversation_list;
 mod conversation_view;
+mod language;
 mod login;
 mod root;
 mod search;

@@ -468,6 +468,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
                 </Show>
                 <NotifyButton />
                 <PresenceSelect team=team />
+                <super::language::LanguageSelect />
                 <span class="me">{me.name.clone()}</span>
                 <button class="link" data-testid="logout" on:click=logout>{t("Log out")}</button>
             </header>

@@ -400,6 +400,8 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
     let position = RwSignal::new(site.look.position);
     let greeting = RwSignal::new(site.look.greeting.clone());
     let away = RwSignal::new(site.look.away_message.clone());
+    // "": English unless the visitor's browser asks for another language the widget speaks.
+    let language = RwSignal::new(site.look.language.clone().unwrap_or_default());
     let hours_on = RwSignal::new(site.look.hours.is_some());
     let zone = RwSignal::new(
         site.look
@@ -444,7 +446,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 greeting: greeting.get_untracked().trim().to_owned(),
                 away_message: away.get_untracked().trim().to_owned(),
                 hours: None,
-                language: None,
+                language: Some(language.get_untracked()).filter(|l| !l.is_empty()),
             };
             if hours_on.get_untracked() {
                 match read_hours(&zone.get_untracked(), &days) {
@@ -619,6 +621,22 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     />
                 </label>
                 <FieldErr refusal=refusal field="away_message" />
+                <label>
+                    {t("Language (for visitors whose browser asks for none the widget speaks)")}
+                    <select
+                        data-testid="site-language"
+                        prop:value=move || language.get()
+                        on:change=move |ev| language.set(event_target_value(&ev))
+                    >
+                        <option value="">{t("Automatic (English)")}</option>
+                        {escalera_protocol::i18n::languages()
+                            .map(|tag| view! {
+                                <option value=tag lang=tag>{escalera_protocol::i18n::own_name(tag)}</option>
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <FieldErr refusal=refusal field="language" />
             </fieldset>
             <fieldset>
                 <legend>{t("Business hours")}</legend>
@@ -711,7 +729,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 </label>
                 {check(identity_required, t("Only verified users may chat"), "site-identity-required")}
             </fieldset>
-            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "max_upload", "hours"] />
+            <FormErr refusal=refusal fields=&["name", "origins", "color", "greeting", "away_message", "language", "max_upload", "hours"] />
             <div class="actions">
                 <button type="submit" class="primary" data-testid="site-save" prop:disabled=move || saving.get()>
                     {move || if saving.get() { t("Saving…") } else { t("Save") }}
