@@ -6,7 +6,8 @@
 # Each tool is version-checked, so a clone that pins another version gets it side by side.
 # See ../shared/TOOLCHAIN.md and README's "Toolchain notes".
 #   scripts/tools.sh          build tools: wasm32 target, trunk, wasm-bindgen, wasm-opt
-#   scripts/tools.sh --test   also axe-core (npm), Chromium + chromedriver + brotli + coturn (apt)
+#   scripts/tools.sh --test   also axe-core (npm), Chromium + chromedriver + brotli + coturn +
+#                             aiosmtpd (apt)
 #   scripts/tools.sh --path   prints the PATH entries of the tools (for the Makefile); no installs
 #   scripts/tools.sh --axe    prints the path of axe.min.js (installed by --test)
 set -euo pipefail
@@ -74,6 +75,8 @@ if ((TEST)); then
   command -v chromedriver >/dev/null || APT_MISSING+=(chromium-driver)
   command -v brotli >/dev/null || APT_MISSING+=(brotli)
   command -v turnserver >/dev/null || APT_MISSING+=(coturn)
+  # A real SMTP server for the email tests (Debian's Python, not any other on PATH).
+  /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || APT_MISSING+=(python3-aiosmtpd)
   if ((${#APT_MISSING[@]})) && [[ $(id -u) -ne 0 ]]; then
     say "please install: sudo apt-get install ${APT_MISSING[*]}"
     exit 1

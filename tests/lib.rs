@@ -214,6 +214,7 @@ impl Product {
             protocol: PROTOCOL_VERSION,
             token: token.map(escalera_protocol::VisitorToken),
             identity: None,
+            resume: None,
         };
         send(&mut ws, &hello).await;
         while let Some(Ok(WsMessage::Text(t))) = ws.next().await {

@@ -141,6 +141,7 @@ impl Target {
             protocol: PROTOCOL_VERSION,
             token,
             identity: None,
+            resume: None,
         };
         ws.send(&hello).await.map_err(|e| e.to_string())?;
         match ws.recv().await.map_err(|e| e.to_string())? {
@@ -170,6 +171,7 @@ impl Target {
             protocol: PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await?;
         match ws.recv().await? {

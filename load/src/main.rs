@@ -162,6 +162,7 @@ impl Relay {
             protocol: PROTOCOL_VERSION,
             token,
             identity: None,
+            resume: None,
         })
         .await?;
         match ws.recv().await? {

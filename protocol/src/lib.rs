@@ -284,6 +284,9 @@ pub struct MediaConfig {
     pub ice_servers: Vec<IceServer>,
     /// The largest upload the relay accepts, in bytes.
     pub max_upload: u64,
+    /// Whether the relay sends email (a visitor may then ask for the transcript).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email: bool,
 }
 
 /// How a call starts.
@@ -973,6 +976,10 @@ pub enum ClientMsg {
         /// Who the host page says its logged-in user is (`Escalera.identify`), with the proof.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity: Option<Identity>,
+        /// A one-time link back to a conversation (sent by email with an agent's reply): when
+        /// still good, the visitor gets that conversation, with a new `token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// Subscribe to a conversation and get every message after `after_seq` (0 for all).
     /// Answered by [`ServerMsg::History`]; live messages follow.
@@ -1098,6 +1105,14 @@ pub enum ClientMsg {
     /// Visitors only: an email address where the team can answer (asked for when nobody is
     /// available). Stored like a first message would be, and shown to the agents.
     Contact {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The address ([`check_email`]).
+        email: String,
+    },
+    /// Visitors only, where the relay sends email ([`MediaConfig::email`]): mail the
+    /// conversation's transcript to `email` (once a minute at most).
+    Transcript {
         /// The conversation.
         conversation: ConversationId,
         /// The address ([`check_email`]).
@@ -1408,6 +1423,7 @@ mod tests {
                 credential: Some("c".into()),
             }],
             max_upload: 25 << 20,
+            email: true,
         }
     }
 
@@ -1450,6 +1466,7 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 token: None,
                 identity: None,
+                resume: None,
             },
             ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
@@ -1460,6 +1477,7 @@ mod tests {
                     email: None,
                     hash: "ab".repeat(32),
                 }),
+                resume: None,
             },
             ClientMsg::Join {
                 conversation: conv(),

@@ -567,6 +567,8 @@ pub enum Effect {
         unsaved: Option<ConversationId>,
         /// The verified user the page says this is: their conversation, on any device.
         user: Option<VerifiedUser>,
+        /// A one-time link back to a conversation, from an email.
+        resume: Option<String>,
     },
     /// Store a new visitor's conversation (their first message is on its way); answer with
     /// [`Event::Created`].
@@ -713,6 +715,35 @@ pub enum Effect {
         /// The email, if any.
         email: Option<String>,
     },
+    /// Mail an agent's reply (`seq`, and any that follow it soon) to the visitor, who has no
+    /// socket open (when they left an email).
+    MailReply {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its site.
+        site: SiteKey,
+        /// The reply.
+        seq: u64,
+    },
+    /// Mail the site's agents: this conversation has waited since `since` with none of them
+    /// available.
+    MailAlert {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its site.
+        site: SiteKey,
+        /// When it started waiting, in ms.
+        since: i64,
+    },
+    /// Mail the conversation's transcript to the visitor who asked.
+    MailTranscript {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its site.
+        site: SiteKey,
+        /// Where.
+        email: String,
+    },
     /// Keep the email a visitor left.
     SaveEmail {
         /// The conversation.
@@ -757,6 +788,9 @@ pub const RING_TIMEOUT_MS: i64 = 30_000;
 /// otherwise.
 pub const CALL_GRACE_MS: i64 = 30_000;
 
+/// A visitor may have a conversation's transcript mailed once a minute.
+const TRANSCRIPT_EVERY_MS: i64 = 60_000;
+
 /// The core's settings.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -798,6 +832,11 @@ pub struct Limits {
     pub presence_grace_ms: i64,
     /// Seconds of no input with the tab hidden before a console says `away` by itself.
     pub away_after_secs: u64,
+    /// Whether the relay sends email.
+    pub email: bool,
+    /// With email: how long a conversation waits with no agent available before its site's
+    /// agents are mailed.
+    pub alert_after_ms: i64,
 }
 
 impl Default for Limits {
@@ -820,6 +859,8 @@ impl Default for Limits {
             visitor_history_rate: 1_000,
             presence_grace_ms: 30_000,
             away_after_secs: 300,
+            email: false,
+            alert_after_ms: 300_000,
         }
     }
 }
@@ -1012,6 +1053,10 @@ pub struct Core {
     /// Device toggles not in the record yet: a note is written once a device has stayed
     /// put for [`TOGGLE_SETTLE_MS`], so flipping a camera 60 times leaves one line, not 60.
     toggles: HashMap<(ConversationId, Author, MediaKind), Toggle>,
+    /// When each conversation's transcript was last mailed.
+    transcripts: HashMap<ConversationId, i64>,
+    /// Waiting conversations whose site's agents were mailed about them.
+    alerted: HashSet<ConversationId>,
 }
 
 /// A device's state during a call, as the record knows it and as it is.
@@ -1553,7 +1598,10 @@ impl Core {
                 refuse(out, RelayError::BadVersion(protocol))
             }
             ClientMsg::Hello {
-                token, identity, ..
+                token,
+                identity,
+                resume,
+                ..
             } => {
                 let user = match &p.caller {
                     Caller::Visitor { identity: rule, .. } => rule.check(identity.as_ref()),
@@ -1570,6 +1618,7 @@ impl Core {
                         peer,
                         site: site.clone(),
                         user,
+                        resume,
                         unsaved: token
                             .as_ref()
                             .and_then(|t| self.unsaved_tokens.get(t))
@@ -1687,6 +1736,9 @@ impl Core {
                 ref conversation, ..
             }
             | ClientMsg::Contact {
+                ref conversation, ..
+            }
+            | ClientMsg::Transcript {
                 ref conversation, ..
             }
             | ClientMsg::SetVisitor {
@@ -1988,6 +2040,29 @@ impl Core {
                 out.push(Effect::SaveEmail {
                     conversation: meta.id,
                     email,
+                });
+            }
+            ClientMsg::Transcript { email, .. } => {
+                if !matches!(role, Role::Visitor { .. }) {
+                    return Err(RelayError::Forbidden(
+                        "only visitors ask for the transcript",
+                    ));
+                }
+                if !self.limits.email {
+                    return Err(RelayError::Forbidden("this relay does not send email"));
+                }
+                check_email(&email).map_err(RelayError::BadText)?;
+                let last = self.transcripts.get(&meta.id).copied();
+                if last.is_some_and(|at| now - at < TRANSCRIPT_EVERY_MS) {
+                    return Err(RelayError::Limit(
+                        "the transcript was just sent; try again in a minute",
+                    ));
+                }
+                self.transcripts.insert(meta.id.clone(), now);
+                out.push(Effect::MailTranscript {
+                    conversation: meta.id,
+                    site: meta.site,
+                    email: email.trim().to_owned(),
                 });
             }
             ClientMsg::SetVisitor { name, email, .. } => {
@@ -2393,6 +2468,19 @@ impl Core {
             ),
             (Reply::Http(peer), _) => out.send(peer, ServerMsg::Message(message.clone())),
             _ => {}
+        }
+        // An agent's reply to a visitor who has gone: by email, if they left one.
+        let gone = || {
+            self.visitors
+                .get(&message.conversation)
+                .is_none_or(|v| v.is_empty())
+        };
+        if fresh && self.limits.email && message.author == Author::Agent && gone() {
+            out.push(Effect::MailReply {
+                conversation: message.conversation.clone(),
+                site: site.clone(),
+                seq: message.seq,
+            });
         }
         if fresh {
             out.push(Effect::Publish(BusEvent::Message {
@@ -2883,6 +2971,9 @@ impl Core {
         }
         record_toggles(&mut self.toggles, now, None, out);
         self.team.tick(now);
+        if self.limits.email {
+            self.alert(now, out);
+        }
         // Pages that waited for a visitor's history budget, in order, as it refills.
         for (peer, conversation, after) in std::mem::take(&mut self.history_waiting) {
             let joined = self.peers.get(&peer).is_some_and(|p| {
@@ -2937,6 +3028,27 @@ impl Core {
                 // It lasted until the end left.
                 let note = call.ended_note(call.away_since.unwrap_or(now));
                 self.call_over(now, &id, &call.site, note, out);
+            }
+        }
+    }
+
+    /// Mails the site's agents about each conversation that has waited too long with none of
+    /// them available, once per wait.
+    fn alert(&mut self, now: i64, out: &mut Out) {
+        let waiting: Vec<(ConversationId, SiteKey, i64)> = self.desk.waiting().collect();
+        self.alerted
+            .retain(|id| waiting.iter().any(|(w, _, _)| w == id));
+        for (id, site, since) in waiting {
+            let nobody = self.team.available_consoles(&site).next().is_none();
+            if now - since >= self.limits.alert_after_ms
+                && nobody
+                && self.alerted.insert(id.clone())
+            {
+                out.push(Effect::MailAlert {
+                    conversation: id,
+                    site,
+                    since,
+                });
             }
         }
     }
@@ -3390,7 +3502,8 @@ fn about(msg: &ClientMsg) -> (Option<ConversationId>, Option<ClientMsgId>) {
         | ClientMsg::Rate { conversation, .. }
         | ClientMsg::Visit { conversation, .. }
         | ClientMsg::SetVisitor { conversation, .. }
-        | ClientMsg::Contact { conversation, .. } => (Some(conversation.clone()), None),
+        | ClientMsg::Contact { conversation, .. }
+        | ClientMsg::Transcript { conversation, .. } => (Some(conversation.clone()), None),
         ClientMsg::Hello { .. } | ClientMsg::Ping | ClientMsg::Presence { .. } => (None, None),
     }
 }
@@ -3484,6 +3597,7 @@ mod tests {
         MediaConfig {
             ice_servers: Vec::new(),
             max_upload: 1,
+            email: false,
         }
     }
     fn msg(conv: &str, seq: u64) -> Message {
@@ -3504,6 +3618,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         }
     }
     fn chat(conv: &str, id: &str) -> ClientMsg {
@@ -3722,6 +3837,7 @@ mod tests {
             protocol: PROTOCOL_VERSION + 1,
             token: None,
             identity: None,
+            resume: None,
         };
         let refused = w.text(3, &old);
         assert_eq!(error_code(&refused), Some(ErrorCode::BadHello));
@@ -3969,6 +4085,98 @@ mod tests {
             summary: None,
         });
         assert_eq!(e.len(), 1);
+    }
+
+    #[test]
+    fn email_goes_to_a_visitor_without_a_socket_and_to_agents_about_a_long_wait() {
+        let mut w = World::new();
+        w.core.limits.email = true;
+        w.core.limits.alert_after_ms = 60_000;
+        let c1 = meta("c1", "s1", None);
+        let reply = |w: &mut World, author: Author, seq: u64| {
+            let message = Message {
+                author,
+                author_name: (author == Author::Agent).then(|| "Ana".into()),
+                ..msg("c1", seq)
+            };
+            w.ev(Event::Appended {
+                reply: Reply::None,
+                site: site("s1"),
+                message,
+                fresh: true,
+                summary: None,
+            })
+        };
+        let mailed = |e: &[Effect]| {
+            e.iter()
+                .filter_map(|e| match e {
+                    Effect::MailReply { seq, .. } => Some(*seq),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Nobody of the conversation is here: an agent's reply is mailed, nothing else is.
+        assert_eq!(mailed(&reply(&mut w, Author::Agent, 2)), vec![2]);
+        assert!(mailed(&reply(&mut w, Author::Visitor, 3)).is_empty());
+        assert!(mailed(&reply(&mut w, Author::Note, 4)).is_empty());
+        // With the visitor's widget open, the reply is read there.
+        w.visitor(1, &c1);
+        assert!(mailed(&reply(&mut w, Author::Agent, 5)).is_empty());
+
+        // The transcript, on the visitor's own word, once a minute.
+        let ask = ClientMsg::Transcript {
+            conversation: "c1".into(),
+            email: "v@example.com".into(),
+        };
+        let e = w.act(1, ask.clone(), &c1);
+        assert!(
+            matches!(&e[..], [Effect::MailTranscript { email, .. }] if email == "v@example.com"),
+            "{e:?}"
+        );
+        w.now += 59_000;
+        assert_eq!(
+            error_code(&w.act(1, ask.clone(), &c1)),
+            Some(ErrorCode::LimitReached)
+        );
+        w.now += 1_000;
+        assert!(matches!(
+            &w.act(1, ask.clone(), &c1)[..],
+            [Effect::MailTranscript { .. }]
+        ));
+        let bad = ClientMsg::Transcript {
+            conversation: "c1".into(),
+            email: "nope".into(),
+        };
+        assert_eq!(error_code(&w.act(1, bad, &c1)), Some(ErrorCode::BadText));
+
+        // A conversation waiting a minute with no agent available: its site's agents are
+        // mailed, once for that wait.
+        let alerts = |e: &[Effect]| {
+            e.iter()
+                .filter_map(|e| match e {
+                    Effect::MailAlert { conversation, .. } => Some(conversation.to_string()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let start = w.now;
+        w.core.desk.opened("c2".into(), site("s1"), None, start);
+        w.now = start + 59_999;
+        assert!(alerts(&w.tick()).is_empty());
+        w.now = start + 60_000;
+        assert_eq!(alerts(&w.tick()), vec!["c2"]);
+        w.now = start + 120_000;
+        assert!(alerts(&w.tick()).is_empty());
+        // An agent available for the site: no alert for the next one that waits.
+        w.agent(10, "a1", Scope::All);
+        w.core.desk.opened("c3".into(), site("s1"), None, w.now);
+        w.now += 600_000;
+        assert!(alerts(&w.tick()).is_empty());
+
+        // A relay without email mails nothing and says so.
+        w.core.limits.email = false;
+        assert!(mailed(&reply(&mut w, Author::Agent, 6)).is_empty());
+        assert_eq!(error_code(&w.act(1, ask, &c1)), Some(ErrorCode::Forbidden));
     }
 
     #[test]
@@ -4740,6 +4948,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             token: Some("t1".into()),
             identity: None,
+            resume: None,
         };
         assert!(matches!(
             &w.text(2, &again)[..],
@@ -4914,6 +5123,7 @@ mod tests {
                 },
             ],
             max_upload: 1,
+            email: false,
         };
         let welcome = |w: &mut World, peer: u64, conv: &ConversationMeta| {
             w.ev(Event::Opened {

@@ -81,6 +81,8 @@ pub struct Hub {
     lane_hasher: std::collections::hash_map::RandomState,
     next_peer: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Email, when the relay has an SMTP server.
+    mail: Option<Arc<crate::mail::Mail>>,
 }
 
 impl Hub {
@@ -108,9 +110,22 @@ impl Hub {
             visitor_history_rate: config.visitor_history_rate.max(1),
             presence_grace_ms: config.presence_grace_secs as i64 * 1000,
             away_after_secs: config.away_after_secs,
+            email: config.mail.is_some(),
+            alert_after_ms: config.alert_after_secs as i64 * 1000,
             ..Limits::default()
         };
+        // `serve` checked the SMTP settings before it started.
+        let mail = config.mail.as_ref().and_then(|m| {
+            let mailer = crate::mail::Mailer::new(m)
+                .inspect_err(|e| tracing::error!("email is off: {e}"))
+                .ok()?;
+            let public_url = config.public_url.clone().unwrap_or_default();
+            let mail =
+                crate::mail::Mail::new(mailer, m, directory.clone(), log.clone(), public_url);
+            Some(Arc::new(mail))
+        });
         Self {
+            mail,
             directory,
             log,
             bus,
@@ -214,7 +229,11 @@ impl Hub {
                 token,
                 unsaved,
                 user,
-            } => match self.resolve_visitor(site, token, unsaved, user).await {
+                resume,
+            } => match self
+                .resolve_visitor(site, token, unsaved, user, resume)
+                .await
+            {
                 Ok((token, conversation, saved)) => Event::VisitorReady {
                     peer,
                     token,
@@ -394,6 +413,36 @@ impl Hub {
                 }
                 return Vec::new();
             }
+            Effect::MailReply {
+                conversation,
+                site,
+                seq,
+            } => {
+                if let Some(mail) = &self.mail {
+                    mail.reply(conversation, site, seq);
+                }
+                return Vec::new();
+            }
+            Effect::MailAlert {
+                conversation,
+                site,
+                since,
+            } => {
+                if let Some(mail) = &self.mail {
+                    mail.alert(conversation, site, since);
+                }
+                return Vec::new();
+            }
+            Effect::MailTranscript {
+                conversation,
+                site,
+                email,
+            } => {
+                if let Some(mail) = &self.mail {
+                    mail.transcript(conversation, site, email);
+                }
+                return Vec::new();
+            }
             Effect::SaveEmail {
                 conversation,
                 email,
@@ -482,8 +531,23 @@ impl Hub {
         token: Option<VisitorToken>,
         unsaved: Option<ConversationId>,
         user: Option<crate::store::VerifiedUser>,
+        resume: Option<String>,
     ) -> Result<(VisitorToken, ConversationMeta, bool), StoreError> {
         let fresh = |id, site| ConversationMeta::new(id, site, None);
+        // A link from an email, once: the conversation it was sent for, with a new token. A
+        // used or expired one is passed over (the visitor goes on as without it).
+        if let Some(link) = resume {
+            let t = VisitorToken(secrets::random_token());
+            let redeem = self.log.redeem_link(
+                site.clone(),
+                secrets::token_hash(&link),
+                secrets::token_hash(&t.0),
+                now_ms(),
+            );
+            if let Some(meta) = redeem.await? {
+                return Ok((t, meta, true));
+            }
+        }
         if let Some(user) = &user {
             let theirs = self.log.user_conversation(site.clone(), user.id.clone());
             if let Some(meta) = theirs.await? {
@@ -578,6 +642,7 @@ impl Hub {
         MediaConfig {
             ice_servers: self.config.ice.servers(now_secs, &who[..12.min(who.len())]),
             max_upload: self.config.max_upload,
+            email: self.mail.is_some(),
         }
     }
 
@@ -850,6 +915,7 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 token: None,
                 identity: None,
+                resume: None,
             }))
             .await
             .unwrap();

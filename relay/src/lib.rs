@@ -14,6 +14,7 @@ pub mod headers;
 pub mod http;
 pub mod hub;
 pub mod ice;
+pub mod mail;
 pub mod presence;
 pub mod routing;
 pub mod secrets;
@@ -112,6 +113,11 @@ pub struct Config {
     /// Share of `max_connections` kept for agents and the health check: visitors' sockets
     /// stop at `max_connections` less this many percent.
     pub agent_reserve_percent: u8,
+    /// Email through an SMTP server (none: no email).
+    pub mail: Option<mail::MailConfig>,
+    /// With email: a conversation waiting this long with no agent available is mailed to the
+    /// site's agents, in seconds.
+    pub alert_after_secs: u64,
 }
 
 impl Default for Config {
@@ -149,6 +155,8 @@ impl Default for Config {
             upload_allowance: 10 << 20,
             upload_min_rate: 16 << 10,
             agent_reserve_percent: 10,
+            mail: None,
+            alert_after_secs: 300,
         }
     }
 }

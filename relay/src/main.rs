@@ -163,6 +163,22 @@ struct ServeArgs {
     /// Percent of the connection limit kept for agents and /healthz (visitors stop short).
     #[arg(long, env = "ESCALERA_AGENT_RESERVE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=90))]
     agent_reserve: u8,
+    /// Send email through this SMTP server (off when unset): `smtps://user:pass@host:465`
+    /// (TLS), `smtp://user:pass@host:587?tls=required` (STARTTLS), or `smtp://host:25`
+    /// (plain, for a local server only).
+    #[arg(long, env = "ESCALERA_SMTP_URL", requires = "smtp_from")]
+    smtp_url: Option<String>,
+    /// The sender of Escalera's email, e.g. `Shop support <support@shop.example>`.
+    #[arg(long, env = "ESCALERA_SMTP_FROM")]
+    smtp_from: Option<String>,
+    /// How long an agent's replies to a visitor who has left gather before they go out as
+    /// one email, in seconds.
+    #[arg(long, env = "ESCALERA_MAIL_BATCH", default_value_t = 30)]
+    mail_batch: u64,
+    /// With email: a conversation waiting this long with no agent available is mailed to its
+    /// site's agents, in seconds.
+    #[arg(long, env = "ESCALERA_ALERT_AFTER", default_value_t = 300)]
+    alert_after: u64,
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary units).
@@ -524,6 +540,19 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     if args.assets.is_none() && !assets::embedded() {
         tracing::warn!("no client is built into this binary: run `make build` (or pass --assets)");
     }
+    let mail = match (args.smtp_url, args.smtp_from) {
+        (Some(url), Some(from)) => {
+            let config = escalera_relay::mail::MailConfig {
+                url,
+                from,
+                batch_ms: args.mail_batch * 1000,
+            };
+            // Refused now rather than at the first email.
+            escalera_relay::mail::Mailer::new(&config).map_err(anyhow::Error::msg)?;
+            Some(config)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -585,6 +614,8 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             upload_allowance: args.upload_allowance,
             upload_min_rate: args.upload_min_rate,
             agent_reserve_percent: args.agent_reserve,
+            mail,
+            alert_after_secs: args.alert_after,
             ..Config::default()
         },
     )?;

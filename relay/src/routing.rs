@@ -127,6 +127,15 @@ impl Desk {
         self.dirty = true;
     }
 
+    /// Every waiting conversation: its site and since when it waits (ms).
+    pub fn waiting(&self) -> impl Iterator<Item = (ConversationId, SiteKey, i64)> + '_ {
+        self.queues.iter().flat_map(|(site, queue)| {
+            queue
+                .iter()
+                .map(move |((at, _), id)| (id.clone(), site.clone(), *at))
+        })
+    }
+
     /// `id` now belongs to `agent` (or, `None`, waits in the queue again, at the back).
     pub fn assigned(&mut self, id: &ConversationId, agent: Option<AgentId>, at: i64) {
         let Some(o) = self.open.get(id) else {

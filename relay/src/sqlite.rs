@@ -174,6 +174,12 @@ CREATE UNIQUE INDEX conversations_user ON conversations (site_key, external_id)
     r#"
 ALTER TABLE messages ADD COLUMN event TEXT;
 "#,
+    // 13: email: one-time links back to a conversation, sent with an agent's reply.
+    r#"
+CREATE TABLE links (
+    hash TEXT PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    expires_at INTEGER NOT NULL);
+"#,
 ];
 
 /// `AND <column> IN (?n, ...)` for the sites of `scope` (nothing for every site), with the
@@ -1453,6 +1459,55 @@ impl Log for SqliteStore {
         })
     }
 
+    fn add_link(
+        &self,
+        id: ConversationId,
+        link_hash: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            // Expired links go as new ones come.
+            c.prepare_cached("DELETE FROM links WHERE expires_at < ?1")?
+                .execute([expires_at - crate::store::LINK_LIFE_MS])?;
+            c.prepare_cached(
+                "INSERT INTO links (hash, conversation_id, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![link_hash, id.0, expires_at])?;
+            Ok(())
+        })
+    }
+
+    fn redeem_link(
+        &self,
+        site: SiteKey,
+        link_hash: String,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        self.write(move |c| {
+            let link = c
+                .prepare_cached(
+                    "DELETE FROM links WHERE hash = ?1 RETURNING conversation_id, expires_at",
+                )?
+                .query_row([link_hash], |r| {
+                    Ok((ConversationId(r.get(0)?), r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            let Some((id, _)) = link.filter(|(_, expires_at)| *expires_at > now) else {
+                return Ok(None);
+            };
+            let Some(meta) = conversation_meta(c, &id)?.filter(|m| m.site == site) else {
+                return Ok(None);
+            };
+            c.prepare_cached(
+                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token_hash, site.0, id.0, now])?;
+            Ok(Some(meta))
+        })
+    }
+
     fn claim(&self, id: ConversationId, user: VerifiedUser) -> StoreFuture<'_, bool> {
         self.write(move |c| {
             // OR IGNORE: the user may have another conversation (the unique index says no).
@@ -1849,6 +1904,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read.messages, vec![stored]);
+    }
+
+    #[tokio::test]
+    async fn a_link_back_works_once_before_it_expires_on_its_own_site() {
+        let (_d, s) = store();
+        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+        let other = s.add_site("Other".into(), vec![], 0).await.unwrap();
+        let conv = conversation(&s, &site.key, "h").await;
+        let life = crate::store::LINK_LIFE_MS;
+        for link in ["good", "late", "elsewhere"] {
+            s.add_link(conv.clone(), link.into(), 1_000 + life)
+                .await
+                .unwrap();
+        }
+        let redeem = |site: &SiteKey, link: &str, token: &str, now: i64| {
+            s.redeem_link(site.clone(), link.into(), token.into(), now)
+        };
+        // Another site's widget cannot use it (and it is gone).
+        assert_eq!(
+            redeem(&other.key, "elsewhere", "t0", 2_000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            redeem(&site.key, "elsewhere", "t0", 2_000).await.unwrap(),
+            None
+        );
+        // Expired.
+        assert_eq!(
+            redeem(&site.key, "late", "t1", 1_000 + life).await.unwrap(),
+            None
+        );
+        // Good once: the new token has the conversation; a second use gets nothing.
+        let meta = redeem(&site.key, "good", "t2", 2_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.id, conv);
+        assert_eq!(
+            s.visitor_conversation(site.key.clone(), "t2".into())
+                .await
+                .unwrap()
+                .map(|m| m.id),
+            Some(conv.clone())
+        );
+        assert_eq!(redeem(&site.key, "good", "t3", 2_000).await.unwrap(), None);
+        assert_eq!(
+            s.visitor_conversation(site.key.clone(), "t3".into())
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[tokio::test]

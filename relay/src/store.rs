@@ -26,6 +26,9 @@ pub const DEFAULT_CHAT_LIMIT: u32 = 5;
 /// What a store call returns: a future that owns its arguments.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// How long a link back to a conversation, sent by email, stays good: a week.
+pub const LINK_LIFE_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// A site that embeds the widget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Site {
@@ -256,6 +259,24 @@ pub trait Log: Send + Sync + 'static {
         token_hash: String,
         now: i64,
     ) -> StoreFuture<'_, ()>;
+    /// Keeps a one-time link back to conversation `id` (its token's hash), good until
+    /// `expires_at` (ms).
+    fn add_link(
+        &self,
+        id: ConversationId,
+        link_hash: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()>;
+    /// Uses up the link of `link_hash`: when it was good (unused, unexpired, of `site`), the
+    /// visitor's new token `token_hash` gets its conversation, which is returned. Used or not,
+    /// the link is gone.
+    fn redeem_link(
+        &self,
+        site: SiteKey,
+        link_hash: String,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// Makes a stored conversation the verified `user`'s, with their name and email (those
     /// given); `false` if it is another user's, or the user has another one.
     fn claim(&self, id: ConversationId, user: VerifiedUser) -> StoreFuture<'_, bool>;

@@ -18,6 +18,13 @@
   var handlers = { open: [], close: [], message: [], unread: [] }, bye = 0, unread = 0;
   // The page's logged-in user (Escalera.identify), told to the widget before it connects.
   var ident = null;
+  // A link from an email back to a conversation (`#escalera-resume=TOKEN`): the widget opens
+  // on it at once, and the token leaves the address bar.
+  var resume = /[#&]escalera-resume=([\w-]+)/.exec(location.hash);
+  if (resume) {
+    resume = '&resume=' + resume[1];
+    history.replaceState(history.state, '', location.href.split('#')[0]);
+  }
   function emit(ev, arg) {
     handlers[ev].forEach(function (f) {
       try { f(arg); } catch (e) { setTimeout(function () { throw e; }); }
@@ -125,7 +132,7 @@
       frame.setAttribute('data-testid', 'widget-frame');
       frame.allow = 'camera; microphone; display-capture; autoplay; clipboard-write';
       frame.src = relay + '/embed?site=' + encodeURIComponent(site) + '&origin=' + encodeURIComponent(location.origin) +
-        (myColor ? '&color=' + encodeURIComponent(myColor) : '') + lang + (bye ? '&logout=1' : '');
+        (myColor ? '&color=' + encodeURIComponent(myColor) : '') + lang + (bye ? '&logout=1' : '') + (resume || '');
       bye = 0;
       d.body.appendChild(frame);
       restyle({});
@@ -191,5 +198,9 @@
   restyle({});
   fetch(relay + '/api/look?site=' + encodeURIComponent(site) + lang).then(function (r) { return r.ok && r.json(); })
       .then(function (l) { if (l) restyle(l); }, function () {});
-  (d.body ? d.body.appendChild(btn) : addEventListener('DOMContentLoaded', function () { d.body.appendChild(btn); }));
+  function start() {
+    d.body.appendChild(btn);
+    if (resume) setOpen(true);
+  }
+  d.body ? start() : addEventListener('DOMContentLoaded', start);
 })();

@@ -363,6 +363,7 @@ async fn console(relay: &TestRelay, cookie: &str) -> Ws {
         protocol: escalera_protocol::PROTOCOL_VERSION,
         token: None,
         identity: None,
+        resume: None,
     })
     .await;
     ws.recv_until(|m| matches!(m, ServerMsg::WelcomeAgent { .. }).then_some(()))
@@ -1142,6 +1143,7 @@ async fn re_joining_a_long_conversation_from_many_sockets_is_bounded() {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
         for i in 0..100 {

@@ -291,6 +291,7 @@ async fn turn_credentials_are_minted_only_once_an_agent_has_joined() {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
         let ServerMsg::WelcomeVisitor { media, .. } = ws.recv().await else {

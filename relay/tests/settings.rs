@@ -208,6 +208,7 @@ async fn a_site_change_reaches_its_open_widgets_and_the_relay_enforces_it() {
             protocol: escalera_protocol::PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
     assert!(matches!(
@@ -399,6 +400,7 @@ async fn agents_made_in_settings_log_in_and_a_disabled_one_is_out_at_once() {
         protocol: escalera_protocol::PROTOCOL_VERSION,
         token: None,
         identity: None,
+        resume: None,
     })
     .await;
     assert!(matches!(cy.recv().await, ServerMsg::WelcomeAgent { .. }));
@@ -493,6 +495,7 @@ async fn hello_with(
         protocol: escalera_protocol::PROTOCOL_VERSION,
         token,
         identity,
+        resume: None,
     })
     .await;
     let answer = ws.recv().await;

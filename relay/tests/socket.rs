@@ -148,6 +148,7 @@ async fn a_killed_relay_keeps_every_acknowledged_message() {
             protocol: PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
     let (token, conv) = visitor
@@ -184,6 +185,7 @@ async fn a_killed_relay_keeps_every_acknowledged_message() {
             protocol: PROTOCOL_VERSION,
             token: Some(token),
             identity: None,
+            resume: None,
         })
         .await;
     visitor.recv().await;
@@ -263,6 +265,7 @@ async fn oversized_and_malformed_frames_get_errors_and_the_socket_carries_on() {
             protocol: PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
     assert_eq!(error(&mut visitor).await, ErrorCode::BadHello);
@@ -295,6 +298,7 @@ async fn nothing_before_hello_and_no_other_protocol() {
         protocol: 99,
         token: None,
         identity: None,
+        resume: None,
     })
     .await;
     assert_eq!(error(&mut ws).await, ErrorCode::BadHello);

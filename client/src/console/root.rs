@@ -257,6 +257,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
         protocol: PROTOCOL_VERSION,
         token: None,
         identity: None,
+        resume: None,
     });
     let call = use_call(link, Author::Agent, uploader);
     let team = Team::new(link);

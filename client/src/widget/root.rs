@@ -105,6 +105,8 @@ fn Chat(
     let uploader = Uploader::new();
     // The largest file: the relay's limit, or the site's when it is lower.
     let relay_max = RwSignal::new(u64::MAX);
+    // Whether the relay sends email (the transcript is then offered at the end).
+    let mails = RwSignal::new(false);
     let standing = Standing::new();
     // How the site's widget looks; the page's `data-color` (passed on by widget.js) wins.
     let look = RwSignal::new(SiteLook::default());
@@ -115,6 +117,9 @@ fn Chat(
             .unwrap_or_else(|| look.with(|l| l.color.clone()))
     };
 
+    // A link from an email back to a conversation (widget.js passes it on): said in the first
+    // hello only, as it works once.
+    let resume = std::cell::RefCell::new(browser::query_param("resume"));
     let link = use_link(&format!("/ws/visitor?site={site}"), move || {
         let token = keys
             .with_value(|k| browser::load(&k.token))
@@ -123,6 +128,7 @@ fn Chat(
             protocol: PROTOCOL_VERSION,
             token,
             identity: identity.clone(),
+            resume: resume.borrow_mut().take(),
         }
     });
     // What was typed but never acknowledged before a reload waits, under no conversation,
@@ -158,6 +164,7 @@ fn Chat(
             host.look(site_look);
             keys.with_value(|k| browser::save(&k.token, token.as_str()));
             relay_max.set(media.max_upload);
+            mails.set(media.email);
             uploader.bearer.set(Some(token.0.clone()));
             allow_downloads(token.0.clone());
             call.set_ice_servers(media.ice_servers.clone());
@@ -441,7 +448,7 @@ fn Chat(
                 read_upto=Signal::derive(move || read_upto.get())
             />
             <TypingLine typing=typing conversation=conversation />
-            <ClosedPanel standing=standing link=link conversation=conversation />
+            <ClosedPanel standing=standing link=link conversation=conversation mails=mails />
             <Show when=move || notice.get().or(call.notice.get()).is_some()>
                 <div class="banner notice" role="alert" data-testid="notice">
                     <span>{move || notice.get().or(call.notice.get()).unwrap_or_default()}</span>

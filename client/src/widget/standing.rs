@@ -152,8 +152,37 @@ pub fn ClosedPanel(
     standing: Standing,
     link: Link,
     conversation: RwSignal<Option<ConversationId>>,
+    /// Whether the relay sends email: the transcript is offered.
+    #[prop(into)]
+    mails: Signal<bool>,
 ) -> impl IntoView {
     let comment = RwSignal::new(String::new());
+    // The transcript by email: the address, the refusal, where it was sent.
+    let email = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let sent_to = RwSignal::new(None::<String>);
+    let send_transcript = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let text = email.get_untracked().trim().to_owned();
+        if let Err(e) = check_email(&text) {
+            return error.set(Some(crate::browser::sentence(e)));
+        }
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        let msg = ClientMsg::Transcript {
+            conversation: id,
+            email: text.clone(),
+        };
+        if link.socket.send(&msg) {
+            error.set(None);
+            sent_to.set(Some(text));
+        } else {
+            error.set(Some(
+                t("You are offline: try again in a moment.").to_owned(),
+            ));
+        }
+    };
     let rate = move |rating: Rating| {
         let Some(id) = conversation.get_untracked() else {
             return;
@@ -193,6 +222,35 @@ pub fn ClosedPanel(
                             <button class="icon" data-testid="rating-down" aria-label=t("Bad") on:click=move |_| rate(Rating::Down)>"👎"</button>
                         </div>
                     </div>
+                </Show>
+                <Show when=move || mails.get()>
+                    <Show
+                        when=move || sent_to.with(Option::is_none)
+                        fallback=move || view! {
+                            <p class="hint" data-testid="transcript-sent">
+                                {move || tf("The transcript is on its way to {email}.", &[("email", &sent_to.get().unwrap_or_default())])}
+                            </p>
+                        }
+                    >
+                        <form class="email" novalidate=true on:submit=send_transcript>
+                            <label for="transcript-email">{t("Email me the transcript")}</label>
+                            <div class="row">
+                                <input
+                                    id="transcript-email"
+                                    type="email"
+                                    autocomplete="email"
+                                    data-testid="transcript-email"
+                                    placeholder=t("you@example.com")
+                                    prop:value=move || email.get()
+                                    on:input=move |ev| email.set(event_target_value(&ev))
+                                />
+                                <button type="submit" class="secondary" data-testid="transcript-send">{t("Send")}</button>
+                            </div>
+                            <Show when=move || error.get().is_some()>
+                                <p class="error" role="alert">{move || error.get()}</p>
+                            </Show>
+                        </form>
+                    </Show>
                 </Show>
             </div>
         </Show>

@@ -123,6 +123,7 @@ impl TestRelay {
             protocol: PROTOCOL_VERSION,
             token,
             identity: None,
+            resume: None,
         })
         .await;
         let welcome = ws.recv().await;
@@ -224,6 +225,7 @@ impl TestRelay {
             protocol: PROTOCOL_VERSION,
             token: None,
             identity: None,
+            resume: None,
         })
         .await;
         let welcome = ws.recv().await;
@@ -297,6 +299,7 @@ async fn welcome(
         protocol: PROTOCOL_VERSION,
         token,
         identity: None,
+        resume: None,
     })
     .await;
     match ws.recv().await {
