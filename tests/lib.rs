@@ -438,6 +438,110 @@ impl Drop for Turn {
     }
 }
 
+/// A real SMTP server on loopback (aiosmtpd, Debian's package) keeping what it is sent in a
+/// Maildir, for the duration of a test.
+pub struct Smtp {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The `--smtp-url` to give the relay.
+    pub url: String,
+}
+
+/// One email as delivered: its headers decoded, its body as text.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Mail {
+    /// `To:`.
+    pub to: String,
+    /// `From:`.
+    pub from: String,
+    /// `Subject:`.
+    pub subject: String,
+    /// The text.
+    pub body: String,
+}
+
+/// Reads a Maildir's messages as JSON, decoding headers and bodies as any mail reader would.
+const READ_MAILDIR: &str = r#"
+import email.header, json, mailbox, sys
+out = []
+for m in mailbox.Maildir(sys.argv[1], create=False):
+    text = lambda h: str(email.header.make_header(email.header.decode_header(m[h] or '')))
+    body = m.get_payload(decode=True).decode(m.get_content_charset() or 'utf-8')
+    out.append({'to': text('to'), 'from': text('from'), 'subject': text('subject'), 'body': body})
+print(json.dumps(out))
+"#;
+
+impl Smtp {
+    /// Starts `python3 -m aiosmtpd` and waits until it listens.
+    pub async fn start() -> Smtp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Debian's python3 with aiosmtpd (make test installs python3-aiosmtpd)");
+        wait_for_port(port).await;
+        Smtp {
+            child,
+            dir,
+            url: format!("smtp://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Everything delivered so far.
+    pub async fn mails(&self) -> Vec<Mail> {
+        let maildir = self.dir.path().join("mail");
+        if !maildir.exists() {
+            return Vec::new();
+        }
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", READ_MAILDIR])
+            .arg(&maildir)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until an email to `to` whose subject contains `subject` has been delivered.
+    pub async fn wait_mail(&self, to: &str, subject: &str) -> Mail {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let found = self
+                .mails()
+                .await
+                .into_iter()
+                .find(|m| m.to.contains(to) && m.subject.contains(subject));
+            if let Some(m) = found {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no email to {to} about {subject:?}: {:?}",
+                self.mails().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
 /// chromedriver on a free port; each [`Browser`] from it is a separate Chromium with its own
 /// profile (so separate storage and cookies).
 pub struct Driver {
