@@ -443,3 +443,77 @@ async fn outside_business_hours_the_widget_says_it_is_closed_even_with_agents_on
     visitor.close().await;
     ana.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_with_a_pre_chat_form_asks_a_new_visitor_first_and_tells_the_agent() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let ana = driver.browser().await;
+    ana.login(&product.relay_url, "ana@shop.example").await;
+    ana.click("settings-open").await;
+    ana.find("site-editor").await;
+    ana.click("site-pre-chat").await;
+    ana.click("site-save").await;
+    ana.find("site-saved").await;
+    ana.click("settings-open").await;
+
+    let visitor = driver.browser().await;
+    visitor.goto(&product.demo_url).await;
+    visitor.click("launcher").await;
+    visitor.enter_widget().await;
+    visitor.find("pre-chat").await;
+    assert_eq!(
+        visitor
+            .js(
+                "return document.querySelector('[data-testid=chat-input]') === null",
+                vec![]
+            )
+            .await,
+        json!(true),
+        "the form comes before the message box"
+    );
+    // A bad email is said, and nothing is sent.
+    fill(&visitor, "pre-chat-email", "lucia.example.com").await;
+    visitor.click("pre-chat-start").await;
+    visitor
+        .wait_js(
+            "the form's error",
+            "const e = document.querySelector('[data-testid=pre-chat] .error');
+             return e !== null && e.textContent.includes('@')",
+            vec![],
+        )
+        .await;
+    fill(&visitor, "pre-chat-name", "Lucía Pérez").await;
+    fill(&visitor, "pre-chat-email", "lucia@example.com").await;
+    visitor.click("pre-chat-start").await;
+    visitor.say("Hola, ¿tienen la talla M?").await;
+    visitor
+        .wait_message("visitor", "Hola, ¿tienen la talla M?")
+        .await;
+
+    // Ana's list names the visitor, and the visitor's details have the email.
+    click_row(&ana, "conversation", "Lucía Pérez").await;
+    ana.wait_js(
+        "the visitor's email in their details",
+        "const e = document.querySelector('[data-testid=visitor-email]');
+         return e !== null && e.value === 'lucia@example.com'",
+        vec![],
+    )
+    .await;
+
+    // Answered once: the widget opened again goes straight to the conversation.
+    visitor.goto(&product.demo_url).await;
+    visitor.open_widget().await;
+    visitor
+        .wait_message("visitor", "Hola, ¿tienen la talla M?")
+        .await;
+    assert_eq!(
+        visitor
+            .js(
+                "return document.querySelector('[data-testid=pre-chat]') === null",
+                vec![]
+            )
+            .await,
+        json!(true)
+    );
+}

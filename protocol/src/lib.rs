@@ -472,6 +472,10 @@ pub struct SiteLook {
     /// [`i18n::languages`]; none: English). A page's `data-locale` wins over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Whether the widget asks for a name and an email (both optional) before the first
+    /// message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_chat: bool,
 }
 
 /// When a site answers: its time zone, and each weekday's opening.
@@ -531,6 +535,7 @@ impl Default for SiteLook {
             away_message: String::new(),
             hours: None,
             language: None,
+            pre_chat: false,
         }
     }
 }
@@ -1742,6 +1747,7 @@ mod tests {
                         days: [Some((540, 1079)), None, None, None, None, None, None],
                     }),
                     language: Some("es".into()),
+                    pre_chat: true,
                 },
             },
             ServerMsg::Site {

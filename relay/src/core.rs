@@ -1787,7 +1787,11 @@ impl Core {
         let stores = matches!(
             request,
             Request::Upload { .. }
-                | Request::Frame(ClientMsg::Chat { .. } | ClientMsg::Contact { .. })
+                | Request::Frame(
+                    ClientMsg::Chat { .. }
+                        | ClientMsg::Contact { .. }
+                        | ClientMsg::SetVisitor { .. }
+                )
         );
         if !stores {
             // Joining or calling: as an empty conversation with no agent.
@@ -2066,9 +2070,6 @@ impl Core {
                 });
             }
             ClientMsg::SetVisitor { name, email, .. } => {
-                let Role::Agent { agent, .. } = &role else {
-                    return Err(RelayError::Forbidden("only agents name visitors"));
-                };
                 let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
                 if name
                     .as_ref()
@@ -2090,6 +2091,10 @@ impl Core {
                     name,
                     email,
                 });
+                // A visitor introducing themselves (the pre-chat form) leaves no line.
+                let Role::Agent { agent, .. } = &role else {
+                    return Ok(());
+                };
                 let text = match said.is_empty() {
                     true => "Cleared the visitor's details".to_owned(),
                     false => format!("The visitor's details: {said}"),

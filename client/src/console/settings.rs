@@ -402,6 +402,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
     let away = RwSignal::new(site.look.away_message.clone());
     // "": English unless the visitor's browser asks for another language the widget speaks.
     let language = RwSignal::new(site.look.language.clone().unwrap_or_default());
+    let pre_chat = RwSignal::new(site.look.pre_chat);
     let hours_on = RwSignal::new(site.look.hours.is_some());
     let zone = RwSignal::new(
         site.look
@@ -447,6 +448,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                 away_message: away.get_untracked().trim().to_owned(),
                 hours: None,
                 language: Some(language.get_untracked()).filter(|l| !l.is_empty()),
+                pre_chat: pre_chat.get_untracked(),
             };
             if hours_on.get_untracked() {
                 match read_hours(&zone.get_untracked(), &days) {
@@ -637,6 +639,7 @@ fn SiteEditor(site: SiteSettings, sites: RwSignal<Option<Vec<SiteSettings>>>) ->
                     </select>
                 </label>
                 <FieldErr refusal=refusal field="language" />
+                {check(pre_chat, t("Ask for a name and an email (both optional) before the chat"), "site-pre-chat")}
             </fieldset>
             <fieldset>
                 <legend>{t("Business hours")}</legend>

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 use super::host::{use_host, Host};
-use super::standing::{AwayNotice, ClosedPanel, QueueLine, Standing};
+use super::standing::{AwayNotice, ClosedPanel, PreChat, QueueLine, Standing};
 use crate::browser;
 use crate::call::{use_call, CallButtons, CallPanel, IncomingCall};
 use crate::chat::{
@@ -32,6 +32,8 @@ fn allow_downloads(token: String) {
 struct Keys {
     token: String,
     outbox: String,
+    /// The conversation whose visitor answered the pre-chat form.
+    intro: String,
 }
 
 impl Keys {
@@ -39,6 +41,7 @@ impl Keys {
         Self {
             token: format!("escalera:{site}:token"),
             outbox: format!("escalera:{site}:outbox"),
+            intro: format!("escalera:{site}:intro"),
         }
     }
 }
@@ -246,6 +249,25 @@ fn Chat(
         let id = conversation.get().unwrap_or_else(unknown);
         link.threads
             .with(|t| t.get(&id).cloned().unwrap_or_default())
+    });
+    // The site's pre-chat form comes first in a new conversation, until it is answered.
+    let introduced = RwSignal::new(false);
+    Effect::new(move || {
+        let id = conversation.get();
+        let answered = keys.with_value(|k| browser::load(&k.intro));
+        introduced.set(id.is_some_and(|id| answered.as_deref() == Some(id.0.as_str())));
+    });
+    let asking = Memo::new(move |_| {
+        welcomed.get()
+            && look.with(|l| l.pre_chat)
+            && !introduced.get()
+            && thread.with(Thread::is_empty)
+    });
+    let on_introduced = Callback::new(move |()| {
+        if let Some(id) = conversation.get_untracked() {
+            keys.with_value(|k| browser::save(&k.intro, &id.0));
+        }
+        introduced.set(true);
     });
     // The outbox survives a reload.
     Effect::new(move || {
@@ -456,6 +478,10 @@ fn Chat(
                 </div>
             </Show>
             <UploadList uploader=uploader conversation=conversation />
+            <Show when=move || asking.get()>
+                <PreChat link=link conversation=conversation on_done=on_introduced />
+            </Show>
+            <Show when=move || !asking.get()>
             <Composer
                 on_send=on_send
                 disabled=false
@@ -468,6 +494,7 @@ fn Chat(
                     }
                 })
             />
+            </Show>
         </div>
     }
     .into_any()

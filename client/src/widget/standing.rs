@@ -1,7 +1,9 @@
 //! Where the visitor's conversation stands, when no agent is in it: their place in line, "we're
 //! away" with an email to leave, or "this conversation has ended" with a rating.
 
-use escalera_protocol::{check_email, ClientMsg, ConversationId, Rating, MAX_COMMENT_CHARS};
+use escalera_protocol::{
+    check_email, ClientMsg, ConversationId, Rating, MAX_COMMENT_CHARS, MAX_VISITOR_NAME_CHARS,
+};
 use leptos::prelude::*;
 
 use crate::i18n::{t, tf};
@@ -254,5 +256,79 @@ pub fn ClosedPanel(
                 </Show>
             </div>
         </Show>
+    }
+}
+
+/// The site's pre-chat form: a name and an email, both optional, before the first message.
+/// What is given is told to the agents (as the visitor's details); then the chat starts.
+#[component]
+pub fn PreChat(
+    link: Link,
+    conversation: RwSignal<Option<ConversationId>>,
+    on_done: Callback<()>,
+) -> impl IntoView {
+    let name = RwSignal::new(String::new());
+    let email = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = Some(name.get_untracked().trim().to_owned()).filter(|n| !n.is_empty());
+        let email = Some(email.get_untracked().trim().to_owned()).filter(|e| !e.is_empty());
+        if let Some(Err(e)) = email.as_deref().map(check_email) {
+            return error.set(Some(crate::browser::sentence(e)));
+        }
+        if name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_VISITOR_NAME_CHARS)
+        {
+            return error.set(Some(crate::browser::sentence("that name is too long")));
+        }
+        let Some(id) = conversation.get_untracked() else {
+            return;
+        };
+        if name.is_some() || email.is_some() {
+            let msg = ClientMsg::SetVisitor {
+                conversation: id,
+                name,
+                email,
+            };
+            if !link.socket.send(&msg) {
+                return error.set(Some(
+                    t("You are offline: try again in a moment.").to_owned(),
+                ));
+            }
+        }
+        on_done.run(());
+    };
+    view! {
+        <form class="pre-chat" data-testid="pre-chat" novalidate=true on:submit=submit>
+            <p>{t("Before we start: how can we reach you? Both are optional.")}</p>
+            <label>
+                {t("Your name")}
+                <input
+                    type="text"
+                    autocomplete="name"
+                    data-testid="pre-chat-name"
+                    maxlength=MAX_VISITOR_NAME_CHARS.to_string()
+                    prop:value=move || name.get()
+                    on:input=move |ev| name.set(event_target_value(&ev))
+                />
+            </label>
+            <label>
+                {t("Your email")}
+                <input
+                    type="email"
+                    autocomplete="email"
+                    data-testid="pre-chat-email"
+                    placeholder=t("you@example.com")
+                    prop:value=move || email.get()
+                    on:input=move |ev| email.set(event_target_value(&ev))
+                />
+            </label>
+            <Show when=move || error.get().is_some()>
+                <p class="error" role="alert">{move || error.get()}</p>
+            </Show>
+            <button type="submit" class="primary" data-testid="pre-chat-start">{t("Start the chat")}</button>
+        </form>
     }
 }
