@@ -144,6 +144,8 @@ async fn a_visitor_who_left_gets_the_reply_by_email_and_its_link_brings_the_chat
         "Tú: ¿Hacen envíos a Canarias?",
         "Ana: Sí, enviamos a Canarias en 3 días.",
         "Tú: ¡Genial, gracias!",
+        // The record's own lines, in the visitor's language too.
+        "Ana cerró la conversación",
     ] {
         assert!(transcript.body.contains(line), "{line:?} in {transcript:?}");
     }

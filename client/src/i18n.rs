@@ -125,7 +125,14 @@ mod tests {
             };
             set.extend(texts(&source));
         }
+        // The record's own lines are said by the protocol crate, for the widget and email.
+        let events = std::fs::read_to_string(root.join("../protocol/src/lib.rs")).unwrap();
+        widget.extend(texts(&events));
         assert!(widget.contains("Send"), "the scan finds the widget's texts");
+        assert!(
+            widget.contains("Missed call"),
+            "the scan finds the record's lines"
+        );
         // What the relay and the protocol's checks say, which the client translates with
         // `t_relay` or `t` at run time.
         let mut relay = Vec::new();

@@ -190,41 +190,72 @@ pub enum SystemEvent {
 impl SystemEvent {
     /// What it says in English, the message's `text`.
     pub fn english(&self) -> String {
+        self.said(|english| english)
+    }
+
+    /// What it says in a language: `say` gives each English text of this function in it (the
+    /// client's `t`, or the relay's tables for email); `{name}` placeholders are filled after.
+    pub fn said(&self, say: impl Fn(&'static str) -> &'static str) -> String {
+        let tf = |text: &'static str, values: &[(&str, &str)]| i18n::fill(say(text), values);
+        let t = |text: &'static str| say(text).to_owned();
         match self {
-            Self::Joined { agent } => format!("{agent} joined the conversation"),
-            Self::Closed { agent } => format!("{agent} closed the conversation"),
-            Self::Transferred { from, to } => {
-                format!("{from} transferred the conversation to {to}")
-            }
-            Self::Requeued { agent } => format!("{agent} put the conversation back in the queue"),
-            Self::Reopened => "The visitor reopened the conversation".to_owned(),
-            Self::EmailLeft { email } => {
-                format!("The visitor left their email for the reply: {email}")
-            }
+            Self::Joined { agent } => tf("{agent} joined the conversation", &[("agent", agent)]),
+            Self::Closed { agent } => tf("{agent} closed the conversation", &[("agent", agent)]),
+            Self::Transferred { from, to } => tf(
+                "{from} transferred the conversation to {to}",
+                &[("from", from), ("to", to)],
+            ),
+            Self::Requeued { agent } => tf(
+                "{agent} put the conversation back in the queue",
+                &[("agent", agent)],
+            ),
+            Self::Reopened => t("The visitor reopened the conversation"),
+            Self::EmailLeft { email } => tf(
+                "The visitor left their email for the reply: {email}",
+                &[("email", email)],
+            ),
             Self::Rated { rating, comment } => {
                 let verdict = match rating {
                     Rating::Up => "👍",
                     Rating::Down => "👎",
                 };
                 match comment {
-                    Some(c) => format!("The visitor rated the conversation {verdict}: {c}"),
-                    None => format!("The visitor rated the conversation {verdict}"),
+                    Some(c) => tf(
+                        "The visitor rated the conversation {verdict}: {comment}",
+                        &[("verdict", verdict), ("comment", c)],
+                    ),
+                    None => tf(
+                        "The visitor rated the conversation {verdict}",
+                        &[("verdict", verdict)],
+                    ),
                 }
             }
             Self::CallStarted {
                 call: CallKind::Video,
-            } => "Video call started".to_owned(),
-            Self::CallStarted { .. } => "Voice call started".to_owned(),
-            Self::CallEnded { seconds } => format!("Call ended, {}", duration(*seconds)),
-            Self::CallCancelled => "Call cancelled".to_owned(),
-            Self::CallDeclined => "Call declined".to_owned(),
-            Self::CallMissed => "Missed call".to_owned(),
-            Self::Media { who, media, on } => match (media, on) {
-                (MediaKind::Camera, true) => format!("{who} turned video on"),
-                (MediaKind::Camera, false) => format!("{who} turned video off"),
-                (MediaKind::Screen, true) => format!("{who} shared their screen"),
-                (MediaKind::Screen, false) => format!("{who} stopped sharing their screen"),
-            },
+            } => t("Video call started"),
+            Self::CallStarted { .. } => t("Voice call started"),
+            Self::CallEnded { seconds } => tf(
+                "Call ended, {duration}",
+                &[("duration", &duration(*seconds))],
+            ),
+            Self::CallCancelled => t("Call cancelled"),
+            Self::CallDeclined => t("Call declined"),
+            Self::CallMissed => t("Missed call"),
+            Self::Media { who, media, on } => {
+                // The relay names a visitor "Visitor".
+                let who = if who == "Visitor" {
+                    say("Visitor")
+                } else {
+                    who
+                };
+                let who = [("who", who)];
+                match (media, on) {
+                    (MediaKind::Camera, true) => tf("{who} turned video on", &who),
+                    (MediaKind::Camera, false) => tf("{who} turned video off", &who),
+                    (MediaKind::Screen, true) => tf("{who} shared their screen", &who),
+                    (MediaKind::Screen, false) => tf("{who} stopped sharing their screen", &who),
+                }
+            }
         }
     }
 }
@@ -1633,6 +1664,70 @@ mod tests {
                 assert!(contrast(bg, ink) >= 4.5, "{color}");
             }
         }
+    }
+
+    #[test]
+    fn the_records_lines_are_said_in_spanish_with_their_names_filled() {
+        let es = [i18n::table(i18n::WIDGET, "es").unwrap()];
+        let say = |english| i18n::lookup(&es, english);
+        let joined = SystemEvent::Joined {
+            agent: "Ana".into(),
+        };
+        assert_eq!(joined.english(), "Ana joined the conversation");
+        assert_eq!(joined.said(say), "Ana se unió a la conversación");
+        let screen = SystemEvent::Media {
+            who: "Visitor".into(),
+            media: MediaKind::Screen,
+            on: true,
+        };
+        assert_eq!(screen.said(say), "El visitante compartió su pantalla");
+        for event in [
+            SystemEvent::Transferred {
+                from: "Ana".into(),
+                to: "Cy".into(),
+            },
+            SystemEvent::Requeued {
+                agent: "Ana".into(),
+            },
+            SystemEvent::Closed {
+                agent: "Ana".into(),
+            },
+            SystemEvent::Reopened,
+            SystemEvent::EmailLeft {
+                email: "v@x.example".into(),
+            },
+            SystemEvent::Rated {
+                rating: Rating::Up,
+                comment: Some("bien".into()),
+            },
+            SystemEvent::Rated {
+                rating: Rating::Down,
+                comment: None,
+            },
+            SystemEvent::CallStarted {
+                call: CallKind::Voice,
+            },
+            SystemEvent::CallStarted {
+                call: CallKind::Video,
+            },
+            SystemEvent::CallEnded { seconds: 192 },
+            SystemEvent::CallCancelled,
+            SystemEvent::CallDeclined,
+            SystemEvent::CallMissed,
+            SystemEvent::Media {
+                who: "Ana".into(),
+                media: MediaKind::Camera,
+                on: false,
+            },
+        ] {
+            let (en, es) = (event.english(), event.said(say));
+            assert_ne!(en, es, "{event:?} is translated");
+            assert!(!es.contains('{'), "{es}: every name is filled");
+        }
+        assert_eq!(
+            SystemEvent::CallEnded { seconds: 192 }.english(),
+            "Call ended, 3:12"
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Mail {
         let mut body = String::new();
         for m in &replies {
             let name = m.author_name.as_deref().unwrap_or_default();
-            body.push_str(&format!("{name}:\n{}\n\n", said(m)));
+            body.push_str(&format!("{name}:\n{}\n\n", said(m, lang)));
         }
         body.push_str(say(
             lang,
@@ -230,7 +230,7 @@ impl Mail {
             .messages
             .iter()
             .find(|m| m.author == Author::Visitor)
-            .map(said)
+            .map(|m| said(m, "en"))
             .unwrap_or_default();
         let minutes = ((now_ms() - since).max(0) / 60_000).to_string();
         let subject = format!("A visitor is waiting on {}", site.name);
@@ -296,7 +296,7 @@ impl Mail {
                     Author::Agent => m.author_name.clone().unwrap_or_default(),
                     _ => "—".to_owned(),
                 };
-                let text = said(m).replace('\n', "\n    ");
+                let text = said(m, lang).replace('\n', "\n    ");
                 body.push_str(&format!("{}  {who}: {text}\n", desk_api::utc(m.at)));
             }
             after = page.upto;
@@ -327,11 +327,16 @@ fn language(browser: &str, site: &Site) -> &'static str {
         .unwrap_or("en")
 }
 
-/// A message as an email says it: a file by its name.
-fn said(m: &Message) -> String {
-    match &m.attachment {
-        Some(a) => format!("[{}]", a.name),
-        None => m.text.clone(),
+/// A message as an email in `lang` says it: a file by its name, the record's own lines in
+/// that language.
+fn said(m: &Message, lang: &str) -> String {
+    match (&m.attachment, &m.event) {
+        (Some(a), _) => format!("[{}]", a.name),
+        (None, Some(event)) => {
+            let tables: Vec<i18n::Table> = i18n::table(i18n::WIDGET, lang).into_iter().collect();
+            event.said(|english| i18n::lookup(&tables, english))
+        }
+        (None, None) => m.text.clone(),
     }
 }
 
