@@ -137,7 +137,7 @@ async fn a_visitor_who_left_gets_the_reply_by_email_and_its_link_brings_the_chat
     phone.find("closed").await;
     let input = phone.find("transcript-email").await;
     input.send_keys("v@example.com").await.unwrap();
-    phone.click("transcript-send").await;
+    phone.click("transcript-email-submit").await;
     phone.find("transcript-sent").await;
     let transcript = smtp.wait_mail("v@example.com", "Tu conversación con").await;
     for line in [

@@ -122,26 +122,7 @@ pub fn AwayNotice(
                         </p>
                     }
                 >
-                    <form class="email" novalidate=true on:submit=submit>
-                        <label for="away-email">{t("Your email (optional)")}</label>
-                        <div class="row">
-                            <input
-                                id="away-email"
-                                type="email"
-                                autocomplete="email"
-                                data-testid="away-email"
-                                placeholder=t("you@example.com")
-                                prop:value=move || email.get()
-                                on:input=move |ev| email.set(event_target_value(&ev))
-                            />
-                            <button type="submit" class="secondary" data-testid="away-email-submit">{t("Save")}</button>
-                        </div>
-                        <Show when=move || error.get().is_some()>
-                            <p class="error" role="alert">
-                                {move || error.get()}
-                            </p>
-                        </Show>
-                    </form>
+                    <EmailForm id="away-email" label=t("Your email (optional)") button=t("Save") email=email error=error on_submit=submit />
                 </Show>
             </div>
         </Show>
@@ -234,24 +215,14 @@ pub fn ClosedPanel(
                             </p>
                         }
                     >
-                        <form class="email" novalidate=true on:submit=send_transcript>
-                            <label for="transcript-email">{t("Email me the transcript")}</label>
-                            <div class="row">
-                                <input
-                                    id="transcript-email"
-                                    type="email"
-                                    autocomplete="email"
-                                    data-testid="transcript-email"
-                                    placeholder=t("you@example.com")
-                                    prop:value=move || email.get()
-                                    on:input=move |ev| email.set(event_target_value(&ev))
-                                />
-                                <button type="submit" class="secondary" data-testid="transcript-send">{t("Send")}</button>
-                            </div>
-                            <Show when=move || error.get().is_some()>
-                                <p class="error" role="alert">{move || error.get()}</p>
-                            </Show>
-                        </form>
+                        <EmailForm
+                            id="transcript-email"
+                            label=t("Email me the transcript")
+                            button=t("Send")
+                            email=email
+                            error=error
+                            on_submit=send_transcript
+                        />
                     </Show>
                 </Show>
             </div>
@@ -329,6 +300,39 @@ pub fn PreChat(
                 <p class="error" role="alert">{move || error.get()}</p>
             </Show>
             <button type="submit" class="primary" data-testid="pre-chat-start">{t("Start the chat")}</button>
+        </form>
+    }
+}
+
+/// One email address and a button, with the refusal under them. The input's id and test id is
+/// `id`; the button's test id is `id` + `-submit`.
+#[component]
+fn EmailForm(
+    id: &'static str,
+    label: &'static str,
+    button: &'static str,
+    email: RwSignal<String>,
+    error: RwSignal<Option<String>>,
+    on_submit: impl Fn(leptos::ev::SubmitEvent) + 'static,
+) -> impl IntoView {
+    view! {
+        <form class="email" novalidate=true on:submit=on_submit>
+            <label for=id>{label}</label>
+            <div class="row">
+                <input
+                    id=id
+                    type="email"
+                    autocomplete="email"
+                    data-testid=id
+                    placeholder=t("you@example.com")
+                    prop:value=move || email.get()
+                    on:input=move |ev| email.set(event_target_value(&ev))
+                />
+                <button type="submit" class="secondary" data-testid=format!("{id}-submit")>{button}</button>
+            </div>
+            <Show when=move || error.get().is_some()>
+                <p class="error" role="alert">{move || error.get()}</p>
+            </Show>
         </form>
     }
 }
