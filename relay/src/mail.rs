@@ -344,14 +344,19 @@ fn said(m: &Message, lang: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The English texts passed to `say(lang, ...)` in this file.
+    /// The English texts passed to `say(lang, ...)` in this file (rustfmt may break the call
+    /// over lines).
     fn said_here() -> Vec<&'static str> {
         let source = include_str!("mail.rs");
         source
-            .match_indices("say(lang, \"")
-            .map(|(at, call)| {
-                let rest = &source[at + call.len()..];
-                &rest[..rest.find('"').unwrap()]
+            .match_indices("say(")
+            .filter_map(|(at, call)| {
+                let rest = source[at + call.len()..]
+                    .trim_start()
+                    .strip_prefix("lang")?;
+                let rest = rest.trim_start().strip_prefix(',')?.trim_start();
+                let rest = rest.strip_prefix('"')?;
+                Some(&rest[..rest.find('"')?])
             })
             .collect()
     }
