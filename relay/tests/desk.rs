@@ -1014,8 +1014,27 @@ async fn the_agent_sees_where_the_visitor_is_live_and_can_name_them() {
         name: Some(name.into()),
         email: Some(email.into()),
     };
+    // A visitor introduces themselves (the pre-chat form), in their own conversation only,
+    // and leaves no line in the record: the agents' list has the name.
+    other.send(&name_them("Not me", "")).await;
+    assert_eq!(refused(&mut other, &conv).await, ErrorCode::NotFound);
+    // (The list row comes with their next message, as after the pre-chat form.)
     visitor.send(&name_them("Me", "")).await;
-    assert_eq!(refused(&mut visitor, &conv).await, ErrorCode::Forbidden);
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: "after-the-form".into(),
+            text: "It's me".into(),
+        })
+        .await;
+    ana.recv_until(|m| match m {
+        ServerMsg::Conversation(s) if s.id == conv && s.visitor_label == "Me" => Some(()),
+        ServerMsg::Message(m) if m.author != Author::Visitor => {
+            panic!("no line for a visitor's own name: {m:?}")
+        }
+        _ => None,
+    })
+    .await;
 
     // Ana names the visitor: the list shows it, the record has a note.
     ana.send(&name_them("Inês Duarte", "not an email")).await;
