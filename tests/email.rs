@@ -135,6 +135,8 @@ async fn a_visitor_who_left_gets_the_reply_by_email_and_its_link_brings_the_chat
     // Ana closes the conversation; the visitor has the transcript mailed.
     ana.click("conversation-close").await;
     phone.find("closed").await;
+    let found = phone.axe_serious().await;
+    assert!(found.is_empty(), "axe on the transcript form: {found:#?}");
     let input = phone.find("transcript-email").await;
     input.send_keys("v@example.com").await.unwrap();
     phone.click("transcript-email-submit").await;

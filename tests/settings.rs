@@ -472,6 +472,8 @@ async fn a_site_with_a_pre_chat_form_asks_a_new_visitor_first_and_tells_the_agen
         json!(true),
         "the form comes before the message box"
     );
+    let found = visitor.axe_serious().await;
+    assert!(found.is_empty(), "axe on the pre-chat form: {found:#?}");
     // A bad email is said, and nothing is sent.
     fill(&visitor, "pre-chat-email", "lucia.example.com").await;
     visitor.click("pre-chat-start").await;

@@ -62,8 +62,9 @@ pub fn MessageList(
                 .collect::<Vec<_>>()
         })
     };
+    // Focusable, so that a keyboard can scroll it (a scrollable region must be).
     view! {
-        <div class="messages" data-testid="messages" node_ref=list role="log" aria-live="polite">
+        <div class="messages" data-testid="messages" node_ref=list role="log" aria-live="polite" aria-label=t("Messages") tabindex="0">
             <Show when=move || thread.with(Thread::is_empty)>
                 <p class="empty">{move || empty.get()}</p>
             </Show>
