@@ -160,36 +160,42 @@ impl Mail {
         let site = self.site(site).await?;
         let info = details.info.unwrap_or_default();
         let lang = language(&info.language, &site);
-        // The page they were on (the widget is there), else the site's first origin.
+        // The page they were on (the widget is there), else the site's first origin; a site
+        // with neither gets the reply without a link.
         let page_url = if info.page.starts_with("https://") || info.page.starts_with("http://") {
-            info.page.clone()
+            Some(info.page.clone())
         } else {
-            site.origins.first().cloned().unwrap_or_default() + "/"
+            site.origins.first().map(|o| format!("{o}/"))
         };
-        let link = secrets::random_token();
-        self.log
-            .add_link(
-                conversation.clone(),
-                secrets::token_hash(&link),
-                now_ms() + LINK_LIFE_MS,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let url = format!(
-            "{}#escalera-resume={link}",
-            page_url.split('#').next().unwrap_or_default()
-        );
+        let url = match page_url {
+            Some(page) => {
+                let link = secrets::random_token();
+                self.log
+                    .add_link(
+                        conversation.clone(),
+                        secrets::token_hash(&link),
+                        now_ms() + LINK_LIFE_MS,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let page = page.split('#').next().unwrap_or_default();
+                Some(format!("{page}#escalera-resume={link}"))
+            }
+            None => None,
+        };
         let subject = i18n::fill(say(lang, "New reply from {site}"), &[("site", &site.name)]);
         let mut body = String::new();
         for m in &replies {
             let name = m.author_name.as_deref().unwrap_or_default();
             body.push_str(&format!("{name}:\n{}\n\n", said(m, lang)));
         }
-        body.push_str(say(
-            lang,
-            "Reply in the chat (this link works once, for a week):",
-        ));
-        body.push_str(&format!("\n{url}\n"));
+        if let Some(url) = url {
+            body.push_str(say(
+                lang,
+                "Reply in the chat (this link works once, for a week):",
+            ));
+            body.push_str(&format!("\n{url}\n"));
+        }
         self.mailer.send(&email, &subject, body).await?;
         self.mailed
             .lock()

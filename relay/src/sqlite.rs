@@ -263,6 +263,16 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Gives a visitor's token (its hash) conversation `id` of `site`.
+fn add_token(c: &Connection, token_hash: &str, site: &str, id: &str, now: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![token_hash, site, id, now])?;
+    Ok(())
+}
+
 /// Ends every session of the agent with this (lowercase) email.
 fn end_sessions_of(conn: &Connection, email: &str) -> Result<()> {
     conn.execute(
@@ -1410,12 +1420,7 @@ impl Log for SqliteStore {
                  VALUES (?1, ?2, ?3, ?3, ?4)",
             )?
             .execute(params![id, site, now, address])?;
-            c.prepare_cached(
-                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![token_hash, site, id, now])?;
-            Ok(())
+            add_token(c, &token_hash, site, id, now)
         })
     }
 
@@ -1449,14 +1454,7 @@ impl Log for SqliteStore {
         token_hash: String,
         now: i64,
     ) -> StoreFuture<'_, ()> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![token_hash, site.0, id.0, now])?;
-            Ok(())
-        })
+        self.write(move |c| add_token(c, &token_hash, &site.0, &id.0, now))
     }
 
     fn add_link(
@@ -1499,11 +1497,7 @@ impl Log for SqliteStore {
             let Some(meta) = conversation_meta(c, &id)?.filter(|m| m.site == site) else {
                 return Ok(None);
             };
-            c.prepare_cached(
-                "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![token_hash, site.0, id.0, now])?;
+            add_token(c, &token_hash, &site.0, &id.0, now)?;
             Ok(Some(meta))
         })
     }
