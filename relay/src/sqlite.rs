@@ -37,8 +37,9 @@ type Result<T> = std::result::Result<T, StoreError>;
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 4096;
-/// Read connections kept open.
-const READERS: usize = 8;
+/// Read connections, kept open; at most this many reads run at once (the others wait their
+/// turn without holding a thread).
+const READERS: usize = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -248,6 +249,8 @@ struct Inner {
     commits: Arc<AtomicU64>,
     directory: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection.
+    read_turns: Arc<tokio::sync::Semaphore>,
     writer: mpsc::Sender<Job>,
     /// Waiting conversations listed per address (the oldest; the others wait unlisted).
     listed_per_address: std::sync::atomic::AtomicU32,
@@ -260,6 +263,29 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    stable_plans(&conn)?;
+    Ok(conn)
+}
+
+/// Keeps each cached statement's query plan. Without this, SQLite marks a statement whose
+/// plan could depend on a bound value (a partial index, a LIKE) for a fresh prepare at every
+/// reuse: a third of the relay's time under chat load went to re-parsing the same queries.
+fn stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
+/// A read-only connection: the database is in WAL mode already, so it sets nothing that
+/// would need a lock.
+fn connect_reader(path: &Path) -> Result<Connection> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    stable_plans(&conn)?;
     Ok(conn)
 }
 
@@ -349,6 +375,7 @@ impl SqliteStore {
                 commits,
                 directory: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
+                read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 writer,
                 listed_per_address: LISTED_PER_ADDRESS.into(),
             }),
@@ -387,13 +414,17 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on a read-only connection from the pool, on the blocking pool.
+    /// Runs `f` on a read-only connection from the pool, on the blocking pool, once one of
+    /// the [`READERS`] is free. A connection is opened only while the pool is short of
+    /// [`READERS`] (opening one parses the schema: far dearer than most reads).
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> StoreFuture<'static, T> {
         let inner = self.inner.clone();
         Box::pin(async move {
+            let turn = inner.read_turns.clone().acquire_owned().await;
+            let turn = turn.map_err(|e| StoreError::Join(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let pooled = inner
                     .readers
@@ -402,17 +433,15 @@ impl SqliteStore {
                     .pop();
                 let conn = match pooled {
                     Some(c) => c,
-                    None => {
-                        let c = connect(&inner.path)?;
-                        c.pragma_update(None, "query_only", true)?;
-                        c
-                    }
+                    None => connect_reader(&inner.path)?,
                 };
                 let result = f(&conn);
-                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < READERS {
-                    pool.push(conn);
-                }
+                inner
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                drop(turn);
                 result
             })
             .await
@@ -459,15 +488,17 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, commits: &Ato
         }
         let mut finishes = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction()?;
+            let tx = conn.transaction()?;
+            // Cached statements, not rusqlite's `Savepoint`, which parses its SQL each time.
             for job in batch.drain(..) {
-                let sp = tx.savepoint()?;
-                let (ok, finish) = job(&sp);
+                tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+                let (ok, finish) = job(&tx);
                 finishes.push(finish);
-                if ok {
-                    sp.commit()?;
+                if !ok {
+                    // Back to before this job; the others stand.
+                    tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
                 }
-                // Dropped without commit: rolled back to before this job.
+                tx.prepare_cached("RELEASE job")?.execute([])?;
             }
             tx.commit()
         })();
