@@ -13,7 +13,7 @@ ifneq ($(words $(wildcard client/dist/console/index.html client/dist/widget/inde
 $(shell rm -f $(CLIENT_STAMP))
 endif
 
-.PHONY: run build client relay tools test lint size bench abuse clean
+.PHONY: run build client relay tools test lint size bench abuse load clean
 
 ## run: install what is missing, build, start the relay with a demo page
 run: build
@@ -59,6 +59,10 @@ bench: build
 ## abuse: attacks 1, 3, 5, 7 and 9 of issue 7 against the release relay (figures for README)
 abuse: build
 	scripts/abuse.sh --seconds 10
+
+## load: one node at its limit beside PeerServer: idle sockets, signalling, chat (README figures)
+load: build
+	scripts/load.sh
 
 clean:
 	rm -rf target client/dist

@@ -10,6 +10,8 @@
 #                             aiosmtpd (apt)
 #   scripts/tools.sh --path   prints the PATH entries of the tools (for the Makefile); no installs
 #   scripts/tools.sh --axe    prints the path of axe.min.js (installed by --test)
+#   scripts/tools.sh --load   installs PeerServer (npm peer@1.0.2) for `make load` and prints
+#                             its folder
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,6 +19,7 @@ source scripts/lib.sh
 TRUNK_VERSION=0.21.14
 BINARYEN_VERSION=132
 AXE_VERSION=4.14.1
+PEERSERVER_VERSION=1.0.2
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
 
 CACHE="${ESCALERA_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/escalera/tools}"
@@ -24,6 +27,7 @@ TRUNK_DIR="$CACHE/trunk-$TRUNK_VERSION"
 WASM_BINDGEN_DIR="$CACHE/wasm-bindgen-$WASM_BINDGEN_VERSION"
 BINARYEN_DIR="$CACHE/binaryen-$BINARYEN_VERSION"
 AXE_DIR="$CACHE/axe-core-$AXE_VERSION"
+PEERSERVER_DIR="$CACHE/peer-$PEERSERVER_VERSION"
 TOOL_PATH="$TRUNK_DIR/bin:$WASM_BINDGEN_DIR/bin:$BINARYEN_DIR/node_modules/.bin:$HOME/.cargo/bin"
 
 case "${1:-}" in
@@ -56,6 +60,7 @@ need_trunk() { ! has trunk "trunk $TRUNK_VERSION"; }
 need_wasm_bindgen() { ! has wasm-bindgen "wasm-bindgen $WASM_BINDGEN_VERSION"; }
 need_wasm_opt() { ! has "$BINARYEN_DIR/node_modules/.bin/wasm-opt" "version $BINARYEN_VERSION"; }
 need_axe() { [[ ! -s "$AXE_DIR/node_modules/axe-core/axe.min.js" ]]; }
+need_peerserver() { [[ ! -s "$PEERSERVER_DIR/node_modules/peer/dist/bin/peerjs.js" ]]; }
 
 cargo_install_trunk() {
   cargo install --locked "${CARGO_INSTALL_PROFILE[@]}" "trunk@$TRUNK_VERSION" --root "$STAGE"
@@ -69,6 +74,8 @@ npm_install() { npm install --no-audit --no-fund --prefix "$STAGE" "$1"; }
 need_wasm32() { ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; }
 TEST=0
 [[ "${1:-}" == --test ]] && TEST=1
+LOAD=0
+[[ "${1:-}" == --load ]] && LOAD=1
 APT_MISSING=()
 if ((TEST)); then
   command -v chromium >/dev/null || APT_MISSING+=(chromium)
@@ -88,7 +95,7 @@ apt_install() {
 }
 
 if need_wasm32 || need_trunk || need_wasm_bindgen || need_wasm_opt || ((TEST && ${#APT_MISSING[@]})) ||
-  { ((TEST)) && need_axe; }; then
+  { ((TEST)) && need_axe; } || { ((LOAD)) && need_peerserver; }; then
   mkdir -p "$CACHE/logs"
   # One install at a time per machine; whoever waited finds the tools there afterwards.
   exec 9>"$CACHE/.lock"
@@ -122,9 +129,16 @@ if need_wasm32 || need_trunk || need_wasm_bindgen || need_wasm_opt || ((TEST && 
       "installing axe-core $AXE_VERSION (npm) once for this machine" "a few seconds" \
       install_into "$AXE_DIR" npm_install "axe-core@$AXE_VERSION"
   fi
+  if ((LOAD)) && need_peerserver; then
+    step "$CACHE/logs/peer-$PEERSERVER_VERSION.log" \
+      "installing PeerServer (npm peer@$PEERSERVER_VERSION) once for this machine" "a few seconds" \
+      install_into "$PEERSERVER_DIR" npm_install "peer@$PEERSERVER_VERSION"
+  fi
   if ((TEST && ${#APT_MISSING[@]})); then
     step "$CACHE/logs/apt.log" "installing ${APT_MISSING[*]} with apt, once for this machine" \
       "about 1 minute" apt_install
   fi
   flock -u 9
 fi
+((LOAD)) && echo "$PEERSERVER_DIR"
+true

@@ -156,7 +156,7 @@ impl Target {
     }
 
     /// Ana's session cookie.
-    async fn login(&self) -> Result<String> {
+    pub(crate) async fn login(&self) -> Result<String> {
         let (status, cookie) = login(self.addr, 1, EMAIL, PASSWORD).await?;
         cookie.with_context(|| format!("login: {status}"))
     }
@@ -182,7 +182,7 @@ impl Target {
 }
 
 /// A TCP connection from `127.0.0.n`.
-async fn connect_from(n: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(n: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from(([127, 0, 0, n], 0)))?;
     let tcp = socket.connect(to).await?;
@@ -206,7 +206,7 @@ async fn http(to: SocketAddr, n: u8, request: String) -> Result<(u16, String)> {
 }
 
 /// `POST /api/login` from `127.0.0.n`: the status and the session cookie, if one was set.
-async fn login(
+pub(crate) async fn login(
     to: SocketAddr,
     n: u8,
     email: &str,

@@ -11,10 +11,15 @@
 //! - `abuse` (`make abuse`): the attacks of issue 7 against the relay with its default
 //!   limits; see `abuse.rs`.
 //!
-//! Usage: `escalera-load [chat|rejoin|all|abuse] [--seconds N] [--conversations 1,100,1000]`.
+//! - `compare` (`make load`): one node at its limit beside PeerServer; see `compare.rs`.
+//!
+//! Usage: `escalera-load [chat|rejoin|all|abuse|compare] [--seconds N]
+//! [--conversations 1,100,1000] [--idle N] [--pairs N] [--signal-rate N] [--chatters N]
+//! [--chat-rate N]`.
 //! The relay binary is `$ESCALERA_BIN`, else `target/release/escalera`.
 
 mod abuse;
+mod compare;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -35,6 +40,27 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The per-socket, per-visitor and per-address limits protect the relay from one client;
+/// here one client is the load, so they are lifted.
+const LIFTED: &[&str] = &[
+    "--frame-rate",
+    "1000000",
+    "--frame-burst",
+    "1000000",
+    "--connections-per-address",
+    "1000000",
+    "--sockets-per-visitor",
+    "1000000",
+    "--conversations-per-address",
+    "1000000",
+    "--visitor-chat-rate",
+    "1000000",
+    "--address-chat-rate",
+    "1000000",
+    "--visitor-history-rate",
+    "1000000",
+];
+
 /// The origin the load site allows.
 const ORIGIN: &str = "http://load.test";
 
@@ -42,6 +68,7 @@ struct Args {
     scenario: String,
     seconds: u64,
     conversations: Vec<usize>,
+    plan: compare::Plan,
 }
 
 fn args() -> Result<Args> {
@@ -49,6 +76,14 @@ fn args() -> Result<Args> {
         scenario: "all".into(),
         seconds: 5,
         conversations: vec![1, 100, 1000],
+        plan: compare::Plan {
+            idle: 19_000,
+            pairs: 1_000,
+            signal_rate: 20_000,
+            chatters: 1_000,
+            chat_rate: 10_000,
+            seconds: 10,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,7 +97,14 @@ fn args() -> Result<Args> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
-            "chat" | "rejoin" | "all" | "abuse" => a.scenario = arg,
+            "--idle" => a.plan.idle = it.next().context("--idle N")?.parse()?,
+            "--pairs" => a.plan.pairs = it.next().context("--pairs N")?.parse()?,
+            "--signal-rate" => {
+                a.plan.signal_rate = it.next().context("--signal-rate N")?.parse()?
+            }
+            "--chatters" => a.plan.chatters = it.next().context("--chatters N")?.parse()?,
+            "--chat-rate" => a.plan.chat_rate = it.next().context("--chat-rate N")?.parse()?,
+            "chat" | "rejoin" | "all" | "abuse" | "compare" => a.scenario = arg,
             other => bail!("unknown argument {other}: see the header of load/src/main.rs"),
         }
     }
@@ -71,7 +113,11 @@ fn args() -> Result<Args> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let mut args = args()?;
+    if args.scenario == "compare" {
+        args.plan.seconds = args.seconds;
+        return compare::run(args.plan).await;
+    }
     if args.scenario == "abuse" {
         return abuse::run(Duration::from_secs(args.seconds.max(5))).await;
     }
@@ -125,15 +171,7 @@ impl Relay {
                 "--listen",
                 &addr.to_string(),
             ])
-            // The per-socket, per-visitor and per-address limits protect the relay from one
-            // client; here one client is the load, so they are lifted.
-            .args(["--frame-rate", "1000000", "--frame-burst", "1000000"])
-            .args(["--connections-per-address", "1000000"])
-            .args(["--sockets-per-visitor", "1000000"])
-            .args(["--conversations-per-address", "1000000"])
-            .args(["--visitor-chat-rate", "1000000"])
-            .args(["--address-chat-rate", "1000000"])
-            .args(["--visitor-history-rate", "1000000"])
+            .args(LIFTED)
             .env("ESCALERA_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)

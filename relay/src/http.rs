@@ -350,9 +350,20 @@ async fn agent_socket(
     ))
 }
 
+/// What a socket reads into before it grows for a larger frame: most frames are chat lines
+/// and ICE candidates, far below this. tungstenite's default (128 KiB, zero-filled before
+/// each read) was 90 % of an idle socket's memory.
+const READ_BUFFER: usize = 2 * 1024;
+/// At most this much may wait unwritten for a slow client before its socket fails.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
 fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
     ws.max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
+        .read_buffer_size(READ_BUFFER)
+        // Every frame is written at once (the writer sends one frame at a time anyway).
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
             state.hub.clone().serve(sink, stream, caller)

@@ -2,10 +2,12 @@
 //! answers, bus deliveries, clock ticks) and carries out the effects (send, close, read,
 //! write, publish). It holds no rule of its own.
 //!
-//! - Each connection has a reader loop, generic over any `Stream`/`Sink` of WebSocket
-//!   messages (axum's socket in production, channels in tests), and a writer task draining a
-//!   bounded outbox. A connection whose outbox is full is cut (it reconnects and resumes from
-//!   its last seq) rather than slowing anyone else.
+//! - Each connection is one task, generic over any `Stream`/`Sink` of WebSocket messages
+//!   (axum's socket in production, channels in tests): it reads frames, handles each to the
+//!   end, and all the while writes out its bounded outbox of frames already serialised. A
+//!   connection whose outbox is full is cut (it reconnects and resumes from its last seq)
+//!   rather than slowing anyone else. An idle connection holds no more than it must: the
+//!   outbox allocates per frame, and a frame's handling is boxed only while it runs.
 //! - The core's lock is held only while it decides, never across a store call.
 //! - Messages of one conversation are stored and published one after another (a lane per
 //!   conversation, hashed into [`LANES`]); different conversations go in parallel, and the
@@ -18,12 +20,16 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Message as WsMessage;
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use escalera_protocol::{
     AgentId, ClientMsgId, ConversationId, ErrorCode, MediaConfig, Message, ServerMsg, VisitorToken,
 };
+use futures_channel::mpsc as outbox;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+
+/// The sending end of a connection's outbox.
+type Outbox = outbox::Sender<Utf8Bytes>;
 
 use crate::bus::Bus;
 use crate::core::{
@@ -76,7 +82,7 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     config: Arc<Config>,
     core: Mutex<Core>,
-    outboxes: Mutex<HashMap<PeerId, mpsc::Sender<ServerMsg>>>,
+    outboxes: Mutex<HashMap<PeerId, Outbox>>,
     lanes: Vec<tokio::sync::Mutex<()>>,
     lane_hasher: std::collections::hash_map::RandomState,
     next_peer: AtomicU64,
@@ -149,7 +155,7 @@ impl Hub {
         &self.log
     }
 
-    fn outboxes(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, mpsc::Sender<ServerMsg>>> {
+    fn outboxes(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Outbox>> {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -624,11 +630,12 @@ impl Hub {
     /// Queues `msg` for `peer`. A peer whose outbox is full loses it, which ends its writer
     /// and so its connection.
     fn deliver(&self, peer: PeerId, msg: ServerMsg) {
+        let text = serde_json::to_string(&msg).expect("ServerMsg always serialises");
         let mut outboxes = self.outboxes();
-        let Some(tx) = outboxes.get(&peer) else {
+        let Some(tx) = outboxes.get_mut(&peer) else {
             return;
         };
-        if tx.try_send(msg).is_err() {
+        if tx.try_send(text.into()).is_err() {
             tracing::warn!(?peer, "outbox full or closed, cutting the connection");
             outboxes.remove(&peer);
         }
@@ -702,9 +709,10 @@ impl Hub {
         }
     }
 
-    fn open(&self, caller: Caller, outbox: usize) -> (PeerId, mpsc::Receiver<ServerMsg>) {
+    fn open(&self, caller: Caller, room: usize) -> (PeerId, outbox::Receiver<Utf8Bytes>) {
         let peer = PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel::<ServerMsg>(outbox);
+        // A sender's own slot counts too: `room` frames in all.
+        let (tx, rx) = outbox::channel::<Utf8Bytes>(room.saturating_sub(1));
         self.outboxes().insert(peer, tx);
         let effects = self.feed(Event::Opened { peer, caller });
         debug_assert!(effects.is_empty());
@@ -714,51 +722,40 @@ impl Hub {
     /// Serves one socket, given as its two halves, until it closes or the relay shuts down.
     pub async fn serve<W, R, E>(self: Arc<Self>, mut sink: W, mut stream: R, caller: Caller)
     where
-        W: Sink<WsMessage> + Send + Unpin + 'static,
+        W: Sink<WsMessage> + Send + Unpin,
         R: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
         let (peer, mut outbox) = self.open(caller, OUTBOX);
         // Heartbeat: a ping every third of the idle timeout (browsers answer by themselves);
         // a socket that sends nothing, not even a pong, for the whole timeout is closed.
         let idle = std::time::Duration::from_secs(self.config.idle_timeout_secs.max(3));
-        let mut writer = tokio::spawn(async move {
-            let mut heartbeat =
-                tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
-            loop {
-                let frame = tokio::select! {
-                    msg = outbox.recv() => match msg {
-                        Some(msg) => WsMessage::Text(
-                            serde_json::to_string(&msg)
-                                .expect("ServerMsg always serialises")
-                                .into(),
-                        ),
-                        None => break,
-                    },
-                    _ = heartbeat.tick() => WsMessage::Ping(Default::default()),
-                };
-                if sink.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.send(WsMessage::Close(None)).await;
-        });
+        let start = tokio::time::Instant::now();
+        let mut heartbeat = tokio::time::interval_at(start + idle / 3, idle / 3);
+        let mut heard = start;
         let mut shutdown = self.shutdown.clone();
-        let mut writer_done = false;
+        // Whether the socket can still be written to.
+        let mut open = true;
         loop {
-            // Only the wait for the next frame is cancelled; a frame, once read, is handled to
-            // the end (its store write and its ack) before the next.
             let frame = tokio::select! {
                 frame = stream.next() => frame,
-                _ = &mut writer => {
-                    writer_done = true;
-                    break;
+                text = outbox.next() => match text {
+                    Some(text) => {
+                        open = sink.send(WsMessage::Text(text)).await.is_ok();
+                        if open { continue } else { break }
+                    }
+                    None => break, // closed by the core, or cut
+                },
+                now = heartbeat.tick() => {
+                    if now.duration_since(heard) >= idle {
+                        tracing::debug!("closing a socket silent for {idle:?}");
+                        break;
+                    }
+                    open = sink.send(WsMessage::Ping(Default::default())).await.is_ok();
+                    if open { continue } else { break }
                 }
                 () = stopped(&mut shutdown) => break,
-                () = tokio::time::sleep(idle) => {
-                    tracing::debug!("closing a socket silent for {idle:?}");
-                    break;
-                }
             };
+            heard = tokio::time::Instant::now();
             let event = match frame {
                 Some(Ok(WsMessage::Text(text))) => Event::Text {
                     peer,
@@ -768,15 +765,35 @@ impl Hub {
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
                 Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
             };
-            self.run(event).await;
-            if !self.outboxes().contains_key(&peer) {
+            // A frame, once read, is handled to the end (its store write and its ack) before
+            // the next; meanwhile what it and others queue for this socket goes out.
+            let mut handling = Box::pin(self.run(event));
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut handling => break,
+                    Some(text) = outbox.next(), if open => {
+                        open = sink.send(WsMessage::Text(text)).await.is_ok();
+                    }
+                }
+            }
+            if !open || !self.outboxes().contains_key(&peer) {
                 break; // closed by the core, or cut
             }
         }
         self.outboxes().remove(&peer);
-        self.run(Event::Closed { peer }).await;
-        if !writer_done {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        Box::pin(self.run(Event::Closed { peer })).await;
+        if open {
+            // What was queued before the end goes out, then a close frame: briefly.
+            let flush = async {
+                while let Some(text) = outbox.next().await {
+                    if sink.send(WsMessage::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.send(WsMessage::Close(None)).await;
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), flush).await;
         }
     }
 
@@ -816,7 +833,11 @@ impl Hub {
         .await;
         self.outboxes().remove(&peer);
         self.run(Event::Closed { peer }).await;
-        while let Some(answer) = answers.recv().await {
+        while let Some(answer) = answers.next().await {
+            let answer: ServerMsg = match serde_json::from_str(answer.as_str()) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
             match answer {
                 ServerMsg::Message(m) => return Ok(m),
                 ServerMsg::Error { code, message, .. } => return Err(Refused { code, message }),
@@ -898,7 +919,14 @@ mod tests {
             },
             address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
-        let served = tokio::spawn(hub.clone().serve(Box::pin(sink), Box::pin(stream), caller));
+        let served = hub.clone().serve(Box::pin(sink), Box::pin(stream), caller);
+        // An idle socket holds this future: a frame's handling is boxed only while it runs.
+        assert!(
+            std::mem::size_of_val(&served) < 2048,
+            "{}",
+            std::mem::size_of_val(&served)
+        );
+        let served = tokio::spawn(served);
 
         let send = |m: ClientMsg| WsMessage::Text(serde_json::to_string(&m).unwrap().into());
         let mut recv = async || loop {

@@ -200,6 +200,8 @@ pub struct Relay {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     bus_events: tokio::sync::mpsc::UnboundedReceiver<BusEvent>,
+    /// The embedded store, when it is one: its figures are logged on the way out.
+    sqlite: Option<SqliteStore>,
 }
 
 impl Relay {
@@ -207,12 +209,16 @@ impl Relay {
     pub fn open(data_dir: &std::path::Path, config: Config) -> anyhow::Result<Self> {
         let store = SqliteStore::open(data_dir)?;
         store.set_listed_per_address(config.listed_per_address);
-        Ok(Self::with_store(
+        let relay = Self::with_store(
             Arc::new(store.clone()),
-            Arc::new(store),
+            Arc::new(store.clone()),
             config,
             data_dir.join("files"),
-        ))
+        );
+        Ok(Self {
+            sqlite: Some(store),
+            ..relay
+        })
     }
 
     /// Builds the hub over any store (with the in-process bus), keeping uploads in
@@ -237,6 +243,7 @@ impl Relay {
             },
             shutdown,
             bus_events,
+            sqlite: None,
         }
     }
 
@@ -257,6 +264,7 @@ impl Relay {
             state,
             shutdown,
             bus_events,
+            sqlite,
         } = self;
         let own = match &state.config.public_url {
             Some(url) => origin_of(url),
@@ -324,6 +332,11 @@ impl Relay {
         serve::serve(listener, http::app(state), limits, down).await?;
         if let Some(task) = demo_task {
             task.await.map_err(std::io::Error::other)??;
+        }
+        if let Some(store) = sqlite {
+            // `make load` reads this line: fsyncs per message.
+            let commits = store.commits();
+            tracing::info!("stopped; SQLite group commits: {commits} since start (one fsync each)");
         }
         Ok(())
     }

@@ -1,0 +1,894 @@
+//! `make load`: one node at its limit, beside PeerJS's PeerServer (npm `peer@1.0.2`), the
+//! signalling server a site would otherwise pick. Both run on this machine, one after the
+//! other, under the same load from this same process; every socket is on loopback.
+//!
+//! - `idle`: N sockets opened (hello and welcome, or PeerServer's OPEN), from 127.0.0.2 and
+//!   up (5,000 per address, past the ephemeral-port range of one): the server's resident
+//!   memory per socket, and sockets opened per second.
+//! - `signal`: M pairs in active calls exchange signalling frames at an aggregate rate,
+//!   taking turns in direction: latency p50/p99/max, the rate delivered, and the server's CPU
+//!   seconds per 100,000 frames.
+//! - `chat` (Escalera only): visitors send chat messages at a set rate to conversations one
+//!   agent's console has joined: send to ack and send to the agent's copy, p50/p99, the rate
+//!   acknowledged, and SQLite group commits (one fsync each) per message.
+//!
+//! It prints figures and asserts nothing; the goals are in README.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use escalera_protocol::{
+    CallAction, CallKind, ClientMsg, ClientMsgId, ConversationId, ServerMsg, PROTOCOL_VERSION,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::abuse::{connect_from, login};
+use crate::{Latencies, ORIGIN};
+
+const EMAIL: &str = "ana@load.test";
+const PASSWORD: &str = "a long load-test password";
+/// Sockets per source address.
+const PER_ADDRESS: usize = 5_000;
+/// Handshakes in flight at once.
+const OPENING: usize = 256;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What `make load` runs, from the command line.
+pub struct Plan {
+    /// Idle sockets.
+    pub idle: usize,
+    /// Pairs in calls.
+    pub pairs: usize,
+    /// Signalling frames per second, all pairs together.
+    pub signal_rate: u64,
+    /// Visitors chatting.
+    pub chatters: usize,
+    /// Chat messages per second, all visitors together.
+    pub chat_rate: u64,
+    /// Seconds each measured run lasts.
+    pub seconds: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    Escalera,
+    PeerServer,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Escalera => "Escalera",
+            Kind::PeerServer => "PeerServer",
+        }
+    }
+}
+
+/// A server under test, on a free loopback port; killed when dropped.
+struct Server {
+    kind: Kind,
+    child: Child,
+    addr: SocketAddr,
+    site: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(kind: Kind) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let (child, site) = match kind {
+            Kind::Escalera => escalera(&dir, addr).await?,
+            Kind::PeerServer => (peerserver(addr)?, String::new()),
+        };
+        crate::listening(addr).await?;
+        Ok(Self {
+            kind,
+            child,
+            addr,
+            site,
+            dir,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Resident memory, KiB.
+    fn rss_kib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// CPU time used so far (user and system), seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    /// Opens socket `i` from its source address: a visitor welcomed by Escalera (with their
+    /// conversation), or peer `id` told OPEN by PeerServer.
+    async fn open(&self, i: usize, id: &str) -> Result<(Socket, Option<ConversationId>)> {
+        let n = u8::try_from(2 + i / PER_ADDRESS).context("too many sockets")?;
+        let url = match self.kind {
+            Kind::Escalera => format!("ws://{}/ws/visitor?site={}", self.addr, self.site),
+            Kind::PeerServer => format!("ws://{}/peerjs?key=peerjs&id={id}&token=t", self.addr),
+        };
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("Origin", HeaderValue::from_static(ORIGIN));
+        let tcp = connect_from(n, self.addr).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
+        match self.kind {
+            Kind::Escalera => {
+                send(&mut ws, &hello()).await?;
+                match recv(&mut ws).await? {
+                    ServerMsg::WelcomeVisitor { conversation, .. } => Ok((ws, Some(conversation))),
+                    other => bail!("expected a welcome, got {other:?}"),
+                }
+            }
+            Kind::PeerServer => {
+                let open = recv_text(&mut ws).await?;
+                if !open.contains("\"OPEN\"") {
+                    bail!("expected OPEN, got {open}");
+                }
+                Ok((ws, None))
+            }
+        }
+    }
+
+    /// Escalera: a console socket of Ana's session `cookie`, welcomed.
+    async fn agent(&self, cookie: &str) -> Result<Socket> {
+        let mut req = format!("ws://{}/ws/agent", self.addr).into_client_request()?;
+        let own = format!("http://{}", self.addr);
+        req.headers_mut()
+            .insert("Origin", HeaderValue::from_str(&own)?);
+        req.headers_mut()
+            .insert("Cookie", HeaderValue::from_str(cookie)?);
+        let tcp = connect_from(1, self.addr).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
+        send(&mut ws, &hello()).await?;
+        match recv(&mut ws).await? {
+            ServerMsg::WelcomeAgent { .. } => Ok(ws),
+            other => bail!("expected the agent's welcome, got {other:?}"),
+        }
+    }
+
+    /// Escalera: stops the relay (SIGTERM) and returns its group commits since start, from
+    /// the line it logs on the way out.
+    async fn stop(mut self) -> Result<u64> {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().await?;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        let log = std::fs::read_to_string(self.dir.path().join("relay.log"))?;
+        log.lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once("group commits: ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .with_context(|| format!("no group-commit count in the relay's log:\n{log}"))
+    }
+}
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        token: None,
+        identity: None,
+        resume: None,
+    }
+}
+
+/// Starts the release relay with the limits that protect it from one client lifted (here
+/// one client is the load), an agent and a site; its log goes to `relay.log`.
+async fn escalera(dir: &tempfile::TempDir, addr: SocketAddr) -> Result<(Child, String)> {
+    let bin = crate::relay_binary();
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.arg("--data-dir").arg(dir.path()).args(args);
+        c.env("ESCALERA_AGENT_PASSWORD", PASSWORD);
+        c
+    };
+    let site = crate::add_site(&mut cli(&[]), "Load").await?;
+    let added = cli(&["agent", "add", "--email", EMAIL, "--name", "Ana"])
+        .output()
+        .await?;
+    if !added.status.success() {
+        bail!("agent add: {}", String::from_utf8_lossy(&added.stderr));
+    }
+    let log = std::fs::File::create(dir.path().join("relay.log"))?;
+    let listen = addr.to_string();
+    let child = cli(&["serve", "--demo-listen", "off", "--listen", &listen])
+        .args(crate::LIFTED)
+        .args(["--agent-reserve", "0", "--idle-timeout", "3600"])
+        .args(["--call-actions-per-minute", "1000000"])
+        .env("ESCALERA_LOG", "warn,escalera_relay=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok((child, site))
+}
+
+/// The folder `scripts/tools.sh --load` installed `peer@1.0.2` in.
+fn peerserver_dir() -> PathBuf {
+    std::env::var_os("ESCALERA_PEERSERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/peerserver"))
+}
+
+/// Starts PeerServer with its concurrent-user limit and liveness timeout raised.
+fn peerserver(addr: SocketAddr) -> Result<Child> {
+    let bin = peerserver_dir().join("node_modules/peer/dist/bin/peerjs.js");
+    if !bin.exists() {
+        bail!(
+            "no PeerServer at {}: run `scripts/tools.sh --load` (make load does)",
+            bin.display()
+        );
+    }
+    let port = addr.port().to_string();
+    Ok(Command::new("node")
+        .arg(bin)
+        .args(["--host", "127.0.0.1", "--port", &port])
+        .args([
+            "--concurrent_limit",
+            "1000000",
+            "--alive_timeout",
+            "3600000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+async fn send(ws: &mut Socket, msg: &ClientMsg) -> Result<()> {
+    ws.send(WsMessage::Text(serde_json::to_string(msg)?.into()))
+        .await?;
+    Ok(())
+}
+
+async fn recv_text(ws: &mut Socket) -> Result<String> {
+    loop {
+        match ws.next().await.context("socket closed")?? {
+            WsMessage::Text(t) => return Ok(t.as_str().to_owned()),
+            WsMessage::Close(c) => bail!("closed by the server: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+async fn recv(ws: &mut Socket) -> Result<ServerMsg> {
+    Ok(serde_json::from_str(&recv_text(ws).await?)?)
+}
+
+/// Reads until `pick` returns something.
+async fn recv_until<T>(ws: &mut Socket, mut pick: impl FnMut(ServerMsg) -> Option<T>) -> Result<T> {
+    loop {
+        match recv(ws).await? {
+            ServerMsg::Error { code, message, .. } => bail!("{code:?}: {message}"),
+            m => {
+                if std::env::var_os("LOAD_DEBUG").is_some() {
+                    eprintln!("{m:?}");
+                }
+                if let Some(t) = pick(m) {
+                    return Ok(t);
+                }
+            }
+        }
+    }
+}
+
+/// Microseconds since `base`: the clock every frame carries.
+fn micros(base: Instant) -> u64 {
+    base.elapsed().as_micros() as u64
+}
+
+/// One row of the table: a figure for each server (NaN where one cannot do it).
+struct Row {
+    figure: String,
+    escalera: f64,
+    peerserver: f64,
+    unit: &'static str,
+    goal: &'static str,
+}
+
+fn print(rows: &[Row]) {
+    println!(
+        "  {:<46} {:>12} {:>12} {:>8}   goal",
+        "figure", "Escalera", "PeerServer", "ratio"
+    );
+    for r in rows {
+        let num = |v: f64| match v {
+            v if v.is_nan() => "n/a".to_owned(),
+            v if v >= 100.0 => format!("{v:.0}"),
+            v => format!("{v:.2}"),
+        };
+        let ratio = match r.escalera / r.peerserver {
+            x if x.is_finite() => format!("{x:.2}"),
+            _ => "".to_owned(),
+        };
+        println!(
+            "  {:<46} {:>12} {:>12} {:>8}   {}",
+            format!("{} ({})", r.figure, r.unit),
+            num(r.escalera),
+            num(r.peerserver),
+            ratio,
+            r.goal
+        );
+    }
+}
+
+/// Runs every part for both servers and prints the table.
+pub async fn run(plan: Plan) -> Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    println!(
+        "One node at its limit beside PeerServer 1.0.2: {} idle sockets; {} pairs signalling at {}/s; \
+         {} visitors chatting at {}/s; {} s per run. This process may hold {limit} files.",
+        plan.idle, plan.pairs, plan.signal_rate, plan.chatters, plan.chat_rate, plan.seconds
+    );
+    let mut rows = Vec::new();
+    let mut idle = HashMap::new();
+    let mut signal = HashMap::new();
+    for kind in [Kind::Escalera, Kind::PeerServer] {
+        idle.insert(kind, idle_run(kind, plan.idle).await?);
+        signal.insert(kind, signal_run(kind, &plan).await?);
+    }
+    let both = |f: &dyn Fn(Kind) -> f64| (f(Kind::Escalera), f(Kind::PeerServer));
+    let mut row = |figure: String, (e, p): (f64, f64), unit, goal| {
+        rows.push(Row {
+            figure,
+            escalera: e,
+            peerserver: p,
+            unit,
+            goal,
+        })
+    };
+    row(
+        format!("memory per idle socket, {} open", plan.idle),
+        both(&|k| idle[&k].kib_per_socket),
+        "KiB",
+        "<= 8, and <= PeerServer's",
+    );
+    row(
+        "sockets opened per second".into(),
+        both(&|k| idle[&k].open_rate),
+        "/s",
+        ">= 5,000",
+    );
+    let s = |k: Kind| &signal[&k];
+    row(
+        format!("signal p50, {} pairs at {}/s", plan.pairs, plan.signal_rate),
+        both(&|k| s(k).latency.pct(0.5) * 1e3),
+        "ms",
+        "",
+    );
+    row(
+        "signal p99".into(),
+        both(&|k| s(k).latency.pct(0.99) * 1e3),
+        "ms",
+        "< 2",
+    );
+    row(
+        "signal max".into(),
+        both(&|k| s(k).latency.pct(1.0) * 1e3),
+        "ms",
+        "",
+    );
+    row(
+        "signal frames delivered per second".into(),
+        both(&|k| s(k).delivered_rate),
+        "/s",
+        "",
+    );
+    row(
+        "server CPU per 100k signal frames".into(),
+        both(&|k| s(k).cpu_per_100k),
+        "s",
+        "",
+    );
+    let chat = chat_run(&plan).await?;
+    let nan = f64::NAN;
+    row(
+        format!("chat acks per second, offered {}/s", plan.chat_rate),
+        (chat.acked_rate, nan),
+        "/s",
+        ">= 10,000",
+    );
+    row(
+        "chat send to ack p50".into(),
+        (chat.ack.pct(0.5) * 1e3, nan),
+        "ms",
+        "",
+    );
+    row(
+        "chat send to ack p99".into(),
+        (chat.ack.pct(0.99) * 1e3, nan),
+        "ms",
+        "< 10",
+    );
+    row(
+        "chat send to the agent's copy p50".into(),
+        (chat.delivered.pct(0.5) * 1e3, nan),
+        "ms",
+        "",
+    );
+    row(
+        "chat send to the agent's copy p99".into(),
+        (chat.delivered.pct(0.99) * 1e3, nan),
+        "ms",
+        "",
+    );
+    row(
+        "fsyncs (group commits) per chat message".into(),
+        (chat.commits_per_message, nan),
+        "",
+        "",
+    );
+    println!();
+    print(&rows);
+    Ok(())
+}
+
+struct Idle {
+    kib_per_socket: f64,
+    open_rate: f64,
+}
+
+/// Opens `n` sockets, `OPENING` handshakes at a time; memory and rate.
+async fn idle_run(kind: Kind, n: usize) -> Result<Idle> {
+    let server = Arc::new(Server::start(kind).await?);
+    // A first socket warms the server up (its runtime, the site's page): not counted.
+    let warm = server.open(0, "warm").await?.0;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server.rss_kib();
+    let started = Instant::now();
+    let sockets = open_many(&server, n, "idle").await?;
+    let open_rate = n as f64 / started.elapsed().as_secs_f64();
+    // Settled: what the server holds for sockets that do nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib();
+    let kib_per_socket = (after - before) / n as f64;
+    println!(
+        "  {:<10} idle: {n} sockets in {:.1} s ({open_rate:.0}/s); RSS {:.1} -> {:.1} MiB: {kib_per_socket:.2} KiB per socket",
+        kind.name(),
+        started.elapsed().as_secs_f64(),
+        before / 1024.0,
+        after / 1024.0
+    );
+    drop((sockets, warm));
+    // Stopped cleanly, so that a profiler wrapped around it (ESCALERA_BIN) can write out.
+    if kind == Kind::Escalera {
+        let server = Arc::into_inner(server).context("the server is still shared")?;
+        server.stop().await?;
+    }
+    Ok(Idle {
+        kib_per_socket,
+        open_rate,
+    })
+}
+
+async fn open_many(server: &Arc<Server>, n: usize, tag: &str) -> Result<Vec<Socket>> {
+    let gate = Arc::new(Semaphore::new(OPENING));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (server, gate) = (server.clone(), gate.clone());
+            let id = format!("{tag}{i}");
+            tokio::spawn(async move {
+                let _turn = gate.acquire().await?;
+                anyhow::Ok(server.open(i, &id).await?.0)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+struct Signal {
+    latency: Latencies,
+    delivered_rate: f64,
+    cpu_per_100k: f64,
+}
+
+/// Both ends of a pair in a call, and what each sends to reach the other.
+struct Pair {
+    a: Socket,
+    b: Socket,
+    /// The frame `a` sends (with `{T}` where the clock goes), then `b`'s.
+    a_frame: String,
+    b_frame: String,
+}
+
+async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
+    let server = Arc::new(Server::start(kind).await?);
+    let pairs = match kind {
+        Kind::Escalera => escalera_calls(&server, plan.pairs).await?,
+        Kind::PeerServer => {
+            let sockets = open_many(&server, plan.pairs * 2, "p").await?;
+            let mut it = sockets.into_iter();
+            (0..plan.pairs)
+                .map(|i| {
+                    let frame = |to: String| {
+                        format!(r#"{{"type":"CANDIDATE","dst":"{to}","payload":{{"t":"#) + "{T}}}"
+                    };
+                    Pair {
+                        a: it.next().expect("a"),
+                        b: it.next().expect("b"),
+                        a_frame: frame(format!("p{}", 2 * i + 1)),
+                        b_frame: frame(format!("p{}", 2 * i)),
+                    }
+                })
+                .collect()
+        }
+    };
+    let base = Instant::now();
+    let secs = Duration::from_secs(plan.seconds);
+    // Each pair sends every `period`, in turn from each end; pairs are spread over a period.
+    let period = Duration::from_secs_f64(plan.pairs as f64 / plan.signal_rate as f64);
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let cpu_before = server.cpu_secs();
+    let started = Instant::now();
+    let until = started + secs;
+    let mut tasks = Vec::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let offset = period.mul_f64(i as f64 / plan.pairs as f64);
+        let (a_tx, a_rx) = pair.a.split();
+        let (b_tx, b_rx) = pair.b.split();
+        let senders = vec![(a_tx, pair.a_frame), (b_tx, pair.b_frame)];
+        tasks.push(tokio::spawn(send_turns(
+            senders,
+            base,
+            started + offset,
+            period,
+            until,
+        )));
+        for rx in [a_rx, b_rx] {
+            tasks.push(tokio::spawn(collect(rx, base, until, latencies.clone())));
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Frames sent in the window, delivered by its end or in the grace after it.
+    let elapsed = secs.as_secs_f64();
+    let cpu = server.cpu_secs() - cpu_before;
+    let latency = Latencies::new(std::mem::take(&mut *latencies.lock().expect("latencies")));
+    let got = latency.0.len() as f64;
+    println!(
+        "  {:<10} signal: {got:.0} frames delivered in {elapsed:.1} s; server CPU {cpu:.1} s",
+        kind.name()
+    );
+    Ok(Signal {
+        delivered_rate: got / elapsed,
+        cpu_per_100k: cpu / got * 100_000.0,
+        latency,
+    })
+}
+
+/// Sends a frame every `period` from `first`, taking turns among `senders`, until `until`.
+async fn send_turns(
+    mut senders: Vec<(SplitSink<Socket, WsMessage>, String)>,
+    base: Instant,
+    first: Instant,
+    period: Duration,
+    until: Instant,
+) -> Result<()> {
+    let mut tick = tokio::time::interval_at(first.into(), period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut turn = 0;
+    loop {
+        tick.tick().await;
+        if Instant::now() >= until {
+            break;
+        }
+        let n = senders.len();
+        let (tx, frame) = &mut senders[turn % n];
+        let text = frame.replace("{T}", &micros(base).to_string());
+        tx.send(WsMessage::Text(text.into())).await?;
+        turn += 1;
+    }
+    Ok(())
+}
+
+/// Reads signalling frames until a moment after `until`, recording each one's latency.
+async fn collect(
+    mut rx: SplitStream<Socket>,
+    base: Instant,
+    until: Instant,
+    out: Arc<Mutex<Vec<f64>>>,
+) -> Result<()> {
+    let grace = until + Duration::from_secs(2);
+    let mut mine = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            f = rx.next() => f,
+            () = tokio::time::sleep_until(grace.into()) => break,
+        };
+        let Some(frame) = frame else { break };
+        let WsMessage::Text(text) = frame? else {
+            continue;
+        };
+        let text = text.as_str();
+        // The clock, wherever the frame carries it: `\"t\":N` inside Escalera's opaque
+        // payload string, or `"t":N` in a PeerServer payload.
+        let escaped = r#"\"t\":"#;
+        let plain = r#""t":"#;
+        let at = match (text.find(escaped), text.find(plain)) {
+            (Some(i), _) => i + escaped.len(),
+            (None, Some(i)) => i + plain.len(),
+            (None, None) => continue,
+        };
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(sent) = digits.parse::<u64>() {
+            mine.push((micros(base).saturating_sub(sent)) as f64 / 1e6);
+        }
+    }
+    out.lock().expect("latencies").extend(mine);
+    Ok(())
+}
+
+/// Escalera: `n` visitors, each in a conversation whose voice call Ana's console (one socket
+/// per call) started and the visitor accepted.
+async fn escalera_calls(server: &Arc<Server>, n: usize) -> Result<Vec<Pair>> {
+    let (_, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
+    let cookie = cookie.context("no session cookie")?;
+    let visitors = stored_visitors(server, n).await?;
+    let gate = Arc::new(Semaphore::new(64));
+    let tasks: Vec<_> = visitors
+        .into_iter()
+        .map(|(mut visitor, conversation)| {
+            let (server, gate, cookie) = (server.clone(), gate.clone(), cookie.clone());
+            tokio::spawn(async move {
+                let _turn = gate.acquire().await?;
+                let mut agent = server.agent(&cookie).await?;
+                let join = ClientMsg::Join {
+                    conversation: conversation.clone(),
+                    after_seq: 1,
+                };
+                send(&mut agent, &join).await?;
+                recv_until(&mut agent, |m| {
+                    matches!(m, ServerMsg::Call { .. }).then_some(())
+                })
+                .await?;
+                let start = ClientMsg::Call {
+                    conversation: conversation.clone(),
+                    action: CallAction::Start {
+                        kind: CallKind::Voice,
+                    },
+                };
+                send(&mut agent, &start).await?;
+                let ringing = |m| matches!(m, ServerMsg::Call { call: Some(_), .. }).then_some(());
+                recv_until(&mut visitor, ringing).await?;
+                let accept = ClientMsg::Call {
+                    conversation: conversation.clone(),
+                    action: CallAction::Accept,
+                };
+                send(&mut visitor, &accept).await?;
+                let active = |m| match m {
+                    ServerMsg::Call { call: Some(c), .. }
+                        if c.phase == escalera_protocol::CallPhase::Active =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                };
+                recv_until(&mut agent, active).await?;
+                let frame = serde_json::to_string(&ClientMsg::Signal {
+                    conversation,
+                    payload: r#"{"t":TIME}"#.into(),
+                })?
+                .replace("TIME", "{T}");
+                anyhow::Ok(Pair {
+                    a: agent,
+                    b: visitor,
+                    a_frame: frame.clone(),
+                    b_frame: frame,
+                })
+            })
+        })
+        .collect();
+    let mut pairs = Vec::with_capacity(n);
+    for t in tasks {
+        pairs.push(t.await??);
+    }
+    Ok(pairs)
+}
+
+/// `n` welcomed visitors whose conversations are stored (each said hello), joined.
+async fn stored_visitors(server: &Arc<Server>, n: usize) -> Result<Vec<(Socket, ConversationId)>> {
+    let gate = Arc::new(Semaphore::new(OPENING));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (server, gate) = (server.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _turn = gate.acquire().await?;
+                let (mut ws, conversation) = server.open(i, "").await?;
+                let conversation = conversation.context("a visitor has a conversation")?;
+                store_and_join(&mut ws, &conversation).await?;
+                anyhow::Ok((ws, conversation))
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+/// Stores the visitor's conversation with a first message, and joins it.
+async fn store_and_join(ws: &mut Socket, conversation: &ConversationId) -> Result<()> {
+    let hi = ClientMsg::Chat {
+        conversation: conversation.clone(),
+        client_id: ClientMsgId("hello".into()),
+        text: "hello".into(),
+    };
+    send(ws, &hi).await?;
+    recv_until(ws, |m| matches!(m, ServerMsg::Ack { .. }).then_some(())).await?;
+    let join = ClientMsg::Join {
+        conversation: conversation.clone(),
+        after_seq: 0,
+    };
+    send(ws, &join).await?;
+    recv_until(ws, |m| matches!(m, ServerMsg::Call { .. }).then_some(())).await
+}
+
+struct Chat {
+    acked_rate: f64,
+    ack: Latencies,
+    delivered: Latencies,
+    commits_per_message: f64,
+}
+
+/// Escalera: `chatters` visitors send at `chat_rate` in all, open loop, to conversations
+/// Ana's console has joined.
+async fn chat_run(plan: &Plan) -> Result<Chat> {
+    let server = Arc::new(Server::start(Kind::Escalera).await?);
+    let (_, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
+    let cookie = cookie.context("no session cookie")?;
+    let visitors = stored_visitors(&server, plan.chatters).await?;
+    let mut agent = server.agent(&cookie).await?;
+    for (_, conversation) in &visitors {
+        let join = ClientMsg::Join {
+            conversation: conversation.clone(),
+            after_seq: 1,
+        };
+        send(&mut agent, &join).await?;
+    }
+    let mut joined = 0;
+    while joined < visitors.len() {
+        recv_until(&mut agent, |m| {
+            matches!(m, ServerMsg::Call { .. }).then_some(())
+        })
+        .await?;
+        joined += 1;
+    }
+    let base = Instant::now();
+    let secs = Duration::from_secs(plan.seconds);
+    let period = Duration::from_secs_f64(plan.chatters as f64 / plan.chat_rate as f64);
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let copies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let until = started + secs;
+    let mut tasks = Vec::new();
+    for (i, (ws, conversation)) in visitors.into_iter().enumerate() {
+        let first = started + period.mul_f64(i as f64 / plan.chatters as f64);
+        let (tx, rx) = ws.split();
+        let frame = serde_json::to_string(&ClientMsg::Chat {
+            conversation,
+            client_id: ClientMsgId("CID".into()),
+            text: "a chat message of a usual length, some words".into(),
+        })?;
+        let frame = frame.replace("CID", "c{T}");
+        tasks.push(tokio::spawn(send_turns(
+            vec![(tx, frame)],
+            base,
+            first,
+            period,
+            until,
+        )));
+        tasks.push(tokio::spawn(collect_ids(
+            rx,
+            true,
+            base,
+            until,
+            acks.clone(),
+        )));
+    }
+    let (_, agent_rx) = agent.split();
+    let agent_task = tokio::spawn(collect_ids(agent_rx, false, base, until, copies.clone()));
+    for t in tasks {
+        t.await??;
+    }
+    agent_task.await??;
+    let elapsed = secs.as_secs_f64();
+    let ack = Latencies::new(std::mem::take(&mut *acks.lock().expect("acks")));
+    let delivered = Latencies::new(std::mem::take(&mut *copies.lock().expect("copies")));
+    let acked = ack.0.len() as f64;
+    let server = Arc::into_inner(server).context("the server is still shared")?;
+    let commits = server.stop().await? as f64;
+    // Every visitor's hello message was committed too.
+    let messages = acked + plan.chatters as f64;
+    println!(
+        "  Escalera   chat: {acked:.0} acks and {} agent copies in {elapsed:.1} s; {commits:.0} group commits",
+        delivered.0.len()
+    );
+    Ok(Chat {
+        acked_rate: acked / elapsed,
+        ack,
+        delivered,
+        commits_per_message: commits / messages,
+    })
+}
+
+/// Reads frames until a moment after `until`, recording the latency of every ack (`acks`)
+/// or else every message whose client id carries a send time (`c<micros>`).
+async fn collect_ids(
+    mut rx: SplitStream<Socket>,
+    acks: bool,
+    base: Instant,
+    until: Instant,
+    out: Arc<Mutex<Vec<f64>>>,
+) -> Result<()> {
+    let grace = until + Duration::from_secs(2);
+    let mut mine = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            f = rx.next() => f,
+            () = tokio::time::sleep_until(grace.into()) => break,
+        };
+        let Some(frame) = frame else { break };
+        let WsMessage::Text(text) = frame? else {
+            continue;
+        };
+        let id = match serde_json::from_str::<ServerMsg>(text.as_str()) {
+            Ok(ServerMsg::Ack { client_id, .. }) if acks => client_id,
+            Ok(ServerMsg::Message(m)) if !acks => match m.client_id {
+                Some(id) => id,
+                None => continue,
+            },
+            Ok(ServerMsg::Error { code, message, .. }) => bail!("chat: {code:?} {message}"),
+            _ => continue,
+        };
+        if let Some(sent) = id.0.strip_prefix('c').and_then(|t| t.parse::<u64>().ok()) {
+            mine.push((micros(base).saturating_sub(sent)) as f64 / 1e6);
+        }
+    }
+    out.lock().expect("latencies").extend(mine);
+    Ok(())
+}
