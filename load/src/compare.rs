@@ -8,6 +8,8 @@
 //! - `signal`: M pairs in active calls exchange signalling frames at an aggregate rate,
 //!   taking turns in direction: latency p50/p99/max, the rate delivered, and the server's CPU
 //!   seconds per 100,000 frames.
+//! - `logins` (Escalera only): resident memory before the first agent login, after it, and
+//!   after 200 (argon2 needs 19 MiB per check; the relay keeps one buffer per hashing slot).
 //! - `chat` (Escalera only): visitors send chat messages at a set rate to conversations one
 //!   agent's console has joined: send to ack and send to the agent's copy, p50/p99, the rate
 //!   acknowledged, and SQLite group commits (one fsync each) per message.
@@ -231,6 +233,12 @@ async fn escalera(dir: &tempfile::TempDir, addr: SocketAddr) -> Result<(Child, S
         .args(crate::LIFTED)
         .args(["--agent-reserve", "0", "--idle-timeout", "3600"])
         .args(["--call-actions-per-minute", "1000000"])
+        .args([
+            "--login-per-address",
+            "1000000",
+            "--login-per-account",
+            "1000000",
+        ])
         .env("ESCALERA_LOG", "warn,escalera_relay=info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -416,8 +424,17 @@ pub async fn run(plan: Plan) -> Result<()> {
         "s",
         "",
     );
-    let chat = chat_run(&plan).await?;
     let nan = f64::NAN;
+    let logins = logins_run().await?;
+    row("RSS before any login".into(), (logins[0], nan), "MiB", "");
+    row("RSS after 1 login".into(), (logins[1], nan), "MiB", "");
+    row(
+        "RSS after 200 more logins".into(),
+        (logins[2], nan),
+        "MiB",
+        "as after 1",
+    );
+    let chat = chat_run(&plan).await?;
     row(
         format!("chat acks per second, offered {}/s", plan.chat_rate),
         (chat.acked_rate, nan),
@@ -766,6 +783,31 @@ async fn store_and_join(ws: &mut Socket, conversation: &ConversationId) -> Resul
     };
     send(ws, &join).await?;
     recv_until(ws, |m| matches!(m, ServerMsg::Call { .. }).then_some(())).await
+}
+
+/// Escalera: resident memory (MiB) before any login, after one and after 200, four at a
+/// time.
+async fn logins_run() -> Result<[f64; 3]> {
+    let server = Arc::new(Server::start(Kind::Escalera).await?);
+    let mib = |s: &Server| s.rss_kib() / 1024.0;
+    let before = mib(&server);
+    let one = || async {
+        let (status, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
+        cookie.with_context(|| format!("login: {status}"))
+    };
+    one().await?;
+    let after_one = mib(&server);
+    for _ in 0..50 {
+        let four = futures_util::future::join_all((0..4).map(|_| one())).await;
+        for cookie in four {
+            cookie?;
+        }
+    }
+    let after = mib(&server);
+    println!(
+        "  Escalera   logins: RSS {before:.1} MiB, {after_one:.1} after one, {after:.1} after 201"
+    );
+    Ok([before, after_one, after])
 }
 
 struct Chat {

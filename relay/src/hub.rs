@@ -20,7 +20,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
+use axum::extract::ws::Message as WsMessage;
 use escalera_protocol::{
     AgentId, ClientMsgId, ConversationId, ErrorCode, MediaConfig, Message, ServerMsg, VisitorToken,
 };
@@ -28,8 +28,9 @@ use futures_channel::mpsc as outbox;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-/// The sending end of a connection's outbox.
-type Outbox = outbox::Sender<Utf8Bytes>;
+/// The sending end of a connection's outbox (boxed: a queue allocates a node per frame,
+/// and one empty node up front).
+type Outbox = outbox::Sender<Box<ServerMsg>>;
 
 use crate::bus::Bus;
 use crate::core::{
@@ -163,9 +164,36 @@ impl Hub {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the core makes of `event`, now.
+    /// What the core makes of `event`, now. What it sends is queued on the sockets before
+    /// the core is unlocked, so a socket gets what one decision sends before what any later
+    /// one does (a welcome before the list's first update, a history before the live
+    /// messages that follow it); the other effects are returned.
     fn feed(&self, event: Event) -> Vec<Effect> {
-        self.lock_core().handle(now_ms(), event)
+        let mut core = self.lock_core();
+        let effects = core.handle(now_ms(), event);
+        let mut later = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Send(peer, msg) => self.deliver(peer, msg),
+                Effect::Close(peer) => {
+                    // Dropping the outbox ends the socket after what was queued goes out.
+                    self.outboxes().remove(&peer);
+                }
+                Effect::SendMedia { peer, conversation } => {
+                    let media = self.media_config();
+                    self.deliver(
+                        peer,
+                        ServerMsg::Media {
+                            conversation,
+                            media,
+                        },
+                    );
+                }
+                other => later.push(other),
+            }
+        }
+        drop(core);
+        later
     }
 
     /// Feeds `event` and carries out everything that follows from it, to the end.
@@ -630,12 +658,11 @@ impl Hub {
     /// Queues `msg` for `peer`. A peer whose outbox is full loses it, which ends its writer
     /// and so its connection.
     fn deliver(&self, peer: PeerId, msg: ServerMsg) {
-        let text = serde_json::to_string(&msg).expect("ServerMsg always serialises");
         let mut outboxes = self.outboxes();
         let Some(tx) = outboxes.get_mut(&peer) else {
             return;
         };
-        if tx.try_send(text.into()).is_err() {
+        if tx.try_send(Box::new(msg)).is_err() {
             tracing::warn!(?peer, "outbox full or closed, cutting the connection");
             outboxes.remove(&peer);
         }
@@ -709,10 +736,10 @@ impl Hub {
         }
     }
 
-    fn open(&self, caller: Caller, room: usize) -> (PeerId, outbox::Receiver<Utf8Bytes>) {
+    fn open(&self, caller: Caller, room: usize) -> (PeerId, outbox::Receiver<Box<ServerMsg>>) {
         let peer = PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed));
         // A sender's own slot counts too: `room` frames in all.
-        let (tx, rx) = outbox::channel::<Utf8Bytes>(room.saturating_sub(1));
+        let (tx, rx) = outbox::channel::<Box<ServerMsg>>(room.saturating_sub(1));
         self.outboxes().insert(peer, tx);
         let effects = self.feed(Event::Opened { peer, caller });
         debug_assert!(effects.is_empty());
@@ -738,9 +765,9 @@ impl Hub {
         loop {
             let frame = tokio::select! {
                 frame = stream.next() => frame,
-                text = outbox.next() => match text {
-                    Some(text) => {
-                        open = sink.send(WsMessage::Text(text)).await.is_ok();
+                msg = outbox.next() => match msg {
+                    Some(msg) => {
+                        open = sink.send(text(&msg)).await.is_ok();
                         if open { continue } else { break }
                     }
                     None => break, // closed by the core, or cut
@@ -772,8 +799,8 @@ impl Hub {
                 tokio::select! {
                     biased;
                     () = &mut handling => break,
-                    Some(text) = outbox.next(), if open => {
-                        open = sink.send(WsMessage::Text(text)).await.is_ok();
+                    Some(msg) = outbox.next(), if open => {
+                        open = sink.send(text(&msg)).await.is_ok();
                     }
                 }
             }
@@ -786,8 +813,8 @@ impl Hub {
         if open {
             // What was queued before the end goes out, then a close frame: briefly.
             let flush = async {
-                while let Some(text) = outbox.next().await {
-                    if sink.send(WsMessage::Text(text)).await.is_err() {
+                while let Some(msg) = outbox.next().await {
+                    if sink.send(text(&msg)).await.is_err() {
                         return;
                     }
                 }
@@ -834,11 +861,7 @@ impl Hub {
         self.outboxes().remove(&peer);
         self.run(Event::Closed { peer }).await;
         while let Some(answer) = answers.next().await {
-            let answer: ServerMsg = match serde_json::from_str(answer.as_str()) {
-                Ok(m) => m,
-                Err(_) => continue,
-            };
-            match answer {
+            match *answer {
                 ServerMsg::Message(m) => return Ok(m),
                 ServerMsg::Error { code, message, .. } => return Err(Refused { code, message }),
                 _ => {}
@@ -846,6 +869,12 @@ impl Hub {
         }
         Err(RelayError::Internal.into())
     }
+}
+
+/// A server message as a WebSocket text frame.
+fn text(msg: &ServerMsg) -> WsMessage {
+    let json = serde_json::to_string(msg).expect("ServerMsg always serialises");
+    WsMessage::Text(json.into())
 }
 
 fn failed(
