@@ -1512,8 +1512,10 @@ impl Core {
             }
             *site_name = name.clone();
             *features = new_features;
-            *look = new_look.clone();
-            if p.hello == Hello::Done {
+            if p.hello != Hello::Done {
+                // For the welcome still to come (a welcomed socket keeps no look).
+                *look = new_look.clone();
+            } else {
                 out.send(
                     *id,
                     ServerMsg::Site {
@@ -2515,7 +2517,7 @@ impl Core {
             features,
             look,
             ..
-        } = &p.caller
+        } = &mut p.caller
         else {
             return;
         };
@@ -2570,7 +2572,8 @@ impl Core {
                 closed: meta.closed,
                 rated: meta.rated,
                 features: *features,
-                look: look.clone(),
+                // Needed for the welcome only: an idle socket keeps no copy.
+                look: std::mem::take(look),
             },
         );
         let set = self.visitors.entry(meta.id.clone()).or_default();

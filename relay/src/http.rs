@@ -353,7 +353,7 @@ async fn agent_socket(
 /// What a socket reads into before it grows for a larger frame: most frames are chat lines
 /// and ICE candidates, far below this. tungstenite's default (128 KiB, zero-filled before
 /// each read) was 90 % of an idle socket's memory.
-const READ_BUFFER: usize = 2 * 1024;
+const READ_BUFFER: usize = 1024;
 /// At most this much may wait unwritten for a slow client before its socket fails.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 

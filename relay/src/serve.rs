@@ -203,6 +203,13 @@ impl AsyncRead for Counted {
         if read.is_ready() {
             if buf.filled().len() > before && self.first_byte.take().is_some() {
                 self.hush.spoke.store(true, Ordering::Relaxed);
+                // The waker is the HTTP task's: kept, it would keep that whole task's memory
+                // for as long as the WebSocket it became lives.
+                self.hush
+                    .waker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
             }
             return read;
         }

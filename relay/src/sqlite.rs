@@ -739,26 +739,25 @@ fn conversation_meta(c: &Connection, id: &ConversationId) -> Result<Option<Conve
 
 fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
     let Some((name, features, look, identity_secret, identity_required)) = c
-        .query_row(
+        .prepare_cached(
             "SELECT name, features, look, identity_secret, identity_required
              FROM sites WHERE key = ?1",
-            [&key.0],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    features_col(r.get(1)?),
-                    look_col(r.get(2)?),
-                    r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    r.get(4)?,
-                ))
-            },
-        )
+        )?
+        .query_row([&key.0], |r| {
+            Ok((
+                r.get(0)?,
+                features_col(r.get(1)?),
+                look_col(r.get(2)?),
+                r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                r.get(4)?,
+            ))
+        })
         .optional()?
     else {
         return Ok(None);
     };
     let mut stmt =
-        c.prepare("SELECT origin FROM site_origins WHERE site_key = ?1 ORDER BY origin")?;
+        c.prepare_cached("SELECT origin FROM site_origins WHERE site_key = ?1 ORDER BY origin")?;
     let origins = stmt
         .query_map([&key.0], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -921,7 +920,9 @@ impl Directory for SqliteStore {
     }
 
     fn site(&self, key: SiteKey) -> StoreFuture<'_, Option<Site>> {
-        self.dir(move |c| site_row(c, &key))
+        // Every visitor socket asks: from the pool of readers, not the one directory
+        // connection.
+        self.read(move |c| site_row(c, &key))
     }
 
     fn add_agent(
