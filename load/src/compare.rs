@@ -63,6 +63,14 @@ pub struct Plan {
     pub chat_rate: u64,
     /// Seconds each measured run lasts.
     pub seconds: u64,
+    /// The parts to run: `idle`, `signal`, `logins`, `chat` (all when empty).
+    pub parts: Vec<String>,
+}
+
+impl Plan {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.is_empty() || self.parts.iter().any(|p| p == part)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -368,8 +376,12 @@ pub async fn run(plan: Plan) -> Result<()> {
     let mut idle = HashMap::new();
     let mut signal = HashMap::new();
     for kind in [Kind::Escalera, Kind::PeerServer] {
-        idle.insert(kind, idle_run(kind, plan.idle).await?);
-        signal.insert(kind, signal_run(kind, &plan).await?);
+        if plan.runs("idle") {
+            idle.insert(kind, idle_run(kind, plan.idle).await?);
+        }
+        if plan.runs("signal") {
+            signal.insert(kind, signal_run(kind, &plan).await?);
+        }
     }
     let both = |f: &dyn Fn(Kind) -> f64| (f(Kind::Escalera), f(Kind::PeerServer));
     let mut row = |figure: String, (e, p): (f64, f64), unit, goal| {
@@ -381,96 +393,104 @@ pub async fn run(plan: Plan) -> Result<()> {
             goal,
         })
     };
-    row(
-        format!("memory per idle socket, {} open", plan.idle),
-        both(&|k| idle[&k].kib_per_socket),
-        "KiB",
-        "<= 8, and <= PeerServer's",
-    );
-    row(
-        "sockets opened per second".into(),
-        both(&|k| idle[&k].open_rate),
-        "/s",
-        ">= 5,000",
-    );
-    let s = |k: Kind| &signal[&k];
-    row(
-        format!("signal p50, {} pairs at {}/s", plan.pairs, plan.signal_rate),
-        both(&|k| s(k).latency.pct(0.5) * 1e3),
-        "ms",
-        "",
-    );
-    row(
-        "signal p99".into(),
-        both(&|k| s(k).latency.pct(0.99) * 1e3),
-        "ms",
-        "< 2",
-    );
-    row(
-        "signal max".into(),
-        both(&|k| s(k).latency.pct(1.0) * 1e3),
-        "ms",
-        "",
-    );
-    row(
-        "signal frames delivered per second".into(),
-        both(&|k| s(k).delivered_rate),
-        "/s",
-        "",
-    );
-    row(
-        "server CPU per 100k signal frames".into(),
-        both(&|k| s(k).cpu_per_100k),
-        "s",
-        "",
-    );
+    if plan.runs("idle") {
+        row(
+            format!("memory per idle socket, {} open", plan.idle),
+            both(&|k| idle[&k].kib_per_socket),
+            "KiB",
+            "<= 8, and <= PeerServer's",
+        );
+        row(
+            "sockets opened per second".into(),
+            both(&|k| idle[&k].open_rate),
+            "/s",
+            ">= 5,000",
+        );
+    }
+    if plan.runs("signal") {
+        let s = |k: Kind| &signal[&k];
+        row(
+            format!("signal p50, {} pairs at {}/s", plan.pairs, plan.signal_rate),
+            both(&|k| s(k).latency.pct(0.5) * 1e3),
+            "ms",
+            "",
+        );
+        row(
+            "signal p99".into(),
+            both(&|k| s(k).latency.pct(0.99) * 1e3),
+            "ms",
+            "< 2",
+        );
+        row(
+            "signal max".into(),
+            both(&|k| s(k).latency.pct(1.0) * 1e3),
+            "ms",
+            "",
+        );
+        row(
+            "signal frames delivered per second".into(),
+            both(&|k| s(k).delivered_rate),
+            "/s",
+            "",
+        );
+        row(
+            "server CPU per 100k signal frames".into(),
+            both(&|k| s(k).cpu_per_100k),
+            "s",
+            "",
+        );
+    }
     let nan = f64::NAN;
-    let logins = logins_run().await?;
-    row("RSS before any login".into(), (logins[0], nan), "MiB", "");
-    row("RSS after 1 login".into(), (logins[1], nan), "MiB", "");
-    row(
-        "RSS after 200 more logins".into(),
-        (logins[2], nan),
-        "MiB",
-        "as after 1",
-    );
-    let chat = chat_run(&plan).await?;
-    row(
-        format!("chat acks per second, offered {}/s", plan.chat_rate),
-        (chat.acked_rate, nan),
-        "/s",
-        ">= 10,000",
-    );
-    row(
-        "chat send to ack p50".into(),
-        (chat.ack.pct(0.5) * 1e3, nan),
-        "ms",
-        "",
-    );
-    row(
-        "chat send to ack p99".into(),
-        (chat.ack.pct(0.99) * 1e3, nan),
-        "ms",
-        "< 10",
-    );
-    row(
-        "chat send to the agent's copy p50".into(),
-        (chat.delivered.pct(0.5) * 1e3, nan),
-        "ms",
-        "",
-    );
-    row(
-        "chat send to the agent's copy p99".into(),
-        (chat.delivered.pct(0.99) * 1e3, nan),
-        "ms",
-        "",
-    );
-    row(
-        "fsyncs (group commits) per chat message".into(),
-        (chat.commits_per_message, nan),
-        "",
-        "",
-    );
+    if plan.runs("logins") {
+        let logins = logins_run().await?;
+        row("RSS before any login".into(), (logins[0], nan), "MiB", "");
+        row("RSS after 1 login".into(), (logins[1], nan), "MiB", "");
+        row(
+            "RSS after 200 more logins".into(),
+            (logins[2], nan),
+            "MiB",
+            "as after 1",
+        );
+    }
+    if plan.runs("chat") {
+        let chat = chat_run(&plan).await?;
+        row(
+            format!("chat acks per second, offered {}/s", plan.chat_rate),
+            (chat.acked_rate, nan),
+            "/s",
+            ">= 10,000",
+        );
+        row(
+            "chat send to ack p50".into(),
+            (chat.ack.pct(0.5) * 1e3, nan),
+            "ms",
+            "",
+        );
+        row(
+            "chat send to ack p99".into(),
+            (chat.ack.pct(0.99) * 1e3, nan),
+            "ms",
+            "< 10",
+        );
+        row(
+            "chat send to the agent's copy p50".into(),
+            (chat.delivered.pct(0.5) * 1e3, nan),
+            "ms",
+            "",
+        );
+        row(
+            "chat send to the agent's copy p99".into(),
+            (chat.delivered.pct(0.99) * 1e3, nan),
+            "ms",
+            "",
+        );
+        row(
+            "fsyncs (group commits) per chat message".into(),
+            (chat.commits_per_message, nan),
+            "",
+            "",
+        );
+    }
     println!();
     print(&rows);
     Ok(())

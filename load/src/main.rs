@@ -15,7 +15,7 @@
 //!
 //! Usage: `escalera-load [chat|rejoin|all|abuse|compare] [--seconds N]
 //! [--conversations 1,100,1000] [--idle N] [--pairs N] [--signal-rate N] [--chatters N]
-//! [--chat-rate N]`.
+//! [--chat-rate N] [--parts idle,signal,logins,chat]`.
 //! The relay binary is `$ESCALERA_BIN`, else `target/release/escalera`.
 
 mod abuse;
@@ -83,6 +83,7 @@ fn args() -> Result<Args> {
             chatters: 1_000,
             chat_rate: 10_000,
             seconds: 10,
+            parts: Vec::new(),
         },
     };
     let mut it = std::env::args().skip(1);
@@ -103,6 +104,14 @@ fn args() -> Result<Args> {
                 a.plan.signal_rate = it.next().context("--signal-rate N")?.parse()?
             }
             "--chatters" => a.plan.chatters = it.next().context("--chatters N")?.parse()?,
+            "--parts" => {
+                a.plan.parts = it
+                    .next()
+                    .context("--parts idle,signal,logins,chat")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+            }
             "--chat-rate" => a.plan.chat_rate = it.next().context("--chat-rate N")?.parse()?,
             "chat" | "rejoin" | "all" | "abuse" | "compare" => a.scenario = arg,
             other => bail!("unknown argument {other}: see the header of load/src/main.rs"),

@@ -256,14 +256,13 @@ pub enum Reply {
 /// later relay node can deliver it to its own connections).
 #[derive(Clone, Debug, PartialEq)]
 pub enum BusEvent {
-    /// A message was stored; `summary` is the conversation's new list row for the site's agents.
+    /// A message was stored (the site's agents get the conversation's new list row at the
+    /// next [`Event::Flush`]).
     Message {
         /// The site.
         site: SiteKey,
         /// The stored message.
         message: Box<Message>,
-        /// The list row.
-        summary: Option<Box<ConversationSummary>>,
     },
     /// An agent took the conversation: its visitor is told.
     AgentJoined {
@@ -457,8 +456,6 @@ pub enum Event {
         message: Message,
         /// False when it was a resend of a stored message.
         fresh: bool,
-        /// The conversation's list row, when fresh.
-        summary: Option<ConversationSummary>,
     },
     /// A store request for `peer` failed.
     Failed {
@@ -534,6 +531,11 @@ pub enum Event {
     },
     /// The clock: ends calls that rang too long, or waited too long for an end.
     Tick,
+    /// A few times a second: the list rows of conversations that got messages since the last
+    /// flush are read, once each however many messages came.
+    Flush,
+    /// The list rows read for a flush: to the agents of each one's site.
+    Summaries(Vec<ConversationSummary>),
 }
 
 /// What the core asks the hub to do.
@@ -590,6 +592,8 @@ pub enum Effect {
         /// Its conversation.
         conversation: ConversationId,
     },
+    /// Read these conversations' list rows; answer with [`Event::Summaries`].
+    LoadSummaries(Vec<ConversationId>),
     /// Read an agent's list and read marks; answer with [`Event::DeskReady`].
     LoadDesk {
         /// The agent's connection.
@@ -1015,6 +1019,8 @@ pub struct Core {
     /// Agent connections by site, and those serving every site.
     site_agents: HashMap<SiteKey, BTreeSet<PeerId>>,
     all_sites_agents: BTreeSet<PeerId>,
+    /// Conversations with new messages whose list rows this node's agents have not had yet.
+    unlisted: BTreeSet<ConversationId>,
     calls: HashMap<ConversationId, Call>,
     /// When the agents' sessions were last checked.
     sessions_checked: i64,
@@ -1233,8 +1239,7 @@ impl Core {
                 site,
                 message,
                 fresh,
-                summary,
-            } => self.appended(reply, site, message, fresh, summary, &mut out),
+            } => self.appended(reply, site, message, fresh, &mut out),
             Event::Failed {
                 peer,
                 conversation,
@@ -1287,6 +1292,19 @@ impl Core {
                 }
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::Flush => {
+                if !self.unlisted.is_empty() {
+                    let ids = std::mem::take(&mut self.unlisted).into_iter().collect();
+                    out.push(Effect::LoadSummaries(ids));
+                }
+            }
+            Event::Summaries(rows) => {
+                for row in rows {
+                    for peer in self.agents_of(&row.site) {
+                        out.send(peer, ServerMsg::Conversation(row.clone()));
+                    }
+                }
+            }
             Event::Concluded {
                 peer,
                 meta,
@@ -2461,7 +2479,6 @@ impl Core {
         site: SiteKey,
         message: Message,
         fresh: bool,
-        summary: Option<ConversationSummary>,
         out: &mut Out,
     ) {
         match (reply, &message.client_id) {
@@ -2493,7 +2510,6 @@ impl Core {
             out.push(Effect::Publish(BusEvent::Message {
                 site,
                 message: Box::new(message),
-                summary: summary.map(Box::new),
             }));
         }
     }
@@ -2771,11 +2787,7 @@ impl Core {
 
     fn delivered(&mut self, event: BusEvent, out: &mut Out) {
         match event {
-            BusEvent::Message {
-                site,
-                message,
-                summary,
-            } => {
+            BusEvent::Message { site, message } => {
                 let cap = self.limits.catch_up_buffer;
                 let note = message.author == Author::Note;
                 for peer in self
@@ -2802,10 +2814,8 @@ impl Core {
                         None => {}
                     }
                 }
-                if let Some(summary) = summary {
-                    for peer in self.agents_of(&site) {
-                        out.send(peer, ServerMsg::Conversation((*summary).clone()));
-                    }
+                if self.agents_of(&site).next().is_some() {
+                    self.unlisted.insert(message.conversation.clone());
                 }
             }
             BusEvent::AgentJoined {
@@ -4072,25 +4082,33 @@ mod tests {
             site: site("s1"),
             message: stored.clone(),
             fresh: true,
-            summary: Some(summary.clone()),
         });
         assert!(matches!(sent(&e)[..], [(1, ServerMsg::Ack { seq: 1, .. })]));
         let Some(Effect::Publish(event)) = e.last().cloned() else {
             panic!("{e:?}")
         };
-        let out = sent(&w.ev(Event::Delivered(event)));
-        let to: Vec<u64> = out.iter().map(|(p, _)| *p).collect();
-        // Members of c1 get the message; agents of s1 the list row; nobody else anything.
-        assert_eq!(to, vec![1, 10, 10]);
-        assert_eq!(out[0].1, ServerMsg::Message(stored.clone()));
-        assert_eq!(out[2].1, ServerMsg::Conversation(summary));
+        // Twice: the list row is read once at the flush, however many messages came.
+        for _ in 0..2 {
+            let out = sent(&w.ev(Event::Delivered(event.clone())));
+            let to: Vec<u64> = out.iter().map(|(p, _)| *p).collect();
+            // Members of c1 get the message; nobody else anything yet.
+            assert_eq!(to, vec![1, 10]);
+            assert_eq!(out[0].1, ServerMsg::Message(stored.clone()));
+        }
+        assert_eq!(
+            w.ev(Event::Flush),
+            vec![Effect::LoadSummaries(vec!["c1".into()])]
+        );
+        assert!(w.ev(Event::Flush).is_empty());
+        // The row goes to the agents of s1 only.
+        let out = sent(&w.ev(Event::Summaries(vec![summary.clone()])));
+        assert_eq!(out, vec![(10, ServerMsg::Conversation(summary))]);
         // A resend is acked again, and not published twice.
         let e = w.ev(Event::Appended {
             reply: Reply::Ack(PeerId(1)),
             site: site("s1"),
             message: stored,
             fresh: false,
-            summary: None,
         });
         assert_eq!(e.len(), 1);
     }
@@ -4112,7 +4130,6 @@ mod tests {
                 site: site("s1"),
                 message,
                 fresh: true,
-                summary: None,
             })
         };
         let mailed = |e: &[Effect]| {
@@ -4239,7 +4256,6 @@ mod tests {
             w.ev(Event::Delivered(BusEvent::Message {
                 site: site("s1"),
                 message: Box::new(msg("c1", seq)),
-                summary: None,
             }))
         };
         // Stored while the history is read: held, not sent.
@@ -4297,7 +4313,6 @@ mod tests {
             let e = w.ev(Event::Delivered(BusEvent::Message {
                 site: site("s1"),
                 message: Box::new(msg("c1", seq)),
-                summary: None,
             }));
             closed |= e.contains(&Effect::Close(PeerId(1)));
         }

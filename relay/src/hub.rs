@@ -55,6 +55,9 @@ type Desk = (
 
 /// How many frames may wait for a slow connection before it is cut.
 const OUTBOX: usize = 256;
+/// How often the agents' list rows of conversations with new messages go out: one update
+/// per conversation per flush, however many messages came.
+const FLUSH_MS: u64 = 200;
 /// Conversation lanes: appends to conversations in one lane are serialised.
 const LANES: usize = 1024;
 
@@ -302,6 +305,13 @@ impl Hub {
                     error: stored.err().map(RelayError::from),
                 }
             }
+            Effect::LoadSummaries(ids) => match self.log.summaries_of(ids).await {
+                Ok(rows) => Event::Summaries(rows),
+                Err(e) => {
+                    tracing::warn!("cannot read the agents' list rows: {e}");
+                    return Vec::new();
+                }
+            },
             Effect::LoadDesk { peer, agent, scope } => match self.desk(agent, scope).await {
                 Ok((team, conversations, read)) => Event::DeskReady {
                     peer,
@@ -534,7 +544,6 @@ impl Hub {
                 site,
                 message: a.message,
                 fresh: a.fresh,
-                summary: a.summary,
             })),
             Err(e) => match reply {
                 Reply::Ack(peer) | Reply::Http(peer) => {
@@ -711,12 +720,18 @@ impl Hub {
         Ok(n)
     }
 
-    /// Ticks the core's clock once a second, until shutdown.
+    /// Flushes the agents' list rows every [`FLUSH_MS`] and ticks the core's clock once a
+    /// second, until shutdown.
     pub async fn run_clock(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(FLUSH_MS));
+        for n in 0u64.. {
             tokio::select! {
-                _ = every.tick() => self.run(Event::Tick).await,
+                _ = every.tick() => {
+                    self.run(Event::Flush).await;
+                    if n.is_multiple_of(1000 / FLUSH_MS) {
+                        self.run(Event::Tick).await;
+                    }
+                }
                 () = stopped(&mut shutdown) => return,
             }
         }

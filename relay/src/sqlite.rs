@@ -772,7 +772,7 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
     }))
 }
 
-fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appended> {
+fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
     if let Some(cid) = &m.client_id {
         let mut stmt = c.prepare_cached(&format!(
             "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.client_id = ?2"
@@ -784,7 +784,6 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             return Ok(Appended {
                 message,
                 fresh: false,
-                summary: None,
             });
         }
     }
@@ -830,10 +829,6 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             .as_ref()
             .map(|e| serde_json::to_string(e).expect("an event serializes")),
     ])?;
-    let summary = c
-        .prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1 AND {LISTED}"))?
-        .query_row(params![m.conversation.0, listed_per_address], row_summary)
-        .optional()?;
     Ok(Appended {
         message: Message {
             conversation: m.conversation,
@@ -847,7 +842,6 @@ fn append(c: &Connection, m: NewMessage, listed_per_address: u32) -> Result<Appe
             at: m.at,
         },
         fresh: true,
-        summary,
     })
 }
 
@@ -1549,8 +1543,25 @@ impl Log for SqliteStore {
     }
 
     fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended> {
+        self.write(move |c| append(c, msg))
+    }
+
+    fn summaries_of(&self, ids: Vec<ConversationId>) -> StoreFuture<'_, Vec<ConversationSummary>> {
         let listed = self.listed_per_address();
-        self.write(move |c| append(c, msg, listed))
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached(&format!("{SUMMARY_SELECT} WHERE c.id = ?1 AND {LISTED}"))?;
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(row) = stmt
+                    .query_row(params![id.0, listed], row_summary)
+                    .optional()?
+                {
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })
     }
 
     fn messages_after(
@@ -1898,7 +1909,13 @@ mod tests {
         assert_eq!((one.message.seq, two.message.seq), (1, 2));
         assert!(one.fresh && two.fresh && !again.fresh);
         assert_eq!(again.message, one.message);
-        assert_eq!(two.summary.unwrap().preview, "two");
+        let preview = async || {
+            let rows = s.summaries_of(vec![conv.clone(), "unknown".into()]);
+            let rows = rows.await.unwrap();
+            assert_eq!(rows.len(), 1);
+            rows[0].preview.clone()
+        };
+        assert_eq!(preview().await, "two");
         let all = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
         assert_eq!((all.messages.len(), all.upto, all.full), (2, 2, false));
         let after = s.messages_after(conv.clone(), 1, 100, true).await.unwrap();
@@ -1910,8 +1927,8 @@ mod tests {
                 client_id: None,
                 ..chat(&conv, "", "Ana joined the conversation")
             };
-            let stored = s.append(line).await.unwrap();
-            assert_eq!(stored.summary.unwrap().preview, "two");
+            s.append(line).await.unwrap();
+            assert_eq!(preview().await, "two");
         }
         // A system line keeps what it records, for each browser's language.
         let joined = SystemEvent::Joined {

@@ -135,8 +135,6 @@ pub struct Appended {
     pub message: Message,
     /// False when it was a resend of a stored message (nothing was written).
     pub fresh: bool,
-    /// The conversation's list row after it, when fresh.
-    pub summary: Option<ConversationSummary>,
 }
 
 /// Sites, agents, sessions and settings: small, read often, written rarely.
@@ -286,6 +284,9 @@ pub trait Log: Send + Sync + 'static {
     /// unless one with the same `client_id` is already in that conversation. Resolves after
     /// the commit is durable.
     fn append(&self, msg: NewMessage) -> StoreFuture<'_, Appended>;
+    /// The agents' list rows of these conversations, for those that are listed (see
+    /// `welcome_agent` in protocol/README.md). Never waits for writers.
+    fn summaries_of(&self, ids: Vec<ConversationId>) -> StoreFuture<'_, Vec<ConversationSummary>>;
     /// Up to `limit` messages after `after_seq`, oldest first (without the agents' notes
     /// unless `notes`). Never waits for writers.
     fn messages_after(
