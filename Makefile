@@ -62,7 +62,7 @@ abuse: build
 
 ## load: one node at its limit beside PeerServer: idle sockets, signalling, chat (README figures)
 load: build
-	scripts/load.sh
+	scripts/load.sh --seconds 10
 
 clean:
 	rm -rf target client/dist

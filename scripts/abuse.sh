@@ -6,10 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ESCALERA_BIN="$PWD/target/release/escalera"
 cargo build --locked --release -p escalera-load
+source scripts/lib.sh
 run() { bash -c 'ulimit -n "$(ulimit -Hn)" && exec target/release/escalera-load abuse "$@"' _ "$@"; }
-if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-  export -f run
-  unshare -n -p -f --mount-proc bash -c 'ip link set lo up && run "$@"' _ "$@"
-else
-  run "$@"
-fi
+export -f run
+isolated run "$@"

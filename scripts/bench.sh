@@ -6,14 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ESCALERA_BIN="$PWD/target/release/escalera"
 
-# Runs a command in a fresh loopback-only network namespace when possible.
-isolated() {
-  if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-    unshare -n -p -f --mount-proc bash -c 'ip link set lo up && "$@"' _ "$@"
-  else
-    "$@"
-  fi
-}
+source scripts/lib.sh
 
 scripts/size.sh
 echo

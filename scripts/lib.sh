@@ -28,3 +28,14 @@ step() {
   fi
   say "  done in $(($(date +%s) - start)) s"
 }
+
+# isolated CMD...: runs CMD in a fresh loopback-only network namespace when root (so load and
+# attack traffic can reach nothing but loopback), else as it is. CMD may be a function
+# exported with `export -f`.
+isolated() {
+  if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
+    unshare -n -p -f --mount-proc bash -c 'ip link set lo up && "$@"' _ "$@"
+  else
+    "$@"
+  fi
+}

@@ -10,10 +10,7 @@ export ESCALERA_BIN="$PWD/target/release/escalera"
 ESCALERA_PEERSERVER=$(scripts/tools.sh --load | tail -n 1)
 export ESCALERA_PEERSERVER
 cargo build --locked --release -p escalera-load
+source scripts/lib.sh
 run() { bash -c 'ulimit -n "$(ulimit -Hn)" && exec target/release/escalera-load compare "$@"' _ "$@"; }
-if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-  export -f run
-  unshare -n -p -f --mount-proc bash -c 'ip link set lo up && run "$@"' _ "$@"
-else
-  run "$@"
-fi
+export -f run
+isolated run "$@"

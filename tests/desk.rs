@@ -761,7 +761,14 @@ async fn the_agent_sees_the_visitors_page_live_and_names_them() {
         "The visitor's details: Inês Duarte · ines@example.com",
     )
     .await;
-    assert_eq!(open_row_label(&ana).await, "Inês Duarte");
+    // The list's row follows within a flush of the agents' list (0.2 s).
+    ana.wait_js(
+        "the open conversation's row named Inês Duarte",
+        "const r = document.querySelector('[data-testid=conversation].active .name');
+         return r && r.textContent === arguments[0]",
+        vec![json!("Inês Duarte")],
+    )
+    .await;
     for b in [ana, visitor] {
         b.close().await;
     }

@@ -612,7 +612,8 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
             until,
         )));
         for rx in [a_rx, b_rx] {
-            tasks.push(tokio::spawn(collect(rx, base, until, latencies.clone())));
+            let out = latencies.clone();
+            tasks.push(tokio::spawn(collect(rx, base, until, out, signal_clock)));
         }
     }
     for t in tasks {
@@ -659,12 +660,14 @@ async fn send_turns(
     Ok(())
 }
 
-/// Reads signalling frames until a moment after `until`, recording each one's latency.
+/// Reads frames until a moment after `until`, recording the latency of every one that
+/// `sent_at` finds a send time (micros since `base`) in; an error from it ends the reading.
 async fn collect(
     mut rx: SplitStream<Socket>,
     base: Instant,
     until: Instant,
     out: Arc<Mutex<Vec<f64>>>,
+    sent_at: impl Fn(&str) -> Result<Option<u64>>,
 ) -> Result<()> {
     let grace = until + Duration::from_secs(2);
     let mut mine = Vec::new();
@@ -677,26 +680,29 @@ async fn collect(
         let WsMessage::Text(text) = frame? else {
             continue;
         };
-        let text = text.as_str();
-        // The clock, wherever the frame carries it: `\"t\":N` inside Escalera's opaque
-        // payload string, or `"t":N` in a PeerServer payload.
-        let escaped = r#"\"t\":"#;
-        let plain = r#""t":"#;
-        let at = match (text.find(escaped), text.find(plain)) {
-            (Some(i), _) => i + escaped.len(),
-            (None, Some(i)) => i + plain.len(),
-            (None, None) => continue,
-        };
-        let digits: String = text[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(sent) = digits.parse::<u64>() {
+        if let Some(sent) = sent_at(text.as_str())? {
             mine.push((micros(base).saturating_sub(sent)) as f64 / 1e6);
         }
     }
     out.lock().expect("latencies").extend(mine);
     Ok(())
+}
+
+/// The clock a signalling frame carries: `\"t\":N` inside Escalera's opaque payload
+/// string, or `"t":N` in a PeerServer payload.
+fn signal_clock(text: &str) -> Result<Option<u64>> {
+    let escaped = r#"\"t\":"#;
+    let plain = r#""t":"#;
+    let at = match (text.find(escaped), text.find(plain)) {
+        (Some(i), _) => i + escaped.len(),
+        (None, Some(i)) => i + plain.len(),
+        (None, None) => return Ok(None),
+    };
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok(digits.parse().ok())
 }
 
 /// Escalera: `n` visitors, each in a conversation whose voice call Ana's console (one socket
@@ -884,16 +890,12 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
             period,
             until,
         )));
-        tasks.push(tokio::spawn(collect_ids(
-            rx,
-            true,
-            base,
-            until,
-            acks.clone(),
-        )));
+        let clock = |t: &str| chat_clock(t, true);
+        tasks.push(tokio::spawn(collect(rx, base, until, acks.clone(), clock)));
     }
     let (_, agent_rx) = agent.split();
-    let agent_task = tokio::spawn(collect_ids(agent_rx, false, base, until, copies.clone()));
+    let clock = |t: &str| chat_clock(t, false);
+    let agent_task = tokio::spawn(collect(agent_rx, base, until, copies.clone(), clock));
     for t in tasks {
         t.await??;
     }
@@ -918,39 +920,17 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
     })
 }
 
-/// Reads frames until a moment after `until`, recording the latency of every ack (`acks`)
-/// or else every message whose client id carries a send time (`c<micros>`).
-async fn collect_ids(
-    mut rx: SplitStream<Socket>,
-    acks: bool,
-    base: Instant,
-    until: Instant,
-    out: Arc<Mutex<Vec<f64>>>,
-) -> Result<()> {
-    let grace = until + Duration::from_secs(2);
-    let mut mine = Vec::new();
-    loop {
-        let frame = tokio::select! {
-            f = rx.next() => f,
-            () = tokio::time::sleep_until(grace.into()) => break,
-        };
-        let Some(frame) = frame else { break };
-        let WsMessage::Text(text) = frame? else {
-            continue;
-        };
-        let id = match serde_json::from_str::<ServerMsg>(text.as_str()) {
-            Ok(ServerMsg::Ack { client_id, .. }) if acks => client_id,
-            Ok(ServerMsg::Message(m)) if !acks => match m.client_id {
-                Some(id) => id,
-                None => continue,
-            },
-            Ok(ServerMsg::Error { code, message, .. }) => bail!("chat: {code:?} {message}"),
-            _ => continue,
-        };
-        if let Some(sent) = id.0.strip_prefix('c').and_then(|t| t.parse::<u64>().ok()) {
-            mine.push((micros(base).saturating_sub(sent)) as f64 / 1e6);
-        }
-    }
-    out.lock().expect("latencies").extend(mine);
-    Ok(())
+/// The send time in a chat frame's client id (`c<micros>`): of an ack (`acks`), else of a
+/// message.
+fn chat_clock(text: &str, acks: bool) -> Result<Option<u64>> {
+    let id = match serde_json::from_str::<ServerMsg>(text) {
+        Ok(ServerMsg::Ack { client_id, .. }) if acks => client_id,
+        Ok(ServerMsg::Message(m)) if !acks => match m.client_id {
+            Some(id) => id,
+            None => return Ok(None),
+        },
+        Ok(ServerMsg::Error { code, message, .. }) => bail!("chat: {code:?} {message}"),
+        _ => return Ok(None),
+    };
+    Ok(id.0.strip_prefix('c').and_then(|t| t.parse().ok()))
 }

@@ -174,29 +174,33 @@ impl Hub {
     fn feed(&self, event: Event) -> Vec<Effect> {
         let mut core = self.lock_core();
         let effects = core.handle(now_ms(), event);
-        let mut later = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::Send(peer, msg) => self.deliver(peer, msg),
-                Effect::Close(peer) => {
-                    // Dropping the outbox ends the socket after what was queued goes out.
-                    self.outboxes().remove(&peer);
-                }
-                Effect::SendMedia { peer, conversation } => {
-                    let media = self.media_config();
-                    self.deliver(
-                        peer,
-                        ServerMsg::Media {
-                            conversation,
-                            media,
-                        },
-                    );
-                }
-                other => later.push(other),
-            }
-        }
+        let later = effects
+            .into_iter()
+            .filter_map(|e| self.queue_on_socket(e))
+            .collect();
         drop(core);
         later
+    }
+
+    /// Queues a send (or a close) on its socket; any other effect is given back.
+    fn queue_on_socket(&self, effect: Effect) -> Option<Effect> {
+        match effect {
+            Effect::Send(peer, msg) => self.deliver(peer, msg),
+            Effect::Close(peer) => {
+                // Dropping the outbox ends the socket after what was queued goes out.
+                self.outboxes().remove(&peer);
+            }
+            Effect::SendMedia { peer, conversation } => {
+                let media = self.media_config();
+                let msg = ServerMsg::Media {
+                    conversation,
+                    media,
+                };
+                self.deliver(peer, msg);
+            }
+            other => return Some(other),
+        }
+        None
     }
 
     /// Feeds `event` and carries out everything that follows from it, to the end.
@@ -210,23 +214,8 @@ impl Hub {
     /// Carries out effects that need no waiting; returns the others.
     fn execute_now(&self, effects: Vec<Effect>) -> Vec<Effect> {
         let mut later = Vec::new();
-        for effect in effects {
+        for effect in effects.into_iter().filter_map(|e| self.queue_on_socket(e)) {
             match effect {
-                Effect::Send(peer, msg) => self.deliver(peer, msg),
-                Effect::Close(peer) => {
-                    // Dropping the outbox ends the writer after it flushed what was queued.
-                    self.outboxes().remove(&peer);
-                }
-                Effect::SendMedia { peer, conversation } => {
-                    let media = self.media_config();
-                    self.deliver(
-                        peer,
-                        ServerMsg::Media {
-                            conversation,
-                            media,
-                        },
-                    );
-                }
                 Effect::Publish(event) => self.bus.publish(event),
                 Effect::Subscribe(topic) => self.bus.subscribe(topic),
                 Effect::Unsubscribe(topic) => self.bus.unsubscribe(topic),
