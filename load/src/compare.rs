@@ -10,9 +10,9 @@
 //!   seconds per 100,000 frames.
 //! - `logins` (Escalera only): resident memory before the first agent login, after it, and
 //!   after 200 (argon2 needs 19 MiB per check; the relay keeps one buffer per hashing slot).
-//! - `chat` (Escalera only): visitors send chat messages at a set rate to conversations one
-//!   agent's console has joined: send to ack and send to the agent's copy, p50/p99, the rate
-//!   acknowledged, and SQLite group commits (one fsync each) per message.
+//! - `chat` (Escalera only): visitors send chat messages at a set rate to conversations the
+//!   agent's consoles have joined (100 each): send to ack and send to the agent's copy,
+//!   p50/p99, the rate acknowledged, and SQLite group commits (one fsync each) per message.
 //!
 //! It prints figures and asserts nothing; the goals are in README.
 
@@ -843,28 +843,33 @@ struct Chat {
     commits_per_message: f64,
 }
 
+/// Conversations each of Ana's consoles joins in the chat part.
+const PER_CONSOLE: usize = 100;
+
 /// Escalera: `chatters` visitors send at `chat_rate` in all, open loop, to conversations
-/// Ana's console has joined.
+/// Ana's consoles have joined.
 async fn chat_run(plan: &Plan) -> Result<Chat> {
     let server = Arc::new(Server::start(Kind::Escalera).await?);
     let (_, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
     let cookie = cookie.context("no session cookie")?;
     let visitors = stored_visitors(&server, plan.chatters).await?;
-    let mut agent = server.agent(&cookie).await?;
-    for (_, conversation) in &visitors {
-        let join = ClientMsg::Join {
-            conversation: conversation.clone(),
-            after_seq: 1,
-        };
-        send(&mut agent, &join).await?;
-    }
-    let mut joined = 0;
-    while joined < visitors.len() {
-        recv_until(&mut agent, |m| {
-            matches!(m, ServerMsg::Call { .. }).then_some(())
-        })
-        .await?;
-        joined += 1;
+    // Consoles of Ana's, each joined to [`PER_CONSOLE`] of the conversations (one console
+    // cannot take 10,000 messages a second: its outbox fills and the relay cuts it).
+    let mut consoles = Vec::new();
+    for slice in visitors.chunks(PER_CONSOLE) {
+        let mut agent = server.agent(&cookie).await?;
+        for (_, conversation) in slice {
+            let join = ClientMsg::Join {
+                conversation: conversation.clone(),
+                after_seq: 1,
+            };
+            send(&mut agent, &join).await?;
+        }
+        for _ in slice {
+            let joined = |m| matches!(m, ServerMsg::Call { .. }).then_some(());
+            recv_until(&mut agent, joined).await?;
+        }
+        consoles.push(agent);
     }
     let base = Instant::now();
     let secs = Duration::from_secs(plan.seconds);
@@ -893,13 +898,20 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
         let clock = |t: &str| chat_clock(t, true);
         tasks.push(tokio::spawn(collect(rx, base, until, acks.clone(), clock)));
     }
-    let (_, agent_rx) = agent.split();
-    let clock = |t: &str| chat_clock(t, false);
-    let agent_task = tokio::spawn(collect(agent_rx, base, until, copies.clone(), clock));
+    for agent in consoles {
+        let (_, agent_rx) = agent.split();
+        let clock = |t: &str| chat_clock(t, false);
+        tasks.push(tokio::spawn(collect(
+            agent_rx,
+            base,
+            until,
+            copies.clone(),
+            clock,
+        )));
+    }
     for t in tasks {
         t.await??;
     }
-    agent_task.await??;
     let elapsed = secs.as_secs_f64();
     let ack = Latencies::new(std::mem::take(&mut *acks.lock().expect("acks")));
     let delivered = Latencies::new(std::mem::take(&mut *copies.lock().expect("copies")));
