@@ -590,6 +590,21 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
                 .collect()
         }
     };
+    let frames: Vec<_> = pairs
+        .iter()
+        .map(|p| (p.a_frame.clone(), p.b_frame.clone()))
+        .collect();
+    let sockets = pairs.into_iter().flat_map(|p| [p.a, p.b]).collect();
+    let mut settled = settle(sockets).await?.into_iter();
+    let pairs: Vec<Pair> = frames
+        .into_iter()
+        .map(|(a_frame, b_frame)| Pair {
+            a: settled.next().expect("a"),
+            b: settled.next().expect("b"),
+            a_frame,
+            b_frame,
+        })
+        .collect();
     let base = Instant::now();
     let secs = Duration::from_secs(plan.seconds);
     // Each pair sends every `period`, in turn from each end; pairs are spread over a period.
@@ -633,6 +648,33 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
         cpu_per_100k: cpu / got * 100_000.0,
         latency,
     })
+}
+
+/// Reads every socket until none has had a frame for a moment (at most 60 s): what setting
+/// up left in flight (welcomes, every console's presence to every other) is not measured.
+async fn settle(sockets: Vec<Socket>) -> Result<Vec<Socket>> {
+    let quiet = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    match tokio::time::timeout(quiet, ws.next()).await {
+                        Ok(Some(frame)) => drop(frame?),
+                        Ok(None) => bail!("a socket closed while settling"),
+                        Err(_) => break,
+                    }
+                }
+                anyhow::Ok(ws)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
 }
 
 /// Sends a frame every `period` from `first`, taking turns among `senders`, until `until`.
@@ -871,6 +913,13 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
         }
         consoles.push(agent);
     }
+    let (sockets, conversations): (Vec<_>, Vec<_>) = visitors.into_iter().unzip();
+    let visitors: Vec<_> = settle(sockets)
+        .await?
+        .into_iter()
+        .zip(conversations)
+        .collect();
+    let consoles = settle(consoles).await?;
     let base = Instant::now();
     let secs = Duration::from_secs(plan.seconds);
     let period = Duration::from_secs_f64(plan.chatters as f64 / plan.chat_rate as f64);
