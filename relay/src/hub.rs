@@ -28,10 +28,6 @@ use futures_channel::mpsc as outbox;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-/// The sending end of a connection's outbox (boxed: a queue allocates a node per frame,
-/// and one empty node up front).
-type Outbox = outbox::Sender<Box<ServerMsg>>;
-
 use crate::bus::Bus;
 use crate::core::{
     Caller, ConversationMeta, Core, Effect, Event, Limits, PeerId, Reply, Role, Scope,
@@ -52,6 +48,10 @@ type Desk = (
     Vec<escalera_protocol::ConversationSummary>,
     Vec<escalera_protocol::ReadMark>,
 );
+
+/// The sending end of a connection's outbox (boxed: a queue allocates a node per frame,
+/// and one empty node up front).
+type Outbox = outbox::Sender<Box<ServerMsg>>;
 
 /// How many frames may wait for a slow connection before it is cut.
 const OUTBOX: usize = 256;
