@@ -1080,3 +1080,54 @@ async fn the_agent_sees_where_the_visitor_is_live_and_can_name_them() {
     assert_eq!(res.status(), 404);
     relay.stop().await;
 }
+
+/// protocol/README.md: `welcome_agent` answers the hello, before anything else. Consoles
+/// connect one after another while visitors keep the list changing (every message a new row
+/// for the site's agents) and the team's presence moves: each console's first frame is its
+/// welcome all the same.
+#[tokio::test]
+async fn a_consoles_first_frame_is_its_welcome_while_the_list_changes() {
+    let relay = TestRelay::start_with(Config {
+        visitor_chat_rate: 1000,
+        address_chat_rate: 1000,
+        frame_rate: 1000,
+        frame_burst: 1000,
+        ..Config::default()
+    })
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut chatters = Vec::new();
+    for v in 0..4 {
+        let (mut visitor, _, conv) = relay.visitor(None).await;
+        let stop = stop.clone();
+        chatters.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = format!("v{v}-{n}");
+                say_then(&mut visitor, &conv, &id, "still here", |_| Some(())).await;
+            }
+            n
+        }));
+    }
+    let cookie = relay.login("ana@shop.example").await;
+    let origin = format!("http://{}", relay.addr);
+    for _ in 0..40 {
+        let url = format!("ws://{}/ws/agent", relay.addr);
+        let mut ws = Ws::connect(&url, &origin, Some(&cookie)).await.unwrap();
+        ws.send(&ClientMsg::Hello {
+            protocol: escalera_protocol::PROTOCOL_VERSION,
+            token: None,
+            identity: None,
+            resume: None,
+        })
+        .await;
+        let first = ws.recv().await;
+        assert!(matches!(first, ServerMsg::WelcomeAgent { .. }), "{first:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in chatters {
+        // The list did change meanwhile.
+        assert!(c.await.unwrap() > 1);
+    }
+}
