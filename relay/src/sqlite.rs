@@ -488,7 +488,10 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, commits: &Ato
         }
         let mut finishes = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: the write lock is taken (waiting out the busy timeout) before the
+            // first read. A deferred transaction that read first fails at its first write,
+            // without waiting, if the directory's connection committed meanwhile.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Cached statements, not rusqlite's `Savepoint`, which parses its SQL each time.
             for job in batch.drain(..) {
                 tx.prepare_cached("SAVEPOINT job")?.execute([])?;

@@ -1084,7 +1084,8 @@ async fn the_agent_sees_where_the_visitor_is_live_and_can_name_them() {
 /// protocol/README.md: `welcome_agent` answers the hello, before anything else. Consoles
 /// connect one after another while visitors keep the list changing (every message a new row
 /// for the site's agents) and the team's presence moves: each console's first frame is its
-/// welcome all the same.
+/// welcome all the same, and every visitor message is stored while presence and routing
+/// write beside them (the writer's deferred transaction used to fail there).
 #[tokio::test]
 async fn a_consoles_first_frame_is_its_welcome_while_the_list_changes() {
     let relay = TestRelay::start_with(Config {
@@ -1105,7 +1106,22 @@ async fn a_consoles_first_frame_is_its_welcome_while_the_list_changes() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let id = format!("v{v}-{n}");
-                say_then(&mut visitor, &conv, &id, "still here", |_| Some(())).await;
+                visitor
+                    .send(&ClientMsg::Chat {
+                        conversation: conv.clone(),
+                        client_id: id.as_str().into(),
+                        text: "still here".into(),
+                    })
+                    .await;
+                // Every message is stored: never "could not store this" while the agents'
+                // presence and the routing write beside it.
+                visitor
+                    .recv_until(|m| match m {
+                        ServerMsg::Ack { client_id, .. } if client_id.0 == id => Some(()),
+                        ServerMsg::Error { message, .. } => panic!("{id}: {message}"),
+                        _ => None,
+                    })
+                    .await;
             }
             n
         }));
