@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use escalera_protocol::{ClientMsg, ConversationId, ServerMsg, VisitorToken, PROTOCOL_VERSION};
+use escalera_protocol::{ClientMsg, ConversationId, ServerMsg, VisitorToken};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
@@ -137,12 +137,7 @@ impl Target {
             .socket(n, &path, ORIGIN, None)
             .await
             .map_err(|s| format!("http {s}"))?;
-        let hello = ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token,
-            identity: None,
-            resume: None,
-        };
+        let hello = crate::hello(token);
         ws.send(&hello).await.map_err(|e| e.to_string())?;
         match ws.recv().await.map_err(|e| e.to_string())? {
             ServerMsg::WelcomeVisitor {
@@ -167,13 +162,7 @@ impl Target {
             .socket(1, "/ws/agent", &self.own_origin(), Some(cookie))
             .await
             .map_err(|s| anyhow::anyhow!("agent socket: {s}"))?;
-        ws.send(&ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-            identity: None,
-            resume: None,
-        })
-        .await?;
+        ws.send(&crate::hello(None)).await?;
         match ws.recv().await? {
             ServerMsg::WelcomeAgent { .. } => Ok(ws),
             other => bail!("expected the agent's welcome, got {other:?}"),

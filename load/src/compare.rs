@@ -24,9 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use escalera_protocol::{
-    CallAction, CallKind, ClientMsg, ClientMsgId, ConversationId, ServerMsg, PROTOCOL_VERSION,
-};
+use escalera_protocol::{CallAction, CallKind, ClientMsg, ClientMsgId, ConversationId, ServerMsg};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -160,7 +158,7 @@ impl Server {
         let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
         match self.kind {
             Kind::Escalera => {
-                send(&mut ws, &hello()).await?;
+                send(&mut ws, &crate::hello(None)).await?;
                 match recv(&mut ws).await? {
                     ServerMsg::WelcomeVisitor { conversation, .. } => Ok((ws, Some(conversation))),
                     other => bail!("expected a welcome, got {other:?}"),
@@ -186,7 +184,7 @@ impl Server {
             .insert("Cookie", HeaderValue::from_str(cookie)?);
         let tcp = connect_from(1, self.addr).await?;
         let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
-        send(&mut ws, &hello()).await?;
+        send(&mut ws, &crate::hello(None)).await?;
         match recv(&mut ws).await? {
             ServerMsg::WelcomeAgent { .. } => Ok(ws),
             other => bail!("expected the agent's welcome, got {other:?}"),
@@ -206,15 +204,6 @@ impl Server {
                 rest.split_whitespace().next()?.parse().ok()
             })
             .with_context(|| format!("no group-commit count in the relay's log:\n{log}"))
-    }
-}
-
-fn hello() -> ClientMsg {
-    ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: None,
-        identity: None,
-        resume: None,
     }
 }
 

@@ -205,13 +205,7 @@ impl Relay {
             .insert("Origin", HeaderValue::from_static(ORIGIN));
         let (socket, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
         let mut ws = Ws(socket);
-        ws.send(&ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token,
-            identity: None,
-            resume: None,
-        })
-        .await?;
+        ws.send(&hello(token)).await?;
         match ws.recv().await? {
             ServerMsg::WelcomeVisitor {
                 token,
@@ -220,6 +214,16 @@ impl Relay {
             } => Ok((ws, token, conversation)),
             other => bail!("expected a welcome, got {other:?}"),
         }
+    }
+}
+
+/// A hello: a visitor's (resuming `token`'s conversation if given), or an agent's.
+fn hello(token: Option<VisitorToken>) -> ClientMsg {
+    ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        token,
+        identity: None,
+        resume: None,
     }
 }
 

@@ -352,22 +352,8 @@ async fn invisible_messages_long_client_ids_and_bidi_file_names_are_refused_or_c
 
 /// An agent's socket on the session `cookie`, welcomed.
 async fn console(relay: &TestRelay, cookie: &str) -> Ws {
-    let mut ws = Ws::connect(
-        &relay.url("/ws/agent").replace("http://", "ws://"),
-        &relay.url(""),
-        Some(cookie),
-    )
-    .await
-    .unwrap();
-    ws.send(&ClientMsg::Hello {
-        protocol: escalera_protocol::PROTOCOL_VERSION,
-        token: None,
-        identity: None,
-        resume: None,
-    })
-    .await;
-    ws.recv_until(|m| matches!(m, ServerMsg::WelcomeAgent { .. }).then_some(()))
-        .await;
+    let (ws, first) = relay.console(cookie).await;
+    assert!(matches!(first, ServerMsg::WelcomeAgent { .. }), "{first:?}");
     ws
 }
 

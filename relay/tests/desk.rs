@@ -1127,18 +1127,8 @@ async fn a_consoles_first_frame_is_its_welcome_while_the_list_changes() {
         }));
     }
     let cookie = relay.login("ana@shop.example").await;
-    let origin = format!("http://{}", relay.addr);
     for _ in 0..40 {
-        let url = format!("ws://{}/ws/agent", relay.addr);
-        let mut ws = Ws::connect(&url, &origin, Some(&cookie)).await.unwrap();
-        ws.send(&ClientMsg::Hello {
-            protocol: escalera_protocol::PROTOCOL_VERSION,
-            token: None,
-            identity: None,
-            resume: None,
-        })
-        .await;
-        let first = ws.recv().await;
+        let (_console, first) = relay.console(&cookie).await;
         assert!(matches!(first, ServerMsg::WelcomeAgent { .. }), "{first:?}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -393,17 +393,8 @@ async fn agents_made_in_settings_log_in_and_a_disabled_one_is_out_at_once() {
     assert_eq!(res.status(), 200, "the one-time password works");
     let cookie = res.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
-    let origin = format!("http://{}", relay.addr);
-    let url = format!("ws://{}/ws/agent", relay.addr);
-    let mut cy = Ws::connect(&url, &origin, Some(&cookie)).await.unwrap();
-    cy.send(&ClientMsg::Hello {
-        protocol: escalera_protocol::PROTOCOL_VERSION,
-        token: None,
-        identity: None,
-        resume: None,
-    })
-    .await;
-    assert!(matches!(cy.recv().await, ServerMsg::WelcomeAgent { .. }));
+    let (mut cy, first) = relay.console(&cookie).await;
+    assert!(matches!(first, ServerMsg::WelcomeAgent { .. }));
 
     // Disabled: the console is told and closed by the time the change is answered (not at
     // the next periodic session check).

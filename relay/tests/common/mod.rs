@@ -213,11 +213,21 @@ impl TestRelay {
     /// An agent's socket, welcomed; returns the welcome too.
     pub async fn agent(&self, email: &str) -> (Ws, ServerMsg) {
         let cookie = self.login(email).await;
+        let (ws, welcome) = self.console(&cookie).await;
+        assert!(
+            matches!(welcome, ServerMsg::WelcomeAgent { .. }),
+            "{welcome:?}"
+        );
+        (ws, welcome)
+    }
+
+    /// A console socket of the session `cookie` that said hello, and the first frame it got.
+    pub async fn console(&self, cookie: &str) -> (Ws, ServerMsg) {
         let origin = format!("http://{}", self.addr);
         let mut ws = Ws::connect(
             &format!("ws://{}/ws/agent", self.addr),
             &origin,
-            Some(&cookie),
+            Some(cookie),
         )
         .await
         .unwrap();
@@ -228,12 +238,8 @@ impl TestRelay {
             resume: None,
         })
         .await;
-        let welcome = ws.recv().await;
-        assert!(
-            matches!(welcome, ServerMsg::WelcomeAgent { .. }),
-            "{welcome:?}"
-        );
-        (ws, welcome)
+        let first = ws.recv().await;
+        (ws, first)
     }
 
     /// A visitor and Ana in one conversation Ana has taken, both joined and past the
