@@ -354,16 +354,15 @@ async fn agent_socket(
 /// and ICE candidates, far below this. tungstenite's default (128 KiB, zero-filled before
 /// each read) was 90 % of an idle socket's memory.
 const READ_BUFFER: usize = 1024;
-/// At most this much may wait unwritten for a slow client before its socket fails.
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
     ws.max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .read_buffer_size(READ_BUFFER)
-        // Every frame is written at once (the writer sends one frame at a time anyway).
+        // Every frame is written at once: the socket's task sends one frame at a time and
+        // waits for it, so nothing piles up here (a slow client's backlog is its outbox). No
+        // cap on top: one frame (a page of history) may be larger than any cap worth having.
         .write_buffer_size(0)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
             state.hub.clone().serve(sink, stream, caller)
