@@ -7,7 +7,7 @@ BIN := target/release/escalera
 # The browser app is rebuilt only when one of these changed since the last build.
 CLIENT_INPUTS := $(shell find client/src protocol/src -name '*.rs') client/Cargo.toml \
 	protocol/Cargo.toml client/style.css index.html embed.html Trunk.toml Cargo.toml Cargo.lock \
-	scripts/build.sh scripts/tools.sh
+	scripts/build.sh scripts/tools.sh split/src/main.rs split/Cargo.toml .cargo/config.toml
 CLIENT_STAMP := target/client.stamp
 ifneq ($(words $(wildcard client/dist/console/index.html client/dist/widget/index.html)),2)
 $(shell rm -f $(CLIENT_STAMP))

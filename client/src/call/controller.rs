@@ -14,12 +14,13 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
+use super::engine::{self, PeerLink};
 use super::machine::{CallMachine, Command, Device, Input, Then};
 use crate::chat::Uploader;
-use crate::i18n::{t, tf};
+use crate::i18n::tf;
 use crate::link::Link;
 use crate::rtc::media;
-use crate::rtc::peer::{Diagnostics, Peer, Sent};
+use crate::rtc::peer::{Diagnostics, Sent};
 
 /// Local tracks and what sends them.
 #[derive(Default)]
@@ -51,7 +52,7 @@ impl Devices {
     /// replacement under way, if it replaced a track.
     fn send_video(
         &mut self,
-        peer: Option<&Peer>,
+        peer: Option<&dyn PeerLink>,
         track: &MediaStreamTrack,
         stream: &MediaStream,
     ) -> Option<js_sys::Promise> {
@@ -67,7 +68,7 @@ impl Devices {
     }
 
     /// Stops sending video, keeping the transceiver for the next time.
-    fn stop_video(&mut self, peer: Option<&Peer>) {
+    fn stop_video(&mut self, peer: Option<&dyn PeerLink>) {
         if let (Some(peer), Some(t)) = (peer, &self.video) {
             peer.stop_video(t);
         }
@@ -98,7 +99,7 @@ impl Devices {
 
 struct Inner {
     machine: RefCell<CallMachine>,
-    peer: RefCell<Option<Rc<Peer>>>,
+    peer: RefCell<Option<Rc<dyn PeerLink>>>,
     devices: RefCell<Devices>,
     ice: RefCell<Vec<IceServer>>,
     /// Signals that came before our peer connection existed.
@@ -327,6 +328,10 @@ impl CallCtl {
             self.conversation.set(conversation);
         }
         if self.info.get_untracked() != info {
+            // A call rings or is placed: its code is fetched meanwhile.
+            if info.is_some() {
+                engine::preload();
+            }
             self.info.set(info);
         }
         if self.busy.get_untracked() != busy {
@@ -377,15 +382,26 @@ impl CallCtl {
             (d.back_camera, d.flip_from.take())
         });
         leptos::task::spawn_local(async move {
+            let engine = match engine::engine().await {
+                Ok(engine) => engine,
+                Err(error) => {
+                    return ctl.feed(Input::OpenFailed {
+                        generation,
+                        then,
+                        error,
+                    })
+                }
+            };
             let mut opened = Vec::new();
             for device in devices {
-                let track = match device {
-                    Device::Mic => media::open_mic().await.map(Opened::Mic),
-                    Device::Camera => media::open_camera(back, flip_from.clone())
-                        .await
-                        .map(Opened::Camera),
-                    Device::Screen => media::open_screen().await.map(Opened::Screen),
-                };
+                let track = engine
+                    .open(device, back, flip_from.clone())
+                    .await
+                    .map(match device {
+                        Device::Mic => Opened::Mic,
+                        Device::Camera => Opened::Camera,
+                        Device::Screen => Opened::Screen,
+                    });
                 match track {
                     Ok(t) => opened.push(t),
                     Err(error) => {
@@ -436,8 +452,20 @@ impl CallCtl {
         });
     }
 
-    /// Creates the peer connection for the active call and sends our tracks.
+    /// Creates the peer connection for the active call and sends our tracks (once the call
+    /// code is here: a side that opened no device may not have it yet).
     fn connect(&self) {
+        let Some(engine) = engine::loaded() else {
+            let ctl = *self;
+            leptos::task::spawn_local(async move {
+                match engine::engine().await {
+                    Ok(_) if ctl.in_call() => ctl.connect(),
+                    Ok(_) => {}
+                    Err(text) => ctl.notice.set(Some(text)),
+                }
+            });
+            return;
+        };
         let Some(conversation) = self.conversation.get_untracked() else {
             return;
         };
@@ -454,10 +482,10 @@ impl CallCtl {
             };
             // The visitor is always the polite side.
             let polite = self.me == Author::Visitor;
-            let peer = match Peer::new(
+            let peer = match engine.connect(
                 &i.ice.borrow(),
                 polite,
-                send,
+                Box::new(send),
                 self.remote_changed,
                 self.diag,
             ) {
@@ -726,62 +754,12 @@ impl CallCtl {
         let Some(conversation) = self.conversation.get_untracked() else {
             return;
         };
-        let (w, h) = (video.video_width(), video.video_height());
-        if w == 0 || h == 0 {
-            self.notice
-                .set(Some(t("There is no video to photograph yet.").into()));
-            return;
-        }
-        let canvas: web_sys::HtmlCanvasElement = crate::browser::window()
-            .document()
-            .and_then(|d| d.create_element("canvas").ok())
-            .expect("a canvas")
-            .unchecked_into();
-        canvas.set_width(w);
-        canvas.set_height(h);
-        let Some(ctx) = canvas
-            .get_context("2d")
-            .ok()
-            .flatten()
-            .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-        else {
+        // The button shows in a call, whose code is here by then.
+        let Some(engine) = engine::loaded() else {
             return;
         };
-        if ctx
-            .draw_image_with_html_video_element_and_dw_and_dh(
-                video,
-                0.0,
-                0.0,
-                f64::from(w),
-                f64::from(h),
-            )
-            .is_err()
-        {
-            self.notice
-                .set(Some(t("The snapshot could not be taken.").into()));
-            return;
+        if let Err(text) = engine.snapshot(video, self.uploader, conversation) {
+            self.notice.set(Some(text));
         }
-        let uploader = self.uploader;
-        let name = format!("snapshot-{}.png", snapshot_stamp());
-        let done = Closure::once_into_js(move |blob: JsValue| {
-            if let Ok(blob) = blob.dyn_into::<web_sys::Blob>() {
-                uploader.send(&conversation, &blob, &name);
-            }
-        });
-        let _ = canvas.to_blob_with_type(done.unchecked_ref(), "image/png");
     }
-}
-
-/// `20261121-140512`, local time.
-fn snapshot_stamp() -> String {
-    let d = js_sys::Date::new_0();
-    format!(
-        "{:04}{:02}{:02}-{:02}{:02}{:02}",
-        d.get_full_year(),
-        d.get_month() + 1,
-        d.get_date(),
-        d.get_hours(),
-        d.get_minutes(),
-        d.get_seconds()
-    )
 }

@@ -4,6 +4,7 @@
 mod call_buttons;
 mod call_panel;
 mod controller;
+mod engine;
 mod incoming;
 mod machine;
 
