@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What a browser downloads: widget.js on the host page, then the widget (wasm + js + css) when
-# the bubble is first clicked, and the agent console. For each: the files' bytes raw and brotli
-# (quality 11), and the bytes the running relay really sends for `Accept-Encoding: br` (a
-# release binary started here on loopback, inside a loopback-only namespace when root).
+# the bubble is first clicked, its call code on the first call, and the agent console. For
+# each: the files' bytes raw and brotli (quality 11), and the bytes the running relay really
+# sends for `Accept-Encoding: br` (a release binary started here on loopback, inside a
+# loopback-only namespace when root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v brotli >/dev/null || { echo "brotli is needed: apt-get install brotli" >&2; exit 1; }
@@ -37,13 +38,29 @@ row "what" "raw B" "brotli B" "on the wire B"
 read -r sent coding <<<"$(wire /widget.js)"
 [[ "$coding" == br ]] || { echo "widget.js was not sent as brotli" >&2; exit 1; }
 row "widget.js" "$(wc -c <relay/static/widget.js)" "$(br relay/static/widget.js)" "$sent"
-for page in widget console; do
-  raw=0 packed=0 onwire=0
-  for f in client/dist/$page/*.{wasm,js,css}; do
+# What a page loads at once (its module, scripts and style) and what it fetches on the first
+# call (the chunks split off by scripts/build.sh, split_*.wasm).
+part() {
+  local label=$1 raw=0 packed=0 onwire=0 f sent coding
+  shift
+  for f in "$@"; do
     raw=$((raw + $(wc -c <"$f"))) packed=$((packed + $(br "$f")))
-    read -r sent coding <<<"$(wire "/app/$page/$(basename "$f")")"
+    read -r sent coding <<<"$(wire "/app/$(basename "$(dirname "$f")")/$(basename "$f")")"
     [[ "$coding" == br ]] || { echo "$f was not sent as brotli" >&2; exit 1; }
     onwire=$((onwire + sent))
   done
-  row "$page (wasm+js+css)" "$raw" "$packed" "$onwire"
+  row "$label" "$raw" "$packed" "$onwire"
+  total=$((total + onwire))
+}
+for page in widget console; do
+  total=0
+  shopt -s nullglob
+  lazy=(client/dist/$page/split_*.wasm)
+  first=()
+  for f in client/dist/$page/*.{wasm,js,css}; do
+    [[ " ${lazy[*]} " == *" $f "* ]] || first+=("$f")
+  done
+  part "$page at first (chat)" "${first[@]}"
+  part "$page calls (lazy)" "${lazy[@]}"
+  row "$page in all" "" "" "$total"
 done

@@ -1,6 +1,7 @@
 //! The escalation ladder in real browsers with fake camera, microphone and screen: one
 //! conversation climbs chat -> voice -> video -> screen -> snapshot -> file -> hang up, and the
-//! chat still works; and both sides pressing "video" at once converges, again and again.
+//! chat still works; both sides pressing "video" at once converges, again and again; and the
+//! call code, split off the page, comes with the first call and works at once.
 
 use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product};
 use escalera_protocol::{CallAction, CallKind, ClientMsg};
@@ -149,6 +150,38 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
     agent.wait_message("visitor", "Thanks, fixed!").await;
     agent.say("Glad to help").await;
     visitor.wait_message("agent", "Glad to help").await;
+    visitor.close().await;
+    agent.close().await;
+}
+
+/// How many times this page fetched the call code (the chunk scripts/build.sh splits off).
+const CALL_CODE_FETCHES: &str = "return performance.getEntriesByType('resource')
+    .filter(e => /\\/split_call-[0-9a-f]{16}\\.wasm$/.test(new URL(e.name).pathname)).length";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_call_code_comes_with_the_first_call_and_works_at_once() {
+    let product = Product::start().await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+    // Chat is up on both sides without it.
+    for side in [&visitor, &agent] {
+        assert_eq!(side.js(CALL_CODE_FETCHES, vec![]).await, json!(0));
+    }
+    // The first call fetches it (once) and connects with it: audio both ways.
+    voice_call(&visitor, &agent).await;
+    for side in [&visitor, &agent] {
+        assert_eq!(side.js(CALL_CODE_FETCHES, vec![]).await, json!(1));
+    }
+    // The camera, a snapshot and the hang-up run in it too.
+    visitor.click("call-video").await;
+    agent.wait_remote_frames().await;
+    agent.click("snapshot").await;
+    let stats = visitor
+        .wait_js_async("the snapshot image", IMAGE_STATS, vec![])
+        .await;
+    assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
+    agent.click("call-hangup").await;
+    visitor.wait_message_prefix("system", "Call ended, ").await;
     visitor.close().await;
     agent.close().await;
 }
