@@ -1,4 +1,6 @@
 //! `make bench`: figures for the README, measured on loopback with the release binary.
+//! - click on the bubble -> the widget's message box ready, each time in a new Chromium (an
+//!   empty profile: nothing cached): p50 / p95 over 10 runs;
 //! - click "video" -> first remote frame at the other side: p50 / p95 over 20 runs;
 //! - 25 MiB upload and download through the relay: MB/s (median of 5).
 //!
@@ -10,6 +12,7 @@ use escalera_e2e::{chatting, voice_call, Browser, Driver, Product};
 use serde_json::json;
 
 const RUNS: usize = 20;
+const COLD_RUNS: usize = 10;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -56,6 +59,34 @@ async fn video_latency(product: &Product, driver: &mut Driver) -> Vec<f64> {
             .await;
     }
     close(visitor, agent).await;
+    samples
+}
+
+/// The widget's mark when its message box is on the page (wall-clock ms), once there is one.
+const INPUT_READY: &str = "const m = performance.getEntriesByName('escalera:input-ready')[0];
+    return m ? performance.timeOrigin + m.startTime : null";
+
+/// Click on the bubble -> input ready, in a cold Chromium each time (ms).
+async fn open_latency(product: &Product, driver: &mut Driver) -> Vec<f64> {
+    let mut samples = Vec::with_capacity(COLD_RUNS);
+    for _ in 0..COLD_RUNS {
+        let visitor = driver.browser().await;
+        visitor.goto(&product.demo_url).await;
+        visitor.find("launcher").await;
+        let clicked = visitor
+            .js(CLICK, vec![json!("launcher")])
+            .await
+            .as_f64()
+            .unwrap();
+        visitor.enter_widget().await;
+        let ready = visitor
+            .wait_js("the widget's message box", INPUT_READY, vec![])
+            .await
+            .as_f64()
+            .unwrap();
+        samples.push(ready - clicked);
+        visitor.close().await;
+    }
     samples
 }
 
@@ -116,8 +147,18 @@ async fn throughput(product: &Product) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let product = Product::start().await;
+    // Five 25 MiB files from a visitor no agent has joined: more than the default allowance.
+    let product = Product::start_with(&["--upload-allowance=200M".to_owned()]).await;
     let mut driver = Driver::start().await;
+    let mut open = open_latency(&product, &mut driver).await;
+    open.sort_by(f64::total_cmp);
+    println!(
+        "click on the bubble -> message box ready, cold Chromium ({COLD_RUNS} runs): p50 {:.0} ms, p95 {:.0} ms (min {:.0}, max {:.0})",
+        percentile(&open, 0.5),
+        percentile(&open, 0.95),
+        open[0],
+        open[open.len() - 1]
+    );
     let mut latency = video_latency(&product, &mut driver).await;
     latency.sort_by(f64::total_cmp);
     println!(

@@ -376,6 +376,13 @@ fn Chat(
         }
         open
     });
+    // Effects run once the view is on the page: the message box is there to type in. A mark
+    // for profiling, and for `make bench` (click on the bubble -> input ready).
+    Effect::new(move || {
+        if let Some(p) = browser::window().performance() {
+            let _ = p.mark("escalera:input-ready");
+        }
+    });
     let esc = window_event_listener(leptos::ev::keydown, move |ev| {
         if framed && ev.key() == "Escape" && !ev.default_prevented() {
             host.close();
