@@ -36,10 +36,20 @@ fn show_stream(
     });
 }
 
-/// Shown while calling out or in a call.
+/// Shown while calling out or in a call, once the call code is here (it comes as the call
+/// rings or is placed; the panel is part of it).
 #[component]
 pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
-    let shown = move || ctl.outgoing() || ctl.in_call();
+    let shown = Memo::new(move |_| (ctl.outgoing() || ctl.in_call()) && ctl.engine_ready.get());
+    move || {
+        shown
+            .get()
+            .then(|| super::engine::loaded().map(|e| e.panel(ctl)))
+    }
+}
+
+/// The panel itself (in the call code).
+pub(super) fn panel(ctl: CallCtl) -> AnyView {
     let remote = NodeRef::<html::Video>::new();
     let local = NodeRef::<html::Video>::new();
     show_stream(remote, move || ctl.remote_stream());
@@ -73,7 +83,6 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
         }
     };
     view! {
-        <Show when=shown>
         <section class="call" aria-label=t("Call")>
             <div class="stage" class:has-video=move || ctl.remote_video()>
                 <video node_ref=remote data-testid="remote-video" autoplay playsinline></video>
@@ -130,6 +139,6 @@ pub fn CallPanel(ctl: CallCtl) -> impl IntoView {
                 </button>
             </div>
         </section>
-        </Show>
     }
+    .into_any()
 }

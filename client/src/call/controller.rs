@@ -14,7 +14,7 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
-use super::engine::{self, PeerLink};
+use super::engine::{self, Engine, PeerLink};
 use super::machine::{CallMachine, Command, Device, Input, Then};
 use crate::chat::Uploader;
 use crate::i18n::tf;
@@ -159,6 +159,8 @@ pub struct CallCtl {
     pub notice: RwSignal<Option<String>>,
     /// A start or an answer is under way.
     pub busy: RwSignal<bool>,
+    /// The call code (split off the page) is loaded.
+    pub engine_ready: RwSignal<bool>,
     me: Author,
     link: Link,
     uploader: Uploader,
@@ -191,6 +193,7 @@ pub fn use_call(link: Link, me: Author, uploader: Uploader) -> CallCtl {
         diag: Diagnostics::new(),
         notice: RwSignal::new(None),
         busy: RwSignal::new(false),
+        engine_ready: RwSignal::new(engine::loaded().is_some()),
         me,
         link,
         uploader,
@@ -329,8 +332,11 @@ impl CallCtl {
         }
         if self.info.get_untracked() != info {
             // A call rings or is placed: its code is fetched meanwhile.
-            if info.is_some() {
-                engine::preload();
+            if info.is_some() && !self.engine_ready.get_untracked() {
+                let ctl = *self;
+                leptos::task::spawn_local(async move {
+                    let _ = ctl.engine().await;
+                });
             }
             self.info.set(info);
         }
@@ -382,7 +388,7 @@ impl CallCtl {
             (d.back_camera, d.flip_from.take())
         });
         leptos::task::spawn_local(async move {
-            let engine = match engine::engine().await {
+            let engine = match ctl.engine().await {
                 Ok(engine) => engine,
                 Err(error) => {
                     return ctl.feed(Input::OpenFailed {
@@ -419,6 +425,16 @@ impl CallCtl {
             }
             ctl.run(Input::Opened { generation, then }, opened);
         });
+    }
+
+    /// The call code, fetched first if need be.
+    async fn engine(&self) -> Result<Rc<dyn Engine>, String> {
+        let engine = engine::engine().await?;
+        // (The owner may be gone by the time it came.)
+        if self.engine_ready.try_get_untracked() == Some(false) {
+            self.engine_ready.try_set(true);
+        }
+        Ok(engine)
     }
 
     fn send_action(&self, action: CallAction) -> bool {
@@ -458,7 +474,7 @@ impl CallCtl {
         let Some(engine) = engine::loaded() else {
             let ctl = *self;
             leptos::task::spawn_local(async move {
-                match engine::engine().await {
+                match ctl.engine().await {
                     Ok(_) if ctl.in_call() => ctl.connect(),
                     Ok(_) => {}
                     Err(text) => ctl.notice.set(Some(text)),

@@ -18,6 +18,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MediaStream, MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
 use super::machine::Device;
+use super::CallCtl;
 use crate::chat::Uploader;
 use crate::i18n::t;
 use crate::rtc::media;
@@ -49,6 +50,9 @@ pub trait Engine {
         uploader: Uploader,
         conversation: ConversationId,
     ) -> Result<(), String>;
+
+    /// The call's panel: videos, status and controls.
+    fn panel(&self, ctl: CallCtl) -> AnyView;
 }
 
 /// A peer connection, as the call controller uses it (see [`Peer`]).
@@ -94,15 +98,6 @@ pub async fn engine() -> Result<Rc<dyn Engine>, String> {
             leptos::logging::warn!("the call code could not be loaded: {e:?}");
             Err(t("The call could not start: this page could not load its call code. Check your connection.").into())
         }
-    }
-}
-
-/// Fetches the engine ahead of need (a call is ringing or being placed).
-pub fn preload() {
-    if loaded().is_none() {
-        leptos::task::spawn_local(async {
-            let _ = engine().await;
-        });
     }
 }
 
@@ -183,6 +178,10 @@ impl Engine for Loaded {
         });
         let _ = canvas.to_blob_with_type(done.unchecked_ref(), "image/png");
         Ok(())
+    }
+
+    fn panel(&self, ctl: CallCtl) -> AnyView {
+        super::call_panel::panel(ctl)
     }
 }
 
