@@ -187,6 +187,51 @@ async fn the_call_code_comes_with_the_first_call_and_works_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_cannot_fetch_its_call_code_says_so_and_the_chat_goes_on() {
+    // The client as built, but the widget's call code gone (a dropped network, a bad deploy).
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/dist");
+    let assets = tempfile::tempdir().unwrap();
+    let mut removed = 0;
+    for page in ["widget", "console"] {
+        std::fs::create_dir(assets.path().join(page)).unwrap();
+        for entry in std::fs::read_dir(built.join(page)).unwrap() {
+            let from = entry.unwrap().path();
+            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+            if page == "widget" && name.starts_with("split_call-") {
+                removed += 1;
+                continue;
+            }
+            std::fs::copy(&from, assets.path().join(page).join(name)).unwrap();
+        }
+    }
+    assert_eq!(removed, 1, "the widget's call code in {}", built.display());
+    let flag = format!("--assets={}", assets.path().display());
+    let product = Product::start_with(&[flag]).await;
+    let mut driver = Driver::start().await;
+    let (visitor, agent) = chatting(&product, &mut driver).await;
+
+    agent.click("call-voice").await;
+    visitor.click("call-accept").await;
+    visitor
+        .wait_js(
+            "the notice",
+            "const n = document.querySelector('[data-testid=notice]');
+             return n && n.textContent.includes('could not load its call code')",
+            vec![],
+        )
+        .await;
+    // The page lives on: the chat works both ways.
+    visitor.say("Never mind, let's write").await;
+    agent
+        .wait_message("visitor", "Never mind, let's write")
+        .await;
+    agent.say("Sure").await;
+    visitor.wait_message("agent", "Sure").await;
+    visitor.close().await;
+    agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn both_sides_pressing_video_at_once_converge_twenty_times() {
     let product = Product::start().await;
     let mut driver = Driver::start().await;

@@ -17,7 +17,8 @@
 //! 4. the loader and the chunks get a hash of everything in their names, written into the
 //!    files that name them, since the relay serves the app's files as never changing.
 //!
-//! wasm-bindgen and wasm-opt are taken from `PATH` (scripts/tools.sh installs them).
+//! wasm-bindgen and wasm-opt are taken from `PATH` (scripts/tools.sh installs them). With
+//! `ESCALERA_SPLIT_NAMES=1` the modules keep their function names, for a size profile.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,6 +88,8 @@ fn split(wasm: &Path, dist: &Path) -> Result<String> {
                 "--enable-bulk-memory",
                 "--enable-nontrapping-float-to-int",
             ])
+            // Function names kept, for a size profile (twiggy top).
+            .args(std::env::var_os("ESCALERA_SPLIT_NAMES").map(|_| "-g"))
             .arg(path)
             .arg("-o")
             .arg(path))?;
