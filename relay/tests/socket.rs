@@ -625,3 +625,40 @@ async fn widget_js_is_sent_in_the_coding_the_browser_asks_for() {
     assert_eq!(res.text().await.unwrap(), source);
     relay.stop().await;
 }
+
+/// A page of history can be far larger than any frame a client may send (500 messages of up to
+/// 8,000 characters): a socket joining from the start gets it whole, and stays open. (A cap of
+/// 1 MiB on the relay's unwritten bytes once closed such a socket.)
+#[tokio::test]
+async fn a_history_page_larger_than_a_mebibyte_arrives_whole() {
+    let relay = TestRelay::start_with(escalera_relay::Config {
+        visitor_chat_rate: 1000,
+        address_chat_rate: 1000,
+        frame_rate: 1000,
+        frame_burst: 1000,
+        ..escalera_relay::Config::default()
+    })
+    .await;
+    let (mut writer, token, conv) = relay.visitor(None).await;
+    writer.send(&join(&conv, 0)).await;
+    history(&mut writer).await;
+    let long = "x".repeat(escalera_protocol::MAX_TEXT_CHARS);
+    let count = 160;
+    for i in 0..count {
+        writer.send(&chat(&conv, &format!("m{i}"), &long)).await;
+        ack(&mut writer).await;
+    }
+    let (mut reader, _, same) = relay.visitor(Some(token)).await;
+    assert_eq!(same, conv);
+    reader.send(&join(&conv, 0)).await;
+    let page = history(&mut reader).await;
+    let bytes: usize = page.iter().map(|m| m.text.len()).sum();
+    assert_eq!(page.len(), count);
+    assert!(bytes > 1 << 20, "{bytes} bytes of text");
+    assert!(page.iter().all(|m| m.text == long));
+    // Still open: it answers a ping.
+    reader.send(&ClientMsg::Ping).await;
+    reader
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+}
