@@ -9,6 +9,7 @@ pub mod browser;
 pub mod call;
 pub mod chat;
 pub mod console;
+pub mod frames;
 pub mod i18n;
 pub mod link;
 pub mod relay;

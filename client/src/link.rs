@@ -40,8 +40,13 @@ pub struct Link {
     shared: StoredValue<Rc<Shared>, LocalStorage>,
 }
 
-/// Connects to `path` (e.g. `/ws/agent`); `hello` makes the first frame of each connection.
-pub fn use_link(path: &str, hello: impl Fn() -> ClientMsg + 'static) -> Link {
+/// Connects to `path` (e.g. `/ws/agent`), reading frames with `decode`; `hello` makes the first
+/// frame of each connection.
+pub fn use_link(
+    path: &str,
+    decode: crate::frames::Decode,
+    hello: impl Fn() -> ClientMsg + 'static,
+) -> Link {
     let threads = RwSignal::new(Threads::default());
     let shared = Rc::new(Shared {
         subscribers: RefCell::new(Vec::new()),
@@ -55,6 +60,7 @@ pub fn use_link(path: &str, hello: impl Fn() -> ClientMsg + 'static) -> Link {
         let on_message = shared.clone();
         use_relay_socket(
             path,
+            decode,
             move |tx| {
                 on_open.joined.borrow_mut().clear();
                 tx.send(&hello());

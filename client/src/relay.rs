@@ -48,6 +48,7 @@ struct Inner {
     disposed: Cell<bool>,
     status: RwSignal<Status>,
     on_open: Box<dyn Fn(Sender<'_>)>,
+    decode: crate::frames::Decode,
     on_message: Box<dyn Fn(ServerMsg)>,
 }
 
@@ -90,9 +91,11 @@ impl RelaySocket {
 }
 
 /// Opens a connection to `path` (e.g. `/ws/agent`) on the page's host. `on_open` runs on every
-/// (re)connection, to say hello; `on_message` gets every frame. Closed when the owner is disposed.
+/// (re)connection, to say hello; `on_message` gets every frame, as `decode` reads it. Closed
+/// when the owner is disposed.
 pub fn use_relay_socket(
     path: &str,
+    decode: crate::frames::Decode,
     on_open: impl Fn(Sender<'_>) + 'static,
     on_message: impl Fn(ServerMsg) + 'static,
 ) -> RelaySocket {
@@ -105,6 +108,7 @@ pub fn use_relay_socket(
         disposed: Cell::new(false),
         status,
         on_open: Box::new(on_open),
+        decode,
         on_message: Box::new(on_message),
     });
     connect(inner.clone());
@@ -153,7 +157,7 @@ fn connect(inner: Rc<Inner>) {
             let Some(text) = e.data().as_string() else {
                 return;
             };
-            match serde_json::from_str::<ServerMsg>(&text) {
+            match (inner.decode)(&text) {
                 Ok(msg) => (inner.on_message)(msg),
                 Err(err) => leptos::logging::warn!("unreadable frame from the relay: {err}"),
             }

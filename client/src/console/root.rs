@@ -253,7 +253,7 @@ fn Workspace(me: Me, on_logout: Callback<()>) -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
     let welcomed = RwSignal::new(false);
     let uploader = Uploader::new();
-    let link = use_link("/ws/agent", || ClientMsg::Hello {
+    let link = use_link("/ws/agent", crate::frames::any, || ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
         token: None,
         identity: None,

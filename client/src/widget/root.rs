@@ -123,7 +123,8 @@ fn Chat(
     // A link from an email back to a conversation (widget.js passes it on): said in the first
     // hello only, as it works once.
     let resume = std::cell::RefCell::new(browser::query_param("resume"));
-    let link = use_link(&format!("/ws/visitor?site={site}"), move || {
+    let visitor = format!("/ws/visitor?site={site}");
+    let link = use_link(&visitor, crate::frames::for_visitor, move || {
         let token = keys
             .with_value(|k| browser::load(&k.token))
             .map(VisitorToken);
