@@ -1007,15 +1007,68 @@ struct Peer {
     user: Option<VerifiedUser>,
 }
 
+/// A few connections, in order: a conversation's visitor sockets (mostly one). A sorted `Vec`,
+/// where a `BTreeSet` would allocate a node of eleven for the one.
+#[derive(Debug, Default)]
+struct PeerSet(Vec<PeerId>);
+
+impl PeerSet {
+    /// Adds `peer`; whether it was new.
+    fn insert(&mut self, peer: PeerId) -> bool {
+        match self.0.binary_search(&peer) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, peer);
+                true
+            }
+        }
+    }
+
+    /// Removes `peer`; whether it was there.
+    fn remove(&mut self, peer: &PeerId) -> bool {
+        match self.0.binary_search(peer) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn contains(&self, peer: &PeerId) -> bool {
+        self.0.binary_search(peer).is_ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a PeerSet {
+    type Item = &'a PeerId;
+    type IntoIter = std::slice::Iter<'a, PeerId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Connections, their roles and subscriptions, and the calls under way.
 #[derive(Debug, Default)]
 pub struct Core {
     limits: Limits,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed, like `unsaved`'s values: one per socket, and a map that grows by doubling
+    /// would otherwise keep up to twice as many empty slots of their full size.
+    peers: HashMap<PeerId, Box<Peer>>,
     /// Who has joined each conversation.
     members: HashMap<ConversationId, BTreeSet<PeerId>>,
     /// Each conversation's visitor connections (joined or not).
-    visitors: HashMap<ConversationId, BTreeSet<PeerId>>,
+    visitors: HashMap<ConversationId, PeerSet>,
     /// Agent connections by site, and those serving every site.
     site_agents: HashMap<SiteKey, BTreeSet<PeerId>>,
     all_sites_agents: BTreeSet<PeerId>,
@@ -1025,7 +1078,7 @@ pub struct Core {
     /// When the agents' sessions were last checked.
     sessions_checked: i64,
     /// New visitors' conversations, not stored until their first message or file.
-    unsaved: HashMap<ConversationId, Unsaved>,
+    unsaved: HashMap<ConversationId, Box<Unsaved>>,
     /// ...by token, for a second tab's hello.
     unsaved_tokens: HashMap<VisitorToken, ConversationId>,
     /// New conversations stored per address.
@@ -1567,7 +1620,7 @@ impl Core {
         let limit = RateLimit::new(self.limits.frame_burst, self.limits.frame_rate, now);
         self.peers.insert(
             peer,
-            Peer {
+            Box::new(Peer {
                 caller,
                 role,
                 hello,
@@ -1575,7 +1628,7 @@ impl Core {
                 limit,
                 joined: HashMap::new(),
                 user: None,
-            },
+            }),
         );
     }
 
@@ -2537,7 +2590,7 @@ impl Core {
         else {
             return;
         };
-        let open = self.visitors.get(&meta.id).map_or(0, BTreeSet::len);
+        let open = self.visitors.get(&meta.id).map_or(0, PeerSet::len);
         if open >= self.limits.sockets_per_visitor {
             out.error(
                 peer,
@@ -2550,14 +2603,14 @@ impl Core {
             self.unsaved_tokens.insert(token.clone(), meta.id.clone());
             self.unsaved.insert(
                 meta.id.clone(),
-                Unsaved {
+                Box::new(Unsaved {
                     site: site.clone(),
                     token: token.clone(),
                     address: *address,
                     features: *features,
                     user: p.user.clone(),
                     creating: None,
-                },
+                }),
             );
         } else if let Some(u) = self.unsaved.get_mut(&meta.id) {
             // Logged in on the site before writing: the conversation will be theirs.
@@ -3814,6 +3867,19 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_peer_set_keeps_each_peer_once_in_order() {
+        let mut set = PeerSet::default();
+        assert!(set.insert(PeerId(3)) && set.insert(PeerId(1)) && !set.insert(PeerId(3)));
+        assert_eq!(
+            set.into_iter().copied().collect::<Vec<_>>(),
+            [PeerId(1), PeerId(3)]
+        );
+        assert!(set.remove(&PeerId(3)) && !set.remove(&PeerId(3)));
+        assert_eq!((set.len(), set.contains(&PeerId(1))), (1, true));
+        assert!(set.remove(&PeerId(1)) && set.is_empty());
     }
 
     #[test]

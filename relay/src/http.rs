@@ -350,10 +350,12 @@ async fn agent_socket(
     ))
 }
 
-/// What a socket reads into before it grows for a larger frame: most frames are chat lines
-/// and ICE candidates, far below this. tungstenite's default (128 KiB, zero-filled before
-/// each read) was 90 % of an idle socket's memory.
-const READ_BUFFER: usize = 1024;
+/// What a socket reads into before it grows for a larger frame, and the most one read takes:
+/// most frames are ICE candidates, acks and chat lines, about this size or less; a larger one
+/// takes a few reads (server CPU per signalling frame did not move between 1 KiB and this).
+/// tungstenite's default (128 KiB, zero-filled before each read) was 90 % of an idle socket's
+/// memory; 1 KiB was still a sixth of it.
+const READ_BUFFER: usize = 256;
 
 fn upgrade(state: AppState, ws: WebSocketUpgrade, caller: Caller) -> Response {
     ws.max_message_size(HARD_FRAME_LIMIT)

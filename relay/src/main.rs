@@ -3,7 +3,10 @@
 #![forbid(unsafe_code)]
 
 /// mimalloc: less overhead per small allocation than glibc's malloc (an idle socket is
-/// mostly small ones), and freed memory goes back to the system (argon2's 19 MiB).
+/// mostly small ones), and freed memory goes back to the system (argon2's 19 MiB). Built with
+/// `--features system-alloc`, the relay uses the system's malloc instead, which heap profilers
+/// such as heaptrack can see (README, "Where an idle socket's bytes go").
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
