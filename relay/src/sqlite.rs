@@ -254,6 +254,33 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     /// Waiting conversations listed per address (the oldest; the others wait unlisted).
     listed_per_address: std::sync::atomic::AtomicU32,
+    /// Sites as last read, each for [`SITE_FRESH`]: every visitor socket looks its site up.
+    /// Emptied by this store's own changes to a site; another process's (the CLI) shows
+    /// within [`SITE_FRESH`].
+    sites: Mutex<SiteCache>,
+}
+
+/// How long a site read is used again.
+const SITE_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Default)]
+struct SiteCache {
+    sites: std::collections::HashMap<SiteKey, (Site, std::time::Instant)>,
+    /// Bumped by every change: a read that began before one is not kept.
+    generation: u64,
+}
+
+impl Inner {
+    fn sites(&self) -> std::sync::MutexGuard<'_, SiteCache> {
+        self.sites.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A site written by this store: read afresh from now on.
+    fn forget_sites(&self) {
+        let mut cache = self.sites();
+        cache.sites.clear();
+        cache.generation += 1;
+    }
 }
 
 fn connect(path: &Path) -> Result<Connection> {
@@ -378,6 +405,7 @@ impl SqliteStore {
                 read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 writer,
                 listed_per_address: LISTED_PER_ADDRESS.into(),
+                sites: Mutex::default(),
             }),
         })
     }
@@ -417,6 +445,22 @@ impl SqliteStore {
     /// Runs `f` on a read-only connection from the pool, on the blocking pool, once one of
     /// the [`READERS`] is free. A connection is opened only while the pool is short of
     /// [`READERS`] (opening one parses the schema: far dearer than most reads).
+    /// [`Self::dir`] for a change to a site: the cached sites are forgotten once it is made
+    /// (and before, so a read under way meanwhile is not kept).
+    fn site_change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let inner = self.inner.clone();
+        inner.forget_sites();
+        let change = self.dir(f);
+        Box::pin(async move {
+            let done = change.await;
+            inner.forget_sites();
+            done
+        })
+    }
+
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -907,7 +951,7 @@ impl Directory for SqliteStore {
     }
 
     fn allow_origin(&self, site: SiteKey, origin: String) -> StoreFuture<'_, ()> {
-        self.dir(move |c| {
+        self.site_change(move |c| {
             c.execute(
                 "INSERT OR IGNORE INTO site_origins (site_key, origin) VALUES (?1, ?2)",
                 params![site.0, origin],
@@ -917,9 +961,31 @@ impl Directory for SqliteStore {
     }
 
     fn site(&self, key: SiteKey) -> StoreFuture<'_, Option<Site>> {
+        let generation = {
+            let cache = self.inner.sites();
+            if let Some((site, at)) = cache.sites.get(&key) {
+                if at.elapsed() < SITE_FRESH {
+                    let site = site.clone();
+                    return Box::pin(async move { Ok(Some(site)) });
+                }
+            }
+            cache.generation
+        };
         // Every visitor socket asks: from the pool of readers, not the one directory
         // connection.
-        self.read(move |c| site_row(c, &key))
+        let inner = self.inner.clone();
+        let read = self.read(move |c| site_row(c, &key));
+        Box::pin(async move {
+            let site = read.await?;
+            if let Some(site) = &site {
+                let mut cache = inner.sites();
+                if cache.generation == generation {
+                    let now = std::time::Instant::now();
+                    cache.sites.insert(site.key.clone(), (site.clone(), now));
+                }
+            }
+            Ok(site)
+        })
     }
 
     fn add_agent(
@@ -1116,7 +1182,7 @@ impl Directory for SqliteStore {
 
     fn set_features(&self, site: SiteKey, features: SiteFeatures) -> StoreFuture<'_, bool> {
         let json = serde_json::to_string(&features).unwrap_or_default();
-        self.dir(move |c| {
+        self.site_change(move |c| {
             let n = c.execute(
                 "UPDATE sites SET features = ?2 WHERE key = ?1",
                 params![site.0, json],
@@ -1128,7 +1194,7 @@ impl Directory for SqliteStore {
     fn save_site(&self, site: Site) -> StoreFuture<'_, bool> {
         let features = serde_json::to_string(&site.features).unwrap_or_default();
         let look = serde_json::to_string(&site.look).unwrap_or_default();
-        self.dir(move |c| {
+        self.site_change(move |c| {
             let tx = c.transaction()?;
             let n = tx.execute(
                 "UPDATE sites SET name = ?2, features = ?3, look = ?4, identity_required = ?5
