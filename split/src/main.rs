@@ -20,7 +20,7 @@
 //! wasm-bindgen and wasm-opt are taken from `PATH` (scripts/tools.sh installs them). With
 //! `ESCALERA_SPLIT_NAMES=1` the modules keep their function names, for a size profile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -55,7 +55,8 @@ struct Output {
 
 fn split(wasm: &Path, dist: &Path) -> Result<String> {
     let stem = trunk_stem(dist, wasm)?;
-    let work = PathBuf::from(format!("{}.split", dist.display()));
+    // Scratch beside cargo's output, not in the dist folder the relay embeds.
+    let work = wasm.with_extension("split");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
