@@ -255,10 +255,15 @@ struct Inner {
     /// Waiting conversations listed per address (the oldest; the others wait unlisted).
     listed_per_address: std::sync::atomic::AtomicU32,
     /// Sites as last read, each for [`SITE_FRESH`]: every visitor socket looks its site up.
-    /// Emptied by this store's own changes to a site; another process's (the CLI) shows
-    /// within [`SITE_FRESH`].
+    /// Emptied by any store's change to a site, this process's or another's (the command line
+    /// on the same data dir): each change touches [`SITES_CHANGED`], looked at on every use.
     sites: Mutex<SiteCache>,
 }
+
+/// The file, beside the database, that says when a site last changed (a new time written
+/// into it at each change; read, not its modification time, which may not move between two
+/// changes close together).
+const SITES_CHANGED: &str = "sites.changed";
 
 /// How long a site read is used again.
 const SITE_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -268,6 +273,8 @@ struct SiteCache {
     sites: std::collections::HashMap<SiteKey, (Site, std::time::Instant)>,
     /// Bumped by every change: a read that began before one is not kept.
     generation: u64,
+    /// [`SITES_CHANGED`] when the sites above were read.
+    changed: Option<Vec<u8>>,
 }
 
 impl Inner {
@@ -275,11 +282,28 @@ impl Inner {
         self.sites.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A site written by this store: read afresh from now on.
+    fn sites_changed(&self) -> std::path::PathBuf {
+        self.path.with_file_name(SITES_CHANGED)
+    }
+
+    /// A site is being written by this store: read afresh from now on.
     fn forget_sites(&self) {
         let mut cache = self.sites();
         cache.sites.clear();
         cache.generation += 1;
+    }
+
+    /// A site was written by this store: [`Self::forget_sites`], here and (by
+    /// [`SITES_CHANGED`]) in any other process on the same data dir.
+    fn sites_written(&self) {
+        self.forget_sites();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let stamp = format!("{} {}", now.as_nanos(), std::process::id());
+        if let Err(e) = std::fs::write(self.sites_changed(), stamp) {
+            tracing::warn!("cannot write {SITES_CHANGED}: {e}");
+        }
     }
 }
 
@@ -456,7 +480,7 @@ impl SqliteStore {
         let change = self.dir(f);
         Box::pin(async move {
             let done = change.await;
-            inner.forget_sites();
+            inner.sites_written();
             done
         })
     }
@@ -961,8 +985,16 @@ impl Directory for SqliteStore {
     }
 
     fn site(&self, key: SiteKey) -> StoreFuture<'_, Option<Site>> {
+        // Did any process change a site since these were read? (A small file read, on this
+        // thread: no hand-off to the read pool.)
+        let changed = std::fs::read(self.inner.sites_changed()).ok();
         let generation = {
-            let cache = self.inner.sites();
+            let mut cache = self.inner.sites();
+            if cache.changed != changed {
+                cache.sites.clear();
+                cache.generation += 1;
+                cache.changed = changed;
+            }
             if let Some((site, at)) = cache.sites.get(&key) {
                 if at.elapsed() < SITE_FRESH {
                     let site = site.clone();
