@@ -466,9 +466,6 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on a read-only connection from the pool, on the blocking pool, once one of
-    /// the [`READERS`] is free. A connection is opened only while the pool is short of
-    /// [`READERS`] (opening one parses the schema: far dearer than most reads).
     /// [`Self::dir`] for a change to a site: the cached sites are forgotten once it is made
     /// (and before, so a read under way meanwhile is not kept).
     fn site_change<T: Send + 'static>(
@@ -485,6 +482,9 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `f` on a read-only connection from the pool, on the blocking pool, once one of
+    /// the [`READERS`] is free. A connection is opened only while the pool is short of
+    /// [`READERS`] (opening one parses the schema: far dearer than most reads).
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
