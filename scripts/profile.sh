@@ -4,6 +4,7 @@
 #   scripts/profile.sh widget   the widget's first module by function (twiggy, names kept)
 #   scripts/profile.sh heap     what 4,000 idle sockets hold, by allocation site (heaptrack)
 #   scripts/profile.sh open     where the relay's time goes opening 19,000 sockets (perf)
+#   scripts/profile.sh floor    what Leptos alone costs: a one-list chat built as the widget is
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -62,8 +63,85 @@ case "${1:-}" in
     perf report -i "$out/open.perf" --children --sort symbol --percent-limit 2 --stdio -g none \
       2>/dev/null | grep '%' | head -60
     ;;
+  floor)
+    # The least a Leptos widget can weigh: one message list, one text box, one socket, one
+    # serde_json read, with the widget's profile, `erase_components`, wasm-bindgen and wasm-opt.
+    dir="$out/floor"
+    mkdir -p "$dir/src"
+    cp Cargo.lock "$dir/"
+    cat >"$dir/Cargo.toml" <<'TOML'
+[package]
+name = "floor"
+version = "0.1.0"
+edition = "2021"
+[dependencies]
+leptos = { version = "0.8", features = ["csr"] }
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+wasm-bindgen = "=0.2.130"
+web-sys = { version = "0.3", features = ["WebSocket", "MessageEvent"] }
+[profile.release]
+opt-level = "z"
+lto = true
+codegen-units = 1
+panic = "abort"
+[workspace]
+TOML
+    cat >"$dir/src/main.rs" <<'RUST'
+use leptos::prelude::*;
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+
+#[derive(Deserialize, Clone)]
+struct Line {
+    seq: u64,
+    author: String,
+    text: String,
+}
+
+#[component]
+fn Chat() -> impl IntoView {
+    let (lines, set_lines) = signal(Vec::<Line>::new());
+    let (draft, set_draft) = signal(String::new());
+    let ws = web_sys::WebSocket::new("ws://127.0.0.1:1/ws").unwrap();
+    let on = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+        if let Some(line) = e.data().as_string().and_then(|t| serde_json::from_str(&t).ok()) {
+            set_lines.update(|l| l.push(line));
+        }
+    });
+    ws.set_onmessage(Some(on.as_ref().unchecked_ref()));
+    on.forget();
+    view! {
+        <div class="chat">
+            <Show when=move || lines.with(Vec::is_empty)><p>"No messages yet"</p></Show>
+            <For each=move || lines.get() key=|l| l.seq let:l>
+                <div class="line"><b>{l.author}</b>": "{l.text}</div>
+            </For>
+            <textarea prop:value=draft on:input=move |e| set_draft.set(event_target_value(&e))></textarea>
+            <button on:click=move |_| {
+                let _ = ws.send_with_str(&draft.get());
+                set_draft.set(String::new());
+            }>"Send"</button>
+        </div>
+    }
+}
+
+fn main() {
+    leptos::mount::mount_to_body(Chat);
+}
+RUST
+    (cd "$dir" && RUSTFLAGS="--cfg erase_components" cargo build -q --offline --release \
+      --target wasm32-unknown-unknown)
+    wasm-bindgen --target web --out-dir "$dir/out" \
+      "$dir/target/wasm32-unknown-unknown/release/floor.wasm"
+    wasm-opt -Oz "$dir/out/floor_bg.wasm" -o "$dir/out/floor_bg.wasm"
+    for f in "$dir"/out/floor_bg.wasm "$dir"/out/floor.js; do
+      printf '%-14s raw %7d B  brotli %6d B\n' "$(basename "$f")" "$(wc -c <"$f")" \
+        "$(brotli -c -q 11 "$f" | wc -c)"
+    done
+    ;;
   *)
-    echo "usage: scripts/profile.sh widget|heap|open" >&2
+    echo "usage: scripts/profile.sh widget|heap|open|floor" >&2
     exit 2
     ;;
 esac
