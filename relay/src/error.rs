@@ -98,6 +98,9 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no, or could not be reached.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// A value in the store or a request does not fit (e.g. duplicate email).
     #[error("{0}")]
     Invalid(String),

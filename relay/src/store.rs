@@ -67,6 +67,30 @@ pub struct Agent {
     pub admin: bool,
 }
 
+impl Agent {
+    /// An agent as just added: available, the default chat limit, not an admin; `sites: None`
+    /// means every site.
+    pub fn added(
+        agent: AgentRef,
+        email: String,
+        password_hash: String,
+        sites: Option<Vec<SiteKey>>,
+    ) -> Self {
+        Self {
+            agent,
+            email,
+            password_hash,
+            scope: match sites {
+                None => Scope::All,
+                Some(s) => Scope::Sites(s.into_iter().collect()),
+            },
+            presence: Presence::Available,
+            limit: DEFAULT_CHAT_LIMIT,
+            admin: false,
+        }
+    }
+}
+
 /// An agent as `escalera agent list` shows them.
 #[derive(Clone, Debug)]
 pub struct AgentListing {

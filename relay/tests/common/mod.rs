@@ -2,6 +2,8 @@
 //! WebSocket client.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
