@@ -143,10 +143,15 @@ async fn search(
     Query(query): Query<SearchQuery>,
 ) -> HttpResult<Response> {
     let me = agent(&state, &headers).await?;
-    let Some(fts) = crate::sqlite::fts_query(&query.q) else {
+    let words = crate::store::search_words(&query.q);
+    if words.is_empty() {
         return Ok(Json(serde_json::json!([])).into_response());
-    };
-    let hits = state.hub.log().search(me.scope, fts, SEARCH_LIMIT).await?;
+    }
+    let hits = state
+        .hub
+        .log()
+        .search(me.scope, words, SEARCH_LIMIT)
+        .await?;
     Ok(Json(hits).into_response())
 }
 
@@ -208,7 +213,7 @@ async fn export(
         .await?
         .map_or_else(String::new, |s| s.name);
     let base = state.config.public_url.clone().unwrap_or_default();
-    let visitor = crate::sqlite::visitor_label(id.as_str());
+    let visitor = crate::store::visitor_label(id.as_str());
     let (body, mime, ext) = match query.format {
         Format::Text => (
             transcript_text(&site, &visitor, &id, &messages, &base),
@@ -343,14 +348,10 @@ mod tests {
     #[test]
     fn search_words_are_quoted_and_the_last_is_a_prefix() {
         use crate::sqlite::fts_query;
-        assert_eq!(
-            fts_query("bison jer").as_deref(),
-            Some("\"bison\" \"jer\"*")
-        );
-        assert_eq!(
-            fts_query("\"a\" OR b*").as_deref(),
-            Some("\"a\" \"OR\" \"b\"*")
-        );
-        assert_eq!(fts_query(" !? "), None);
+        use crate::store::search_words;
+        let fts = |q: &str| fts_query(&search_words(q));
+        assert_eq!(fts("bison jer").as_deref(), Some("\"bison\" \"jer\"*"));
+        assert_eq!(fts("\"a\" OR b*").as_deref(), Some("\"a\" \"OR\" \"b\"*"));
+        assert_eq!(fts(" !? "), None);
     }
 }

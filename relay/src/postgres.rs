@@ -8,16 +8,27 @@
 //!   advisory lock: nodes starting together apply each one once.
 //! - A site is read afresh on every lookup: another node may have just changed it.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use escalera_protocol::{
-    AgentId, AgentRef, CannedReply, Presence, SiteFeatures, SiteKey, SiteLook,
+    AgentId, AgentRef, Attachment, Author, CannedReply, ClientMsgId, ConversationId,
+    ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
+    SearchHit, SiteFeatures, SiteKey, SiteLook, VisitorInfo,
 };
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
-use crate::core::Scope;
+use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
-use crate::store::{Agent, AgentListing, AuditEntry, Directory, Site, StoreFuture};
+use crate::sqlite::LISTED_PER_ADDRESS;
+use crate::store::{
+    author_str, json_col, kind_str, parse_author, parse_kind, parse_rating, preview, rating_str,
+    visitor_label, Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log,
+    OpenConversation, Site, StoreFuture, VerifiedUser, VisitorDetails,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -78,7 +89,10 @@ CREATE TABLE messages (
     PRIMARY KEY (conversation_id, seq));
 CREATE UNIQUE INDEX messages_client_id ON messages (conversation_id, client_id)
     WHERE client_id IS NOT NULL;
-CREATE INDEX messages_words ON messages USING GIN (to_tsvector('simple', text));
+CREATE EXTENSION IF NOT EXISTS unaccent;
+CREATE FUNCTION escalera_words(t TEXT) RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT to_tsvector('simple', public.unaccent('public.unaccent'::regdictionary, t)) $$;
+CREATE INDEX messages_words ON messages USING GIN (escalera_words(text));
 CREATE TABLE reads (
     agent_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq BIGINT NOT NULL,
     PRIMARY KEY (agent_id, conversation_id));
@@ -114,6 +128,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Waiting conversations listed per address (the oldest; the others wait unlisted).
+    listed_per_address: Arc<AtomicU32>,
 }
 
 impl PgStore {
@@ -134,7 +150,10 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Invalid(format!("database pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            listed_per_address: Arc::new(LISTED_PER_ADDRESS.into()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -171,8 +190,37 @@ impl PgStore {
         Ok(())
     }
 
+    /// How many waiting conversations of one address the agents' list shows.
+    pub fn set_listed_per_address(&self, n: u32) {
+        self.listed_per_address.store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn listed_per_address(&self) -> i64 {
+        self.listed_per_address.load(Ordering::Relaxed).into()
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// One statement on a pooled connection (its own transaction): rows changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        Ok(self.client().await?.execute(sql, params).await?)
+    }
+
+    /// One query on a pooled connection.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        Ok(self.client().await?.query(sql, params).await?)
+    }
+
+    /// One query of at most one row on a pooled connection.
+    async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        Ok(self.client().await?.query_opt(sql, params).await?)
+    }
+
+    /// One query of exactly one row on a pooled connection.
+    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        Ok(self.client().await?.query_one(sql, params).await?)
     }
 }
 
@@ -182,12 +230,6 @@ fn scope_keys(scope: &Scope) -> Option<Vec<String>> {
         Scope::All => None,
         Scope::Sites(sites) => Some(sites.iter().map(|s| s.0.clone()).collect()),
     }
-}
-
-/// A site's features or look from its JSON column (none, or unreadable: the defaults).
-fn json_col<T: serde::de::DeserializeOwned + Default>(json: Option<String>) -> T {
-    json.and_then(|j| serde_json::from_str(&j).ok())
-        .unwrap_or_default()
 }
 
 async fn site_row(c: &impl GenericClient, key: &SiteKey) -> Result<Option<Site>> {
@@ -411,13 +453,11 @@ impl Directory for PgStore {
         expires_at: i64,
     ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
-                    "INSERT INTO sessions (token_hash, agent_id, expires_at) VALUES ($1, $2, $3)",
-                    &[&token_hash, &agent.0, &expires_at],
-                )
-                .await?;
+            self.execute(
+                "INSERT INTO sessions (token_hash, agent_id, expires_at) VALUES ($1, $2, $3)",
+                &[&token_hash, &agent.0, &expires_at],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -440,9 +480,7 @@ impl Directory for PgStore {
 
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.client()
-                .await?
-                .execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
+            self.execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
                 .await?;
             Ok(())
         })
@@ -451,8 +489,6 @@ impl Directory for PgStore {
     fn live_sessions(&self, token_hashes: Vec<String>, now: i64) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
             let rows = self
-                .client()
-                .await?
                 .query(
                     "SELECT s.token_hash FROM sessions s JOIN agents a ON a.id = s.agent_id
                      WHERE s.token_hash = ANY($1) AND s.expires_at > $2 AND a.disabled_at IS NULL",
@@ -583,8 +619,6 @@ impl Directory for PgStore {
         Box::pin(async move {
             let limit = i32::try_from(limit).unwrap_or(i32::MAX);
             let n = self
-                .client()
-                .await?
                 .execute(
                     "UPDATE agents SET chat_limit = $2 WHERE email = $1 AND disabled_at IS NULL",
                     &[&email.trim().to_lowercase(), &limit],
@@ -596,13 +630,11 @@ impl Directory for PgStore {
 
     fn set_presence(&self, agent: AgentId, presence: Presence) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
-                    "UPDATE agents SET presence = $2 WHERE id = $1",
-                    &[&agent.0, &presence.as_str()],
-                )
-                .await?;
+            self.execute(
+                "UPDATE agents SET presence = $2 WHERE id = $1",
+                &[&agent.0, &presence.as_str()],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -611,8 +643,6 @@ impl Directory for PgStore {
         let json = serde_json::to_string(&features).unwrap_or_default();
         Box::pin(async move {
             let n = self
-                .client()
-                .await?
                 .execute(
                     "UPDATE sites SET features = $2 WHERE key = $1",
                     &[&site.0, &json],
@@ -644,8 +674,6 @@ impl Directory for PgStore {
     fn canned(&self, scope: Scope) -> StoreFuture<'_, Vec<CannedReply>> {
         Box::pin(async move {
             let rows = self
-                .client()
-                .await?
                 .query(
                     "SELECT id, site_key, shortcut, text FROM canned
                      WHERE $1::TEXT[] IS NULL OR site_key = ANY($1) ORDER BY shortcut, site_key",
@@ -673,8 +701,6 @@ impl Directory for PgStore {
     ) -> StoreFuture<'_, CannedReply> {
         Box::pin(async move {
             let row = self
-                .client()
-                .await?
                 .query_one(
                     "INSERT INTO canned (id, site_key, shortcut, text, created_at)
                      VALUES ($1, $2, $3, $4, $5)
@@ -695,8 +721,6 @@ impl Directory for PgStore {
     fn delete_canned(&self, id: String, scope: Scope) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let n = self
-                .client()
-                .await?
                 .execute(
                     "DELETE FROM canned WHERE id = $1
                      AND ($2::TEXT[] IS NULL OR site_key = ANY($2))",
@@ -743,8 +767,6 @@ impl Directory for PgStore {
     fn set_admin(&self, email: String, admin: bool) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let n = self
-                .client()
-                .await?
                 .execute(
                     "UPDATE agents SET admin = $2 WHERE email = $1",
                     &[&email.trim().to_lowercase(), &admin],
@@ -784,13 +806,11 @@ impl Directory for PgStore {
 
     fn record(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
-                    "INSERT INTO audit (at, actor, action, detail) VALUES ($1, $2, $3, $4)",
-                    &[&entry.at, &entry.actor, &entry.action, &entry.detail],
-                )
-                .await?;
+            self.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES ($1, $2, $3, $4)",
+                &[&entry.at, &entry.actor, &entry.action, &entry.detail],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -798,8 +818,6 @@ impl Directory for PgStore {
     fn audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
             let rows = self
-                .client()
-                .await?
                 .query(
                     "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT $1",
                     &[&i64::from(limit)],
@@ -819,15 +837,830 @@ impl Directory for PgStore {
 
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2)
+            self.execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&key, &value],
+                &[&key, &value],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+const MESSAGE_SELECT: &str = "SELECT m.conversation_id, m.seq, m.client_id, m.author,
+    m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256, m.event
+    FROM messages m LEFT JOIN files f ON f.id = m.attachment_id";
+
+fn row_message(r: &Row) -> Message {
+    let attachment = r.get::<_, Option<String>>(7).map(|id| Attachment {
+        id: FileId(id),
+        name: r.get(8),
+        size: r.get::<_, i64>(9) as u64,
+        mime: r.get(10),
+        sha256: r.get(11),
+    });
+    Message {
+        conversation: ConversationId(r.get(0)),
+        seq: r.get::<_, i64>(1) as u64,
+        client_id: r.get::<_, Option<String>>(2).map(ClientMsgId),
+        author: parse_author(r.get(3)),
+        author_name: r.get(4),
+        text: r.get(5),
+        // A line this relay cannot read (written by a newer one) still shows its English.
+        event: r
+            .get::<_, Option<&str>>(12)
+            .and_then(|e| serde_json::from_str(e).ok()),
+        at: r.get(6),
+        attachment,
+    }
+}
+
+const SUMMARY_SELECT: &str = "SELECT c.id, s.name, c.agent_id, a.name, c.last_seq, c.preview,
+    c.last_at, c.closed_at, c.rating, c.site_key, c.visitor_name, s.features,
+    c.external_id IS NOT NULL
+    FROM conversations c JOIN sites s ON s.key = c.site_key LEFT JOIN agents a ON a.id = c.agent_id";
+
+/// Whether conversation `c` is listed: assigned, or waiting with fewer than `$2` older
+/// waiting conversations from its address (one address cannot fill the list).
+const LISTED: &str = "(c.agent_id IS NOT NULL OR c.address IS NULL OR $2 > (
+    SELECT COUNT(*) FROM conversations o WHERE o.agent_id IS NULL AND o.address = c.address
+    AND o.created_at < c.created_at AND o.last_seq > 0))";
+
+/// The agent in columns `id` and `name` of a LEFT JOIN (none when the id is NULL).
+fn agent_cols(r: &Row, id: usize, name: usize) -> Option<AgentRef> {
+    match (
+        r.get::<_, Option<String>>(id),
+        r.get::<_, Option<String>>(name),
+    ) {
+        (Some(id), Some(name)) => Some(AgentRef {
+            id: AgentId(id),
+            name,
+        }),
+        _ => None,
+    }
+}
+
+fn row_summary(r: &Row) -> ConversationSummary {
+    let id: String = r.get(0);
+    let agent = agent_cols(r, 2, 3);
+    ConversationSummary {
+        visitor_label: r
+            .get::<_, Option<String>>(10)
+            .unwrap_or_else(|| visitor_label(&id)),
+        id: ConversationId(id),
+        site: SiteKey(r.get(9)),
+        site_name: r.get(1),
+        status: if r.get::<_, Option<i64>>(7).is_some() {
+            ConversationStatus::Closed
+        } else if agent.is_some() {
+            ConversationStatus::Assigned
+        } else {
+            ConversationStatus::Waiting
+        },
+        agent,
+        last_seq: r.get::<_, i64>(4) as u64,
+        preview: r.get(5),
+        last_at: r.get(6),
+        rating: r.get::<_, Option<&str>>(8).and_then(parse_rating),
+        features: json_col(r.get(11)),
+        verified: r.get(12),
+    }
+}
+
+async fn conversation_meta(
+    c: &impl GenericClient,
+    id: &ConversationId,
+) -> Result<Option<ConversationMeta>> {
+    let row = c
+        .query_opt(
+            "SELECT c.site_key, c.agent_id, a.name, c.closed_at, c.rating, s.features
+             FROM conversations c JOIN sites s ON s.key = c.site_key
+             LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = $1",
+            &[&id.0],
+        )
+        .await?;
+    Ok(row.map(|r| ConversationMeta {
+        closed: r.get::<_, Option<i64>>(3).is_some(),
+        rated: r.get::<_, Option<String>>(4).is_some(),
+        features: json_col(r.get(5)),
+        ..ConversationMeta::new(id.clone(), SiteKey(r.get(0)), agent_cols(&r, 1, 2))
+    }))
+}
+
+/// Gives a visitor's token (its hash) conversation `id` of `site`.
+async fn add_token(
+    c: &impl GenericClient,
+    token_hash: &str,
+    site: &str,
+    id: &str,
+    now: i64,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO visitors (token_hash, site_key, conversation_id, created_at)
+         VALUES ($1, $2, $3, $4)",
+        &[&token_hash, &site, &id, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `e` is PostgreSQL refusing a second row for a unique key.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Words ([`crate::store::search_words`]: letters and digits only, so none is syntax) as a
+/// text-search query: all required, the last one as a prefix.
+fn ts_query(words: &[String]) -> Option<String> {
+    let (last, rest) = words.split_last()?;
+    let mut query: Vec<String> = rest.to_vec();
+    query.push(format!("{last}:*"));
+    Some(query.join(" & "))
+}
+
+impl Log for PgStore {
+    fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            match call {
+                Some(r) => {
+                    c.execute(
+                        "INSERT INTO calls
+                         (conversation_id, site_key, kind, caller, caller_name, since)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (conversation_id) DO UPDATE SET site_key = excluded.site_key,
+                            kind = excluded.kind, caller = excluded.caller,
+                            caller_name = excluded.caller_name, since = excluded.since",
+                        &[
+                            &id.0,
+                            &r.site.0,
+                            &kind_str(r.kind),
+                            &author_str(r.caller),
+                            &r.caller_name,
+                            &r.since,
+                        ],
+                    )
+                    .await?
+                }
+                None => {
+                    c.execute("DELETE FROM calls WHERE conversation_id = $1", &[&id.0])
+                        .await?
+                }
+            };
+            Ok(())
+        })
+    }
+
+    fn calls(&self) -> StoreFuture<'_, Vec<(ConversationId, CallRecord)>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT conversation_id, site_key, kind, caller, caller_name, since FROM calls",
+                    &[],
                 )
                 .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        ConversationId(r.get(0)),
+                        CallRecord {
+                            site: SiteKey(r.get(1)),
+                            kind: parse_kind(r.get(2)),
+                            caller: parse_author(r.get(3)),
+                            caller_name: r.get(4),
+                            since: r.get(5),
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn visitor_conversation(
+        &self,
+        site: SiteKey,
+        token_hash: String,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT conversation_id FROM visitors WHERE token_hash = $1 AND site_key = $2",
+                    &[&token_hash, &site.0],
+                )
+                .await?;
+            match row {
+                Some(r) => conversation_meta(&c, &ConversationId(r.get(0))).await,
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn visitor(&self, token_hash: String) -> StoreFuture<'_, Option<(SiteKey, ConversationId)>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    "SELECT site_key, conversation_id FROM visitors WHERE token_hash = $1",
+                    &[&token_hash],
+                )
+                .await?;
+            Ok(row.map(|r| (SiteKey(r.get(0)), ConversationId(r.get(1)))))
+        })
+    }
+
+    fn add_visitor(
+        &self,
+        conversation: ConversationMeta,
+        token_hash: String,
+        address: String,
+        now: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (id, site) = (&conversation.id.0, &conversation.site.0);
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            tx.execute(
+                "INSERT INTO conversations (id, site_key, last_at, created_at, address)
+                 VALUES ($1, $2, $3, $3, $4)",
+                &[id, site, &now, &address],
+            )
+            .await?;
+            add_token(&tx, &token_hash, site, id, now).await?;
+            tx.commit().await?;
             Ok(())
+        })
+    }
+
+    fn conversation(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>> {
+        Box::pin(async move { conversation_meta(&self.client().await?, &id).await })
+    }
+
+    fn user_conversation(
+        &self,
+        site: SiteKey,
+        user: String,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT id FROM conversations WHERE site_key = $1 AND external_id = $2",
+                    &[&site.0, &user],
+                )
+                .await?;
+            match row {
+                Some(r) => conversation_meta(&c, &ConversationId(r.get(0))).await,
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn add_token(
+        &self,
+        id: ConversationId,
+        site: SiteKey,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            add_token(&c, &token_hash, &site.0, &id.0, now).await
+        })
+    }
+
+    fn add_link(
+        &self,
+        id: ConversationId,
+        link_hash: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            // Expired links go as new ones come.
+            c.execute(
+                "DELETE FROM links WHERE expires_at < $1",
+                &[&(expires_at - crate::store::LINK_LIFE_MS)],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO links (hash, conversation_id, expires_at) VALUES ($1, $2, $3)",
+                &[&link_hash, &id.0, &expires_at],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn redeem_link(
+        &self,
+        site: SiteKey,
+        link_hash: String,
+        token_hash: String,
+        now: i64,
+    ) -> StoreFuture<'_, Option<ConversationMeta>> {
+        Box::pin(async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let link = tx
+                .query_opt(
+                    "DELETE FROM links WHERE hash = $1 RETURNING conversation_id, expires_at",
+                    &[&link_hash],
+                )
+                .await?
+                .map(|r| (ConversationId(r.get(0)), r.get::<_, i64>(1)));
+            let meta = match link.filter(|(_, expires_at)| *expires_at > now) {
+                Some((id, _)) => conversation_meta(&tx, &id)
+                    .await?
+                    .filter(|m| m.site == site),
+                None => None,
+            };
+            if let Some(meta) = &meta {
+                add_token(&tx, &token_hash, &site.0, &meta.id.0, now).await?;
+            }
+            // Used or not, the link is gone.
+            tx.commit().await?;
+            Ok(meta)
+        })
+    }
+
+    fn claim(&self, id: ConversationId, user: VerifiedUser) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let changed = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE conversations SET external_id = $2,
+                        visitor_name = COALESCE($3, visitor_name), email = COALESCE($4, email)
+                     WHERE id = $1 AND (external_id IS NULL OR external_id = $2)",
+                    &[&id.0, &user.id, &user.name, &user.email],
+                )
+                .await;
+            match changed {
+                Ok(n) => Ok(n == 1),
+                // The user has another conversation of this site.
+                Err(e) if is_unique_violation(&e) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
+        Box::pin(async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            // The conversation's row first: its lock orders every append to the conversation,
+            // from any node, so seqs come without gaps or repeats, and a resend is seen below
+            // however close behind its first copy it came.
+            let said =
+                matches!(m.author, Author::Visitor | Author::Agent).then(|| preview(&m.text));
+            let Some(row) = tx
+                .query_opt(
+                    "UPDATE conversations SET last_seq = last_seq + 1, last_at = $2,
+                     preview = COALESCE($3, preview) WHERE id = $1 RETURNING last_seq",
+                    &[&m.conversation.0, &m.at, &said],
+                )
+                .await?
+            else {
+                return Err(StoreError::Invalid(format!(
+                    "no conversation {}",
+                    m.conversation
+                )));
+            };
+            let seq: i64 = row.get(0);
+            if let Some(cid) = &m.client_id {
+                let sql =
+                    format!("{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.client_id = $2");
+                if let Some(r) = tx.query_opt(&sql, &[&m.conversation.0, &cid.0]).await? {
+                    // Nothing written: the seq taken above goes back with the rollback.
+                    tx.rollback().await?;
+                    return Ok(Appended {
+                        message: row_message(&r),
+                        fresh: false,
+                    });
+                }
+            }
+            if let Some(f) = &m.attachment {
+                tx.execute(
+                    "INSERT INTO files (id, conversation_id, name, size, mime, sha256, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &f.id.0,
+                        &m.conversation.0,
+                        &f.name,
+                        &(f.size as i64),
+                        &f.mime,
+                        &f.sha256,
+                        &m.at,
+                    ],
+                )
+                .await?;
+            }
+            let event = m
+                .event
+                .as_ref()
+                .map(|e| serde_json::to_string(e).expect("an event serializes"));
+            tx.execute(
+                "INSERT INTO messages
+                 (conversation_id, seq, client_id, author, author_name, text, at, attachment_id, event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &m.conversation.0,
+                    &seq,
+                    &m.client_id.as_ref().map(|c| &c.0),
+                    &author_str(m.author),
+                    &m.author_name,
+                    &m.text,
+                    &m.at,
+                    &m.attachment.as_ref().map(|a| &a.id.0),
+                    &event,
+                ],
+            )
+            .await?;
+            // Durable before it is acknowledged: the commit returns after the WAL is flushed.
+            tx.commit().await?;
+            Ok(Appended {
+                message: Message {
+                    conversation: m.conversation,
+                    seq: seq as u64,
+                    client_id: m.client_id,
+                    author: m.author,
+                    author_name: m.author_name,
+                    text: m.text,
+                    event: m.event.map(Box::new),
+                    attachment: m.attachment,
+                    at: m.at,
+                },
+                fresh: true,
+            })
+        })
+    }
+
+    fn summaries_of(&self, ids: Vec<ConversationId>) -> StoreFuture<'_, Vec<ConversationSummary>> {
+        Box::pin(async move {
+            let keys: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+            let rows = self
+                .query(
+                    &format!("{SUMMARY_SELECT} WHERE c.id = ANY($1) AND {LISTED}"),
+                    &[&keys, &self.listed_per_address()],
+                )
+                .await?;
+            let mut found: std::collections::HashMap<String, ConversationSummary> = rows
+                .iter()
+                .map(row_summary)
+                .map(|s| (s.id.0.clone(), s))
+                .collect();
+            // In the order asked.
+            Ok(ids.iter().filter_map(|id| found.remove(&id.0)).collect())
+        })
+    }
+
+    fn messages_after(
+        &self,
+        id: ConversationId,
+        after_seq: u64,
+        limit: u32,
+        notes: bool,
+    ) -> StoreFuture<'_, HistoryPage> {
+        Box::pin(async move {
+            // Notes are read and then left out, so `upto` covers them: a visitor's next join
+            // starts after them.
+            let rows = self
+                .query(
+                    &format!(
+                        "{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.seq > $2
+                         ORDER BY m.seq LIMIT $3"
+                    ),
+                    &[&id.0, &(after_seq as i64), &i64::from(limit)],
+                )
+                .await?;
+            let full = rows.len() >= limit as usize;
+            let messages: Vec<Message> = rows.iter().map(row_message).collect();
+            let upto = messages.last().map_or(after_seq, |m| m.seq);
+            Ok(HistoryPage {
+                messages: messages
+                    .into_iter()
+                    .filter(|m| notes || m.author != Author::Note)
+                    .collect(),
+                upto,
+                full,
+            })
+        })
+    }
+
+    fn reassign(
+        &self,
+        id: ConversationId,
+        from: Option<AgentId>,
+        to: Option<AgentId>,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE conversations SET agent_id = $3
+                     WHERE id = $1 AND closed_at IS NULL
+                     AND (agent_id IS NOT DISTINCT FROM $2 OR agent_id IS NOT DISTINCT FROM $3)",
+                    &[&id.0, &from.map(|a| a.0), &to.map(|a| a.0)],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn close(&self, id: ConversationId, agent: AgentId, at: i64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE conversations SET closed_at = $3, rating = NULL
+                     WHERE id = $1 AND closed_at IS NULL AND (agent_id IS NULL OR agent_id = $2)",
+                    &[&id.0, &agent.0, &at],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn reopen(&self, id: ConversationId, agent: Option<AgentId>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE conversations SET closed_at = NULL, agent_id = $2, rating = NULL
+                     WHERE id = $1 AND closed_at IS NOT NULL",
+                    &[&id.0, &agent.map(|a| a.0)],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn rate(&self, id: ConversationId, rating: Rating) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE conversations SET rating = $2
+                     WHERE id = $1 AND closed_at IS NOT NULL AND rating IS NULL",
+                    &[&id.0, &rating_str(rating)],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn set_email(&self, id: ConversationId, email: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.execute(
+                "UPDATE conversations SET email = $2 WHERE id = $1",
+                &[&id.0, &email],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn search(
+        &self,
+        scope: Scope,
+        words: Vec<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<SearchHit>> {
+        Box::pin(async move {
+            let Some(query) = ts_query(&words) else {
+                return Ok(Vec::new());
+            };
+            let rows = self
+                .query(
+                    "WITH q AS (SELECT to_tsquery('simple',
+                            public.unaccent('public.unaccent'::regdictionary, $1)) AS q)
+                     SELECT m.conversation_id, m.seq, m.author, m.author_name,
+                        ts_headline('simple', m.text, q.q,
+                            'StartSel=\"\", StopSel=\"\", MaxWords=16, MinWords=8,
+                             MaxFragments=1, FragmentDelimiter=…'),
+                        m.at, s.name
+                     FROM q, messages m
+                     JOIN conversations c ON c.id = m.conversation_id
+                     JOIN sites s ON s.key = c.site_key
+                     WHERE escalera_words(m.text) @@ q.q
+                     AND ($3::TEXT[] IS NULL OR c.site_key = ANY($3))
+                     ORDER BY m.at DESC LIMIT $2",
+                    &[&query, &i64::from(limit), &scope_keys(&scope)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    SearchHit {
+                        visitor_label: visitor_label(&id),
+                        conversation: ConversationId(id),
+                        seq: r.get::<_, i64>(1) as u64,
+                        author: parse_author(r.get(2)),
+                        author_name: r.get(3),
+                        snippet: r.get(4),
+                        at: r.get(5),
+                        site_name: r.get(6),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn set_visitor_info(&self, id: ConversationId, info: VisitorInfo) -> StoreFuture<'_, ()> {
+        let json = serde_json::to_string(&info).unwrap_or_default();
+        Box::pin(async move {
+            self.execute(
+                "UPDATE conversations SET visitor_info = $2 WHERE id = $1",
+                &[&id.0, &json],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn set_visitor(
+        &self,
+        id: ConversationId,
+        name: Option<String>,
+        email: Option<String>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.execute(
+                "UPDATE conversations SET visitor_name = $2, email = $3 WHERE id = $1",
+                &[&id.0, &name, &email],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn visitor_details(&self, id: ConversationId) -> StoreFuture<'_, VisitorDetails> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    "SELECT visitor_info, visitor_name, email, created_at, external_id
+                     FROM conversations WHERE id = $1",
+                    &[&id.0],
+                )
+                .await?;
+            Ok(row
+                .map(|r| VisitorDetails {
+                    info: r
+                        .get::<_, Option<&str>>(0)
+                        .and_then(|j| serde_json::from_str(j).ok()),
+                    name: r.get(1),
+                    email: r.get(2),
+                    since: r.get(3),
+                    user: r.get(4),
+                })
+                .unwrap_or_default())
+        })
+    }
+
+    fn open_conversations(&self) -> StoreFuture<'_, Vec<OpenConversation>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT id, site_key, agent_id, created_at FROM conversations
+                     WHERE closed_at IS NULL AND last_seq > 0 ORDER BY created_at",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| OpenConversation {
+                    id: ConversationId(r.get(0)),
+                    site: SiteKey(r.get(1)),
+                    agent: r.get::<_, Option<String>>(2).map(AgentId),
+                    since: r.get(3),
+                })
+                .collect())
+        })
+    }
+
+    fn summaries(&self, scope: Scope, limit: u32) -> StoreFuture<'_, Vec<ConversationSummary>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    &format!(
+                        "{SUMMARY_SELECT} WHERE c.last_seq > 0 AND {LISTED}
+                         AND ($3::TEXT[] IS NULL OR c.site_key = ANY($3))
+                         ORDER BY (c.closed_at IS NOT NULL), (c.agent_id IS NOT NULL),
+                            c.last_at DESC LIMIT $1"
+                    ),
+                    &[
+                        &i64::from(limit),
+                        &self.listed_per_address(),
+                        &scope_keys(&scope),
+                    ],
+                )
+                .await?;
+            Ok(rows.iter().map(row_summary).collect())
+        })
+    }
+
+    fn mark_read(&self, agent: AgentId, id: ConversationId, seq: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.execute(
+                "INSERT INTO reads (agent_id, conversation_id, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (agent_id, conversation_id)
+                     DO UPDATE SET seq = GREATEST(reads.seq, excluded.seq)",
+                &[&agent.0, &id.0, &(seq as i64)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn read_marks(&self, agent: AgentId) -> StoreFuture<'_, Vec<ReadMark>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT conversation_id, seq FROM reads WHERE agent_id = $1",
+                    &[&agent.0],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ReadMark {
+                    conversation: ConversationId(r.get(0)),
+                    seq: r.get::<_, i64>(1) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn file(&self, id: FileId) -> StoreFuture<'_, Option<(ConversationId, Attachment)>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    "SELECT conversation_id, name, size, mime, sha256 FROM files WHERE id = $1",
+                    &[&id.0],
+                )
+                .await?;
+            Ok(row.map(|r| {
+                (
+                    ConversationId(r.get(0)),
+                    Attachment {
+                        id: id.clone(),
+                        name: r.get(1),
+                        size: r.get::<_, i64>(2) as u64,
+                        mime: r.get(3),
+                        sha256: r.get(4),
+                    },
+                )
+            }))
+        })
+    }
+
+    fn known_files(&self, ids: Vec<FileId>) -> StoreFuture<'_, Vec<FileId>> {
+        Box::pin(async move {
+            let keys: Vec<&str> = ids.iter().map(|f| f.0.as_str()).collect();
+            let rows = self
+                .query("SELECT id FROM files WHERE id = ANY($1)", &[&keys])
+                .await?;
+            Ok(rows.iter().map(|r| FileId(r.get(0))).collect())
+        })
+    }
+
+    fn read_upto(&self, id: ConversationId) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let n: i64 = self
+                .query_one(
+                    "SELECT COALESCE(MAX(seq), 0) FROM reads WHERE conversation_id = $1",
+                    &[&id.0],
+                )
+                .await?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn files_size(&self, id: ConversationId) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let n: i64 = self
+                .query_one(
+                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM files WHERE conversation_id = $1",
+                    &[&id.0],
+                )
+                .await?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn message_by_client_id(
+        &self,
+        id: ConversationId,
+        client_id: ClientMsgId,
+    ) -> StoreFuture<'_, Option<Message>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    &format!("{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.client_id = $2"),
+                    &[&id.0, &client_id.0],
+                )
+                .await?;
+            Ok(row.as_ref().map(row_message))
         })
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
+    AgentId, AgentRef, Attachment, Author, CannedReply, ClientMsgId, ConversationId,
     ConversationStatus, ConversationSummary, FileId, Message, Presence, Rating, ReadMark,
     SearchHit, SiteFeatures, SiteKey, SiteLook, VisitorInfo,
 };
@@ -27,8 +27,9 @@ use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{
-    Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log, OpenConversation, Site,
-    StoreFuture, VerifiedUser, VisitorDetails,
+    author_str, json_col, kind_str, parse_author, parse_kind, parse_rating, preview, rating_str,
+    visitor_label, Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log,
+    OpenConversation, Site, StoreFuture, VerifiedUser, VisitorDetails,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -204,30 +205,13 @@ fn scope_clause(scope: &Scope, column: &str, first: usize) -> (String, Vec<Strin
     }
 }
 
-/// Words as an FTS5 query: each one quoted (so nothing in them is syntax), all required, the
-/// last one as a prefix (it may be half typed).
-pub fn fts_query(words: &str) -> Option<String> {
-    let terms: Vec<String> = words
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(8)
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    let last = terms.len().checked_sub(1)?;
-    Some(
-        terms
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if i == last {
-                    format!("{t}*")
-                } else {
-                    t.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+/// Words ([`crate::store::search_words`]) as an FTS5 query: each one quoted (so nothing in
+/// them is syntax), all required, the last one as a prefix (it may be half typed).
+pub fn fts_query(words: &[String]) -> Option<String> {
+    let (last, rest) = words.split_last()?;
+    let mut query: Vec<String> = rest.iter().map(|w| format!("\"{w}\"")).collect();
+    query.push(format!("\"{last}\"*"));
+    Some(query.join(" "))
 }
 
 /// Waiting conversations listed per address, unless set otherwise.
@@ -588,23 +572,6 @@ fn write_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, commits: &Ato
         drop(batch);
     }
 }
-fn author_str(a: Author) -> &'static str {
-    match a {
-        Author::Visitor => "visitor",
-        Author::Agent => "agent",
-        Author::System => "system",
-        Author::Note => "note",
-    }
-}
-
-fn parse_author(s: &str) -> Author {
-    match s {
-        "visitor" => Author::Visitor,
-        "agent" => Author::Agent,
-        "note" => Author::Note,
-        _ => Author::System,
-    }
-}
 
 const MESSAGE_SELECT: &str = "SELECT m.conversation_id, m.seq, m.client_id, m.author,
     m.author_name, m.text, m.at, f.id, f.name, f.size, f.mime, f.sha256, m.event
@@ -657,11 +624,6 @@ fn agent_cols(r: &rusqlite::Row<'_>, id: usize, name: usize) -> rusqlite::Result
     )
 }
 
-/// How the agents' list names a visitor: "Visitor " and the start of their conversation's id.
-pub fn visitor_label(conversation: &str) -> String {
-    format!("Visitor {}", &conversation[..conversation.len().min(4)])
-}
-
 fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
     let id: String = r.get(0)?;
     let agent = agent_cols(r, 2, 3)?;
@@ -687,36 +649,9 @@ fn row_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
             .get::<_, Option<String>>(8)?
             .as_deref()
             .and_then(parse_rating),
-        features: features_col(r.get(11)?),
+        features: json_col::<SiteFeatures>(r.get(11)?),
         verified: r.get(12)?,
     })
-}
-
-/// A site's features from its JSON column (none, or unreadable: everything on).
-fn features_col(json: Option<String>) -> SiteFeatures {
-    json.and_then(|j| serde_json::from_str(&j).ok())
-        .unwrap_or_default()
-}
-
-/// A site's look from its JSON column (none, or unreadable: the defaults).
-fn look_col(json: Option<String>) -> SiteLook {
-    json.and_then(|j| serde_json::from_str(&j).ok())
-        .unwrap_or_default()
-}
-
-fn parse_rating(s: &str) -> Option<Rating> {
-    match s {
-        "up" => Some(Rating::Up),
-        "down" => Some(Rating::Down),
-        _ => None,
-    }
-}
-
-fn rating_str(r: Rating) -> &'static str {
-    match r {
-        Rating::Up => "up",
-        Rating::Down => "down",
-    }
 }
 
 fn load_agent(conn: &Connection, where_clause: &str, arg: &str) -> Result<Option<Agent>> {
@@ -780,21 +715,11 @@ fn load_agent_where(conn: &Connection, where_clause: &str, arg: &str) -> Result<
     }))
 }
 
-/// The first characters of a message, on one line, for the conversation list.
-fn preview(text: &str) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut p: String = one_line.chars().take(80).collect();
-    if one_line.chars().count() > 80 {
-        p.push('…');
-    }
-    p
-}
-
 fn meta_row(id: &ConversationId, r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
         closed: r.get::<_, Option<i64>>(3)?.is_some(),
         rated: r.get::<_, Option<String>>(4)?.is_some(),
-        features: features_col(r.get(5)?),
+        features: json_col::<SiteFeatures>(r.get(5)?),
         ..ConversationMeta::new(id.clone(), SiteKey(r.get(0)?), agent_cols(r, 1, 2)?)
     })
 }
@@ -817,8 +742,8 @@ fn site_row(c: &Connection, key: &SiteKey) -> Result<Option<Site>> {
         .query_row([&key.0], |r| {
             Ok((
                 r.get(0)?,
-                features_col(r.get(1)?),
-                look_col(r.get(2)?),
+                json_col::<SiteFeatures>(r.get(1)?),
+                json_col::<SiteLook>(r.get(2)?),
                 r.get::<_, Option<String>>(3)?.unwrap_or_default(),
                 r.get(4)?,
             ))
@@ -1435,22 +1360,6 @@ impl Directory for SqliteStore {
     }
 }
 
-fn kind_str(k: CallKind) -> &'static str {
-    match k {
-        CallKind::Voice => "voice",
-        CallKind::Video => "video",
-        CallKind::Screen => "screen",
-    }
-}
-
-fn parse_kind(s: &str) -> CallKind {
-    match s {
-        "video" => CallKind::Video,
-        "screen" => CallKind::Screen,
-        _ => CallKind::Voice,
-    }
-}
-
 impl Log for SqliteStore {
     fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()> {
         self.write(move |c| {
@@ -1756,7 +1665,15 @@ impl Log for SqliteStore {
         })
     }
 
-    fn search(&self, scope: Scope, query: String, limit: u32) -> StoreFuture<'_, Vec<SearchHit>> {
+    fn search(
+        &self,
+        scope: Scope,
+        words: Vec<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<SearchHit>> {
+        let Some(query) = fts_query(&words) else {
+            return Box::pin(async { Ok(Vec::new()) });
+        };
         self.read(move |c| {
             let (clause, keys) = scope_clause(&scope, "c.site_key", 3);
             let mut stmt = c.prepare(&format!(
@@ -1967,7 +1884,6 @@ impl Log for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escalera_protocol::SystemEvent;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -1994,133 +1910,6 @@ mod tests {
             .await
             .unwrap();
         meta.id
-    }
-
-    #[tokio::test]
-    async fn append_assigns_seq_and_dedupes_client_ids() {
-        let (_d, s) = store();
-        let site = s
-            .add_site("Shop".into(), vec!["https://a.example".into()], 0)
-            .await
-            .unwrap();
-        let conv = conversation(&s, &site.key, "h").await;
-        let one = s.append(chat(&conv, "x", "one")).await.unwrap();
-        let two = s.append(chat(&conv, "y", "two")).await.unwrap();
-        let again = s.append(chat(&conv, "x", "one (resent)")).await.unwrap();
-        assert_eq!((one.message.seq, two.message.seq), (1, 2));
-        assert!(one.fresh && two.fresh && !again.fresh);
-        assert_eq!(again.message, one.message);
-        let preview = async || {
-            let rows = s.summaries_of(vec![conv.clone(), "unknown".into()]);
-            let rows = rows.await.unwrap();
-            assert_eq!(rows.len(), 1);
-            rows[0].preview.clone()
-        };
-        assert_eq!(preview().await, "two");
-        let all = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
-        assert_eq!((all.messages.len(), all.upto, all.full), (2, 2, false));
-        let after = s.messages_after(conv.clone(), 1, 100, true).await.unwrap();
-        assert_eq!(after.messages, vec![two.message]);
-        // The relay's own lines and notes do not become the list's preview.
-        for author in [Author::System, Author::Note] {
-            let line = NewMessage {
-                author,
-                client_id: None,
-                ..chat(&conv, "", "Ana joined the conversation")
-            };
-            s.append(line).await.unwrap();
-            assert_eq!(preview().await, "two");
-        }
-        // A system line keeps what it records, for each browser's language.
-        let joined = SystemEvent::Joined {
-            agent: "Ana".into(),
-        };
-        let line = NewMessage {
-            author: Author::System,
-            client_id: None,
-            event: Some(joined.clone()),
-            ..chat(&conv, "", &joined.english())
-        };
-        let stored = s.append(line).await.unwrap().message;
-        assert_eq!(stored.event, Some(Box::new(joined)));
-        let read = s
-            .messages_after(conv.clone(), stored.seq - 1, 1, true)
-            .await
-            .unwrap();
-        assert_eq!(read.messages, vec![stored]);
-    }
-
-    #[tokio::test]
-    async fn a_link_back_works_once_before_it_expires_on_its_own_site() {
-        let (_d, s) = store();
-        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
-        let other = s.add_site("Other".into(), vec![], 0).await.unwrap();
-        let conv = conversation(&s, &site.key, "h").await;
-        let life = crate::store::LINK_LIFE_MS;
-        for link in ["good", "late", "elsewhere"] {
-            s.add_link(conv.clone(), link.into(), 1_000 + life)
-                .await
-                .unwrap();
-        }
-        let redeem = |site: &SiteKey, link: &str, token: &str, now: i64| {
-            s.redeem_link(site.clone(), link.into(), token.into(), now)
-        };
-        // Another site's widget cannot use it (and it is gone).
-        assert_eq!(
-            redeem(&other.key, "elsewhere", "t0", 2_000).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            redeem(&site.key, "elsewhere", "t0", 2_000).await.unwrap(),
-            None
-        );
-        // Expired.
-        assert_eq!(
-            redeem(&site.key, "late", "t1", 1_000 + life).await.unwrap(),
-            None
-        );
-        // Good once: the new token has the conversation; a second use gets nothing.
-        let meta = redeem(&site.key, "good", "t2", 2_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(meta.id, conv);
-        assert_eq!(
-            s.visitor_conversation(site.key.clone(), "t2".into())
-                .await
-                .unwrap()
-                .map(|m| m.id),
-            Some(conv.clone())
-        );
-        assert_eq!(redeem(&site.key, "good", "t3", 2_000).await.unwrap(), None);
-        assert_eq!(
-            s.visitor_conversation(site.key.clone(), "t3".into())
-                .await
-                .unwrap(),
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn a_visitors_history_skips_notes_but_covers_their_seqs() {
-        let (_d, s) = store();
-        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
-        let conv = conversation(&s, &site.key, "h").await;
-        s.append(chat(&conv, "a", "hello")).await.unwrap();
-        let mut note = chat(&conv, "n", "VIP customer, refund quietly");
-        note.author = Author::Note;
-        s.append(note).await.unwrap();
-        s.append(chat(&conv, "b", "still there?")).await.unwrap();
-        // An agent's page has the note; a visitor's does not, and still covers seq 1 to 3.
-        let agent = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
-        assert_eq!(agent.messages.len(), 3);
-        let visitor = s.messages_after(conv.clone(), 0, 100, false).await.unwrap();
-        let seqs: Vec<u64> = visitor.messages.iter().map(|m| m.seq).collect();
-        assert_eq!((seqs, visitor.upto), (vec![1, 3], 3));
-        assert!(visitor.messages.iter().all(|m| !m.text.contains("VIP")));
-        // A full page of two rows ends on the note: the next starts after it.
-        let first = s.messages_after(conv, 0, 2, false).await.unwrap();
-        assert_eq!((first.messages.len(), first.upto, first.full), (1, 2, true));
     }
 
     #[tokio::test]
@@ -2159,167 +1948,5 @@ mod tests {
                 .collect();
             assert_eq!(seqs, vec![1, 2, 3, 4]);
         }
-    }
-
-    #[tokio::test]
-    async fn assign_is_first_come() {
-        let (_d, s) = store();
-        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
-        let a = s
-            .add_agent("A@x.example".into(), "A".into(), "h".into(), None, 0)
-            .await
-            .unwrap();
-        let b = s
-            .add_agent(
-                "b@x.example".into(),
-                "B".into(),
-                "h".into(),
-                Some(vec![site.key.clone()]),
-                0,
-            )
-            .await
-            .unwrap();
-        assert!(s
-            .add_agent("a@x.example".into(), "dup".into(), "h".into(), None, 0)
-            .await
-            .is_err());
-        let conv = conversation(&s, &site.key, "h").await;
-        let (ida, idb) = (Some(a.agent.id.clone()), Some(b.agent.id.clone()));
-        assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
-        assert!(!s.reassign(conv.clone(), None, idb.clone()).await.unwrap());
-        assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
-        assert_eq!(
-            s.conversation(conv.clone()).await.unwrap().unwrap().agent,
-            Some(a.agent.clone())
-        );
-        // A transfer moves it only from who has it.
-        assert!(!s.reassign(conv.clone(), idb.clone(), None).await.unwrap());
-        assert!(s
-            .reassign(conv.clone(), ida.clone(), idb.clone())
-            .await
-            .unwrap());
-        // Closed by its agent only; rated once; reopened with whoever the relay says.
-        assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
-        assert!(!s.close(conv.clone(), a.agent.id.clone(), 5).await.unwrap());
-        assert!(s.close(conv.clone(), b.agent.id.clone(), 5).await.unwrap());
-        assert!(!s.close(conv.clone(), b.agent.id.clone(), 6).await.unwrap());
-        assert!(!s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
-        let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
-        assert!(meta.closed && !meta.rated);
-        assert!(s.rate(conv.clone(), Rating::Down).await.unwrap());
-        assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
-        assert!(s.conversation(conv.clone()).await.unwrap().unwrap().rated);
-        assert!(s.open_conversations().await.unwrap().is_empty());
-        assert!(s.reopen(conv.clone(), None).await.unwrap());
-        assert!(!s.reopen(conv.clone(), None).await.unwrap());
-        let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
-        assert!(!meta.closed && meta.agent.is_none());
-        let found = s.agent_by_email("a@X.example".into()).await.unwrap();
-        assert_eq!(found.unwrap().scope, Scope::All);
-    }
-
-    #[tokio::test]
-    async fn summaries_put_waiting_first_and_respect_scope() {
-        let (_d, s) = store();
-        let s1 = s.add_site("One".into(), vec![], 0).await.unwrap();
-        let s2 = s.add_site("Two".into(), vec![], 0).await.unwrap();
-        let a = s
-            .add_agent("a@x.example".into(), "A".into(), "h".into(), None, 0)
-            .await
-            .unwrap();
-        let c1 = conversation(&s, &s1.key, "1").await;
-        let c2 = conversation(&s, &s1.key, "2").await;
-        let c3 = conversation(&s, &s2.key, "3").await;
-        let _empty = conversation(&s, &s1.key, "4").await;
-        for (i, c) in [&c1, &c2, &c3].into_iter().enumerate() {
-            let mut m = chat(c, "m", &format!("hello\n{i}"));
-            m.at = 10 + i as i64;
-            s.append(m).await.unwrap();
-        }
-        s.reassign(c3.clone(), None, Some(a.agent.id.clone()))
-            .await
-            .unwrap();
-        let all: Vec<_> = s
-            .summaries(Scope::All, 50)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|x| x.id)
-            .collect();
-        assert_eq!(all, vec![c2.clone(), c1.clone(), c3]);
-        let only_one = s
-            .summaries(Scope::Sites([s1.key.clone()].into()), 50)
-            .await
-            .unwrap();
-        assert_eq!(only_one.len(), 2);
-        assert_eq!(only_one[0].preview, "hello 1");
-        let none = s.summaries(Scope::Sites(Default::default()), 50).await;
-        assert!(none.unwrap().is_empty());
-        s.mark_read(a.agent.id.clone(), c1.clone(), 3)
-            .await
-            .unwrap();
-        s.mark_read(a.agent.id.clone(), c1.clone(), 2)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.read_marks(a.agent.id.clone()).await.unwrap(),
-            vec![ReadMark {
-                conversation: c1,
-                seq: 3
-            }]
-        );
-    }
-
-    #[tokio::test]
-    async fn attachments_are_recorded_with_their_messages() {
-        let (_d, s) = store();
-        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
-        let conv = conversation(&s, &site.key, "h").await;
-        let file = Attachment {
-            id: FileId::from("f"),
-            name: "a.png".into(),
-            size: 3,
-            mime: "image/png".into(),
-            sha256: "ab".into(),
-        };
-        let mut m = chat(&conv, "x", "a.png");
-        m.attachment = Some(file.clone());
-        let stored = s.append(m).await.unwrap();
-        assert_eq!(stored.message.attachment.as_ref(), Some(&file));
-        let history = s.messages_after(conv.clone(), 0, 10, true).await.unwrap();
-        assert_eq!(history.messages[0].attachment, Some(file.clone()));
-        assert_eq!(s.file(file.id.clone()).await.unwrap(), Some((conv, file)));
-        assert_eq!(s.file(FileId::from("nope")).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn active_calls_are_kept_until_they_end() {
-        let (dir, s) = store();
-        let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
-        let conv = conversation(&s, &site.key, "h").await;
-        let record = CallRecord {
-            site: site.key.clone(),
-            kind: CallKind::Screen,
-            caller: Author::Agent,
-            caller_name: "Ana".into(),
-            since: 42,
-        };
-        s.save_call(conv.clone(), Some(record.clone()))
-            .await
-            .unwrap();
-        // Another process opening the same data dir (a restarted relay) finds it.
-        let reopened = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(
-            reopened.calls().await.unwrap(),
-            vec![(conv.clone(), record)]
-        );
-        s.save_call(conv, None).await.unwrap();
-        assert!(reopened.calls().await.unwrap().is_empty());
-    }
-
-    #[test]
-    fn preview_is_one_short_line() {
-        assert_eq!(preview("a\n\n b"), "a b");
-        assert_eq!(preview(&"x".repeat(100)).chars().count(), 81);
     }
 }

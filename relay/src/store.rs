@@ -10,9 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use escalera_protocol::{
-    AgentId, AgentRef, Attachment, CannedReply, ClientMsgId, ConversationId, ConversationSummary,
-    FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteFeatures, SiteKey, SiteLook,
-    VisitorInfo,
+    AgentId, AgentRef, Attachment, Author, CallKind, CannedReply, ClientMsgId, ConversationId,
+    ConversationSummary, FileId, Message, Presence, Rating, ReadMark, SearchHit, SiteFeatures,
+    SiteKey, SiteLook, VisitorInfo,
 };
 
 pub use escalera_protocol::AuditEntry;
@@ -28,6 +28,95 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// How long a link back to a conversation, sent by email, stays good: a week.
 pub const LINK_LIFE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+// Column values both backends store the same way.
+
+/// The words of a search box, as [`Log::search`] takes them: runs of letters and digits (what
+/// else was typed is no syntax, only a separator), at most 8.
+pub fn search_words(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A value from a JSON column (none, or unreadable: the defaults, e.g. every feature on).
+pub fn json_col<T: serde::de::DeserializeOwned + Default>(json: Option<String>) -> T {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
+/// How an author is stored.
+pub fn author_str(a: Author) -> &'static str {
+    match a {
+        Author::Visitor => "visitor",
+        Author::Agent => "agent",
+        Author::System => "system",
+        Author::Note => "note",
+    }
+}
+
+/// An author as stored (anything unknown: the relay).
+pub fn parse_author(s: &str) -> Author {
+    match s {
+        "visitor" => Author::Visitor,
+        "agent" => Author::Agent,
+        "note" => Author::Note,
+        _ => Author::System,
+    }
+}
+
+/// How the agents' list names a visitor: "Visitor " and the start of their conversation's id.
+pub fn visitor_label(conversation: &str) -> String {
+    format!("Visitor {}", &conversation[..conversation.len().min(4)])
+}
+
+/// A rating as stored.
+pub fn parse_rating(s: &str) -> Option<Rating> {
+    match s {
+        "up" => Some(Rating::Up),
+        "down" => Some(Rating::Down),
+        _ => None,
+    }
+}
+
+/// How a rating is stored.
+pub fn rating_str(r: Rating) -> &'static str {
+    match r {
+        Rating::Up => "up",
+        Rating::Down => "down",
+    }
+}
+
+/// The first characters of a message, on one line, for the conversation list.
+pub fn preview(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut p: String = one_line.chars().take(80).collect();
+    if one_line.chars().count() > 80 {
+        p.push('…');
+    }
+    p
+}
+
+/// How a call's kind is stored.
+pub fn kind_str(k: CallKind) -> &'static str {
+    match k {
+        CallKind::Voice => "voice",
+        CallKind::Video => "video",
+        CallKind::Screen => "screen",
+    }
+}
+
+/// A call's kind as stored (anything unknown: voice).
+pub fn parse_kind(s: &str) -> CallKind {
+    match s {
+        "video" => CallKind::Video,
+        "screen" => CallKind::Screen,
+        _ => CallKind::Voice,
+    }
+}
 
 /// A site that embeds the widget.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,9 +428,15 @@ pub trait Log: Send + Sync + 'static {
     fn rate(&self, id: ConversationId, rating: Rating) -> StoreFuture<'_, bool>;
     /// Keeps the email a visitor left.
     fn set_email(&self, id: ConversationId, email: String) -> StoreFuture<'_, ()>;
-    /// The newest messages (notes included) of the sites of `scope` matching every word of
-    /// `query` (an FTS5 query), at most `limit`.
-    fn search(&self, scope: Scope, query: String, limit: u32) -> StoreFuture<'_, Vec<SearchHit>>;
+    /// The newest messages (notes included) of the sites of `scope` with every one of `words`
+    /// ([`search_words`]; the last may be the start of a word, half typed), letter case and
+    /// accents aside; at most `limit`.
+    fn search(
+        &self,
+        scope: Scope,
+        words: Vec<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<SearchHit>>;
     /// Keeps where the conversation's visitor is and what they use.
     fn set_visitor_info(&self, id: ConversationId, info: VisitorInfo) -> StoreFuture<'_, ()>;
     /// Sets the name and email agents gave the visitor (`None` clears each).
@@ -380,4 +475,25 @@ pub trait Log: Send + Sync + 'static {
     fn save_call(&self, id: ConversationId, call: Option<CallRecord>) -> StoreFuture<'_, ()>;
     /// Every active call, as recorded (read when the relay starts).
     fn calls(&self) -> StoreFuture<'_, Vec<(ConversationId, CallRecord)>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_is_one_short_line() {
+        assert_eq!(preview("a\n\n b"), "a b");
+        assert_eq!(preview(&"x".repeat(100)).chars().count(), 81);
+    }
+
+    #[test]
+    fn search_words_are_letters_and_digits_only() {
+        assert_eq!(
+            search_words(" Bison-jerky & (x1)* "),
+            ["Bison", "jerky", "x1"]
+        );
+        assert_eq!(search_words("a b c d e f g h i j").len(), 8);
+        assert!(search_words(" !? ").is_empty());
+    }
 }

@@ -7,12 +7,21 @@ mod common;
 use std::collections::HashSet;
 
 use escalera_protocol::{Presence, SiteFeatures, SiteKey};
-use escalera_relay::core::Scope;
-use escalera_relay::postgres::PgStore;
-use escalera_relay::sqlite::SqliteStore;
-use escalera_relay::store::{AuditEntry, Directory, Site};
 
-/// Runs each named test against both backends: `sqlite::NAME` and `postgres::NAME`.
+use escalera_protocol::{
+    Attachment, Author, CallKind, ClientMsgId, ConversationId, FileId, Rating, ReadMark,
+    SystemEvent,
+};
+use escalera_relay::core::Scope;
+use escalera_relay::core::{CallRecord, ConversationMeta, NewMessage};
+use escalera_relay::postgres::PgStore;
+use escalera_relay::secrets;
+use escalera_relay::sqlite::SqliteStore;
+use escalera_relay::store::{search_words, AuditEntry, Directory, Log, Site, VerifiedUser};
+
+/// Runs each named test against both backends: `sqlite::NAME` and `postgres::NAME`. A test
+/// gets `open`, which opens the store (again: another process on the same record, e.g. a
+/// second relay node, or one restarted).
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -20,8 +29,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let dir = tempfile::tempdir().unwrap();
-                    let store = super::SqliteStore::open(dir.path()).unwrap();
-                    super::$name(&store).await;
+                    super::$name(async || super::SqliteStore::open(dir.path()).unwrap()).await;
                 }
             )*
         }
@@ -30,8 +38,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let url = crate::common::postgres::database().await;
-                    let store = super::PgStore::connect(&url).await.unwrap();
-                    super::$name(&store).await;
+                    super::$name(async || super::PgStore::connect(&url).await.unwrap()).await;
                 }
             )*
         }
@@ -43,13 +50,26 @@ contract!(
     agents_log_in_by_email_and_their_sessions_end_with_their_access,
     agents_are_listed_changed_and_removed_with_their_email_freed,
     canned_replies_settings_and_the_audit_log_keep_what_was_saved,
+    append_assigns_seq_and_dedupes_client_ids,
+    appends_from_two_stores_at_once_get_every_seq_once_and_each_message_once,
+    a_link_back_works_once_before_it_expires_on_its_own_site,
+    a_visitors_history_skips_notes_but_covers_their_seqs,
+    assign_is_first_come,
+    summaries_put_waiting_first_and_respect_scope,
+    attachments_are_recorded_with_their_messages,
+    active_calls_are_kept_until_they_end,
+    search_finds_every_word_the_last_half_typed_whatever_the_case_and_accents,
+    visitors_their_tokens_and_verified_users_find_their_conversation,
 );
 
 fn scope(sites: &[&SiteKey]) -> Scope {
     Scope::Sites(sites.iter().map(|s| (*s).clone()).collect::<HashSet<_>>())
 }
 
-async fn sites_are_added_changed_and_listed_by_scope(s: &impl Directory) {
+async fn sites_are_added_changed_and_listed_by_scope<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
     let shop = s
         .add_site("Shop".into(), vec!["https://shop.example".into()], 1)
         .await
@@ -124,7 +144,10 @@ async fn sites_are_added_changed_and_listed_by_scope(s: &impl Directory) {
     assert!(s.sites_of(scope(&[])).await.unwrap().is_empty());
 }
 
-async fn agents_log_in_by_email_and_their_sessions_end_with_their_access(s: &impl Directory) {
+async fn agents_log_in_by_email_and_their_sessions_end_with_their_access<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
     let shop = s.add_site("Shop".into(), vec![], 0).await.unwrap();
     assert_eq!(s.agent_count().await.unwrap(), 0);
     let ana = s
@@ -221,7 +244,10 @@ async fn agents_log_in_by_email_and_their_sessions_end_with_their_access(s: &imp
         .is_some());
 }
 
-async fn agents_are_listed_changed_and_removed_with_their_email_freed(s: &impl Directory) {
+async fn agents_are_listed_changed_and_removed_with_their_email_freed<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
     let shop = s.add_site("Shop".into(), vec![], 0).await.unwrap();
     let blog = s.add_site("Blog".into(), vec![], 0).await.unwrap();
     let bo = s
@@ -307,7 +333,10 @@ async fn agents_are_listed_changed_and_removed_with_their_email_freed(s: &impl D
     assert_ne!(new_bo.agent.id, bo.agent.id);
 }
 
-async fn canned_replies_settings_and_the_audit_log_keep_what_was_saved(s: &impl Directory) {
+async fn canned_replies_settings_and_the_audit_log_keep_what_was_saved<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
     let shop = s.add_site("Shop".into(), vec![], 0).await.unwrap();
     let blog = s.add_site("Blog".into(), vec![], 0).await.unwrap();
     let hi = s
@@ -368,4 +397,557 @@ async fn canned_replies_settings_and_the_audit_log_keep_what_was_saved(s: &impl 
         .map(|e| e.at)
         .collect();
     assert_eq!(newest, vec![4, 3, 2]);
+}
+
+fn chat(conv: &ConversationId, cid: &str, text: &str) -> NewMessage {
+    NewMessage {
+        conversation: conv.clone(),
+        client_id: Some(ClientMsgId::from(cid)),
+        author: Author::Visitor,
+        author_name: None,
+        text: text.into(),
+        event: None,
+        attachment: None,
+        at: 1,
+    }
+}
+
+async fn conversation(s: &impl Log, site: &SiteKey, visitor: &str) -> ConversationId {
+    let meta = ConversationMeta::new(ConversationId(secrets::random_id()), site.clone(), None);
+    s.add_visitor(meta.clone(), visitor.into(), "192.0.2.1".into(), 0)
+        .await
+        .unwrap();
+    meta.id
+}
+
+async fn append_assigns_seq_and_dedupes_client_ids<S: Directory + Log>(open: impl AsyncFn() -> S) {
+    let s = open().await;
+    let site = s
+        .add_site("Shop".into(), vec!["https://a.example".into()], 0)
+        .await
+        .unwrap();
+    let conv = conversation(&s, &site.key, "h").await;
+    let one = s.append(chat(&conv, "x", "one")).await.unwrap();
+    let two = s.append(chat(&conv, "y", "two")).await.unwrap();
+    let again = s.append(chat(&conv, "x", "one (resent)")).await.unwrap();
+    assert_eq!((one.message.seq, two.message.seq), (1, 2));
+    assert!(one.fresh && two.fresh && !again.fresh);
+    assert_eq!(again.message, one.message);
+    let preview = async || {
+        let rows = s.summaries_of(vec![conv.clone(), "unknown".into()]);
+        let rows = rows.await.unwrap();
+        assert_eq!(rows.len(), 1);
+        rows[0].preview.clone()
+    };
+    assert_eq!(preview().await, "two");
+    let all = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
+    assert_eq!((all.messages.len(), all.upto, all.full), (2, 2, false));
+    let after = s.messages_after(conv.clone(), 1, 100, true).await.unwrap();
+    assert_eq!(after.messages, vec![two.message]);
+    // The relay's own lines and notes do not become the list's preview.
+    for author in [Author::System, Author::Note] {
+        let line = NewMessage {
+            author,
+            client_id: None,
+            ..chat(&conv, "", "Ana joined the conversation")
+        };
+        s.append(line).await.unwrap();
+        assert_eq!(preview().await, "two");
+    }
+    // A system line keeps what it records, for each browser's language.
+    let joined = SystemEvent::Joined {
+        agent: "Ana".into(),
+    };
+    let line = NewMessage {
+        author: Author::System,
+        client_id: None,
+        event: Some(joined.clone()),
+        ..chat(&conv, "", &joined.english())
+    };
+    let stored = s.append(line).await.unwrap().message;
+    assert_eq!(stored.event, Some(Box::new(joined)));
+    let read = s
+        .messages_after(conv.clone(), stored.seq - 1, 1, true)
+        .await
+        .unwrap();
+    assert_eq!(read.messages, vec![stored]);
+}
+
+async fn a_link_back_works_once_before_it_expires_on_its_own_site<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let other = s.add_site("Other".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&s, &site.key, "h").await;
+    let life = escalera_relay::store::LINK_LIFE_MS;
+    for link in ["good", "late", "elsewhere"] {
+        s.add_link(conv.clone(), link.into(), 1_000 + life)
+            .await
+            .unwrap();
+    }
+    let redeem = |site: &SiteKey, link: &str, token: &str, now: i64| {
+        s.redeem_link(site.clone(), link.into(), token.into(), now)
+    };
+    // Another site's widget cannot use it (and it is gone).
+    assert_eq!(
+        redeem(&other.key, "elsewhere", "t0", 2_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        redeem(&site.key, "elsewhere", "t0", 2_000).await.unwrap(),
+        None
+    );
+    // Expired.
+    assert_eq!(
+        redeem(&site.key, "late", "t1", 1_000 + life).await.unwrap(),
+        None
+    );
+    // Good once: the new token has the conversation; a second use gets nothing.
+    let meta = redeem(&site.key, "good", "t2", 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.id, conv);
+    assert_eq!(
+        s.visitor_conversation(site.key.clone(), "t2".into())
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some(conv.clone())
+    );
+    assert_eq!(redeem(&site.key, "good", "t3", 2_000).await.unwrap(), None);
+    assert_eq!(
+        s.visitor_conversation(site.key.clone(), "t3".into())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_visitors_history_skips_notes_but_covers_their_seqs<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&s, &site.key, "h").await;
+    s.append(chat(&conv, "a", "hello")).await.unwrap();
+    let mut note = chat(&conv, "n", "VIP customer, refund quietly");
+    note.author = Author::Note;
+    s.append(note).await.unwrap();
+    s.append(chat(&conv, "b", "still there?")).await.unwrap();
+    // An agent's page has the note; a visitor's does not, and still covers seq 1 to 3.
+    let agent = s.messages_after(conv.clone(), 0, 100, true).await.unwrap();
+    assert_eq!(agent.messages.len(), 3);
+    let visitor = s.messages_after(conv.clone(), 0, 100, false).await.unwrap();
+    let seqs: Vec<u64> = visitor.messages.iter().map(|m| m.seq).collect();
+    assert_eq!((seqs, visitor.upto), (vec![1, 3], 3));
+    assert!(visitor.messages.iter().all(|m| !m.text.contains("VIP")));
+    // A full page of two rows ends on the note: the next starts after it.
+    let first = s.messages_after(conv, 0, 2, false).await.unwrap();
+    assert_eq!((first.messages.len(), first.upto, first.full), (1, 2, true));
+}
+
+async fn assign_is_first_come<S: Directory + Log>(open: impl AsyncFn() -> S) {
+    let s = open().await;
+    let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let a = s
+        .add_agent("A@x.example".into(), "A".into(), "h".into(), None, 0)
+        .await
+        .unwrap();
+    let b = s
+        .add_agent(
+            "b@x.example".into(),
+            "B".into(),
+            "h".into(),
+            Some(vec![site.key.clone()]),
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(s
+        .add_agent("a@x.example".into(), "dup".into(), "h".into(), None, 0)
+        .await
+        .is_err());
+    let conv = conversation(&s, &site.key, "h").await;
+    let (ida, idb) = (Some(a.agent.id.clone()), Some(b.agent.id.clone()));
+    assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
+    assert!(!s.reassign(conv.clone(), None, idb.clone()).await.unwrap());
+    assert!(s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
+    assert_eq!(
+        s.conversation(conv.clone()).await.unwrap().unwrap().agent,
+        Some(a.agent.clone())
+    );
+    // A transfer moves it only from who has it.
+    assert!(!s.reassign(conv.clone(), idb.clone(), None).await.unwrap());
+    assert!(s
+        .reassign(conv.clone(), ida.clone(), idb.clone())
+        .await
+        .unwrap());
+    // Closed by its agent only; rated once; reopened with whoever the relay says.
+    assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
+    assert!(!s.close(conv.clone(), a.agent.id.clone(), 5).await.unwrap());
+    assert!(s.close(conv.clone(), b.agent.id.clone(), 5).await.unwrap());
+    assert!(!s.close(conv.clone(), b.agent.id.clone(), 6).await.unwrap());
+    assert!(!s.reassign(conv.clone(), None, ida.clone()).await.unwrap());
+    let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
+    assert!(meta.closed && !meta.rated);
+    assert!(s.rate(conv.clone(), Rating::Down).await.unwrap());
+    assert!(!s.rate(conv.clone(), Rating::Up).await.unwrap());
+    assert!(s.conversation(conv.clone()).await.unwrap().unwrap().rated);
+    assert!(s.open_conversations().await.unwrap().is_empty());
+    assert!(s.reopen(conv.clone(), None).await.unwrap());
+    assert!(!s.reopen(conv.clone(), None).await.unwrap());
+    let meta = s.conversation(conv.clone()).await.unwrap().unwrap();
+    assert!(!meta.closed && meta.agent.is_none());
+    let found = s.agent_by_email("a@X.example".into()).await.unwrap();
+    assert_eq!(found.unwrap().scope, Scope::All);
+}
+
+async fn summaries_put_waiting_first_and_respect_scope<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let s1 = s.add_site("One".into(), vec![], 0).await.unwrap();
+    let s2 = s.add_site("Two".into(), vec![], 0).await.unwrap();
+    let a = s
+        .add_agent("a@x.example".into(), "A".into(), "h".into(), None, 0)
+        .await
+        .unwrap();
+    let c1 = conversation(&s, &s1.key, "1").await;
+    let c2 = conversation(&s, &s1.key, "2").await;
+    let c3 = conversation(&s, &s2.key, "3").await;
+    let _empty = conversation(&s, &s1.key, "4").await;
+    for (i, c) in [&c1, &c2, &c3].into_iter().enumerate() {
+        let mut m = chat(c, "m", &format!("hello\n{i}"));
+        m.at = 10 + i as i64;
+        s.append(m).await.unwrap();
+    }
+    s.reassign(c3.clone(), None, Some(a.agent.id.clone()))
+        .await
+        .unwrap();
+    let all: Vec<_> = s
+        .summaries(Scope::All, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(all, vec![c2.clone(), c1.clone(), c3]);
+    let only_one = s
+        .summaries(Scope::Sites([s1.key.clone()].into()), 50)
+        .await
+        .unwrap();
+    assert_eq!(only_one.len(), 2);
+    assert_eq!(only_one[0].preview, "hello 1");
+    let none = s.summaries(Scope::Sites(Default::default()), 50).await;
+    assert!(none.unwrap().is_empty());
+    s.mark_read(a.agent.id.clone(), c1.clone(), 3)
+        .await
+        .unwrap();
+    s.mark_read(a.agent.id.clone(), c1.clone(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.read_marks(a.agent.id.clone()).await.unwrap(),
+        vec![ReadMark {
+            conversation: c1,
+            seq: 3
+        }]
+    );
+}
+
+async fn attachments_are_recorded_with_their_messages<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&s, &site.key, "h").await;
+    let file = Attachment {
+        id: FileId::from("f"),
+        name: "a.png".into(),
+        size: 3,
+        mime: "image/png".into(),
+        sha256: "ab".into(),
+    };
+    let mut m = chat(&conv, "x", "a.png");
+    m.attachment = Some(file.clone());
+    let stored = s.append(m).await.unwrap();
+    assert_eq!(stored.message.attachment.as_ref(), Some(&file));
+    let history = s.messages_after(conv.clone(), 0, 10, true).await.unwrap();
+    assert_eq!(history.messages[0].attachment, Some(file.clone()));
+    assert_eq!(s.file(file.id.clone()).await.unwrap(), Some((conv, file)));
+    assert_eq!(s.file(FileId::from("nope")).await.unwrap(), None);
+}
+
+async fn active_calls_are_kept_until_they_end<S: Directory + Log>(open: impl AsyncFn() -> S) {
+    let s = open().await;
+    let site = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&s, &site.key, "h").await;
+    let record = CallRecord {
+        site: site.key.clone(),
+        kind: CallKind::Screen,
+        caller: Author::Agent,
+        caller_name: "Ana".into(),
+        since: 42,
+    };
+    s.save_call(conv.clone(), Some(record.clone()))
+        .await
+        .unwrap();
+    // Another process on the same record (a restarted relay, another node) finds it.
+    let reopened = open().await;
+    assert_eq!(
+        reopened.calls().await.unwrap(),
+        vec![(conv.clone(), record)]
+    );
+    s.save_call(conv, None).await.unwrap();
+    assert!(reopened.calls().await.unwrap().is_empty());
+}
+
+async fn appends_from_two_stores_at_once_get_every_seq_once_and_each_message_once<
+    S: Directory + Log,
+>(
+    open: impl AsyncFn() -> S,
+) {
+    // Two stores on one record: two relay nodes writing to one conversation at once.
+    let (a, b) = (open().await, open().await);
+    let site = a.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&a, &site.key, "h").await;
+    const N: usize = 1_000;
+    let mut writes = Vec::new();
+    for i in 0..N {
+        let store: &S = if i % 2 == 0 { &a } else { &b };
+        writes.push(store.append(chat(&conv, &format!("m{i}"), &format!("{i}"))));
+        // Every tenth message is sent again at once through the other store (a resend
+        // after a reconnection to another node).
+        if i % 10 == 0 {
+            let other: &S = if i % 2 == 0 { &b } else { &a };
+            writes.push(other.append(chat(&conv, &format!("m{i}"), &format!("{i}"))));
+        }
+    }
+    let results: Vec<_> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.fresh).count(), N);
+    // Both copies of a resend got the one stored message.
+    for pair in results.chunk_by(|x, y| x.message.client_id == y.message.client_id) {
+        assert!(pair.iter().all(|r| r.message == pair[0].message));
+    }
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = b
+            .messages_after(conv.clone(), after, 300, true)
+            .await
+            .unwrap();
+        stored.extend(page.messages);
+        if !page.full {
+            break;
+        }
+        after = page.upto;
+    }
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let ids: HashSet<_> = stored.iter().map(|m| m.client_id.clone()).collect();
+    assert_eq!(ids.len(), N, "each message once");
+}
+
+async fn search_finds_every_word_the_last_half_typed_whatever_the_case_and_accents<
+    S: Directory + Log,
+>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let shop = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let blog = s.add_site("Blog".into(), vec![], 0).await.unwrap();
+    let c1 = conversation(&s, &shop.key, "1").await;
+    let c2 = conversation(&s, &blog.key, "2").await;
+    let lines = [
+        (
+            &c1,
+            "a",
+            "Where is my Bison jerky order?",
+            Author::Visitor,
+            10,
+        ),
+        (
+            &c1,
+            "b",
+            "The bison jerky ships on Monday",
+            Author::Agent,
+            20,
+        ),
+        (&c1, "c", "Refund the jerky quietly", Author::Note, 30),
+        (&c2, "d", "José ordered bison steaks", Author::Visitor, 40),
+        (&c2, "e", "nothing to see here", Author::Visitor, 50),
+    ];
+    for (conv, cid, text, author, at) in lines {
+        let m = NewMessage {
+            author,
+            at,
+            ..chat(conv, cid, text)
+        };
+        s.append(m).await.unwrap();
+    }
+    let find = async |q: &str, scope: Scope| {
+        s.search(scope, search_words(q), 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.conversation, h.seq, h.snippet))
+            .collect::<Vec<_>>()
+    };
+    let seqs = |hits: Vec<(ConversationId, u64, String)>| {
+        hits.into_iter().map(|(c, s, _)| (c, s)).collect::<Vec<_>>()
+    };
+    // Every word, in any case; the last one half typed; newest first; notes included.
+    assert_eq!(
+        seqs(find("BISON jer", Scope::All).await),
+        vec![(c1.clone(), 2), (c1.clone(), 1)]
+    );
+    assert_eq!(
+        seqs(find("jerk", Scope::All).await),
+        vec![(c1.clone(), 3), (c1.clone(), 2), (c1.clone(), 1)]
+    );
+    // Accents aside, both ways.
+    assert_eq!(seqs(find("jose", Scope::All).await), vec![(c2.clone(), 1)]);
+    assert_eq!(seqs(find("jerký", Scope::All).await).len(), 3);
+    // Only the scope's sites; a word in no message finds nothing.
+    assert_eq!(
+        seqs(find("bison", scope(&[&blog.key])).await),
+        vec![(c2.clone(), 1)]
+    );
+    assert!(find("bison", scope(&[])).await.is_empty());
+    assert!(find("bison zebra", Scope::All).await.is_empty());
+    assert!(find("", Scope::All).await.is_empty());
+    // Operators typed are words like any other, never syntax.
+    assert!(find("bison OR nothing", Scope::All).await.is_empty());
+    assert_eq!(seqs(find("bison & (jerky)", Scope::All).await).len(), 2);
+    // The snippet is the message's text around what was found.
+    let hits = find("monday", Scope::All).await;
+    assert!(hits[0].2.contains("Monday"), "{hits:?}");
+}
+
+async fn visitors_their_tokens_and_verified_users_find_their_conversation<S: Directory + Log>(
+    open: impl AsyncFn() -> S,
+) {
+    let s = open().await;
+    let shop = s.add_site("Shop".into(), vec![], 0).await.unwrap();
+    let blog = s.add_site("Blog".into(), vec![], 0).await.unwrap();
+    let conv = conversation(&s, &shop.key, "token-1").await;
+    let found = s.visitor_conversation(shop.key.clone(), "token-1".into());
+    assert_eq!(found.await.unwrap().map(|m| m.id), Some(conv.clone()));
+    // A token is good on its own site only.
+    let elsewhere = s.visitor_conversation(blog.key.clone(), "token-1".into());
+    assert_eq!(elsewhere.await.unwrap(), None);
+    assert_eq!(
+        s.visitor("token-1".into()).await.unwrap(),
+        Some((shop.key.clone(), conv.clone()))
+    );
+    assert_eq!(s.visitor("nobody".into()).await.unwrap(), None);
+    // A second device of the same visitor.
+    s.add_token(conv.clone(), shop.key.clone(), "token-2".into(), 5)
+        .await
+        .unwrap();
+    let second = s.visitor_conversation(shop.key.clone(), "token-2".into());
+    assert_eq!(second.await.unwrap().map(|m| m.id), Some(conv.clone()));
+
+    // A verified user claims it once; the same user cannot claim a second one.
+    let user = VerifiedUser {
+        id: "u-1".into(),
+        name: Some("Jo".into()),
+        email: Some("jo@example.com".into()),
+    };
+    assert!(s.claim(conv.clone(), user.clone()).await.unwrap());
+    assert!(
+        s.claim(conv.clone(), user.clone()).await.unwrap(),
+        "again: still theirs"
+    );
+    let other = conversation(&s, &shop.key, "token-3").await;
+    assert!(!s.claim(other.clone(), user.clone()).await.unwrap());
+    let stranger = VerifiedUser {
+        id: "u-2".into(),
+        name: None,
+        email: None,
+    };
+    assert!(!s.claim(conv.clone(), stranger).await.unwrap());
+    let mine = s.user_conversation(shop.key.clone(), "u-1".into());
+    assert_eq!(mine.await.unwrap().map(|m| m.id), Some(conv.clone()));
+    assert_eq!(
+        s.user_conversation(blog.key.clone(), "u-1".into())
+            .await
+            .unwrap(),
+        None
+    );
+
+    // What is known of them: kept, and changed by agents.
+    let details = s.visitor_details(conv.clone()).await.unwrap();
+    assert_eq!(
+        (
+            details.name.as_deref(),
+            details.email.as_deref(),
+            details.user.as_deref()
+        ),
+        (Some("Jo"), Some("jo@example.com"), Some("u-1"))
+    );
+    s.set_visitor(conv.clone(), Some("Joanna".into()), None)
+        .await
+        .unwrap();
+    s.set_email(other.clone(), "left@example.com".into())
+        .await
+        .unwrap();
+    let details = s.visitor_details(conv.clone()).await.unwrap();
+    assert_eq!(
+        (details.name.as_deref(), details.email),
+        (Some("Joanna"), None)
+    );
+    let left = s.visitor_details(other.clone()).await.unwrap();
+    assert_eq!(left.email.as_deref(), Some("left@example.com"));
+    assert_eq!(
+        s.visitor_details(ConversationId::from("nope"))
+            .await
+            .unwrap(),
+        Default::default()
+    );
+
+    // Files, their sizes, and which are known; read marks.
+    let file = |id: &str, size: u64| Attachment {
+        id: FileId::from(id),
+        name: format!("{id}.txt"),
+        size,
+        mime: "text/plain".into(),
+        sha256: "00".into(),
+    };
+    for (cid, f) in [("f1", file("f1", 100)), ("f2", file("f2", 23))] {
+        let m = NewMessage {
+            attachment: Some(f),
+            ..chat(&conv, cid, "a file")
+        };
+        s.append(m).await.unwrap();
+    }
+    assert_eq!(s.files_size(conv.clone()).await.unwrap(), 123);
+    assert_eq!(s.files_size(other.clone()).await.unwrap(), 0);
+    let mut known = s
+        .known_files(vec!["f2".into(), "ghost".into(), "f1".into()])
+        .await
+        .unwrap();
+    known.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(known, vec![FileId::from("f1"), FileId::from("f2")]);
+    let by_id = s.message_by_client_id(conv.clone(), ClientMsgId::from("f2"));
+    assert_eq!(by_id.await.unwrap().map(|m| m.seq), Some(2));
+    assert_eq!(s.read_upto(conv.clone()).await.unwrap(), 0);
+    let ana = s
+        .add_agent("ana@x.example".into(), "Ana".into(), "h".into(), None, 0)
+        .await
+        .unwrap();
+    s.mark_read(ana.agent.id.clone(), conv.clone(), 2)
+        .await
+        .unwrap();
+    assert_eq!(s.read_upto(conv.clone()).await.unwrap(), 2);
 }
