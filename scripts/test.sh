@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: unit and relay-through-sockets tests, then the browser end-to-end tests against
+# Every test: unit and relay-through-sockets tests (those on SQLite, then on PostgreSQL), then
+# the browser end-to-end tests against
 # the release binary, inside a loopback-only network namespace when run as root. Compiling the
 # tests is a step with its output in target/logs/; the tests' own output is shown.
 set -euo pipefail
@@ -18,6 +19,12 @@ step "$LOGS/e2e-build.log" "compiling the browser tests (debug)" "about 1 minute
 
 say "unit and relay tests"
 cargo test --locked --workspace --exclude escalera-e2e
+
+# The relay's socket tests again with the record on PostgreSQL (a server the tests start;
+# tests/store.rs runs the store's own contract on both already).
+say "relay tests on PostgreSQL"
+ESCALERA_TEST_STORE=postgres cargo test --locked --workspace --exclude escalera-e2e \
+  --test abuse --test calls --test desk --test files --test settings --test socket
 
 say "browser tests (headless Chromium, real relay binary)"
 e2e=(cargo test --locked --offline -p escalera-e2e -- --test-threads=1)

@@ -222,6 +222,30 @@ impl Relay {
         })
     }
 
+    /// Opens the PostgreSQL database at `url` (bringing its schema up to date) and builds the
+    /// hub; uploads stay in `data_dir/files`, which every node on the database must share.
+    pub async fn open_postgres(
+        url: &str,
+        data_dir: &std::path::Path,
+        config: Config,
+    ) -> anyhow::Result<Self> {
+        let store = postgres::PgStore::connect(url).await?;
+        store.set_listed_per_address(config.listed_per_address);
+        // Uploads are for this user only, as with SQLite.
+        std::fs::create_dir_all(data_dir)?;
+        std::fs::set_permissions(
+            data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        let files = data_dir.join("files");
+        Ok(Self::with_store(
+            Arc::new(store.clone()),
+            Arc::new(store),
+            config,
+            files,
+        ))
+    }
+
     /// Builds the hub over any store (with the in-process bus), keeping uploads in
     /// `files_dir`.
     pub fn with_store(

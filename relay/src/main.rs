@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use escalera_protocol::SiteKey;
 use escalera_relay::http::{snippet, DemoPage};
+use escalera_relay::postgres::PgStore;
 use escalera_relay::sqlite::SqliteStore;
 use escalera_relay::store::Directory;
 use escalera_relay::{assets, now_ms, secrets, settings, Config, Relay};
@@ -33,8 +34,30 @@ struct Cli {
         default_value = "./data"
     )]
     data_dir: PathBuf,
+    /// Keep the record in PostgreSQL (postgres://user:password@host:port/database) instead of
+    /// SQLite in the data dir; uploaded files stay in DATA_DIR/files, which every node must
+    /// share.
+    #[arg(
+        long,
+        global = true,
+        env = "ESCALERA_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The store's directory, for the command line's changes: PostgreSQL at `database_url`, or
+/// SQLite in `data_dir`.
+fn directory(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Box<dyn Directory>> {
+    Ok(match database_url {
+        Some(url) => Box::new(block_on(PgStore::connect(url))?),
+        None => Box::new(SqliteStore::open(data_dir)?),
+    })
 }
 
 // Parsed once at start: the size of the largest variant costs nothing.
@@ -333,8 +356,7 @@ enum SiteCommand {
 }
 
 /// `escalera site set|show`.
-fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open(data_dir)?;
+fn site_command(store: &dyn Directory, command: SiteCommand) -> anyhow::Result<()> {
     let (key, change) = match command {
         SiteCommand::Add { .. } => unreachable!("handled by main"),
         SiteCommand::Show { site } => (site, None),
@@ -377,7 +399,7 @@ fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Res
             settings::offers(&f),
             if required { "required" } else { "optional" }
         );
-        block_on(settings::record(&store, CLI, "site.update", detail));
+        block_on(settings::record(store, CLI, "site.update", detail));
     }
     println!("{}\t{}\t{}", site.key, site.name, site.origins.join(" "));
     println!("Offers: {}", settings::offers(&f));
@@ -390,8 +412,7 @@ fn site_command(data_dir: &std::path::Path, command: SiteCommand) -> anyhow::Res
 }
 
 /// `escalera agent list|passwd|disable|enable|remove`.
-fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open(data_dir)?;
+fn agent_command(store: &dyn Directory, command: AgentCommand) -> anyhow::Result<()> {
     let found = |ok: bool, email: &str| {
         if ok {
             Ok(())
@@ -400,7 +421,7 @@ fn agent_command(data_dir: &std::path::Path, command: AgentCommand) -> anyhow::R
         }
     };
     let audit = |action: &str, detail: String| {
-        block_on(settings::record(&store, CLI, action, detail));
+        block_on(settings::record(store, CLI, action, detail));
     };
     match command {
         AgentCommand::Add { .. } => unreachable!("handled by main"),
@@ -478,9 +499,14 @@ fn main() -> anyhow::Result<()> {
         // Colours only on a terminal: a log file or journal gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(cli.data_dir, args),
+    let Cli {
+        data_dir,
+        database_url,
+        command,
+    } = Cli::parse();
+    let directory = || directory(&data_dir, database_url.as_deref());
+    match command {
+        Command::Serve(args) => serve(data_dir.clone(), database_url.clone(), args),
         Command::Agent {
             command:
                 AgentCommand::Add {
@@ -491,7 +517,7 @@ fn main() -> anyhow::Result<()> {
                     admin,
                 },
         } => {
-            let store = SqliteStore::open(&cli.data_dir)?;
+            let store = directory()?;
             let password = new_password(&email)?;
             let sites: Vec<SiteKey> = sites.into_iter().map(SiteKey).collect();
             let scope = (!sites.is_empty()).then_some(sites);
@@ -505,11 +531,11 @@ fn main() -> anyhow::Result<()> {
             }
             let role = if admin { "admin" } else { "agent" };
             let detail = format!("{} <{}>: {role}", agent.agent.name, agent.email);
-            block_on(settings::record(&store, CLI, "agent.add", detail));
+            block_on(settings::record(&*store, CLI, "agent.add", detail));
             println!("Added {role} {} <{}>", agent.agent.name, agent.email);
             Ok(())
         }
-        Command::Agent { command } => agent_command(&cli.data_dir, command),
+        Command::Agent { command } => agent_command(&*directory()?, command),
         Command::Site {
             command:
                 SiteCommand::Add {
@@ -522,7 +548,7 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|o| settings::normalize_origin(o).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let store = SqliteStore::open(&cli.data_dir)?;
+            let store = directory()?;
             let site = block_on(store.add_site(name, origins, now_ms()))?;
             let detail = format!(
                 "{} ({}), origins: {}",
@@ -530,17 +556,21 @@ fn main() -> anyhow::Result<()> {
                 site.key,
                 site.origins.join(" ")
             );
-            block_on(settings::record(&store, CLI, "site.add", detail));
+            block_on(settings::record(&*store, CLI, "site.add", detail));
             println!("Site key: {}", site.key);
             println!("Embed snippet:\n{}", snippet(&public_url, &site.key));
             Ok(())
         }
-        Command::Site { command } => site_command(&cli.data_dir, command),
+        Command::Site { command } => site_command(&*directory()?, command),
     }
 }
 
 #[tokio::main]
-async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     let demo_addr: Option<SocketAddr> = match args.demo_listen.as_str() {
         "off" | "" => None,
         a => Some(a.parse().context("--demo-listen")?),
@@ -570,63 +600,66 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")))
         .trim_end_matches('/')
         .to_owned();
-    let relay = Relay::open(
-        &data_dir,
-        Config {
-            assets_dir: args.assets,
-            secure_cookies: public_url.starts_with("https://"),
-            public_url: Some(public_url.clone()),
-            ice: escalera_relay::ice::IceConfig {
-                stun: args.stun,
-                turn: args.turn,
-                turn_secret: match &args.turn_secret_file {
-                    Some(path) => Some(
-                        std::fs::read_to_string(path)
-                            .with_context(|| format!("cannot read {}", path.display()))?
-                            .lines()
-                            .next()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned(),
-                    )
-                    .filter(|s| !s.is_empty()),
-                    None => args.turn_secret,
-                },
-                turn_ttl_secs: args.turn_ttl,
+    let config = Config {
+        assets_dir: args.assets,
+        secure_cookies: public_url.starts_with("https://"),
+        public_url: Some(public_url.clone()),
+        ice: escalera_relay::ice::IceConfig {
+            stun: args.stun,
+            turn: args.turn,
+            turn_secret: match &args.turn_secret_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                )
+                .filter(|s| !s.is_empty()),
+                None => args.turn_secret,
             },
-            max_upload: args.max_upload,
-            ring_timeout_ms: i64::from(args.ring_timeout) * 1000,
-            call_grace_ms: i64::from(args.call_grace) * 1000,
-            frame_rate: args.frame_rate.max(1),
-            frame_burst: args.frame_burst.max(1),
-            login: escalera_relay::guard::LoginLimits {
-                concurrency: args.login_concurrency,
-                per_address: args.login_per_address.max(1),
-                per_account: args.login_per_account.max(1),
-            },
-            per_address_connections: args.connections_per_address.max(1),
-            max_connections: args.max_connections,
-            header_timeout_secs: args.header_timeout.max(1),
-            hello_deadline_secs: args.hello_deadline.max(1),
-            idle_timeout_secs: args.idle_timeout.max(3),
-            sockets_per_visitor: args.sockets_per_visitor.max(1),
-            conversations_per_address: args.conversations_per_address.max(1),
-            listed_per_address: args.listed_per_address.max(1),
-            visitor_chat_rate: args.visitor_chat_rate.max(1),
-            address_chat_rate: args.address_chat_rate.max(1),
-            call_actions_per_minute: args.call_actions_per_minute.max(1),
-            visitor_history_rate: args.visitor_history_rate.max(1),
-            presence_grace_secs: args.presence_grace,
-            away_after_secs: args.away_after,
-            conversation_quota: args.conversation_quota,
-            upload_allowance: args.upload_allowance,
-            upload_min_rate: args.upload_min_rate,
-            agent_reserve_percent: args.agent_reserve,
-            mail,
-            alert_after_secs: args.alert_after,
-            ..Config::default()
+            turn_ttl_secs: args.turn_ttl,
         },
-    )?;
+        max_upload: args.max_upload,
+        ring_timeout_ms: i64::from(args.ring_timeout) * 1000,
+        call_grace_ms: i64::from(args.call_grace) * 1000,
+        frame_rate: args.frame_rate.max(1),
+        frame_burst: args.frame_burst.max(1),
+        login: escalera_relay::guard::LoginLimits {
+            concurrency: args.login_concurrency,
+            per_address: args.login_per_address.max(1),
+            per_account: args.login_per_account.max(1),
+        },
+        per_address_connections: args.connections_per_address.max(1),
+        max_connections: args.max_connections,
+        header_timeout_secs: args.header_timeout.max(1),
+        hello_deadline_secs: args.hello_deadline.max(1),
+        idle_timeout_secs: args.idle_timeout.max(3),
+        sockets_per_visitor: args.sockets_per_visitor.max(1),
+        conversations_per_address: args.conversations_per_address.max(1),
+        listed_per_address: args.listed_per_address.max(1),
+        visitor_chat_rate: args.visitor_chat_rate.max(1),
+        address_chat_rate: args.address_chat_rate.max(1),
+        call_actions_per_minute: args.call_actions_per_minute.max(1),
+        visitor_history_rate: args.visitor_history_rate.max(1),
+        presence_grace_secs: args.presence_grace,
+        away_after_secs: args.away_after,
+        conversation_quota: args.conversation_quota,
+        upload_allowance: args.upload_allowance,
+        upload_min_rate: args.upload_min_rate,
+        agent_reserve_percent: args.agent_reserve,
+        mail,
+        alert_after_secs: args.alert_after,
+        ..Config::default()
+    };
+    let relay = match &database_url {
+        Some(url) => Relay::open_postgres(url, &data_dir, config)
+            .await
+            .context("cannot open the PostgreSQL database")?,
+        None => Relay::open(&data_dir, config)?,
+    };
     let store = relay.state.hub.directory().clone();
     let demo = match demo_addr {
         Some(addr) => {
@@ -709,12 +742,17 @@ async fn first_agent(store: &dyn Directory) -> anyhow::Result<Option<(String, St
 /// Who the audit log says made a change from the command line.
 const CLI: &str = "command line";
 
-/// Runs one store call from the command line (which has no runtime of its own).
+/// Runs one store call from the command line (which has no runtime of its own), on one
+/// runtime for the whole command: a PostgreSQL connection lives on the runtime it was made on.
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+        })
         .block_on(f)
 }
 

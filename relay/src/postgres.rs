@@ -970,6 +970,21 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
+/// A search hit's snippet: PostgreSQL's headline of `text`, with `…` where it cut the text
+/// (as SQLite's snippets have).
+fn snippet(headline: String, text: &str) -> String {
+    let headline = headline.trim();
+    let mut out = String::new();
+    if !text.trim_start().starts_with(headline) {
+        out.push('…');
+    }
+    out.push_str(headline);
+    if !text.trim_end().ends_with(headline) {
+        out.push('…');
+    }
+    out
+}
+
 /// Words ([`crate::store::search_words`]: letters and digits only, so none is syntax) as a
 /// text-search query: all required, the last one as a prefix.
 fn ts_query(words: &[String]) -> Option<String> {
@@ -1434,8 +1449,8 @@ impl Log for PgStore {
                             public.unaccent('public.unaccent'::regdictionary, $1)) AS q)
                      SELECT m.conversation_id, m.seq, m.author, m.author_name,
                         ts_headline('simple', m.text, q.q,
-                            'StartSel=\"\", StopSel=\"\", MaxWords=16, MinWords=8,
-                             MaxFragments=1, FragmentDelimiter=…'),
+                            'StartSel=\"\", StopSel=\"\", MaxWords=16, MinWords=8, ShortWord=0'),
+                        m.text,
                         m.at, s.name
                      FROM q, messages m
                      JOIN conversations c ON c.id = m.conversation_id
@@ -1456,9 +1471,9 @@ impl Log for PgStore {
                         seq: r.get::<_, i64>(1) as u64,
                         author: parse_author(r.get(2)),
                         author_name: r.get(3),
-                        snippet: r.get(4),
-                        at: r.get(5),
-                        site_name: r.get(6),
+                        snippet: snippet(r.get(4), r.get(5)),
+                        at: r.get(6),
+                        site_name: r.get(7),
                     }
                 })
                 .collect())

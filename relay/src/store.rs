@@ -335,6 +335,11 @@ pub trait Directory: Send + Sync + 'static {
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()>;
 }
 
+/// A whole store, directory and log (e.g. `Box<dyn Record>`, either backend).
+pub trait Record: Directory + Log {}
+
+impl<T: Directory + Log> Record for T {}
+
 /// Visitors, conversations, messages, files and read marks: the part that grows and is
 /// written on every chat message.
 pub trait Log: Send + Sync + 'static {

@@ -177,19 +177,12 @@ async fn the_team_sees_each_agents_presence_live_and_it_is_stored() {
         escalera_protocol::ErrorCode::Forbidden
     );
     // Stored: the database says so (the relay reads it at the next start).
-    let stored = || {
-        let db = rusqlite::Connection::open(relay.dir.path().join("escalera.db")).unwrap();
-        db.query_row(
-            "SELECT presence FROM agents WHERE email = 'ben@shop.example'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .unwrap()
-    };
+    let record = relay.record().await;
     ben.send(&ClientMsg::Ping).await;
     ben.recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
         .await;
-    assert_eq!(stored(), "away");
+    let stored = record.agent_by_email("ben@shop.example".into()).await;
+    assert_eq!(stored.unwrap().unwrap().presence, Presence::Away);
 
     // Ben's console goes: past the grace period the team sees him offline; back, as he chose.
     drop(ben);

@@ -281,8 +281,8 @@ async fn orphaned_and_partial_files_are_swept_once_old() {
             f.set_modified(two_hours_ago).unwrap();
         }
     }
-    let store = escalera_relay::sqlite::SqliteStore::open(relay.dir.path()).unwrap();
-    let removed = escalera_relay::files::sweep(&store, &dir).await.unwrap();
+    let store = relay.record().await;
+    let removed = escalera_relay::files::sweep(&*store, &dir).await.unwrap();
     assert_eq!(removed, 2);
     let mut left: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

@@ -132,11 +132,12 @@ async fn a_reconnecting_visitor_gets_exactly_what_it_missed() {
 #[tokio::test]
 async fn a_killed_relay_keeps_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
+    let database = common::test_database().await;
     let site = {
-        let store = escalera_relay::sqlite::SqliteStore::open(dir.path()).unwrap();
-        common::seed(&store).await.0
+        let store = common::record(dir.path(), database.as_deref()).await;
+        common::seed(&*store).await.0
     };
-    let (mut child, url) = spawn_binary(dir.path());
+    let (mut child, url) = spawn_binary(dir.path(), database.as_deref());
     let ws_url = format!(
         "{}/ws/visitor?site={}",
         url.replace("http://", "ws://"),
@@ -173,7 +174,7 @@ async fn a_killed_relay_keeps_every_acknowledged_message() {
     child.kill().unwrap(); // SIGKILL: no shutdown, no flush
     child.wait().unwrap();
 
-    let (mut child, url) = spawn_binary(dir.path());
+    let (mut child, url) = spawn_binary(dir.path(), database.as_deref());
     let ws_url = format!(
         "{}/ws/visitor?site={}",
         url.replace("http://", "ws://"),

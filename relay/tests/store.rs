@@ -829,9 +829,21 @@ async fn search_finds_every_word_the_last_half_typed_whatever_the_case_and_accen
     // Operators typed are words like any other, never syntax.
     assert!(find("bison OR nothing", Scope::All).await.is_empty());
     assert_eq!(seqs(find("bison & (jerky)", Scope::All).await).len(), 2);
-    // The snippet is the message's text around what was found.
+    // The snippet is the message's text around what was found, marked where it was cut.
     let hits = find("monday", Scope::All).await;
-    assert!(hits[0].2.contains("Monday"), "{hits:?}");
+    assert_eq!(hits[0].2, "The bison jerky ships on Monday");
+    let long: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
+    let mut text = long.join(" ");
+    text.push_str(" needle ");
+    text.push_str(&long.join(" "));
+    s.append(chat(&c2, "long", &text)).await.unwrap();
+    let hits = find("needle", Scope::All).await;
+    let cut = &hits[0].2;
+    assert!(cut.starts_with('…') && cut.ends_with('…'), "{cut}");
+    assert!(
+        cut.contains("needle") && cut.len() < text.len() / 2,
+        "{cut}"
+    );
 }
 
 async fn visitors_their_tokens_and_verified_users_find_their_conversation<S: Directory + Log>(

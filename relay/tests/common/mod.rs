@@ -11,7 +11,7 @@ use std::time::Duration;
 use escalera_protocol::{
     ClientMsg, ClientMsgId, ErrorCode, Message, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION,
 };
-use escalera_relay::store::{Directory, Site};
+use escalera_relay::store::{Directory, Record, Site};
 use escalera_relay::{now_ms, secrets, Config, Relay};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -32,6 +32,8 @@ pub struct TestRelay {
     pub site: Site,
     pub other_site: Site,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database it keeps its record in, when not SQLite in `dir`.
+    pub database: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -80,20 +82,65 @@ pub async fn seed(store: &dyn Directory) -> (Site, Site) {
     (site, other)
 }
 
+/// The record the relay's tests run on: SQLite in their data dir (`None`), or, with
+/// `ESCALERA_TEST_STORE=postgres` (scripts/test.sh runs the relay's tests both ways), a fresh
+/// database on the test process's PostgreSQL server.
+pub async fn test_database() -> Option<String> {
+    match std::env::var("ESCALERA_TEST_STORE").as_deref() {
+        Ok("postgres") => Some(postgres::database().await),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("ESCALERA_TEST_STORE={other}: sqlite or postgres"),
+    }
+}
+
+/// A second store on a record (SQLite in `dir`, or PostgreSQL at `database`), as another
+/// process (the command line, another node) has it.
+pub async fn record(dir: &Path, database: Option<&str>) -> Box<dyn Record> {
+    match database {
+        Some(url) => Box::new(
+            escalera_relay::postgres::PgStore::connect(url)
+                .await
+                .unwrap(),
+        ),
+        None => Box::new(escalera_relay::sqlite::SqliteStore::open(dir).unwrap()),
+    }
+}
+
+/// A relay on SQLite in `dir`, or on PostgreSQL at `database`.
+async fn open(dir: &Path, database: Option<&str>, config: Config) -> Relay {
+    match database {
+        Some(url) => Relay::open_postgres(url, dir, config).await.unwrap(),
+        None => Relay::open(dir, config).unwrap(),
+    }
+}
+
 impl TestRelay {
     pub async fn start() -> Self {
         Self::start_with(Config::default()).await
     }
 
+    /// A relay on a fresh record ([`test_database`]).
     pub async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let relay = Relay::open(dir.path(), config).unwrap();
+        let database = test_database().await;
+        let relay = open(dir.path(), database.as_deref(), config).await;
         let (site, other_site) = seed(&**relay.state.hub.directory()).await;
-        Self::serve(relay, dir, site, other_site).await
+        Self::serve(relay, dir, database, site, other_site).await
+    }
+
+    /// A second store on this relay's record, as another process (the command line) has it.
+    pub async fn record(&self) -> Box<dyn Record> {
+        record(self.dir.path(), self.database.as_deref()).await
     }
 
     /// Serves `relay` on a new loopback port.
-    async fn serve(relay: Relay, dir: tempfile::TempDir, site: Site, other_site: Site) -> Self {
+    async fn serve(
+        relay: Relay,
+        dir: tempfile::TempDir,
+        database: Option<String>,
+        site: Site,
+        other_site: Site,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
@@ -105,6 +152,7 @@ impl TestRelay {
             site,
             other_site,
             dir,
+            database,
             stop: Some(stop),
             task: Some(task),
         }
@@ -113,9 +161,10 @@ impl TestRelay {
     /// Stops the relay and starts another on the same data dir (and a new port).
     pub async fn restart(self) -> Self {
         let (site, other_site) = (self.site.clone(), self.other_site.clone());
+        let database = self.database.clone();
         let dir = self.stop().await;
-        let relay = Relay::open(dir.path(), Config::default()).unwrap();
-        Self::serve(relay, dir, site, other_site).await
+        let relay = open(dir.path(), database.as_deref(), Config::default()).await;
+        Self::serve(relay, dir, database, site, other_site).await
     }
 
     /// A visitor of the main site with `token`, and the welcome they got.
@@ -134,7 +183,7 @@ impl TestRelay {
 
     /// Adds an agent serving every site, with the common password.
     pub async fn add_agent(&self, email: &str, name: &str) {
-        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
+        let store = self.record().await;
         let hash = secrets::hash_password(PASSWORD);
         let add = store.add_agent(email.into(), name.into(), hash, None, now_ms());
         add.await.unwrap();
@@ -142,18 +191,16 @@ impl TestRelay {
 
     /// Sets what the main site offers (the relay reads it from the store).
     pub async fn set_features(&self, features: escalera_protocol::SiteFeatures) {
-        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
-        let set = Directory::set_features(&store, self.site.key.clone(), features);
+        let store = self.record().await;
+        let set = store.set_features(self.site.key.clone(), features);
         assert!(set.await.unwrap());
     }
 
     /// Sets how many open conversations routing gives an agent (read when a console of the
     /// team next says hello).
     pub async fn set_limit(&self, email: &str, limit: u32) {
-        let store = escalera_relay::sqlite::SqliteStore::open(self.dir.path()).unwrap();
-        assert!(Directory::set_limit(&store, email.into(), limit)
-            .await
-            .unwrap());
+        let store = self.record().await;
+        assert!(store.set_limit(email.into(), limit).await.unwrap());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -193,10 +240,21 @@ impl TestRelay {
     }
 
     /// Rows of a table in the relay's database (read beside the relay, as the CLI does).
-    pub fn count_rows(&self, table: &str) -> i64 {
-        let db = rusqlite::Connection::open(self.dir.path().join("escalera.db")).unwrap();
-        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.database {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client.query_one(&sql, &[]).await.unwrap().get(0)
+            }
+            None => {
+                let db = rusqlite::Connection::open(self.dir.path().join("escalera.db")).unwrap();
+                db.query_row(&sql, [], |r| r.get(0)).unwrap()
+            }
+        }
     }
 
     /// Logs in over HTTP and returns the session cookie (`name=value`).
@@ -413,10 +471,15 @@ impl Ws {
     }
 }
 
-/// Runs the real binary: `escalera serve` on a free port; returns the child and its base URL.
-pub fn spawn_binary(data_dir: &Path) -> (std::process::Child, String) {
+/// Runs the real binary: `escalera serve` on a free port, on SQLite in `data_dir` or on
+/// PostgreSQL at `database`; returns the child and its base URL.
+pub fn spawn_binary(data_dir: &Path, database: Option<&str>) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"));
+    if let Some(url) = database {
+        command.env("ESCALERA_DATABASE_URL", url);
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--demo-listen", "off"])
         .env("ESCALERA_DATA_DIR", data_dir)
         .stdout(std::process::Stdio::piped())
