@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test: unit and relay-through-sockets tests (those on SQLite, then on PostgreSQL), then
-# the browser end-to-end tests against
-# the release binary, inside a loopback-only network namespace when run as root. Compiling the
-# tests is a step with its output in target/logs/; the tests' own output is shown.
+# the browser end-to-end tests against the release binary, inside a loopback-only network
+# namespace when run as root. Compiling the tests is a step with its output in target/logs/;
+# the tests' own output is shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod mail;
+pub mod migrate;
 pub mod postgres;
 pub mod presence;
 pub mod routing;

@@ -76,6 +76,16 @@ enum Command {
         #[command(subcommand)]
         command: SiteCommand,
     },
+    /// Move a single-node install to PostgreSQL: every message, file record and setting, in
+    /// one transaction. The files' bytes stay in the data dir, which the nodes then share.
+    Migrate {
+        /// The install to move: sqlite:DATA_DIR.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database to move it to (empty): postgres://user:password@host/db.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -562,6 +572,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Site { command } => site_command(&*directory()?, command),
+        Command::Migrate { from, to } => {
+            let Some(dir) = from.strip_prefix("sqlite:") else {
+                bail!("--from takes sqlite:DATA_DIR, not {from}");
+            };
+            let copied = block_on(escalera_relay::migrate::sqlite_to_postgres(
+                std::path::Path::new(dir),
+                &to,
+            ))?;
+            for (table, rows) in copied {
+                println!("{table:<14} {rows:>9} rows");
+            }
+            println!(
+                "Moved. Start the relay with --database-url and --data-dir {dir} (its files \
+                 folder holds the uploads)."
+            );
+            Ok(())
+        }
     }
 }
 

@@ -128,6 +128,26 @@ impl TestRelay {
         Self::serve(relay, dir, database, site, other_site).await
     }
 
+    /// A relay on a fresh SQLite record, whatever `ESCALERA_TEST_STORE` says.
+    pub async fn start_on_sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = open(dir.path(), None, Config::default()).await;
+        let (site, other_site) = seed(&**relay.state.hub.directory()).await;
+        Self::serve(relay, dir, None, site, other_site).await
+    }
+
+    /// A relay on an existing record (SQLite in `dir`, or PostgreSQL at `database`), whose
+    /// fixtures are `site` and `other_site`.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        database: Option<String>,
+        site: Site,
+        other_site: Site,
+    ) -> Self {
+        let relay = open(dir.path(), database.as_deref(), Config::default()).await;
+        Self::serve(relay, dir, database, site, other_site).await
+    }
+
     /// A second store on this relay's record, as another process (the command line) has it.
     pub async fn record(&self) -> Box<dyn Record> {
         record(self.dir.path(), self.database.as_deref()).await
@@ -163,8 +183,7 @@ impl TestRelay {
         let (site, other_site) = (self.site.clone(), self.other_site.clone());
         let database = self.database.clone();
         let dir = self.stop().await;
-        let relay = open(dir.path(), database.as_deref(), Config::default()).await;
-        Self::serve(relay, dir, database, site, other_site).await
+        Self::start_on(dir, database, site, other_site).await
     }
 
     /// A visitor of the main site with `token`, and the welcome they got.

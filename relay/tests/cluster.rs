@@ -1,0 +1,198 @@
+//! Several nodes on one record: a single-node install moved to PostgreSQL
+//! (`escalera migrate`), the relay carrying on there.
+
+mod common;
+
+use common::{ack, history, TestRelay};
+use escalera_protocol::{ClientMsg, ClientMsgId, Message, ServerMsg};
+use escalera_relay::core::Scope;
+use escalera_relay::store::{AuditEntry, Record};
+
+/// Everything a store holds that a migration must carry, read through the traits.
+async fn everything(s: &dyn Record, conversation: &escalera_protocol::ConversationId) -> String {
+    let now = escalera_relay::now_ms();
+    let agents: Vec<_> = s
+        .agents(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            let mut scope: Vec<_> = match a.agent.scope {
+                Scope::All => vec!["*".to_owned()],
+                Scope::Sites(s) => s.into_iter().map(|k| k.0).collect(),
+            };
+            scope.sort();
+            (
+                a.agent.agent,
+                a.agent.email,
+                a.agent.password_hash,
+                scope,
+                a.agent.presence,
+                a.agent.limit,
+                a.agent.admin,
+                a.disabled,
+                a.sessions,
+            )
+        })
+        .collect();
+    let messages = s
+        .messages_after(conversation.clone(), 0, 1000, true)
+        .await
+        .unwrap()
+        .messages;
+    let files: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m.attachment.clone())
+        .collect();
+    let mut found = Vec::new();
+    for f in &files {
+        found.push(s.file(f.id.clone()).await.unwrap());
+    }
+    format!(
+        "{:#?}",
+        (
+            s.sites_of(Scope::All).await.unwrap(),
+            agents,
+            s.canned(Scope::All).await.unwrap(),
+            s.audit(100).await.unwrap(),
+            s.setting("demo_site".into()).await.unwrap(),
+            s.summaries(Scope::All, 100).await.unwrap(),
+            messages,
+            found,
+            s.visitor_details(conversation.clone()).await.unwrap(),
+            s.read_upto(conversation.clone()).await.unwrap(),
+        )
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_install_moves_to_postgresql_whole_and_carries_on_there() {
+    // A relay on SQLite, used: chat both ways, a file, a canned reply, a setting, an
+    // audit entry, a read mark, an email left.
+    let relay = TestRelay::start_on_sqlite().await;
+    let (visitor, mut agent, conv, token) = relay.pair().await;
+    agent
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("reply"),
+            text: "Hi, how can I help?".into(),
+        })
+        .await;
+    ack(&mut agent).await;
+    let res = reqwest::Client::new()
+        .post(relay.url(&format!("/api/conversations/{conv}/files")))
+        .query(&[("name", "order.txt")])
+        .bearer_auth(&token.0)
+        .body("order 1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let file: Message = res.json().await.unwrap();
+    let file = file.attachment.unwrap();
+    agent
+        .send(&ClientMsg::Read {
+            conversation: conv.clone(),
+            seq: 2,
+        })
+        .await;
+    let record = relay.record().await;
+    record
+        .save_canned(relay.site.key.clone(), "hi".into(), "Hello!".into(), 1)
+        .await
+        .unwrap();
+    record
+        .set_setting("demo_site".into(), relay.site.key.0.clone())
+        .await
+        .unwrap();
+    let entry = AuditEntry {
+        at: 7,
+        actor: "command line".into(),
+        action: "site.update".into(),
+        detail: "Shop: offers everything".into(),
+    };
+    record.record(entry).await.unwrap();
+    // The read mark is in once the relay answers a later frame.
+    agent.send(&ClientMsg::Ping).await;
+    agent
+        .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+        .await;
+    drop((visitor, agent));
+    let (site, other) = (relay.site.clone(), relay.other_site.clone());
+    let dir = relay.stop().await;
+    let sqlite = common::record(dir.path(), None).await;
+    let before = everything(&*sqlite, &conv).await;
+    let page = sqlite
+        .messages_after(conv.clone(), 0, 1000, false)
+        .await
+        .unwrap();
+    drop(sqlite);
+    let seen: Vec<String> = page.messages.iter().map(|m| m.text.clone()).collect();
+    assert!(seen.contains(&"order.txt".to_owned()), "{seen:?}");
+
+    // Moved by the command line.
+    let url = common::postgres::database().await;
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_escalera"))
+            .args(["migrate", "--from"])
+            .arg(format!("sqlite:{}", dir.path().display()))
+            .args(["--to", &url])
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = format!("messages {} rows", page.upto);
+    assert!(
+        said.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == rows),
+        "{said}"
+    );
+    let after = everything(&*common::record(dir.path(), Some(&url)).await, &conv).await;
+    assert_eq!(before, after);
+    // Never into a database that has a record already.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has"));
+
+    // The relay on PostgreSQL: the visitor's token finds the conversation and its history,
+    // the agent's password still works, the file downloads, and the next seq follows on.
+    let relay = TestRelay::start_on(dir, Some(url), site, other).await;
+    let (mut visitor, _, again) = relay.visitor(Some(token.clone())).await;
+    assert_eq!(again, conv);
+    visitor
+        .send(&ClientMsg::Join {
+            conversation: conv.clone(),
+            after_seq: 0,
+        })
+        .await;
+    let texts: Vec<String> = history(&mut visitor)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, seen);
+    let cookie = relay.login("ana@shop.example").await;
+    let res = reqwest::Client::new()
+        .get(relay.url(&format!("/files/{}", file.id)))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"order 1234");
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("after"),
+            text: "Still there?".into(),
+        })
+        .await;
+    assert_eq!(ack(&mut visitor).await.1, page.upto + 1);
+    relay.stop().await;
+}
