@@ -7,7 +7,7 @@
 # See ../shared/TOOLCHAIN.md and README's "Toolchain notes".
 #   scripts/tools.sh          build tools: wasm32 target, trunk, wasm-bindgen, wasm-opt
 #   scripts/tools.sh --test   also axe-core (npm), Chromium + chromedriver + brotli + coturn +
-#                             aiosmtpd + PostgreSQL 15 (apt)
+#                             aiosmtpd + PostgreSQL 15 + nats-server (apt)
 #   scripts/tools.sh --path   prints the PATH entries of the tools (for the Makefile); no installs
 #   scripts/tools.sh --axe    prints the path of axe.min.js (installed by --test)
 #   scripts/tools.sh --load   installs PeerServer (npm peer@1.0.2) for `make load` and prints
@@ -86,6 +86,8 @@ if ((TEST)); then
   /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || APT_MISSING+=(python3-aiosmtpd)
   # PostgreSQL's server programs: the store tests start their own server with them.
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || APT_MISSING+=(postgresql-15)
+  # The bus between relay nodes, for the tests of several nodes.
+  command -v nats-server >/dev/null || APT_MISSING+=(nats-server)
   if ((${#APT_MISSING[@]})) && [[ $(id -u) -ne 0 ]]; then
     say "please install: sudo apt-get install ${APT_MISSING[*]}"
     exit 1

@@ -252,9 +252,10 @@ pub enum Reply {
     Http(PeerId),
 }
 
-/// What happens in a conversation, as it travels between connections (through the bus, so a
-/// later relay node can deliver it to its own connections).
-#[derive(Clone, Debug, PartialEq)]
+/// What happens in a conversation, as it travels between connections (through the bus, so
+/// another relay node can deliver it to its own connections).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum BusEvent {
     /// A message was stored (the site's agents get the conversation's new list row at the
     /// next [`Event::Flush`]).

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod ice;
 pub mod mail;
 pub mod migrate;
+pub mod nats;
 pub mod postgres;
 pub mod presence;
 pub mod routing;
@@ -224,9 +225,11 @@ impl Relay {
     }
 
     /// Opens the PostgreSQL database at `url` (bringing its schema up to date) and builds the
-    /// hub; uploads stay in `data_dir/files`, which every node on the database must share.
+    /// hub, on the NATS bus at `bus` (several nodes) or the in-process one (this node alone);
+    /// uploads stay in `data_dir/files`, which every node on the database must share.
     pub async fn open_postgres(
         url: &str,
+        bus: Option<&str>,
         data_dir: &std::path::Path,
         config: Config,
     ) -> anyhow::Result<Self> {
@@ -239,9 +242,23 @@ impl Relay {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )?;
         let files = data_dir.join("files");
-        Ok(Self::with_store(
-            Arc::new(store.clone()),
-            Arc::new(store),
+        let (bus, events): (Arc<dyn Bus>, _) = match bus {
+            Some(bus) => {
+                let (bus, events) = nats::NatsBus::connect(bus)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach the bus at {bus}: {e}"))?;
+                (Arc::new(bus), events)
+            }
+            None => {
+                let (bus, events) = LocalBus::new();
+                (Arc::new(bus), events)
+            }
+        };
+        let store = Arc::new(store);
+        Ok(Self::with_parts(
+            store.clone(),
+            store,
+            (bus, events),
             config,
             files,
         ))
@@ -255,10 +272,21 @@ impl Relay {
         config: Config,
         files_dir: PathBuf,
     ) -> Self {
+        let (bus, events) = LocalBus::new();
+        Self::with_parts(directory, log, (Arc::new(bus), events), config, files_dir)
+    }
+
+    /// Builds the hub over any store and bus (with the receiving end of the bus this node
+    /// reads), keeping uploads in `files_dir`.
+    pub fn with_parts(
+        directory: Arc<dyn Directory>,
+        log: Arc<dyn Log>,
+        (bus, bus_events): (Arc<dyn Bus>, tokio::sync::mpsc::UnboundedReceiver<BusEvent>),
+        config: Config,
+        files_dir: PathBuf,
+    ) -> Self {
         let (shutdown, rx) = watch::channel(false);
         let config = Arc::new(config);
-        let (bus, bus_events) = LocalBus::new();
-        let bus: Arc<dyn Bus> = Arc::new(bus);
         Self {
             state: AppState {
                 hub: Arc::new(Hub::new(directory, log, bus, config.clone(), rx)),

@@ -44,6 +44,16 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// The NATS server that carries events between the nodes on one PostgreSQL database
+    /// (nats://host:4222); without it, this node is alone on its database.
+    #[arg(
+        long,
+        global = true,
+        env = "ESCALERA_BUS_URL",
+        requires = "database_url",
+        hide_env_values = true
+    )]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -512,11 +522,12 @@ fn main() -> anyhow::Result<()> {
     let Cli {
         data_dir,
         database_url,
+        bus,
         command,
     } = Cli::parse();
     let directory = || directory(&data_dir, database_url.as_deref());
     match command {
-        Command::Serve(args) => serve(data_dir.clone(), database_url.clone(), args),
+        Command::Serve(args) => serve(data_dir.clone(), database_url.clone(), bus, args),
         Command::Agent {
             command:
                 AgentCommand::Add {
@@ -596,6 +607,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve(
     data_dir: PathBuf,
     database_url: Option<String>,
+    bus: Option<String>,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
     let demo_addr: Option<SocketAddr> = match args.demo_listen.as_str() {
@@ -682,9 +694,9 @@ async fn serve(
         ..Config::default()
     };
     let relay = match &database_url {
-        Some(url) => Relay::open_postgres(url, &data_dir, config)
+        Some(url) => Relay::open_postgres(url, bus.as_deref(), &data_dir, config)
             .await
-            .context("cannot open the PostgreSQL database")?,
+            .context("cannot open the PostgreSQL database or reach the bus")?,
         None => Relay::open(&data_dir, config)?,
     };
     let store = relay.state.hub.directory().clone();

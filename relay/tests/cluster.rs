@@ -196,3 +196,81 @@ async fn a_single_node_install_moves_to_postgresql_whole_and_carries_on_there() 
     assert_eq!(ack(&mut visitor).await.1, page.upto + 1);
     relay.stop().await;
 }
+
+/// Two nodes on one PostgreSQL database and one NATS server, their files in one folder.
+async fn two_nodes() -> (TestRelay, TestRelay, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let database = common::postgres::database().await;
+    let bus = &common::nats::server().url;
+    let (site, other) = {
+        let record = common::record(data.path(), Some(&database)).await;
+        common::seed(&*record).await
+    };
+    let a = TestRelay::start_node(data.path(), &database, bus, site.clone(), other.clone()).await;
+    let b = TestRelay::start_node(data.path(), &database, bus, site, other).await;
+    (a, b, data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
+    let (a, b, _data) = two_nodes().await;
+    let (mut visitor, _token, conv) = a.visitor(None).await;
+    visitor
+        .send(&ClientMsg::Join {
+            conversation: conv.clone(),
+            after_seq: 0,
+        })
+        .await;
+    history(&mut visitor).await;
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("hello"),
+            text: "Hello from node A".into(),
+        })
+        .await;
+    ack(&mut visitor).await;
+    // Ana's console is on node B: she takes the conversation; the visitor on A is told.
+    let (mut ana, _) = b.agent("ana@shop.example").await;
+    ana.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    let joined = visitor
+        .recv_until(|m| match m {
+            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, "Ana");
+    ana.send(&ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    })
+    .await;
+    let seen: Vec<String> = history(&mut ana)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(seen.contains(&"Hello from node A".to_owned()), "{seen:?}");
+    // Each side's messages reach the other, across the bus.
+    let says = |text: &str, id: &str| ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: ClientMsgId::from(id),
+        text: text.into(),
+    };
+    let heard = async |ws: &mut common::Ws, text: &str| {
+        ws.recv_until(|m| match m {
+            ServerMsg::Message(m) if m.text == text => Some(m.seq),
+            _ => None,
+        })
+        .await
+    };
+    ana.send(&says("Hi, Ana here, on node B", "b1")).await;
+    let seq = heard(&mut visitor, "Hi, Ana here, on node B").await;
+    visitor.send(&says("Great, thanks", "a2")).await;
+    assert_eq!(heard(&mut ana, "Great, thanks").await, seq + 1);
+    a.stop().await;
+    b.stop().await;
+}

@@ -2,7 +2,25 @@
 //! WebSocket client.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod postgres;
+
+/// Runs the shell command line `server` in the background, its output in `dir/log`, until
+/// this process ends, however it ends: a shell started with it holds a pipe from this process
+/// and, when the pipe closes, stops the server (SIGINT) and deletes `dir`. The child is kept
+/// only for its pipe.
+pub fn until_this_process_ends(server: &str, dir: &Path) -> std::process::Child {
+    let script = format!(
+        "{server} >'{log}' 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf '{dir}'",
+        log = dir.join("log").display(),
+        dir = dir.display(),
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs")
+}
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -109,7 +127,7 @@ pub async fn record(dir: &Path, database: Option<&str>) -> Box<dyn Record> {
 /// A relay on SQLite in `dir`, or on PostgreSQL at `database`.
 async fn open(dir: &Path, database: Option<&str>, config: Config) -> Relay {
     match database {
-        Some(url) => Relay::open_postgres(url, dir, config).await.unwrap(),
+        Some(url) => Relay::open_postgres(url, None, dir, config).await.unwrap(),
         None => Relay::open(dir, config).unwrap(),
     }
 }
@@ -126,6 +144,23 @@ impl TestRelay {
         let relay = open(dir.path(), database.as_deref(), config).await;
         let (site, other_site) = seed(&**relay.state.hub.directory()).await;
         Self::serve(relay, dir, database, site, other_site).await
+    }
+
+    /// One node of several: a relay on the PostgreSQL database `database` and the NATS bus
+    /// `bus`, its files in `data` (shared with the other nodes); the record's fixtures are
+    /// `site` and `other_site` ([`seed`]).
+    pub async fn start_node(
+        data: &Path,
+        database: &str,
+        bus: &str,
+        site: Site,
+        other_site: Site,
+    ) -> Self {
+        let relay = Relay::open_postgres(database, Some(bus), data, Config::default())
+            .await
+            .unwrap();
+        let own = tempfile::tempdir().unwrap();
+        Self::serve(relay, own, Some(database.to_owned()), site, other_site).await
     }
 
     /// A relay on a fresh SQLite record, whatever `ESCALERA_TEST_STORE` says.

@@ -102,8 +102,6 @@ fn start() -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&init.stderr)
     );
-    // The shell starts the server and stops it (and removes its directory) once its stdin
-    // closes.
     let postgres = format!(
         "{} {} -D '{}' -k '{}' -c listen_addresses= -c max_connections=200",
         if is_root() {
@@ -115,16 +113,7 @@ fn start() -> Server {
         data.display(),
         socket.display(),
     );
-    let script = format!(
-        "{postgres} >'{log}' 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf '{dir}'",
-        log = dir.join("log").display(),
-        dir = dir.display(),
-    );
-    let shell = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("sh runs");
+    let shell = super::until_this_process_ends(&postgres, &dir);
     // Ready when its socket answers.
     let deadline = Instant::now() + Duration::from_secs(60);
     let probe = bin.join("pg_isready");

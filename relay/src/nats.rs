@@ -1,0 +1,271 @@
+//! The bus between relay nodes on NATS (`--bus nats://…`, core pub/sub), for several nodes on
+//! one PostgreSQL database.
+//!
+//! - An event is handed to this node at once, in the order published (as [`LocalBus`] does),
+//!   and published once to NATS for the other nodes; the connection is `no_echo`, so it never
+//!   comes back here.
+//! - Subjects: a stored message on `escalera.m.SITE.CONVERSATION`, the conversation's other
+//!   events on `escalera.c.CONVERSATION`. A node subscribes to what its connections need:
+//!   a conversation's two subjects, a site's messages (`escalera.m.SITE.*`), or every site's
+//!   (`escalera.m.*.*`).
+//! - A node subscribed both to a conversation and to its site receives its messages twice:
+//!   each event carries its origin node and number, and the second copy is dropped.
+//!
+//! [`LocalBus`]: crate::bus::LocalBus
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::bus::Bus;
+use crate::core::{BusEvent, Topic};
+
+/// Event ids remembered for deduplication (the copies of one event arrive close together).
+const SEEN: usize = 16_384;
+
+/// An event as it travels on NATS.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The node that published it (random per process).
+    from: u64,
+    /// Its number at that node.
+    n: u64,
+    event: BusEvent,
+}
+
+/// A subject token for an id: as it is when NATS allows it (the relay's ids are hex), else
+/// hex-encoded, so no id can reach another's subject.
+fn token(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        id.to_owned()
+    } else {
+        format!("x{}", crate::secrets::hex(id.as_bytes()))
+    }
+}
+
+/// The subject an event is published on.
+fn subject(event: &BusEvent) -> String {
+    match event {
+        BusEvent::Message { site, message } => format!(
+            "escalera.m.{}.{}",
+            token(&site.0),
+            token(&message.conversation.0)
+        ),
+        BusEvent::AgentJoined { conversation, .. }
+        | BusEvent::Call { conversation }
+        | BusEvent::Closed { conversation } => format!("escalera.c.{}", token(&conversation.0)),
+    }
+}
+
+/// The subjects a topic's events come on.
+fn subjects(topic: &Topic) -> Vec<String> {
+    match topic {
+        Topic::Conversation(c) => vec![
+            format!("escalera.m.*.{}", token(&c.0)),
+            format!("escalera.c.{}", token(&c.0)),
+        ],
+        Topic::Site(s) => vec![format!("escalera.m.{}.*", token(&s.0))],
+        Topic::AllSites => vec!["escalera.m.*.*".to_owned()],
+    }
+}
+
+/// Events already handed over, by origin and number.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl Seen {
+    /// True the first time `id` is seen (of the last [`SEEN`]).
+    fn first(&mut self, id: (u64, u64)) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+enum Command {
+    Publish(Vec<u8>, String),
+    Subscribe(Topic),
+    Unsubscribe(Topic),
+}
+
+/// The NATS bus. Its methods never wait: they queue for one task that talks to NATS.
+pub struct NatsBus {
+    node: u64,
+    next: AtomicU64,
+    here: mpsc::UnboundedSender<BusEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl NatsBus {
+    /// Connects to the NATS server at `url` (reconnecting on its own when it drops); returns
+    /// the bus and the receiving end this node reads, as [`crate::bus::LocalBus::new`] does.
+    pub async fn connect(
+        url: &str,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BusEvent>), async_nats::ConnectError> {
+        let node = {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the system's random source");
+            u64::from_le_bytes(b)
+        };
+        let client = async_nats::ConnectOptions::new()
+            .no_echo()
+            .name(format!("escalera-{node:016x}"))
+            .connect(url)
+            .await?;
+        let (here, events) = mpsc::unbounded_channel();
+        let (commands, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, queue, here.clone()));
+        Ok((
+            Self {
+                node,
+                next: AtomicU64::new(0),
+                here,
+                commands,
+            },
+            events,
+        ))
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, event: BusEvent) {
+        let envelope = Envelope {
+            from: self.node,
+            n: self.next.fetch_add(1, Ordering::Relaxed),
+            event,
+        };
+        let payload = serde_json::to_vec(&envelope).expect("an event serializes");
+        let subject = subject(&envelope.event);
+        let _ = self.here.send(envelope.event);
+        let _ = self.commands.send(Command::Publish(payload, subject));
+    }
+
+    fn subscribe(&self, topic: Topic) {
+        let _ = self.commands.send(Command::Subscribe(topic));
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        let _ = self.commands.send(Command::Unsubscribe(topic));
+    }
+}
+
+/// The task that talks to NATS: publishes in the order asked, and keeps one reader task per
+/// subscribed subject, each handing what it receives (once) to this node.
+async fn run(
+    client: async_nats::Client,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    here: mpsc::UnboundedSender<BusEvent>,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut readers: HashMap<Topic, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
+    while let Some(command) = queue.recv().await {
+        match command {
+            Command::Publish(payload, subject) => {
+                if let Err(e) = client.publish(subject, payload.into()).await {
+                    tracing::error!("bus: cannot publish: {e}");
+                }
+            }
+            Command::Subscribe(topic) => {
+                if readers.contains_key(&topic) {
+                    continue;
+                }
+                let mut tasks = Vec::new();
+                for subject in subjects(&topic) {
+                    let mut sub = match client.subscribe(subject.clone()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!("bus: cannot subscribe to {subject}: {e}");
+                            continue;
+                        }
+                    };
+                    let (seen, here) = (seen.clone(), here.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(m) = sub.next().await {
+                            let envelope: Envelope = match serde_json::from_slice(&m.payload) {
+                                Ok(e) => e,
+                                Err(e) => {
+                                    tracing::warn!("bus: unreadable event on {subject}: {e}");
+                                    continue;
+                                }
+                            };
+                            let first = seen
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .first((envelope.from, envelope.n));
+                            if first && here.send(envelope.event).is_err() {
+                                break;
+                            }
+                        }
+                    }));
+                }
+                // Subscribed at the server before anything else is published from here.
+                if let Err(e) = client.flush().await {
+                    tracing::error!("bus: {e}");
+                }
+                readers.insert(topic, tasks);
+            }
+            Command::Unsubscribe(topic) => {
+                // Dropping a subscriber unsubscribes it.
+                for task in readers.remove(&topic).into_iter().flatten() {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escalera_protocol::{ConversationId, SiteKey};
+
+    #[test]
+    fn subjects_cover_their_topics_and_no_id_escapes_its_token() {
+        assert_eq!(token("3fa9"), "3fa9");
+        assert_eq!(token("a.b"), "x612e62");
+        assert_eq!(token("*"), "x2a");
+        assert_eq!(token(""), "x");
+        let conv = ConversationId::from("c1");
+        let site = SiteKey("s1".into());
+        assert_eq!(
+            subjects(&Topic::Conversation(conv.clone())),
+            ["escalera.m.*.c1", "escalera.c.c1"]
+        );
+        assert_eq!(subjects(&Topic::Site(site)), ["escalera.m.s1.*"]);
+        assert_eq!(
+            subject(&BusEvent::Closed { conversation: conv }),
+            "escalera.c.c1"
+        );
+    }
+
+    #[test]
+    fn an_event_is_handed_over_once() {
+        let mut seen = Seen::default();
+        assert!(seen.first((1, 1)));
+        assert!(!seen.first((1, 1)));
+        assert!(seen.first((2, 1)));
+        for n in 0..SEEN as u64 {
+            seen.first((3, n));
+        }
+        assert_eq!(seen.order.len(), SEEN);
+        assert!(seen.first((1, 1)), "forgotten after SEEN others");
+    }
+}

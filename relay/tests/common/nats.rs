@@ -1,0 +1,44 @@
+//! A NATS server for the tests (Debian's `nats-server`, which `scripts/tools.sh --test`
+//! installs), on a free loopback port, one per test process, gone with it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    /// Its client URL.
+    pub url: String,
+    _shell: std::process::Child,
+}
+
+fn start() -> Server {
+    let dir = tempfile::Builder::new()
+        .prefix("escalera-nats-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep();
+    let shell = super::until_this_process_ends("nats-server -a 127.0.0.1 -p -1", &dir);
+    // The port it took, from its log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let said = log.lines().find_map(|l| {
+            l.split_once("Listening for client connections on ")
+                .map(|(_, addr)| addr.trim().to_owned())
+        });
+        if let Some(addr) = said {
+            break format!("nats://{addr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Server { url, _shell: shell }
+}
+
+/// This process's NATS server, started on first use.
+pub fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
