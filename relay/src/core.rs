@@ -991,8 +991,16 @@ struct Page {
 /// `buffer` until the last page is sent, so none is missed, doubled or out of order).
 #[derive(Debug)]
 enum Joined {
-    CatchingUp { after: u64, buffer: Vec<Message> },
-    Live,
+    CatchingUp {
+        after: u64,
+        buffer: Vec<Message>,
+        /// Live already, filling a gap: what is read goes out as messages, not as history.
+        gap: bool,
+    },
+    /// Sent every message up to seq `last` (a visitor's skipped notes included). Another
+    /// node's message may arrive ahead of one before it: the connection then catches up from
+    /// the store, where every seq below a stored one already is.
+    Live { last: u64 },
 }
 
 #[derive(Debug)]
@@ -1307,7 +1315,7 @@ impl Core {
                 }
                 out.error_about(peer, error, (conversation, client_id));
             }
-            Event::Delivered(event) => self.delivered(event, &mut out),
+            Event::Delivered(event) => self.delivered(now, event, &mut out),
             // The visitor sees their messages read (once it is stored, so a tab opened next
             // hears the same from the store).
             Event::MarkedRead { conversation, seq } => {
@@ -2730,6 +2738,7 @@ impl Core {
             Joined::CatchingUp {
                 after,
                 buffer: Vec::new(),
+                gap: false,
             },
         );
         let set = self.members.entry(conv.clone()).or_default();
@@ -2797,7 +2806,7 @@ impl Core {
                 budget.spend(now, messages.len());
             }
         }
-        let Some(Joined::CatchingUp { after, buffer }) = self
+        let Some(Joined::CatchingUp { after, buffer, gap }) = self
             .peers
             .get_mut(&peer)
             .and_then(|p| p.joined.get_mut(&conversation))
@@ -2805,27 +2814,37 @@ impl Core {
             return;
         };
         *after = upto.max(*after);
-        let last = *after;
-        out.send(
-            peer,
-            ServerMsg::History {
-                conversation: conversation.clone(),
-                messages,
-                upto: last,
-            },
-        );
+        let (last, gap) = (*after, *gap);
+        if gap {
+            // What a live connection missed, as the messages it would have had.
+            for m in messages {
+                out.send(peer, ServerMsg::Message(m));
+            }
+        } else {
+            out.send(
+                peer,
+                ServerMsg::History {
+                    conversation: conversation.clone(),
+                    messages,
+                    upto: last,
+                },
+            );
+        }
         if full {
             return self.read_history(now, peer, conversation, last, out);
         }
-        // Caught up: what arrived meanwhile and is newer than the history follows, then the
-        // call, so a late joiner knows.
-        for m in std::mem::take(buffer) {
-            if m.seq > last {
-                out.send(peer, ServerMsg::Message(m));
-            }
-        }
+        // Caught up: what arrived meanwhile and is newer than the history follows, in order
+        // (it may have come from several nodes), then the call, so a late joiner knows.
+        let mut arrived = std::mem::take(buffer);
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.joined.insert(conversation.clone(), Joined::Live);
+            p.joined.insert(conversation.clone(), Joined::Live { last });
+        }
+        arrived.sort_by_key(|m| m.seq);
+        for m in arrived {
+            self.live(now, peer, m, out);
+        }
+        if gap {
+            return;
         }
         if let Some(seq) = read.filter(|s| *s > 0) {
             out.send(
@@ -2839,34 +2858,58 @@ impl Core {
         out.send(peer, self.call_msg(&conversation, peer));
     }
 
-    fn delivered(&mut self, event: BusEvent, out: &mut Out) {
+    /// Message `m` to `peer`, live in its conversation: sent if it is the next one; dropped if
+    /// it was sent already; after a gap (another node's message still on its way), the peer
+    /// catches up from the store, `m` waiting with whatever else comes meanwhile.
+    fn live(&mut self, now: i64, peer: PeerId, m: Message, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let for_agent = matches!(p.role, Some(Role::Agent { .. }));
+        let conversation = m.conversation.clone();
+        match p.joined.get_mut(&conversation) {
+            Some(Joined::Live { last }) if m.seq <= *last => {}
+            Some(Joined::Live { last }) if m.seq == *last + 1 => {
+                *last = m.seq;
+                // A note is for agents: never on a visitor's socket.
+                if m.author != Author::Note || for_agent {
+                    out.send(peer, ServerMsg::Message(m));
+                }
+            }
+            Some(Joined::Live { last }) => {
+                let after = *last;
+                p.joined.insert(
+                    conversation.clone(),
+                    Joined::CatchingUp {
+                        after,
+                        buffer: vec![m],
+                        gap: true,
+                    },
+                );
+                self.read_history(now, peer, conversation, after, out);
+            }
+            Some(Joined::CatchingUp { buffer, .. })
+                if buffer.len() < self.limits.catch_up_buffer =>
+            {
+                buffer.push(m)
+            }
+            Some(Joined::CatchingUp { .. }) => out.push(Effect::Close(peer)),
+            None => {}
+        }
+    }
+
+    fn delivered(&mut self, now: i64, event: BusEvent, out: &mut Out) {
         match event {
             BusEvent::Message { site, message } => {
-                let cap = self.limits.catch_up_buffer;
-                let note = message.author == Author::Note;
-                for peer in self
+                let members: Vec<PeerId> = self
                     .members
                     .get(&message.conversation)
                     .into_iter()
                     .flatten()
-                {
-                    let Some(p) = self.peers.get_mut(peer) else {
-                        continue;
-                    };
-                    // A note is for agents: never on a visitor's socket.
-                    if note && !matches!(p.role, Some(Role::Agent { .. })) {
-                        continue;
-                    }
-                    match p.joined.get_mut(&message.conversation) {
-                        Some(Joined::Live) => {
-                            out.send(*peer, ServerMsg::Message((*message).clone()))
-                        }
-                        Some(Joined::CatchingUp { buffer, .. }) if buffer.len() < cap => {
-                            buffer.push((*message).clone())
-                        }
-                        Some(Joined::CatchingUp { .. }) => out.push(Effect::Close(*peer)),
-                        None => {}
-                    }
+                    .copied()
+                    .collect();
+                for peer in members {
+                    self.live(now, peer, (*message).clone(), out);
                 }
                 if self.agents_of(&site).next().is_some() {
                     self.unlisted.insert(message.conversation.clone());
@@ -4102,6 +4145,66 @@ mod tests {
     }
 
     #[test]
+    fn messages_from_several_nodes_reach_a_joined_connection_in_order_once() {
+        let mut w = World::new();
+        let c1 = meta("c1", "s1", None);
+        w.visitor(1, &c1);
+        w.join(1, &c1);
+        let deliver = |w: &mut World, seq: u64, author: Author| {
+            let message = Message {
+                author,
+                ..msg("c1", seq)
+            };
+            w.ev(Event::Delivered(BusEvent::Message {
+                site: site("s1"),
+                message: Box::new(message),
+            }))
+        };
+        let seqs = |e: &[Effect]| -> Vec<u64> {
+            sent(e)
+                .into_iter()
+                .filter_map(|(_, m)| match m {
+                    ServerMsg::Message(m) => Some(m.seq),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(seqs(&deliver(&mut w, 1, Author::Visitor)), [1]);
+        // An agent's note is not for the visitor, and is no gap either.
+        assert_eq!(seqs(&deliver(&mut w, 2, Author::Note)), Vec::<u64>::new());
+        assert_eq!(seqs(&deliver(&mut w, 3, Author::Agent)), [3]);
+        // 5 before 4 (another node's, still on its way): nothing yet; the store is read
+        // from 3 on.
+        let e = deliver(&mut w, 5, Author::Agent);
+        assert!(seqs(&e).is_empty());
+        assert!(
+            e.iter().any(|e| matches!(
+                e,
+                Effect::ReadHistory {
+                    after: 3,
+                    peer: PeerId(1),
+                    ..
+                }
+            )),
+            "{e:?}"
+        );
+        // 4 arrives meanwhile, and 6: they wait with 5 for the page.
+        assert!(seqs(&deliver(&mut w, 6, Author::Agent)).is_empty());
+        assert!(seqs(&deliver(&mut w, 4, Author::Agent)).is_empty());
+        // The store has 4 and 5: they go out as messages (a live connection gets no history
+        // page), then 6, each once.
+        let page = vec![msg("c1", 4), msg("c1", 5)];
+        let e = w.ev(page_of(PeerId(1), "c1".into(), page, None));
+        assert_eq!(seqs(&e), [4, 5, 6]);
+        assert_eq!(sent(&e).len(), 3, "nothing but the messages: {e:?}");
+        // Copies of what was sent are sent again to nobody.
+        for seq in [3, 5, 6] {
+            assert!(seqs(&deliver(&mut w, seq, Author::Agent)).is_empty());
+        }
+        assert_eq!(seqs(&deliver(&mut w, 7, Author::Agent)), [7]);
+    }
+
+    #[test]
     fn a_visitor_chat_is_stored_then_acked_then_fanned_out_to_members_only() {
         let mut w = World::new();
         let (c1, c2) = (meta("c1", "s1", None), meta("c2", "s1", None));
@@ -4154,14 +4257,24 @@ mod tests {
         let Some(Effect::Publish(event)) = e.last().cloned() else {
             panic!("{e:?}")
         };
-        // Twice: the list row is read once at the flush, however many messages came.
-        for _ in 0..2 {
-            let out = sent(&w.ev(Event::Delivered(event.clone())));
+        // Two messages: the list row is read once at the flush, however many messages came.
+        let next = Message {
+            client_id: Some("y".into()),
+            ..msg("c1", 2)
+        };
+        let second = BusEvent::Message {
+            site: site("s1"),
+            message: Box::new(next.clone()),
+        };
+        for (event, message) in [(event.clone(), &stored), (second, &next)] {
+            let out = sent(&w.ev(Event::Delivered(event)));
             let to: Vec<u64> = out.iter().map(|(p, _)| *p).collect();
             // Members of c1 get the message; nobody else anything yet.
             assert_eq!(to, vec![1, 10]);
-            assert_eq!(out[0].1, ServerMsg::Message(stored.clone()));
+            assert_eq!(out[0].1, ServerMsg::Message(message.clone()));
         }
+        // A copy of a message already sent (a second node's) is sent to nobody.
+        assert!(sent(&w.ev(Event::Delivered(event))).is_empty());
         assert_eq!(
             w.ev(Event::Flush),
             vec![Effect::LoadSummaries(vec!["c1".into()])]

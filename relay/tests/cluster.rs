@@ -7,6 +7,7 @@ use common::{ack, history, TestRelay};
 use escalera_protocol::{ClientMsg, ClientMsgId, Message, ServerMsg};
 use escalera_relay::core::Scope;
 use escalera_relay::store::{AuditEntry, Record};
+use escalera_relay::Config;
 
 /// Everything a store holds that a migration must carry, read through the traits.
 async fn everything(s: &dyn Record, conversation: &escalera_protocol::ConversationId) -> String {
@@ -198,22 +199,22 @@ async fn a_single_node_install_moves_to_postgresql_whole_and_carries_on_there() 
 }
 
 /// Two nodes on one PostgreSQL database and one NATS server, their files in one folder.
-async fn two_nodes() -> (TestRelay, TestRelay, tempfile::TempDir) {
+async fn two_nodes(config: impl Fn() -> Config) -> (TestRelay, TestRelay, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let database = common::postgres::database().await;
     let bus = &common::nats::server().url;
-    let (site, other) = {
+    let sites = {
         let record = common::record(data.path(), Some(&database)).await;
         common::seed(&*record).await
     };
-    let a = TestRelay::start_node(data.path(), &database, bus, site.clone(), other.clone()).await;
-    let b = TestRelay::start_node(data.path(), &database, bus, site, other).await;
+    let a = TestRelay::start_node(data.path(), &database, bus, config(), sites.clone()).await;
+    let b = TestRelay::start_node(data.path(), &database, bus, config(), sites).await;
     (a, b, data)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
-    let (a, b, _data) = two_nodes().await;
+    let (a, b, _data) = two_nodes(Config::default).await;
     let (mut visitor, _token, conv) = a.visitor(None).await;
     visitor
         .send(&ClientMsg::Join {
@@ -271,6 +272,132 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
     let seq = heard(&mut visitor, "Hi, Ana here, on node B").await;
     visitor.send(&says("Great, thanks", "a2")).await;
     assert_eq!(heard(&mut ana, "Great, thanks").await, seq + 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_messages_from_both_nodes_at_once_reach_every_socket_on_both_in_order_once() {
+    // The limits on one connection's frames and one visitor's messages lifted: this is about
+    // the nodes, not the guards.
+    let lifted = || Config {
+        frame_rate: 1_000_000,
+        frame_burst: 1_000_000,
+        visitor_chat_rate: 1_000_000,
+        address_chat_rate: 1_000_000,
+        visitor_history_rate: 1_000_000,
+        sockets_per_visitor: 16,
+        ..Config::default()
+    };
+    let (a, b, _data) = two_nodes(lifted).await;
+    for (email, name) in [("cy@shop.example", "Cy"), ("dan@shop.example", "Dan")] {
+        a.add_agent(email, name).await;
+    }
+    // The visitor's first tab, on A, starts the conversation; Ana, on B, takes it.
+    let (mut first, token, conv) = a.visitor(None).await;
+    let join = ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    };
+    first.send(&join).await;
+    history(&mut first).await;
+    first
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("start"),
+            text: "start".into(),
+        })
+        .await;
+    ack(&mut first).await;
+    let (mut ana, _) = b.agent("ana@shop.example").await;
+    ana.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    first
+        .recv_until(|m| matches!(m, ServerMsg::AgentJoined { .. }).then_some(()))
+        .await;
+    // Writers: a visitor tab on each node and Ana on B. Readers: a visitor tab on each node,
+    // Cy looking on from A and Dan from B. Everyone joined, and what is stored so far read.
+    let tab = async |node: &TestRelay| {
+        let (ws, _, same) = node.visitor(Some(token.clone())).await;
+        assert_eq!(same, conv);
+        ws
+    };
+    let mut writers = vec![("a", tab(&a).await), ("b", tab(&b).await), ("ana", ana)];
+    let mut readers = vec![
+        ("visitor on A", tab(&a).await),
+        ("visitor on B", tab(&b).await),
+        ("Cy on A", a.agent("cy@shop.example").await.0),
+        ("Dan on B", b.agent("dan@shop.example").await.0),
+    ];
+    let mut upto = Vec::new();
+    for (_, ws) in writers.iter_mut().chain(readers.iter_mut()) {
+        ws.send(&join).await;
+        let last = history(ws).await.last().map_or(0, |m| m.seq);
+        upto.push(last);
+    }
+    let base = upto[0];
+    assert!(upto.iter().all(|u| *u == base), "{upto:?}");
+
+    // 1,000 messages at once: 334 + 333 + 333, each writer as fast as it can send.
+    const N: u64 = 1_000;
+    let counts = [334, 333, 333];
+    let read_all = |name: &'static str, mut ws: common::Ws| {
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            let mut ids = Vec::new();
+            while ids.len() < N as usize {
+                if let ServerMsg::Message(m) = ws.recv().await {
+                    seqs.push(m.seq);
+                    ids.extend(m.client_id);
+                }
+            }
+            (name, seqs, ids)
+        })
+    };
+    let reading: Vec<_> = readers
+        .into_iter()
+        .map(|(name, ws)| read_all(name, ws))
+        .collect();
+    let writing: Vec<_> = writers
+        .into_iter()
+        .zip(counts)
+        .map(|((who, mut ws), n)| {
+            let conv = conv.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    ws.send(&ClientMsg::Chat {
+                        conversation: conv.clone(),
+                        client_id: ClientMsgId(format!("{who}-{i}")),
+                        text: format!("{who} {i}"),
+                    })
+                    .await;
+                }
+                let mut acked = Vec::new();
+                while acked.len() < n {
+                    if let ServerMsg::Ack { seq, .. } = ws.recv().await {
+                        acked.push(seq);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked: Vec<u64> = Vec::new();
+    for w in writing {
+        acked.extend(w.await.unwrap());
+    }
+    // Every message stored once, the seqs without a gap.
+    acked.sort();
+    assert_eq!(acked, (base + 1..=base + N).collect::<Vec<_>>());
+    // Every reader, on either node, got each of them once, in the order of their seqs.
+    for r in reading {
+        let (name, seqs, ids) = r.await.unwrap();
+        assert_eq!(seqs, (base + 1..=base + N).collect::<Vec<_>>(), "{name}");
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), N as usize, "{name}");
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -148,15 +148,15 @@ impl TestRelay {
 
     /// One node of several: a relay on the PostgreSQL database `database` and the NATS bus
     /// `bus`, its files in `data` (shared with the other nodes); the record's fixtures are
-    /// `site` and `other_site` ([`seed`]).
+    /// the two sites [`seed`] made.
     pub async fn start_node(
         data: &Path,
         database: &str,
         bus: &str,
-        site: Site,
-        other_site: Site,
+        config: Config,
+        (site, other_site): (Site, Site),
     ) -> Self {
-        let relay = Relay::open_postgres(database, Some(bus), data, Config::default())
+        let relay = Relay::open_postgres(database, Some(bus), data, config)
             .await
             .unwrap();
         let own = tempfile::tempdir().unwrap();
