@@ -16,6 +16,10 @@ pub trait Bus: Send + Sync + 'static {
     fn subscribe(&self, topic: Topic);
     /// ...no longer.
     fn unsubscribe(&self, topic: Topic);
+    /// Whether events reach the other nodes now (`/readyz`); the in-process bus always does.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// The topics an event is for.

@@ -29,6 +29,26 @@ pub const SESSION_COOKIE: &str = "escalera_session";
 /// WebSocket layer closes the connection (1009).
 const HARD_FRAME_LIMIT: usize = 2 * MAX_FRAME_BYTES;
 
+/// `GET /readyz`: 200 once the store answers and the bus carries events to the other nodes;
+/// 503 with what is not, for a load balancer to send traffic elsewhere meanwhile.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let wait = std::time::Duration::from_secs(2);
+    let mut down = Vec::new();
+    match tokio::time::timeout(wait, state.hub.directory().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => down.push(format!("database: {e}")),
+        Err(_) => down.push("database: no answer within 2 s".to_owned()),
+    }
+    if !state.hub.bus().ready() {
+        down.push("bus: not connected".to_owned());
+    }
+    if down.is_empty() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, down.join("\n")).into_response()
+    }
+}
+
 /// The main router.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -38,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/widget.js", get(widget_js))
         .route("/app/{*path}", get(asset))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))

@@ -159,6 +159,11 @@ impl Hub {
         &self.log
     }
 
+    /// The bus between nodes.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
     fn outboxes(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Outbox>> {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -510,15 +510,20 @@ fn agent_command(store: &dyn Directory, command: AgentCommand) -> anyhow::Result
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ESCALERA_LOG")
                 .unwrap_or_else(|_| "escalera=info,escalera_relay=info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match std::env::var("ESCALERA_LOG_FORMAT").as_deref() {
+        // One JSON object per line, for a log collector.
+        Ok("json") => logs.json().init(),
         // Colours only on a terminal: a log file or journal gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        _ => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let Cli {
         data_dir,
         database_url,

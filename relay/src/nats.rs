@@ -108,6 +108,7 @@ enum Command {
 
 /// The NATS bus. Its methods never wait: they queue for one task that talks to NATS.
 pub struct NatsBus {
+    client: async_nats::Client,
     node: u64,
     next: AtomicU64,
     here: mpsc::UnboundedSender<BusEvent>,
@@ -132,9 +133,10 @@ impl NatsBus {
             .await?;
         let (here, events) = mpsc::unbounded_channel();
         let (commands, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, queue, here.clone()));
+        tokio::spawn(run(client.clone(), queue, here.clone()));
         Ok((
             Self {
+                client,
                 node,
                 next: AtomicU64::new(0),
                 here,
@@ -164,6 +166,10 @@ impl Bus for NatsBus {
 
     fn unsubscribe(&self, topic: Topic) {
         let _ = self.commands.send(Command::Unsubscribe(topic));
+    }
+
+    fn ready(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }
 

@@ -835,6 +835,13 @@ impl Directory for PgStore {
         })
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.query_one("SELECT 1", &[]).await?;
+            Ok(())
+        })
+    }
+
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.execute(

@@ -1348,6 +1348,13 @@ impl Directory for SqliteStore {
         })
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()> {
         self.dir(move |c| {
             c.execute(

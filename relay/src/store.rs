@@ -333,6 +333,8 @@ pub trait Directory: Send + Sync + 'static {
     fn audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
     /// Sets a setting.
     fn set_setting(&self, key: String, value: String) -> StoreFuture<'_, ()>;
+    /// Resolves once the store answers a query (`/readyz`).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// A whole store, directory and log (e.g. `Box<dyn Record>`, either backend).

@@ -401,3 +401,65 @@ async fn a_thousand_messages_from_both_nodes_at_once_reach_every_socket_on_both_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_is_ready_while_its_database_and_bus_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let database = common::postgres::database().await;
+    let bus = common::nats::own();
+    let sites = {
+        let record = common::record(data.path(), Some(&database)).await;
+        common::seed(&*record).await
+    };
+    let node =
+        TestRelay::start_node(data.path(), &database, &bus.url, Config::default(), sites).await;
+    let ready = async || {
+        let res = reqwest::get(node.url("/readyz")).await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    assert_eq!(ready().await, (200, "ready".to_owned()));
+    // The bus goes: not ready (alive all the same).
+    bus.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let said = loop {
+        let (status, text) = ready().await;
+        if status != 200 {
+            break (status, text);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready without a bus"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(said, (503, "bus: not connected".to_owned()));
+    let alive = reqwest::get(node.url("/healthz")).await.unwrap();
+    assert_eq!(alive.status(), 200);
+    node.stop().await;
+}
+
+#[test]
+fn logs_are_one_json_object_a_line_when_asked() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo-listen", "off"])
+        .env("ESCALERA_DATA_DIR", dir.path())
+        .env("ESCALERA_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let first = std::io::BufReader::new(stderr)
+        .lines()
+        .next()
+        .expect("a log line")
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["fields"]["message"].is_string(), "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+}

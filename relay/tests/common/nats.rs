@@ -10,6 +10,19 @@ pub struct Server {
     _shell: std::process::Child,
 }
 
+/// A server of its own, for a test that stops it.
+pub fn own() -> Server {
+    start()
+}
+
+impl Server {
+    /// Stops the server (its shell stops it once its stdin closes) and waits for it.
+    pub fn stop(mut self) {
+        drop(self._shell.stdin.take());
+        let _ = self._shell.wait();
+    }
+}
+
 fn start() -> Server {
     let dir = tempfile::Builder::new()
         .prefix("escalera-nats-")
