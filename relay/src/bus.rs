@@ -32,7 +32,9 @@ pub fn topics(event: &BusEvent) -> Vec<Topic> {
         ],
         BusEvent::AgentJoined { conversation, .. }
         | BusEvent::Call { conversation }
-        | BusEvent::Closed { conversation } => {
+        | BusEvent::Closed { conversation }
+        | BusEvent::Typing { conversation, .. }
+        | BusEvent::Read { conversation, .. } => {
             vec![Topic::Conversation(conversation.clone())]
         }
     }

@@ -282,6 +282,23 @@ pub enum BusEvent {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// Someone is typing: the other side hears it (a visitor's agents joined, or an assigned
+    /// agent's visitor).
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who types.
+        author: Author,
+        /// The agent's name, when an agent types.
+        name: Option<String>,
+    },
+    /// An agent read the conversation up to `seq` (stored): its visitor sees it.
+    Read {
+        /// The conversation.
+        conversation: ConversationId,
+        /// How far.
+        seq: u64,
+    },
 }
 
 /// What the bus is asked to carry to this node.
@@ -1319,15 +1336,7 @@ impl Core {
             // The visitor sees their messages read (once it is stored, so a tab opened next
             // hears the same from the store).
             Event::MarkedRead { conversation, seq } => {
-                for v in self.visitors.get(&conversation).into_iter().flatten() {
-                    out.send(
-                        *v,
-                        ServerMsg::Read {
-                            conversation: conversation.clone(),
-                            seq,
-                        },
-                    );
-                }
+                out.push(Effect::Publish(BusEvent::Read { conversation, seq }));
             }
             Event::Closed { peer } => self.close(now, peer, &mut out),
             Event::Restored { calls, open } => {
@@ -1856,7 +1865,7 @@ impl Core {
                     site: meta.site.clone(),
                     conversation: meta.id.clone(),
                 };
-                return self.typing(peer, &role, &meta, out);
+                return self.typing(&role, &meta, out);
             }
         }
         let Some(unsaved) = self.unsaved.get_mut(&conversation).filter(|_| own) else {
@@ -2061,7 +2070,7 @@ impl Core {
             ClientMsg::Call { action, .. } => {
                 self.act(now, peer, &role, meta, AfterTake::Call(action), out)?;
             }
-            ClientMsg::Typing { .. } => self.typing(peer, &role, &meta, out),
+            ClientMsg::Typing { .. } => self.typing(&role, &meta, out),
             ClientMsg::Note {
                 client_id, text, ..
             } => {
@@ -2338,43 +2347,23 @@ impl Core {
 
     /// Tells the other side of `meta` that `peer` is typing: a visitor's agents (the joined
     /// consoles), or an agent's visitor (only in a conversation the agent may post in).
-    fn typing(&self, peer: PeerId, role: &Role, meta: &ConversationMeta, out: &mut Out) {
-        let (author, name, to): (Author, Option<String>, Vec<PeerId>) = match role {
-            Role::Visitor { .. } => {
-                let agents = self.members.get(&meta.id).into_iter().flatten();
-                let agents = agents
-                    .filter(|p| {
-                        matches!(
-                            self.peers.get(p).and_then(|p| p.role.as_ref()),
-                            Some(Role::Agent { .. })
-                        )
-                    })
-                    .copied()
-                    .collect();
-                (Author::Visitor, None, agents)
-            }
+    /// Someone in `meta` types: the other side hears it, on whichever node it is (an agent
+    /// only when the conversation is theirs).
+    fn typing(&self, role: &Role, meta: &ConversationMeta, out: &mut Out) {
+        let (author, name) = match role {
+            Role::Visitor { .. } => (Author::Visitor, None),
             Role::Agent { agent, .. } => {
                 if role.agent_post(meta) != Ok(AgentPost::Assigned) {
                     return;
                 }
-                let visitors = self.visitors.get(&meta.id).into_iter().flatten();
-                (
-                    Author::Agent,
-                    Some(agent.name.clone()),
-                    visitors.copied().collect(),
-                )
+                (Author::Agent, Some(agent.name.clone()))
             }
         };
-        for p in to.into_iter().filter(|p| *p != peer) {
-            out.send(
-                p,
-                ServerMsg::Typing {
-                    conversation: meta.id.clone(),
-                    author,
-                    name: name.clone(),
-                },
-            );
-        }
+        out.push(Effect::Publish(BusEvent::Typing {
+            conversation: meta.id.clone(),
+            author,
+            name,
+        }));
     }
 
     /// An action that posts or calls in `meta`: an agent in a waiting conversation takes it
@@ -2972,6 +2961,56 @@ impl Core {
                         *v,
                         ServerMsg::Closed {
                             conversation: conversation.clone(),
+                        },
+                    );
+                }
+            }
+            BusEvent::Typing {
+                conversation,
+                author,
+                name,
+            } => {
+                let to: Vec<PeerId> = match author {
+                    // The agents joined (the visitor's other tabs are not told).
+                    Author::Visitor => self
+                        .members
+                        .get(&conversation)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| {
+                            matches!(
+                                self.peers.get(p).and_then(|p| p.role.as_ref()),
+                                Some(Role::Agent { .. })
+                            )
+                        })
+                        .copied()
+                        .collect(),
+                    _ => self
+                        .visitors
+                        .get(&conversation)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .collect(),
+                };
+                for p in to {
+                    out.send(
+                        p,
+                        ServerMsg::Typing {
+                            conversation: conversation.clone(),
+                            author,
+                            name: name.clone(),
+                        },
+                    );
+                }
+            }
+            BusEvent::Read { conversation, seq } => {
+                for v in self.visitors.get(&conversation).into_iter().flatten() {
+                    out.send(
+                        *v,
+                        ServerMsg::Read {
+                            conversation: conversation.clone(),
+                            seq,
                         },
                     );
                 }
@@ -3775,6 +3814,19 @@ mod tests {
             self.core.handle(self.now, e)
         }
 
+        /// `effects` with what they publish delivered back (as the bus does), and what that
+        /// delivery does in their place.
+        fn through_bus(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+            let mut out = Vec::new();
+            for e in effects {
+                match e {
+                    Effect::Publish(event) => out.extend(self.ev(Event::Delivered(event))),
+                    other => out.push(other),
+                }
+            }
+            out
+        }
+
         fn text(&mut self, peer: u64, m: &ClientMsg) -> Vec<Effect> {
             let text = serde_json::to_string(m).unwrap();
             self.ev(Event::Text {
@@ -4086,6 +4138,7 @@ mod tests {
             conversation: "c1".into(),
             seq: 7,
         });
+        let e = w.through_bus(e);
         assert_eq!(
             sent(&e),
             vec![(
@@ -4131,17 +4184,20 @@ mod tests {
         // The visitor types: the agents joined hear it, not the visitor's other tab, and the
         // store is not asked (a visitor's own conversation is known).
         let e = w.text(1, &typing);
-        assert_eq!(to(&e), vec![10, 20]);
         assert!(!e.iter().any(|e| matches!(e, Effect::Load { .. })));
+        let e = w.through_bus(e);
+        assert_eq!(to(&e), vec![10, 20]);
         // The assigned agent types: the visitor's tabs, with the agent's name.
         let e = w.act(10, typing.clone(), &c1);
+        let e = w.through_bus(e);
         assert_eq!(to(&e), vec![1, 3]);
         assert!(sent(&e).iter().any(|(_, m)| matches!(
             m,
             ServerMsg::Typing { author: Author::Agent, name: Some(n), .. } if n == "Agent a"
         )));
         // Another agent looking on: nothing reaches the visitor.
-        assert!(to(&w.act(20, typing, &c1)).is_empty());
+        let e = w.act(20, typing, &c1);
+        assert!(to(&w.through_bus(e)).is_empty());
     }
 
     #[test]

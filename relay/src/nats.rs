@@ -61,7 +61,9 @@ fn subject(event: &BusEvent) -> String {
         ),
         BusEvent::AgentJoined { conversation, .. }
         | BusEvent::Call { conversation }
-        | BusEvent::Closed { conversation } => format!("escalera.c.{}", token(&conversation.0)),
+        | BusEvent::Closed { conversation }
+        | BusEvent::Typing { conversation, .. }
+        | BusEvent::Read { conversation, .. } => format!("escalera.c.{}", token(&conversation.0)),
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{ack, history, TestRelay};
-use escalera_protocol::{ClientMsg, ClientMsgId, Message, ServerMsg};
+use escalera_protocol::{Author, ClientMsg, ClientMsgId, Message, ServerMsg};
 use escalera_relay::core::Scope;
 use escalera_relay::store::{AuditEntry, Record};
 use escalera_relay::Config;
@@ -213,7 +213,7 @@ async fn two_nodes(config: impl Fn() -> Config) -> (TestRelay, TestRelay, tempfi
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
+async fn a_visitor_on_one_node_and_an_agent_on_another_chat_type_and_see_it_read() {
     let (a, b, _data) = two_nodes(Config::default).await;
     let (mut visitor, _token, conv) = a.visitor(None).await;
     visitor
@@ -272,6 +272,37 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
     let seq = heard(&mut visitor, "Hi, Ana here, on node B").await;
     visitor.send(&says("Great, thanks", "a2")).await;
     assert_eq!(heard(&mut ana, "Great, thanks").await, seq + 1);
+    // Typing crosses too, each way, with the agent's name.
+    let typing = ClientMsg::Typing {
+        conversation: conv.clone(),
+    };
+    let typist = async |ws: &mut common::Ws| {
+        ws.recv_until(|m| match m {
+            ServerMsg::Typing { author, name, .. } => Some((author, name)),
+            _ => None,
+        })
+        .await
+    };
+    visitor.send(&typing).await;
+    assert_eq!(typist(&mut ana).await, (Author::Visitor, None));
+    ana.send(&typing).await;
+    assert_eq!(
+        typist(&mut visitor).await,
+        (Author::Agent, Some("Ana".to_owned()))
+    );
+    // Ana reads it on B: the visitor on A sees it read.
+    ana.send(&ClientMsg::Read {
+        conversation: conv.clone(),
+        seq: seq + 1,
+    })
+    .await;
+    let read = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Read { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .await;
+    assert_eq!(read, seq + 1);
     a.stop().await;
     b.stop().await;
 }
