@@ -7,7 +7,7 @@
 # See ../shared/TOOLCHAIN.md and README's "Toolchain notes".
 #   scripts/tools.sh          build tools: wasm32 target, trunk, wasm-bindgen, wasm-opt
 #   scripts/tools.sh --test   also axe-core (npm), Chromium + chromedriver + brotli + coturn +
-#                             aiosmtpd + PostgreSQL 15 + nats-server (apt)
+#                             aiosmtpd + PostgreSQL 15 + nats-server + haproxy (apt)
 #   scripts/tools.sh --path   prints the PATH entries of the tools (for the Makefile); no installs
 #   scripts/tools.sh --axe    prints the path of axe.min.js (installed by --test)
 #   scripts/tools.sh --load   installs PeerServer (npm peer@1.0.2) for `make load` and prints
@@ -88,6 +88,8 @@ if ((TEST)); then
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || APT_MISSING+=(postgresql-15)
   # The bus between relay nodes, for the tests of several nodes.
   command -v nats-server >/dev/null || APT_MISSING+=(nats-server)
+  # ...and the proxy in front of them.
+  command -v haproxy >/dev/null || APT_MISSING+=(haproxy)
   if ((${#APT_MISSING[@]})) && [[ $(id -u) -ne 0 ]]; then
     say "please install: sudo apt-get install ${APT_MISSING[*]}"
     exit 1

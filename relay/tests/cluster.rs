@@ -494,3 +494,76 @@ fn logs_are_one_json_object_a_line_when_asked() {
     assert!(line["fields"]["message"].is_string(), "{line}");
     assert!(line["timestamp"].is_string(), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_haproxy_configuration_carries_the_chat_and_skips_a_node_that_is_gone() {
+    // deploy/haproxy.cfg, as README gives it, in front of two nodes.
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let config = || Config {
+        public_url: Some(public.clone()),
+        ..Config::default()
+    };
+    let (a, b, _data) = two_nodes(config).await;
+    let shipped = include_str!("../../deploy/haproxy.cfg")
+        .replace("{node1}", &a.addr.to_string())
+        .replace("{node2}", &b.addr.to_string());
+    let proxy = escalera_testkit::haproxy::Proxy::start(port, &shipped);
+    let through = TestRelay::through(&proxy.url, &a);
+
+    // A visitor and Ana, both through the proxy (whichever nodes it chose): they chat.
+    let (mut visitor, token, conv) = through.visitor(None).await;
+    let join = ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    };
+    visitor.send(&join).await;
+    history(&mut visitor).await;
+    let says = |text: &str, id: &str| ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: ClientMsgId::from(id),
+        text: text.into(),
+    };
+    visitor.send(&says("Hello through the proxy", "v1")).await;
+    ack(&mut visitor).await;
+    let (mut ana, _) = through.agent("ana@shop.example").await;
+    ana.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    ana.send(&join).await;
+    history(&mut ana).await;
+    ana.send(&says("Hi, Ana here", "a1")).await;
+    visitor
+        .recv_until(|m| {
+            matches!(m, ServerMsg::Message(m) if m.text == "Hi, Ana here").then_some(())
+        })
+        .await;
+
+    // Node 1 goes. Both come back through the proxy, on node 2: the record is whole, and the
+    // chat goes on.
+    a.stop().await;
+    let (mut visitor, _, again) = through.visitor(Some(token)).await;
+    assert_eq!(again, conv);
+    visitor.send(&join).await;
+    let texts: Vec<String> = history(&mut visitor)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(
+        texts.contains(&"Hello through the proxy".to_owned())
+            && texts.contains(&"Hi, Ana here".to_owned()),
+        "{texts:?}"
+    );
+    let (mut ana, _) = through.agent("ana@shop.example").await;
+    ana.send(&join).await;
+    history(&mut ana).await;
+    visitor.send(&says("Still there?", "v2")).await;
+    ana.recv_until(|m| {
+        matches!(m, ServerMsg::Message(m) if m.text == "Still there?").then_some(())
+    })
+    .await;
+    drop(proxy);
+    b.stop().await;
+}

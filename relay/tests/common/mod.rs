@@ -2,25 +2,8 @@
 //! WebSocket client.
 #![allow(dead_code)]
 
-pub mod nats;
-pub mod postgres;
-
-/// Runs the shell command line `server` in the background, its output in `dir/log`, until
-/// this process ends, however it ends: a shell started with it holds a pipe from this process
-/// and, when the pipe closes, stops the server (SIGINT) and deletes `dir`. The child is kept
-/// only for its pipe.
-pub fn until_this_process_ends(server: &str, dir: &Path) -> std::process::Child {
-    let script = format!(
-        "{server} >'{log}' 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf '{dir}'",
-        log = dir.join("log").display(),
-        dir = dir.display(),
-    );
-    std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs")
-}
+#[allow(unused_imports)]
+pub use escalera_testkit::{free_port, nats, postgres};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -161,6 +144,20 @@ impl TestRelay {
             .unwrap();
         let own = tempfile::tempdir().unwrap();
         Self::serve(relay, own, Some(database.to_owned()), site, other_site).await
+    }
+
+    /// The relay `node` (its fixtures) as reached at `url`, a proxy in front of it: for
+    /// clients only (it stops nothing).
+    pub fn through(url: &str, node: &TestRelay) -> TestRelay {
+        TestRelay {
+            addr: url.trim_start_matches("http://").parse().unwrap(),
+            site: node.site.clone(),
+            other_site: node.other_site.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            database: node.database.clone(),
+            stop: None,
+            task: None,
+        }
     }
 
     /// A relay on a fresh SQLite record, whatever `ESCALERA_TEST_STORE` says.

@@ -113,7 +113,7 @@ fn start() -> Server {
         data.display(),
         socket.display(),
     );
-    let shell = super::until_this_process_ends(&postgres, &dir);
+    let shell = crate::until_this_process_ends(&postgres, &dir, "INT");
     // Ready when its socket answers.
     let deadline = Instant::now() + Duration::from_secs(60);
     let probe = bin.join("pg_isready");

@@ -29,7 +29,7 @@ fn start() -> Server {
         .tempdir()
         .expect("a temporary directory")
         .keep();
-    let shell = super::until_this_process_ends("nats-server -a 127.0.0.1 -p -1", &dir);
+    let shell = crate::until_this_process_ends("nats-server -a 127.0.0.1 -p -1", &dir, "INT");
     // The port it took, from its log.
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = loop {
