@@ -771,6 +771,8 @@ impl Hub {
         let mut shutdown = self.shutdown.clone();
         // Whether the socket can still be written to.
         let mut open = true;
+        // Whether this relay is stopping (the close then says so).
+        let mut stopping = false;
         loop {
             let frame = tokio::select! {
                 frame = stream.next() => frame,
@@ -789,7 +791,10 @@ impl Hub {
                     open = sink.send(WsMessage::Ping(Default::default())).await.is_ok();
                     if open { continue } else { break }
                 }
-                () = stopped(&mut shutdown) => break,
+                () = stopped(&mut shutdown) => {
+                    stopping = true;
+                    break;
+                }
             };
             heard = tokio::time::Instant::now();
             let event = match frame {
@@ -827,7 +832,13 @@ impl Hub {
                         return;
                     }
                 }
-                let _ = sink.send(WsMessage::Close(None)).await;
+                // 1012 (service restart): this node is going; the client reconnects, through
+                // a proxy to another node.
+                let close = stopping.then(|| axum::extract::ws::CloseFrame {
+                    code: 1012,
+                    reason: "the relay is restarting: reconnect".into(),
+                });
+                let _ = sink.send(WsMessage::Close(close)).await;
             };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), flush).await;
         }

@@ -663,3 +663,15 @@ async fn a_history_page_larger_than_a_mebibyte_arrives_whole() {
         .recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
         .await;
 }
+
+#[tokio::test]
+async fn a_stopping_relay_closes_its_sockets_saying_to_reconnect() {
+    let relay = TestRelay::start().await;
+    let (mut visitor, _, _) = relay.visitor(None).await;
+    let (mut agent, _) = relay.agent("ana@shop.example").await;
+    let stopping = tokio::spawn(relay.stop());
+    for ws in [&mut visitor, &mut agent] {
+        assert_eq!(ws.close_code(Duration::from_secs(10)).await, Some(1012));
+    }
+    stopping.await.unwrap();
+}

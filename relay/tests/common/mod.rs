@@ -522,6 +522,21 @@ impl Ws {
     }
 }
 
+impl Ws {
+    /// The close code the server sent within `wait` (frames before it skipped); `None` if it
+    /// closed without one, or did not close.
+    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(WsMessage::Close(frame)))) => return frame.map(|f| f.code.into()),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
 /// Runs the real binary: `escalera serve` on a free port, on SQLite in `data_dir` or on
 /// PostgreSQL at `database`; returns the child and its base URL.
 pub fn spawn_binary(data_dir: &Path, database: Option<&str>) -> (std::process::Child, String) {
