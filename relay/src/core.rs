@@ -1084,6 +1084,17 @@ impl<'a> IntoIterator for &'a PeerSet {
     }
 }
 
+/// What [`Core::census`] counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Visitor sockets past their hello.
+    pub visitors: usize,
+    /// Agent sockets past their hello.
+    pub agents: usize,
+    /// Calls answered and not over.
+    pub calls_active: usize,
+}
+
 /// Connections, their roles and subscriptions, and the calls under way.
 #[derive(Debug, Default)]
 pub struct Core {
@@ -1224,6 +1235,24 @@ impl Core {
     }
 
     /// The one entry point: what `event` at `now` (ms since the epoch) means, as effects.
+    /// What is open on this node now: sockets by role, and calls answered.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for p in self.peers.values() {
+            match p.role {
+                Some(Role::Visitor { .. }) => census.visitors += 1,
+                Some(Role::Agent { .. }) => census.agents += 1,
+                None => {}
+            }
+        }
+        census.calls_active = self
+            .calls
+            .values()
+            .filter(|c| c.phase == CallPhase::Active)
+            .count();
+        census
+    }
+
     pub fn handle(&mut self, now: i64, event: Event) -> Vec<Effect> {
         let mut out = Out::default();
         match event {

@@ -312,6 +312,7 @@ async fn visitor_socket(
         let for_visitors = o.total * (100 - reserve) / 100;
         if o.open() > for_visitors.max(1) {
             tracing::warn!(open = o.open(), "visitor socket refused: the relay is full");
+            crate::metrics::limited("visitor_sockets");
             return Err(HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The chat is very busy right now. Please try again in a minute.",
@@ -596,6 +597,7 @@ fn refused_login(refusal: Refusal, ip: IpAddr, email: &str) -> HttpError {
         Refusal::Throttled { retry_after, by } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             tracing::warn!(email = ?email, address = %ip, by, retry_after = secs, "login throttled");
+            crate::metrics::limited("logins");
             HttpError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many login attempts; try again in a moment",
@@ -604,6 +606,7 @@ fn refused_login(refusal: Refusal, ip: IpAddr, email: &str) -> HttpError {
         }
         Refusal::Busy => {
             tracing::warn!(address = %ip, "login refused: every password check slot is busy");
+            crate::metrics::limited("login_slots");
             HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many logins at once; try again in a moment",

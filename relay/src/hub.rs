@@ -168,6 +168,11 @@ impl Hub {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sockets and calls open on this node now (for the metrics).
+    pub fn census(&self) -> crate::core::Census {
+        self.lock_core().census()
+    }
+
     fn lock_core(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -338,7 +343,13 @@ impl Hub {
                         false => Ok(None),
                     }
                 };
-                match tokio::try_join!(page, read) {
+                let timer = crate::metrics::get()
+                    .store_seconds
+                    .with_label_values(&["history"])
+                    .start_timer();
+                let answer = tokio::try_join!(page, read);
+                timer.observe_duration();
+                match answer {
                     Ok((page, read)) => Event::History {
                         peer,
                         conversation,
@@ -532,13 +543,24 @@ impl Hub {
     ) -> Vec<Effect> {
         let (conversation, client_id) = (message.conversation.clone(), message.client_id.clone());
         let _lane = self.lane(&conversation).lock().await;
-        match self.log.append(message).await {
-            Ok(a) => self.execute_now(self.feed(Event::Appended {
-                reply,
-                site,
-                message: a.message,
-                fresh: a.fresh,
-            })),
+        let timer = crate::metrics::get()
+            .store_seconds
+            .with_label_values(&["append"])
+            .start_timer();
+        let appended = self.log.append(message).await;
+        timer.observe_duration();
+        match appended {
+            Ok(a) => {
+                if a.fresh {
+                    crate::metrics::get().messages.inc();
+                }
+                self.execute_now(self.feed(Event::Appended {
+                    reply,
+                    site,
+                    message: a.message,
+                    fresh: a.fresh,
+                }))
+            }
             Err(e) => match reply {
                 Reply::Ack(peer) | Reply::Http(peer) => {
                     self.execute_now(self.feed(failed(peer, Some(conversation), client_id, e)))
@@ -661,6 +683,13 @@ impl Hub {
     /// Queues `msg` for `peer`. A peer whose outbox is full loses it, which ends its writer
     /// and so its connection.
     fn deliver(&self, peer: PeerId, msg: ServerMsg) {
+        if let ServerMsg::Error { code, .. } = &msg {
+            match code {
+                ErrorCode::RateLimited => crate::metrics::limited("rate"),
+                ErrorCode::LimitReached => crate::metrics::limited("cap"),
+                _ => {}
+            }
+        }
         let mut outboxes = self.outboxes();
         let Some(tx) = outboxes.get_mut(&peer) else {
             return;

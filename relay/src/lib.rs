@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod mail;
+pub mod metrics;
 pub mod migrate;
 pub mod nats;
 pub mod postgres;

@@ -161,6 +161,10 @@ struct ServeArgs {
     /// Open connections per client address (IPv6: per /64); more are closed at once.
     #[arg(long, env = "ESCALERA_CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
     connections_per_address: usize,
+    /// Serve Prometheus metrics (GET /metrics) on this address, apart from the public one
+    /// (e.g. 127.0.0.1:9100); off when unset.
+    #[arg(long, env = "ESCALERA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Open connections in all; 0: the file-descriptor limit (raised to its hard limit) less 128.
     #[arg(long, env = "ESCALERA_MAX_CONNECTIONS", default_value_t = 0)]
     max_connections: usize,
@@ -723,12 +727,31 @@ async fn serve(
         None => None,
     };
     let first_agent = first_agent(&*store).await?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            let bound = listener.local_addr()?;
+            let routes = escalera_relay::metrics::routes(relay.state.hub.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, routes).await {
+                    tracing::error!("metrics: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
 
     println!("Escalera is running.");
     println!("  Agent console: {public_url}/agent");
     if let Some((l, page)) = &demo {
         println!("  Demo host page: http://{}/", l.local_addr()?);
         println!("  Embed snippet: {}", page.snippet());
+    }
+    if let Some(addr) = metrics {
+        println!("  Metrics: http://{addr}/metrics");
     }
     match first_agent {
         Some((email, password)) => {

@@ -34,6 +34,8 @@ struct Envelope {
     from: u64,
     /// Its number at that node.
     n: u64,
+    /// When it was published, in ms since the epoch (for the bus's latency metric).
+    at: i64,
     event: BusEvent,
 }
 
@@ -154,6 +156,7 @@ impl Bus for NatsBus {
         let envelope = Envelope {
             from: self.node,
             n: self.next.fetch_add(1, Ordering::Relaxed),
+            at: crate::now_ms(),
             event,
         };
         let payload = serde_json::to_vec(&envelope).expect("an event serializes");
@@ -218,6 +221,12 @@ async fn run(
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .first((envelope.from, envelope.n));
+                            if first {
+                                let ms = (crate::now_ms() - envelope.at).max(0);
+                                crate::metrics::get()
+                                    .bus_seconds
+                                    .observe(ms as f64 / 1000.0);
+                            }
                             if first && here.send(envelope.event).is_err() {
                                 break;
                             }

@@ -278,6 +278,7 @@ pub async fn serve(
         };
         let Some(slot) = counts.admit(addr.ip(), &limits) else {
             refused += 1;
+            crate::metrics::limited("connections");
             if refused.is_power_of_two() {
                 tracing::warn!(
                     address = %addr.ip(),

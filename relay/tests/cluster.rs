@@ -1,5 +1,6 @@
-//! Several nodes on one record: a single-node install moved to PostgreSQL
-//! (`escalera migrate`), the relay carrying on there.
+//! Several nodes on one record (PostgreSQL, NATS, HAProxy, started by the tests): a
+//! single-node install moved there (`escalera migrate`), nodes sharing conversations, and what
+//! their operators look at (`/readyz`, metrics, JSON logs).
 
 mod common;
 
@@ -429,6 +430,13 @@ async fn a_thousand_messages_from_both_nodes_at_once_reach_every_socket_on_both_
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), N as usize, "{name}");
     }
+    // The bus's latency was measured on the way (this process's metrics).
+    assert!(
+        escalera_relay::metrics::get()
+            .bus_seconds
+            .get_sample_count()
+            > 0
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -566,4 +574,82 @@ async fn the_shipped_haproxy_configuration_carries_the_chat_and_skips_a_node_tha
     .await;
     drop(proxy);
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_sockets_messages_store_time_and_refusals_on_their_own_address() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let site = {
+        let record = common::record(dir.path(), None).await;
+        common::seed(&*record).await.0
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo-listen", "off"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--frame-burst", "3"])
+        .env("ESCALERA_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut relay, mut metrics) = (None, None);
+    while relay.is_none() || metrics.is_none() {
+        let line = lines.next().expect("escalera printed its URLs").unwrap();
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("Agent console: ") {
+            relay = Some(url.trim_end_matches("/agent").to_owned());
+        }
+        if let Some(url) = line.strip_prefix("Metrics: ") {
+            metrics = Some(url.to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (relay, metrics) = (relay.unwrap(), metrics.unwrap());
+    let scrape = async || reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let before = scrape().await;
+    assert_eq!(value(&before, "escalera_sockets{kind=\"visitor\"}"), 0.0);
+    assert_eq!(value(&before, "escalera_messages_total"), 0.0);
+
+    // A visitor writes once, then sends frames past the burst of 3.
+    let ws_url = format!(
+        "{}/ws/visitor?site={}",
+        relay.replace("http://", "ws://"),
+        site.key
+    );
+    let ws = common::Ws::connect(&ws_url, common::SHOP, None)
+        .await
+        .unwrap();
+    let (mut visitor, _, conv) = common::welcome(ws, None).await.unwrap();
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("m1"),
+            text: "Hello".into(),
+        })
+        .await;
+    ack(&mut visitor).await;
+    for _ in 0..4 {
+        visitor.send(&ClientMsg::Ping).await;
+    }
+    let code = common::error(&mut visitor).await;
+    assert_eq!(code, escalera_protocol::ErrorCode::RateLimited);
+    let after = scrape().await;
+    assert_eq!(value(&after, "escalera_sockets{kind=\"visitor\"}"), 1.0);
+    assert_eq!(value(&after, "escalera_messages_total"), 1.0);
+    assert_eq!(
+        value(&after, "escalera_store_seconds_count{op=\"append\"}"),
+        1.0
+    );
+    assert!(value(&after, "escalera_limited_total{limit=\"rate\"}") >= 1.0);
+    // Not on the public address.
+    let public = reqwest::get(format!("{relay}/metrics")).await.unwrap();
+    assert_ne!(public.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -408,7 +408,7 @@ impl TestRelay {
 
 /// Says hello as a visitor with `token`: the welcome (socket, token, conversation), or what
 /// the relay said instead.
-async fn welcome(
+pub async fn welcome(
     mut ws: Ws,
     token: Option<VisitorToken>,
 ) -> Result<(Ws, VisitorToken, escalera_protocol::ConversationId), ServerMsg> {
