@@ -653,3 +653,170 @@ async fn metrics_count_sockets_messages_store_time_and_refusals_on_their_own_add
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_on_two_nodes_taking_one_conversation_at_once_get_it_once() {
+    let (a, b, _data) = two_nodes(Config::default).await;
+    // Cy on A and Ana on B serve every site; Ana is away, so that routing gives it to nobody
+    // and both must take it by hand.
+    a.add_agent("cy@shop.example", "Cy").await;
+    let (mut ana, _) = b.agent("ana@shop.example").await;
+    ana.send(&ClientMsg::Presence {
+        presence: escalera_protocol::Presence::Away,
+    })
+    .await;
+    let (mut cy, _) = a.agent("cy@shop.example").await;
+    cy.send(&ClientMsg::Presence {
+        presence: escalera_protocol::Presence::Away,
+    })
+    .await;
+    for ws in [&mut ana, &mut cy] {
+        ws.send(&ClientMsg::Ping).await;
+        ws.recv_until(|m| matches!(m, ServerMsg::Pong).then_some(()))
+            .await;
+    }
+    for round in 0..5 {
+        let node = if round % 2 == 0 { &a } else { &b };
+        let (mut visitor, _, conv) = node.visitor(None).await;
+        visitor
+            .send(&ClientMsg::Chat {
+                conversation: conv.clone(),
+                client_id: ClientMsgId::from("hello"),
+                text: "Anyone?".into(),
+            })
+            .await;
+        ack(&mut visitor).await;
+        let take = ClientMsg::Take {
+            conversation: conv.clone(),
+        };
+        ana.send(&take).await;
+        cy.send(&take).await;
+        // Each hears whether it won: joined, or that the other has it.
+        let outcome = async |ws: &mut common::Ws| {
+            ws.recv_until(|m| match m {
+                ServerMsg::Error {
+                    code,
+                    conversation: Some(c),
+                    ..
+                } if c == conv => Some(Err(code)),
+                ServerMsg::Conversation(row) if row.id == conv && row.agent.is_some() => {
+                    Some(Ok(row.agent.unwrap().name))
+                }
+                _ => None,
+            })
+            .await
+        };
+        let (x, y) = (outcome(&mut ana).await, outcome(&mut cy).await);
+        let winners: Vec<_> = [&x, &y].into_iter().filter(|o| o.is_ok()).collect();
+        assert!(!winners.is_empty(), "round {round}: {x:?} {y:?}");
+        // One holder, whoever both are told it is.
+        let holder = a.record().await.conversation(conv.clone()).await.unwrap();
+        let holder = holder.unwrap().agent.unwrap().name;
+        for o in [&x, &y] {
+            match o {
+                Ok(name) => assert_eq!(*name, holder, "round {round}"),
+                Err(code) => assert_eq!(
+                    *code,
+                    escalera_protocol::ErrorCode::AlreadyTaken,
+                    "round {round}"
+                ),
+            }
+        }
+        let told = visitor
+            .recv_until(|m| match m {
+                ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+                _ => None,
+            })
+            .await;
+        assert_eq!(told, holder, "round {round}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_cluster_restart_keeps_everything() {
+    let (a, b, data) = two_nodes(Config::default).await;
+    let (mut visitor, token, conv) = a.visitor(None).await;
+    visitor
+        .send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("before"),
+            text: "Before the restart".into(),
+        })
+        .await;
+    ack(&mut visitor).await;
+    let (mut ana, _) = b.agent("ana@shop.example").await;
+    ana.send(&ClientMsg::Take {
+        conversation: conv.clone(),
+    })
+    .await;
+    ana.send(&ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    })
+    .await;
+    history(&mut ana).await;
+    ana.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: ClientMsgId::from("reply"),
+        text: "Ana's answer".into(),
+    })
+    .await;
+    ack(&mut ana).await;
+    drop((visitor, ana));
+    let (database, sites) = (
+        a.database.clone().unwrap(),
+        (a.site.clone(), a.other_site.clone()),
+    );
+    a.stop().await;
+    b.stop().await;
+
+    // Both nodes again, on the same database, bus and files.
+    let bus = &common::nats::server().url;
+    let a = TestRelay::start_node(
+        data.path(),
+        &database,
+        bus,
+        Config::default(),
+        sites.clone(),
+    )
+    .await;
+    let b = TestRelay::start_node(data.path(), &database, bus, Config::default(), sites).await;
+    let (mut visitor, _, again) = b.visitor(Some(token)).await;
+    assert_eq!(again, conv);
+    let join = ClientMsg::Join {
+        conversation: conv.clone(),
+        after_seq: 0,
+    };
+    visitor.send(&join).await;
+    let texts: Vec<String> = history(&mut visitor)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(
+        texts.contains(&"Before the restart".to_owned())
+            && texts.contains(&"Ana's answer".to_owned()),
+        "{texts:?}"
+    );
+    // Still Ana's, and she carries on from the other node.
+    let (mut ana, _) = a.agent("ana@shop.example").await;
+    ana.send(&join).await;
+    history(&mut ana).await;
+    ana.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: ClientMsgId::from("after"),
+        text: "Back again".into(),
+    })
+    .await;
+    let heard = visitor
+        .recv_until(|m| match m {
+            ServerMsg::Message(m) if m.text == "Back again" => Some(m.author_name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(heard.as_deref(), Some("Ana"));
+    a.stop().await;
+    b.stop().await;
+}
