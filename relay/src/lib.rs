@@ -148,7 +148,7 @@ impl Default for Config {
             header_timeout_secs: 10,
             sockets_per_visitor: 16,
             conversations_per_address: 60,
-            listed_per_address: sqlite::LISTED_PER_ADDRESS,
+            listed_per_address: store::LISTED_PER_ADDRESS,
             visitor_chat_rate: 2,
             address_chat_rate: 30,
             call_actions_per_minute: 20,
@@ -238,10 +238,7 @@ impl Relay {
         store.set_listed_per_address(config.listed_per_address);
         // Uploads are for this user only, as with SQLite.
         std::fs::create_dir_all(data_dir)?;
-        std::fs::set_permissions(
-            data_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )?;
+        store::private(data_dir, 0o700)?;
         let files = data_dir.join("files");
         let (bus, events): (Arc<dyn Bus>, _) = match bus {
             Some(bus) => {

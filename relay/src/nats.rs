@@ -233,10 +233,8 @@ async fn run(
                         }
                     }));
                 }
-                // Subscribed at the server before anything else is published from here.
-                if let Err(e) = client.flush().await {
-                    tracing::error!("bus: {e}");
-                }
+                // No flush: the server reads this connection's SUBs and PUBs in order, and
+                // waiting for a round trip here would hold up every publish queued behind.
                 readers.insert(topic, tasks);
             }
             Command::Unsubscribe(topic) => {

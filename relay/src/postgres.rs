@@ -23,7 +23,6 @@ use tokio_postgres::{NoTls, Row};
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
-use crate::sqlite::LISTED_PER_ADDRESS;
 use crate::store::{
     author_str, json_col, kind_str, parse_author, parse_kind, parse_rating, preview, rating_str,
     visitor_label, Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log,
@@ -152,7 +151,7 @@ impl PgStore {
             .map_err(|e| StoreError::Invalid(format!("database pool: {e}")))?;
         let store = Self {
             pool,
-            listed_per_address: Arc::new(LISTED_PER_ADDRESS.into()),
+            listed_per_address: Arc::new(crate::store::LISTED_PER_ADDRESS.into()),
         };
         store.migrate().await?;
         Ok(store)

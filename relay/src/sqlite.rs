@@ -27,9 +27,9 @@ use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 use crate::secrets;
 use crate::store::{
-    author_str, json_col, kind_str, parse_author, parse_kind, parse_rating, preview, rating_str,
-    visitor_label, Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage, Log,
-    OpenConversation, Site, StoreFuture, VerifiedUser, VisitorDetails,
+    author_str, json_col, kind_str, parse_author, parse_kind, parse_rating, preview, private,
+    rating_str, visitor_label, Agent, AgentListing, Appended, AuditEntry, Directory, HistoryPage,
+    Log, OpenConversation, Site, StoreFuture, VerifiedUser, VisitorDetails,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -214,9 +214,6 @@ pub fn fts_query(words: &[String]) -> Option<String> {
     Some(query.join(" "))
 }
 
-/// Waiting conversations listed per address, unless set otherwise.
-pub const LISTED_PER_ADDRESS: u32 = 20;
-
 /// A write for the writer thread: runs in its own savepoint and says whether it succeeded;
 /// `Finish` is called after the transaction's commit (with its outcome).
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
@@ -366,13 +363,6 @@ fn add_agent_sites<'a>(
     Ok(())
 }
 
-/// Sets `path`'s permission bits (Unix).
-fn private(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| StoreError::Invalid(format!("cannot restrict {}: {e}", path.display())))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) `dir/escalera.db` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -412,7 +402,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 writer,
-                listed_per_address: LISTED_PER_ADDRESS.into(),
+                listed_per_address: crate::store::LISTED_PER_ADDRESS.into(),
                 sites: Mutex::default(),
             }),
         })

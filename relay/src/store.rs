@@ -20,6 +20,17 @@ pub use escalera_protocol::AuditEntry;
 use crate::core::{CallRecord, ConversationMeta, NewMessage, Scope};
 use crate::error::StoreError;
 
+/// Waiting conversations listed per address, unless set otherwise.
+pub const LISTED_PER_ADDRESS: u32 = 20;
+
+/// Sets `path`'s permission bits (Unix): the data dir and the database files are for the
+/// relay's user only, whichever store keeps the record.
+pub fn private(path: &std::path::Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| StoreError::Invalid(format!("cannot restrict {}: {e}", path.display())))
+}
+
 /// How many open conversations routing gives an agent, unless set otherwise.
 pub const DEFAULT_CHAT_LIMIT: u32 = 5;
 

@@ -442,7 +442,7 @@ async fn a_thousand_messages_from_both_nodes_at_once_reach_every_socket_on_both_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_is_ready_while_its_database_and_bus_answer() {
+async fn a_node_is_ready_with_its_database_and_bus_and_not_ready_but_alive_without_its_bus() {
     let data = tempfile::tempdir().unwrap();
     let database = common::postgres::database().await;
     let bus = common::nats::own();
@@ -489,18 +489,22 @@ fn logs_are_one_json_object_a_line_when_asked() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let first = std::io::BufReader::new(stderr)
-        .lines()
-        .next()
-        .expect("a log line")
-        .unwrap();
+    // Once it has said something, it is stopped; every line it wrote is then read.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    let line: serde_json::Value = serde_json::from_str(&first).expect("JSON");
-    assert_eq!(line["level"], "INFO", "{line}");
-    assert!(line["fields"]["message"].is_string(), "{line}");
-    assert!(line["timestamp"].is_string(), "{line}");
+    let all: Vec<String> = std::iter::once(first)
+        .chain(lines.map(Result::unwrap))
+        .collect();
+    for text in &all {
+        let line: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+        assert!(line["timestamp"].is_string(), "{line}");
+    }
+    let first: serde_json::Value = serde_json::from_str(&all[0]).unwrap();
+    assert_eq!(first["level"], "INFO", "{first}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
