@@ -20,6 +20,10 @@ pub trait Bus: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+    /// This node's number among the nodes (call ends name it); 0 when it runs alone.
+    fn node(&self) -> u64 {
+        0
+    }
 }
 
 /// The topics an event is for.
@@ -30,8 +34,17 @@ pub fn topics(event: &BusEvent) -> Vec<Topic> {
             Topic::Site(site.clone()),
             Topic::AllSites,
         ],
+        // A call also rings the site's agents when it waits in the queue.
+        BusEvent::Call {
+            conversation, call, ..
+        } => vec![
+            Topic::Conversation(conversation.clone()),
+            Topic::Site(call.site().clone()),
+            Topic::AllSites,
+        ],
+        BusEvent::NodeGone { .. } => Vec::new(),
         BusEvent::AgentJoined { conversation, .. }
-        | BusEvent::Call { conversation }
+        | BusEvent::Signal { conversation, .. }
         | BusEvent::Closed { conversation }
         | BusEvent::Typing { conversation, .. }
         | BusEvent::Read { conversation, .. } => {
@@ -74,16 +87,16 @@ mod tests {
     #[test]
     fn events_come_back_in_the_order_published() {
         let (bus, mut rx) = LocalBus::new();
-        let call = |c: &str| BusEvent::Call {
+        let closed = |c: &str| BusEvent::Closed {
             conversation: ConversationId::from(c),
         };
         for c in ["a", "b", "a"] {
-            bus.publish(call(c));
+            bus.publish(closed(c));
         }
         for c in ["a", "b", "a"] {
-            assert_eq!(rx.try_recv().unwrap(), call(c));
+            assert_eq!(rx.try_recv().unwrap(), closed(c));
         }
         assert!(rx.try_recv().is_err());
-        assert_eq!(topics(&call("a")), vec![Topic::Conversation("a".into())]);
+        assert_eq!(topics(&closed("a")), vec![Topic::Conversation("a".into())]);
     }
 }

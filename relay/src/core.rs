@@ -23,8 +23,19 @@ use crate::store::{OpenConversation, VerifiedUser};
 
 /// One connection (or one HTTP request acting in a conversation), as the relay numbers them.
 /// Never sent to a browser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PeerId(pub u64);
+
+/// A call's end: a connection on a relay node (node 0 when the relay runs alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct End {
+    /// The node the connection is on.
+    pub node: u64,
+    /// The connection, as that node numbers them.
+    pub peer: PeerId,
+}
 
 /// Which sites an agent serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,10 +283,31 @@ pub enum BusEvent {
         /// The agent's display name.
         agent_name: String,
     },
-    /// The conversation's call changed: everyone joined gets it as they see it.
+    /// The conversation's call changed (or is over, `call.over`): every node takes the newer
+    /// state, and everyone joined gets it as they see it.
     Call {
         /// The conversation.
         conversation: ConversationId,
+        /// The call as the publishing node has it.
+        call: Box<Call>,
+        /// Sent again only so nodes that started since learn where its ends are: nobody is
+        /// told unless it changed something.
+        renewal: bool,
+    },
+    /// Signaling for the end of `to`'s side of the call, on whichever node it is.
+    Signal {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The side it is for.
+        to: Author,
+        /// The payload, as the other end sent it.
+        payload: String,
+    },
+    /// A node stopped being heard (never published: the bus tells its own node): its
+    /// connections' call ends are away.
+    NodeGone {
+        /// The node.
+        node: u64,
     },
     /// An agent closed the conversation: its visitor is told.
     Closed {
@@ -820,6 +852,9 @@ pub struct Limits {
     pub ring_timeout_ms: i64,
     /// How long an active call waits for an end whose connection dropped.
     pub call_grace_ms: i64,
+    /// This node's number on the bus: 0 when the relay runs alone, which also means it
+    /// renews nothing and keeps every call it knows of.
+    pub node: u64,
     /// Frames a connection may send per second...
     pub frame_rate: u32,
     /// ...and at once.
@@ -866,6 +901,7 @@ impl Default for Limits {
         Self {
             ring_timeout_ms: RING_TIMEOUT_MS,
             call_grace_ms: CALL_GRACE_MS,
+            node: 0,
             frame_rate: 20,
             frame_burst: 100,
             history_page: 500,
@@ -911,45 +947,68 @@ pub struct CallRecord {
 /// Signals held for an end that is reconnecting, at most.
 const HELD_SIGNALS: usize = 256;
 
+/// How often a node with other nodes says again where its call ends are.
+pub const CALL_RENEW_MS: i64 = 2_000;
+
+/// How long an ended call's id is remembered, so a late state of it changes nothing.
+const CALLS_OVER_KEPT_MS: i64 = 600_000;
+
 /// A conversation's call. It belongs to the conversation's two sides; each side's end is the
-/// connection that took part. Another tab of the same person sees the call but is not in it.
-/// When an end's connection drops, the call goes on without it for the grace period, and the
-/// side's next connection that says `resume` becomes its end.
-#[derive(Debug, Clone)]
-struct Call {
+/// connection that took part, on whichever node. Another tab of the same person sees the call
+/// but is not in it. When an end's connection drops (or its node is gone), the call goes on
+/// without it for the grace period, and the side's next connection that says `resume`
+/// becomes its end.
+///
+/// Every node with a connection in the conversation keeps a copy: each change is made on one
+/// node, numbered (`rev`, then `by`), and published whole, and the higher number wins
+/// everywhere. A node trusts itself about its own connections, and an ended call stays ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Call {
+    /// This call among the conversation's calls: the node that started it and when.
+    id: String,
+    rev: u64,
+    /// The node that made the change numbered `rev`.
+    by: u64,
     site: SiteKey,
     kind: CallKind,
     caller: Author,
     caller_name: String,
-    caller_peer: Option<PeerId>,
-    callee_peer: Option<PeerId>,
+    caller_end: Option<End>,
+    callee_end: Option<End>,
     phase: CallPhase,
     since: i64,
     /// Since when an end has been missing.
     away_since: Option<i64>,
-    /// Signals for a missing end, with the side they are for.
+    /// Over: the last state, so every node forgets it.
+    over: bool,
+    /// Signals for a missing end, with the side they are for (kept on the sender's node).
+    #[serde(skip)]
     held: Vec<(Author, String)>,
+    /// Read from the store as the relay started: where its ends are is unknown until they
+    /// resume, or a node that has them says.
+    #[serde(skip)]
+    restored: bool,
 }
 
 impl Call {
-    fn is_party(&self, peer: PeerId) -> bool {
-        self.caller_peer == Some(peer) || self.callee_peer == Some(peer)
+    fn is_party(&self, end: End) -> bool {
+        self.caller_end == Some(end) || self.callee_end == Some(end)
     }
 
     /// The end of `side`.
-    fn end(&mut self, side: Author) -> &mut Option<PeerId> {
+    fn end(&mut self, side: Author) -> &mut Option<End> {
         if side == self.caller {
-            &mut self.caller_peer
+            &mut self.caller_end
         } else {
-            &mut self.callee_peer
+            &mut self.callee_end
         }
     }
 
-    fn info(&self, peer: PeerId) -> CallInfo {
-        let party = self.is_party(peer);
+    fn info(&self, end: End) -> CallInfo {
+        let party = self.is_party(end);
         let away = self.phase == CallPhase::Active
-            && match (party, self.caller_peer, self.callee_peer) {
-                (true, Some(c), other) if c == peer => other.is_none(),
+            && match (party, self.caller_end, self.callee_end) {
+                (true, Some(c), other) if c == end => other.is_none(),
                 (true, other, _) => other.is_none(),
                 (false, a, b) => a.is_none() || b.is_none(),
             };
@@ -982,6 +1041,27 @@ impl Call {
                 seconds: u64::try_from(end - self.since).unwrap_or(0) / 1000,
             },
         }
+    }
+
+    /// The id its note named `what` is stored under: every node that decides the same thing
+    /// about this call (it rang out, its grace ran out) writes the note, and the record keeps
+    /// one.
+    fn note_id(&self, what: &str) -> ClientMsgId {
+        ClientMsgId(format!("call-{}-{what}", self.id))
+    }
+
+    /// Whether it outranks `other`, a state of the same call.
+    fn newer_than(&self, other: &Call) -> bool {
+        (self.rev, self.by) > (other.rev, other.by)
+    }
+
+    /// The conversation's site.
+    pub fn site(&self) -> &SiteKey {
+        &self.site
+    }
+
+    fn ends_mut(&mut self) -> [&mut Option<End>; 2] {
+        [&mut self.caller_end, &mut self.callee_end]
     }
 }
 
@@ -1133,6 +1213,10 @@ pub struct Core {
     team: Team,
     /// Whether a call began, changed ends or ended since presence was last brought up to date.
     calls_changed: bool,
+    /// Calls over, by id, and when: a late state of one changes nothing.
+    calls_over: HashMap<String, i64>,
+    /// When this node last renewed the calls it has ends of.
+    calls_renewed: i64,
     /// The open conversations: who has each, and the sites' queues.
     desk: Desk,
     /// Whether the team changed in a way routing must hear (presence, limits).
@@ -1234,8 +1318,7 @@ impl Core {
         }
     }
 
-    /// The one entry point: what `event` at `now` (ms since the epoch) means, as effects.
-    /// What is open on this node now: sockets by role, and calls answered.
+    /// What is open on this node now: sockets by role, and calls answered with an end here.
     pub fn census(&self) -> Census {
         let mut census = Census::default();
         for p in self.peers.values() {
@@ -1248,11 +1331,28 @@ impl Core {
         census.calls_active = self
             .calls
             .values()
-            .filter(|c| c.phase == CallPhase::Active)
+            .filter(|c| c.phase == CallPhase::Active && self.has_end_here(c))
             .count();
         census
     }
 
+    /// This node's connection `peer`, as a call's end.
+    fn here(&self, peer: PeerId) -> End {
+        End {
+            node: self.limits.node,
+            peer,
+        }
+    }
+
+    /// Whether one of `call`'s ends is a connection on this node.
+    fn has_end_here(&self, call: &Call) -> bool {
+        [call.caller_end, call.callee_end]
+            .iter()
+            .flatten()
+            .any(|e| e.node == self.limits.node)
+    }
+
+    /// The one entry point: what `event` at `now` (ms since the epoch) means, as effects.
     pub fn handle(&mut self, now: i64, event: Event) -> Vec<Effect> {
         let mut out = Out::default();
         match event {
@@ -1374,19 +1474,30 @@ impl Core {
                 }
                 self.calls_changed = true;
                 for (id, r) in calls {
+                    // With other nodes, one may have this call's ends: it says so within
+                    // CALL_RENEW_MS, on the conversation's subject.
+                    if self.limits.node != 0 {
+                        out.push(Effect::Subscribe(Topic::Conversation(id.clone())));
+                    }
                     self.calls.insert(
                         id,
                         Call {
+                            // The same on every node, so their notes of its end are one.
+                            id: format!("r{}", r.since),
+                            rev: 0,
+                            by: 0,
                             site: r.site,
                             kind: r.kind,
                             caller: r.caller,
                             caller_name: r.caller_name,
-                            caller_peer: None,
-                            callee_peer: None,
+                            caller_end: None,
+                            callee_end: None,
                             phase: CallPhase::Active,
                             since: r.since,
                             away_since: Some(now),
+                            over: false,
                             held: Vec::new(),
+                            restored: true,
                         },
                     );
                 }
@@ -1555,12 +1666,13 @@ impl Core {
                 .team
                 .online()
                 .map(|(id, consoles)| {
+                    let node = self.limits.node;
                     let in_call = self.calls.values().any(|c| {
                         c.phase == CallPhase::Active
-                            && [c.caller_peer, c.callee_peer]
+                            && [c.caller_end, c.callee_end]
                                 .iter()
                                 .flatten()
-                                .any(|p| consoles.contains(p))
+                                .any(|e| e.node == node && consoles.contains(&e.peer))
                     });
                     (id.clone(), in_call)
                 })
@@ -1772,17 +1884,7 @@ impl Core {
             ClientMsg::Signal {
                 conversation,
                 payload,
-            } => match self.signal_target(peer, &conversation) {
-                Ok(Some(to)) => out.send(
-                    to,
-                    ServerMsg::Signal {
-                        conversation,
-                        payload,
-                    },
-                ),
-                Ok(None) => self.hold_signal(peer, &conversation, payload),
-                Err(e) => out.error_about(peer, e, (Some(conversation), None)),
-            },
+            } => self.signal(peer, conversation, payload, out),
             ClientMsg::Chat {
                 ref conversation,
                 ref client_id,
@@ -2291,7 +2393,8 @@ impl Core {
         };
         if let Some(call) = self.calls.remove(&meta.id) {
             // The next line of the record says it was for a transfer.
-            self.call_over(now, &meta.id, &meta.site, call.ended_note(now), out);
+            let note = call.ended_note(now);
+            self.call_over(now, &meta.id, call, note, out);
         }
         out.push(Effect::Transfer {
             peer,
@@ -2318,7 +2421,8 @@ impl Core {
         }
         self.desk.closed(&meta.id);
         if let Some(call) = self.calls.remove(&meta.id) {
-            self.call_over(now, &meta.id, &meta.site, call.ended_note(now), out);
+            let note = call.ended_note(now);
+            self.call_over(now, &meta.id, call, note, out);
         }
         out.push(system_note(
             now,
@@ -2951,39 +3055,34 @@ impl Core {
                     );
                 }
             }
-            BusEvent::Call { conversation } => {
-                for peer in self.members.get(&conversation).into_iter().flatten() {
-                    out.send(*peer, self.call_msg(&conversation, *peer));
-                }
-                // Agents ringing for a queued call: once it is answered or over, it is gone
-                // for those who did not get it.
-                let still = self
-                    .calls
-                    .get(&conversation)
-                    .is_some_and(|c| c.phase == CallPhase::Ringing);
-                let ringing = match still {
-                    true => self.ringing.get(&conversation).cloned(),
-                    false => self.ringing.remove(&conversation),
-                };
-                let members = self.members.get(&conversation);
-                for peer in ringing.into_iter().flatten() {
-                    if members.is_some_and(|m| m.contains(&peer)) {
-                        continue;
-                    }
-                    let party = self
-                        .calls
-                        .get(&conversation)
-                        .is_some_and(|c| c.is_party(peer));
-                    let msg = match still || party {
-                        true => self.call_msg(&conversation, peer),
-                        false => ServerMsg::Call {
-                            conversation: conversation.clone(),
-                            call: None,
-                        },
-                    };
-                    out.send(peer, msg);
+            BusEvent::Call {
+                conversation,
+                call,
+                renewal,
+            } => {
+                let changed = self.merge_call(now, &conversation, *call, out);
+                if changed || !renewal {
+                    self.tell_call(&conversation, out);
                 }
             }
+            BusEvent::Signal {
+                conversation,
+                to,
+                payload,
+            } => {
+                // For the end on this node; the sender's node holds those for a missing end.
+                let end = self.calls.get_mut(&conversation).and_then(|c| *c.end(to));
+                if let Some(end) = end.filter(|e| e.node == self.limits.node) {
+                    out.send(
+                        end.peer,
+                        ServerMsg::Signal {
+                            conversation,
+                            payload,
+                        },
+                    );
+                }
+            }
+            BusEvent::NodeGone { node } => self.node_gone(now, node, out),
             BusEvent::Closed { conversation } => {
                 for v in self.visitors.get(&conversation).into_iter().flatten() {
                     out.send(
@@ -3054,6 +3153,40 @@ impl Core {
         self.all_sites_agents.iter().chain(listed).copied()
     }
 
+    /// Everyone joined to `conversation` (and the consoles ringing for it) hears its call as
+    /// this node has it now.
+    fn tell_call(&mut self, conversation: &ConversationId, out: &mut Out) {
+        for peer in self.members.get(conversation).into_iter().flatten() {
+            out.send(*peer, self.call_msg(conversation, *peer));
+        }
+        // Agents ringing for a queued call: once it is answered or over, it is gone
+        // for those who did not get it.
+        let still = self
+            .calls
+            .get(conversation)
+            .is_some_and(|c| c.phase == CallPhase::Ringing);
+        let ringing = match still {
+            true => self.ringing.get(conversation).cloned(),
+            false => self.ringing.remove(conversation),
+        };
+        let members = self.members.get(conversation);
+        for peer in ringing.into_iter().flatten() {
+            if members.is_some_and(|m| m.contains(&peer)) {
+                continue;
+            }
+            let me = self.here(peer);
+            let party = self.calls.get(conversation).is_some_and(|c| c.is_party(me));
+            let msg = match still || party {
+                true => self.call_msg(conversation, peer),
+                false => ServerMsg::Call {
+                    conversation: conversation.clone(),
+                    call: None,
+                },
+            };
+            out.send(peer, msg);
+        }
+    }
+
     fn close(&mut self, now: i64, peer: PeerId, out: &mut Out) {
         let Some(p) = self.peers.remove(&peer) else {
             return;
@@ -3112,29 +3245,189 @@ impl Core {
         }
         // A ringing call whose caller left is cancelled; an active call waits for the end
         // that left to come back.
+        let me = self.here(peer);
         let ended: Vec<ConversationId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.phase == CallPhase::Ringing && c.is_party(peer))
+            .filter(|(_, c)| c.phase == CallPhase::Ringing && c.is_party(me))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ended {
             if let Some(call) = self.calls.remove(&id) {
-                self.call_over(now, &id, &call.site, call.ended_note(now), out);
+                let note = call.ended_note(now);
+                self.call_over(now, &id, call, note, out);
             }
         }
+        self.ends_away(now, |e| e == me, true, out);
+    }
+
+    /// The call ends `gone` picks are away since `now`; the other nodes hear it with
+    /// `publish` (a node gone is seen by each node itself).
+    fn ends_away(&mut self, now: i64, gone: impl Fn(End) -> bool, publish: bool, out: &mut Out) {
+        let mut changed = Vec::new();
         for (id, call) in self.calls.iter_mut() {
-            if call.is_party(peer) {
+            let mut away = false;
+            for end in call.ends_mut() {
+                if end.is_some_and(&gone) {
+                    *end = None;
+                    away = true;
+                }
+            }
+            if away {
+                call.away_since.get_or_insert(now);
+                changed.push(id.clone());
+            }
+        }
+        for id in changed {
+            self.calls_changed = true;
+            match publish {
+                true => self.publish_call(&id, out),
+                false => self.tell_call(&id, out),
+            }
+        }
+    }
+
+    /// A node stopped being heard: its connections' call ends are away (and the grace
+    /// period runs for them as for a dropped connection).
+    fn node_gone(&mut self, now: i64, node: u64, out: &mut Out) {
+        if node != self.limits.node {
+            self.ends_away(now, |e| e.node == node, false, out);
+        }
+    }
+
+    /// The call of `conv` changed here: numbered as this node's change and published whole.
+    fn publish_call(&mut self, conv: &ConversationId, out: &mut Out) {
+        let node = self.limits.node;
+        if let Some(call) = self.calls.get_mut(conv) {
+            call.rev += 1;
+            call.by = node;
+            call.restored = false;
+            out.push(Effect::Publish(BusEvent::Call {
+                conversation: conv.clone(),
+                call: Box::new(call.clone()),
+                renewal: false,
+            }));
+        }
+    }
+
+    /// Takes `incoming`, another node's state of `conv`'s call (or this node's own, back from
+    /// the bus), when it is newer; whether this node's copy changed.
+    fn merge_call(
+        &mut self,
+        now: i64,
+        conv: &ConversationId,
+        mut incoming: Call,
+        out: &mut Out,
+    ) -> bool {
+        if self.calls_over.contains_key(&incoming.id) {
+            return false;
+        }
+        let node = self.limits.node;
+        if incoming.over {
+            self.calls_over.insert(incoming.id.clone(), now);
+            let ours = self.calls.get(conv).is_some_and(|c| c.id == incoming.id);
+            if ours {
+                self.calls.remove(conv);
                 self.calls_changed = true;
-                for end in [&mut call.caller_peer, &mut call.callee_peer] {
-                    if *end == Some(peer) {
-                        *end = None;
+                record_toggles(&mut self.toggles, now, Some(conv), out);
+            }
+            return ours;
+        }
+        let mut held = Vec::new();
+        let mut reclaim = false;
+        match self.calls.get_mut(conv) {
+            Some(local) if local.restored => {}
+            // Two calls started at once on two nodes: the earlier one is the call everywhere.
+            Some(local)
+                if local.id != incoming.id
+                    && (local.since, &local.id) < (incoming.since, &incoming.id) =>
+            {
+                return false;
+            }
+            Some(local) if local.id != incoming.id => {}
+            Some(local) => {
+                if !incoming.newer_than(local) {
+                    return false;
+                }
+                held = std::mem::take(&mut local.held);
+                // This node knows its own connections: an end of it that is still open stays,
+                // whatever a change made elsewhere at the same time says (it is published
+                // again, so the others learn it too).
+                for side in [local.caller, other_side(local.caller)] {
+                    let mine = *local.end(side);
+                    let theirs = incoming.end(side);
+                    if theirs.is_none()
+                        && mine.is_some_and(|e| e.node == node && self.peers.contains_key(&e.peer))
+                    {
+                        *theirs = mine;
+                        reclaim = true;
                     }
                 }
-                call.away_since.get_or_insert(now);
-                out.push(Effect::Publish(BusEvent::Call {
-                    conversation: id.clone(),
-                }));
+            }
+            None => {}
+        }
+        // What another node said of this node's connections is wrong once they are closed.
+        let peers = &self.peers;
+        let mut gone = false;
+        for end in incoming.ends_mut() {
+            if end.is_some_and(|e| e.node == node && !peers.contains_key(&e.peer)) {
+                *end = None;
+                gone = true;
+            }
+        }
+        if gone {
+            incoming.away_since.get_or_insert(now);
+        }
+        if incoming.caller_end.is_some() && incoming.callee_end.is_some() {
+            incoming.away_since = None;
+        }
+        // A visitor's call in the queue, started on another node, rings the site's agents
+        // available here too.
+        let queued = incoming.phase == CallPhase::Ringing
+            && !self.calls.contains_key(conv)
+            && self.desk.agent_of(conv) == Some(None);
+        if queued {
+            let members = self.members.get(conv);
+            let ring: BTreeSet<PeerId> = self
+                .team
+                .available_consoles(&incoming.site)
+                .filter(|p| !members.is_some_and(|m| m.contains(p)))
+                .collect();
+            self.ringing.insert(conv.clone(), ring);
+        }
+        incoming.held = held;
+        incoming.restored = false;
+        self.calls_changed = true;
+        self.calls.insert(conv.clone(), incoming);
+        if reclaim {
+            self.publish_call(conv, out);
+        }
+        self.send_held(conv, out);
+        true
+    }
+
+    /// Sends on the signals this node holds for a side whose end is back.
+    fn send_held(&mut self, conv: &ConversationId, out: &mut Out) {
+        let node = self.limits.node;
+        let Some(call) = self.calls.get_mut(conv) else {
+            return;
+        };
+        let held = std::mem::take(&mut call.held);
+        for (to, payload) in held {
+            match *call.end(to) {
+                None => call.held.push((to, payload)),
+                Some(end) if end.node == node => out.send(
+                    end.peer,
+                    ServerMsg::Signal {
+                        conversation: conv.clone(),
+                        payload,
+                    },
+                ),
+                Some(_) => out.push(Effect::Publish(BusEvent::Signal {
+                    conversation: conv.clone(),
+                    to,
+                    payload,
+                })),
             }
         }
     }
@@ -3151,6 +3444,8 @@ impl Core {
             self.address_chat.retain(|_, b| !b.idle(now));
             self.call_actions.retain(|_, b| !b.idle(now));
             self.history_budget.retain(|_, b| !b.idle(now));
+            self.calls_over
+                .retain(|_, at| now - *at < CALLS_OVER_KEPT_MS);
         }
         record_toggles(&mut self.toggles, now, None, out);
         self.team.tick(now);
@@ -3196,7 +3491,7 @@ impl Core {
             .collect();
         for id in missed {
             if let Some(call) = self.calls.remove(&id) {
-                self.call_over(now, &id, &call.site, SystemEvent::CallMissed, out);
+                self.call_over(now, &id, call, SystemEvent::CallMissed, out);
             }
         }
         let grace = self.limits.call_grace_ms;
@@ -3210,9 +3505,55 @@ impl Core {
             if let Some(call) = self.calls.remove(&id) {
                 // It lasted until the end left.
                 let note = call.ended_note(call.away_since.unwrap_or(now));
-                self.call_over(now, &id, &call.site, note, out);
+                self.call_over(now, &id, call, note, out);
             }
         }
+        if self.limits.node != 0 {
+            self.renew_calls(now, out);
+        }
+    }
+
+    /// With other nodes: says again where this node's call ends are, every
+    /// [`CALL_RENEW_MS`] (a node that started since has them as unknown), and forgets the
+    /// calls no connection here follows any more (their news no longer comes here, so the
+    /// copy would go stale). Ends are at most a few per node, so this is a few small events.
+    fn renew_calls(&mut self, now: i64, out: &mut Out) {
+        if now - self.calls_renewed < CALL_RENEW_MS {
+            return;
+        }
+        self.calls_renewed = now;
+        let stale: Vec<ConversationId> = self
+            .calls
+            .iter()
+            .filter(|(id, c)| !c.restored && !self.has_end_here(c) && !self.follows(id, &c.site))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.calls.remove(&id);
+            self.ringing.remove(&id);
+            if !self.members.contains_key(&id) && !self.visitors.contains_key(&id) {
+                out.push(Effect::Unsubscribe(Topic::Conversation(id)));
+            }
+        }
+        for (id, call) in &self.calls {
+            if self.has_end_here(call) {
+                out.push(Effect::Publish(BusEvent::Call {
+                    conversation: id.clone(),
+                    call: Box::new(call.clone()),
+                    renewal: true,
+                }));
+            }
+        }
+    }
+
+    /// Whether a connection on this node hears of `conv`'s calls: one joined to it, its
+    /// visitor, or an agent of its site.
+    fn follows(&self, conv: &ConversationId, site: &SiteKey) -> bool {
+        self.members.contains_key(conv)
+            || self.visitors.contains_key(conv)
+            || self.ringing.contains_key(conv)
+            || self.site_agents.contains_key(site)
+            || !self.all_sites_agents.is_empty()
     }
 
     /// Mails the site's agents about each conversation that has waited too long with none of
@@ -3236,25 +3577,35 @@ impl Core {
         }
     }
 
+    /// `call`, taken out of `conv`, is over: every node hears it, and the record says `note`
+    /// (once, however many nodes decide it).
     fn call_over(
         &mut self,
         now: i64,
         conv: &ConversationId,
-        site: &SiteKey,
+        mut call: Call,
         note: SystemEvent,
         out: &mut Out,
     ) {
         record_toggles(&mut self.toggles, now, Some(conv), out);
         self.calls_changed = true;
+        self.calls_over.insert(call.id.clone(), now);
+        let meta = ConversationMeta::new(conv.clone(), call.site.clone(), None);
+        let note_id = call.note_id("end");
+        call.over = true;
+        call.rev += 1;
+        call.by = self.limits.node;
+        call.held.clear();
         out.push(Effect::Publish(BusEvent::Call {
             conversation: conv.clone(),
+            call: Box::new(call),
+            renewal: false,
         }));
         out.push(Effect::SaveCall {
             conversation: conv.clone(),
             call: None,
         });
-        let meta = ConversationMeta::new(conv.clone(), site.clone(), None);
-        out.push(system_note(now, &meta, note));
+        out.push(system_note_once(now, &meta, note, note_id));
     }
 
     /// The side and display name of a connection that may take part in calls of `conv`: its
@@ -3336,6 +3687,8 @@ impl Core {
             }
             _ => {}
         }
+        let me = self.here(peer);
+        let node = self.limits.node;
         let call = self.calls.get_mut(&conv.id);
         let note = match (action, call) {
             (CallAction::Start { kind }, None) => {
@@ -3357,16 +3710,21 @@ impl Core {
                 self.calls.insert(
                     conv.id.clone(),
                     Call {
+                        id: format!("{node:x}-{now}"),
+                        rev: 0,
+                        by: node,
                         site: conv.site.clone(),
                         kind,
                         caller: side,
                         caller_name: name,
-                        caller_peer: Some(peer),
-                        callee_peer: None,
+                        caller_end: Some(me),
+                        callee_end: None,
                         phase: CallPhase::Ringing,
                         since: now,
                         away_since: None,
+                        over: false,
                         held: Vec::new(),
+                        restored: false,
                     },
                 );
                 None
@@ -3378,7 +3736,7 @@ impl Core {
                 if call.phase == CallPhase::Ringing && call.caller != side =>
             {
                 call.phase = CallPhase::Active;
-                call.callee_peer = Some(peer);
+                call.callee_end = Some(me);
                 call.since = now;
                 out.push(Effect::SaveCall {
                     conversation: conv.id.clone(),
@@ -3396,45 +3754,33 @@ impl Core {
             (CallAction::Decline, Some(call))
                 if call.phase == CallPhase::Ringing && call.caller != side =>
             {
+                let call = call.clone();
                 self.calls.remove(&conv.id);
-                Some(SystemEvent::CallDeclined)
+                self.call_over(now, &conv.id, call, SystemEvent::CallDeclined, out);
+                return Ok(());
             }
-            (CallAction::HangUp, Some(call)) if call.is_party(peer) => {
-                record_toggles(&mut self.toggles, now, Some(&conv.id), out);
+            (CallAction::HangUp, Some(call)) if call.is_party(me) => {
+                let call = call.clone();
                 let note = call.ended_note(now);
                 self.calls.remove(&conv.id);
-                out.push(Effect::SaveCall {
-                    conversation: conv.id.clone(),
-                    call: None,
-                });
-                Some(note)
+                self.call_over(now, &conv.id, call, note, out);
+                return Ok(());
             }
             // The socket that resumes holds the call's peer connection (another tab never
             // does), so it takes the end over even from a socket the relay still thinks is
             // open: after a network drop the old one may linger until its TCP times out.
             (CallAction::Resume, Some(call)) if call.phase == CallPhase::Active => {
-                *call.end(side) = Some(peer);
-                if call.caller_peer.is_some() && call.callee_peer.is_some() {
+                *call.end(side) = Some(me);
+                if call.caller_end.is_some() && call.callee_end.is_some() {
                     call.away_since = None;
                 }
-                // What the other end said meanwhile.
-                let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut call.held)
-                    .into_iter()
-                    .partition(|(to, _)| *to == side);
-                call.held = others;
-                for (_, payload) in mine {
-                    out.send(
-                        peer,
-                        ServerMsg::Signal {
-                            conversation: conv.id.clone(),
-                            payload,
-                        },
-                    );
-                }
+                // What the other end said meanwhile (held here; other nodes send theirs
+                // when they hear of the new end).
+                self.send_held(&conv.id, out);
                 None
             }
             (CallAction::Media { media, on }, Some(call))
-                if call.phase == CallPhase::Active && call.is_party(peer) =>
+                if call.phase == CallPhase::Active && call.is_party(me) =>
             {
                 let toggle = self
                     .toggles
@@ -3453,11 +3799,10 @@ impl Core {
             (_, None) => return Err(RelayError::Forbidden("there is no call")),
             (_, Some(_)) => return Err(RelayError::Forbidden("not possible in this call")),
         };
-        out.push(Effect::Publish(BusEvent::Call {
-            conversation: conv.id.clone(),
-        }));
-        if let Some(note) = note {
-            out.push(system_note(now, conv, note));
+        let started = self.calls.get(&conv.id).map(|c| c.note_id("start"));
+        self.publish_call(&conv.id, out);
+        if let (Some(note), Some(id)) = (note, started) {
+            out.push(system_note_once(now, conv, note, id));
         }
         Ok(())
     }
@@ -3466,46 +3811,68 @@ impl Core {
     fn call_msg(&self, conv: &ConversationId, peer: PeerId) -> ServerMsg {
         ServerMsg::Call {
             conversation: conv.clone(),
-            call: self.calls.get(conv).map(|c| c.info(peer)),
+            call: self.calls.get(conv).map(|c| c.info(self.here(peer))),
         }
     }
 
-    /// Where signaling from `peer` in `conv` goes: the other end of the active call, or
-    /// `None` while that end is reconnecting.
+    /// Where signaling from `peer` in `conv` goes: the side it is for and that side's end
+    /// (`None` while it is reconnecting).
     fn signal_target(
         &self,
         peer: PeerId,
         conv: &ConversationId,
-    ) -> Result<Option<PeerId>, RelayError> {
+    ) -> Result<(Author, Option<End>), RelayError> {
         let call = self
             .calls
             .get(conv)
             .filter(|c| c.phase == CallPhase::Active)
             .ok_or(RelayError::Forbidden("there is no active call"))?;
-        if call.caller_peer == Some(peer) {
-            Ok(call.callee_peer)
-        } else if call.callee_peer == Some(peer) {
-            Ok(call.caller_peer)
+        let me = Some(self.here(peer));
+        if call.caller_end == me {
+            Ok((other_side(call.caller), call.callee_end))
+        } else if call.callee_end == me {
+            Ok((call.caller, call.caller_end))
         } else {
             Err(RelayError::Forbidden("this connection is not in the call"))
         }
     }
 
-    /// Keeps a signal for the end of `conv`'s call that is reconnecting (the oldest go first
+    /// Passes a signal from `peer` on to the other end of `conv`'s call: on this node, on
+    /// another (through the bus), or held here while it is reconnecting (the oldest go first
     /// past [`HELD_SIGNALS`]).
-    fn hold_signal(&mut self, from: PeerId, conv: &ConversationId, payload: String) {
-        let Some(call) = self.calls.get_mut(conv) else {
-            return;
+    fn signal(
+        &mut self,
+        peer: PeerId,
+        conversation: ConversationId,
+        payload: String,
+        out: &mut Out,
+    ) {
+        let (to, end) = match self.signal_target(peer, &conversation) {
+            Ok(target) => target,
+            Err(e) => return out.error_about(peer, e, (Some(conversation), None)),
         };
-        let to = if call.caller_peer == Some(from) {
-            other_side(call.caller)
-        } else {
-            call.caller
-        };
-        if call.held.len() >= HELD_SIGNALS {
-            call.held.remove(0);
+        match end {
+            Some(end) if end.node == self.limits.node => out.send(
+                end.peer,
+                ServerMsg::Signal {
+                    conversation,
+                    payload,
+                },
+            ),
+            Some(_) => out.push(Effect::Publish(BusEvent::Signal {
+                conversation,
+                to,
+                payload,
+            })),
+            None => {
+                if let Some(call) = self.calls.get_mut(&conversation) {
+                    if call.held.len() >= HELD_SIGNALS {
+                        call.held.remove(0);
+                    }
+                    call.held.push((to, payload));
+                }
+            }
         }
-        call.held.push((to, payload));
     }
 }
 
@@ -3579,10 +3946,29 @@ fn agent_note(
 
 /// A system message for the record.
 fn system_note(now: i64, meta: &ConversationMeta, event: SystemEvent) -> Effect {
+    note_with_id(now, meta, event, None)
+}
+
+/// A system message that the record keeps once under `id`, however many nodes write it.
+fn system_note_once(
+    now: i64,
+    meta: &ConversationMeta,
+    event: SystemEvent,
+    id: ClientMsgId,
+) -> Effect {
+    note_with_id(now, meta, event, Some(id))
+}
+
+fn note_with_id(
+    now: i64,
+    meta: &ConversationMeta,
+    event: SystemEvent,
+    client_id: Option<ClientMsgId>,
+) -> Effect {
     Effect::Append {
         message: NewMessage {
             conversation: meta.id.clone(),
-            client_id: None,
+            client_id,
             author: Author::System,
             author_name: None,
             text: event.english(),
@@ -4985,6 +5371,249 @@ mod tests {
         let e = w.tick();
         assert_eq!(appends(&e), vec!["Call ended, 1:00"]);
         assert!(w.core.calls.contains_key(&ConversationId::from("c1")));
+    }
+
+    /// Two nodes' cores and the bus between them: what either publishes reaches both, the
+    /// publisher first (as the NATS bus hands its own events over at once).
+    struct Pair {
+        a: World,
+        b: World,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let node = |n| {
+                let mut w = World::new();
+                w.core.limits.node = n;
+                w
+            };
+            Self {
+                a: node(1),
+                b: node(2),
+            }
+        }
+
+        fn at(&mut self, now: i64) {
+            self.a.now = now;
+            self.b.now = now;
+        }
+
+        /// Carries what `effects`, made on node a when `on_a`, publish (and what that
+        /// publishes) to both nodes until the bus is quiet; the other effects, by node.
+        fn bus(&mut self, on_a: bool, effects: Vec<Effect>) -> Vec<(bool, Effect)> {
+            let mut queue: std::collections::VecDeque<_> =
+                effects.into_iter().map(|e| (on_a, e)).collect();
+            let mut rest = Vec::new();
+            while let Some((from_a, e)) = queue.pop_front() {
+                let Effect::Publish(event) = e else {
+                    rest.push((from_a, e));
+                    continue;
+                };
+                for to_a in [from_a, !from_a] {
+                    let w = if to_a { &mut self.a } else { &mut self.b };
+                    let effects = w.ev(Event::Delivered(event.clone()));
+                    queue.extend(effects.into_iter().map(|e| (to_a, e)));
+                }
+            }
+            rest
+        }
+    }
+
+    /// What `out` sends on node a (`on_a`) or b.
+    fn sent_on(out: &[(bool, Effect)], on_a: bool) -> Vec<(u64, ServerMsg)> {
+        let effects: Vec<Effect> = out
+            .iter()
+            .filter(|(a, _)| *a == on_a)
+            .map(|(_, e)| e.clone())
+            .collect();
+        sent(&effects)
+    }
+
+    /// The calls `peer` is told of in `sent`.
+    fn told(sent: &[(u64, ServerMsg)], peer: u64) -> Vec<Option<CallInfo>> {
+        sent.iter()
+            .filter_map(|(p, m)| match m {
+                ServerMsg::Call { call, .. } if *p == peer => Some(call.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sdp(conv: &str) -> ServerMsg {
+        ServerMsg::Signal {
+            conversation: conv.into(),
+            payload: "sdp".into(),
+        }
+    }
+
+    #[test]
+    fn a_call_between_two_nodes_signals_across_and_outlives_the_node_of_one_end() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.join(1, &c1);
+        n.b.agent(10, "a", Scope::All);
+        n.b.join(10, &c1);
+        let video = CallAction::Start {
+            kind: CallKind::Video,
+        };
+        let e = n.a.act(1, call("c1", video), &c1);
+        let out = n.bus(true, e);
+        let rung = told(&sent_on(&out, false), 10);
+        assert_eq!(rung.len(), 1, "{out:?}");
+        let rung = rung[0].clone().unwrap();
+        assert_eq!((rung.phase, rung.party), (CallPhase::Ringing, false));
+
+        n.at(2_000);
+        let e = n.b.act(10, call("c1", CallAction::Accept), &c1);
+        let out = n.bus(false, e);
+        let notes: Vec<Effect> = out.iter().map(|(_, e)| e.clone()).collect();
+        assert_eq!(appends(&notes), vec!["Video call started"]);
+        let visitor = told(&sent_on(&out, true), 1);
+        assert!(visitor.iter().all(|c| c.as_ref().unwrap().party));
+        assert_eq!(
+            visitor.last().unwrap().as_ref().unwrap().phase,
+            CallPhase::Active
+        );
+
+        // Signals cross the bus, each to the other end only.
+        let e = n.a.text(1, &signal("c1"));
+        let out = n.bus(true, e);
+        assert_eq!(sent_on(&out, false), vec![(10, sdp("c1"))]);
+        assert!(sent_on(&out, true).is_empty());
+        let e = n.b.text(10, &signal("c1"));
+        let out = n.bus(false, e);
+        assert_eq!(sent_on(&out, true), vec![(1, sdp("c1"))]);
+
+        // Node a dies: b stops hearing it, and the visitor's end is away.
+        n.at(5_000);
+        let e = n.b.ev(Event::Delivered(BusEvent::NodeGone { node: 1 }));
+        let away = told(&sent(&e), 10);
+        assert!(away[0].as_ref().unwrap().away);
+        // What the agent says meanwhile waits on b for the visitor's next connection.
+        assert!(sent(&n.b.text(10, &signal("c1"))).is_empty());
+        n.b.visitor(2, &c1);
+        n.b.join(2, &c1);
+        let e = n.b.act(2, call("c1", CallAction::Resume), &c1);
+        let e = n.b.through_bus(e);
+        let to_visitor: Vec<ServerMsg> = sent(&e)
+            .into_iter()
+            .filter(|(p, _)| *p == 2)
+            .map(|(_, m)| m)
+            .collect();
+        assert!(to_visitor.contains(&sdp("c1")), "{to_visitor:?}");
+        assert!(!told(&sent(&e), 10).last().unwrap().as_ref().unwrap().away);
+        // Back in full: the grace period does not end it.
+        n.b.now += CALL_GRACE_MS * 2;
+        assert!(appends(&n.b.tick()).is_empty());
+        let e = n.b.act(2, call("c1", CallAction::HangUp), &c1);
+        assert!(appends(&e)[0].starts_with("Call ended"));
+    }
+
+    #[test]
+    fn what_two_nodes_both_decide_about_a_call_is_recorded_once() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.join(1, &c1);
+        n.b.agent(10, "a", Scope::All);
+        n.b.join(10, &c1);
+        let e = n.a.act(1, call("c1", VOICE), &c1);
+        n.bus(true, e);
+        // Each node sees it ring out, and writes the note under the call's one id.
+        n.at(1_000 + RING_TIMEOUT_MS);
+        let ids: Vec<Option<ClientMsgId>> = [n.a.tick(), n.b.tick()]
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Effect::Append { message, .. } => Some(message.client_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].is_some());
+        assert_eq!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn a_node_that_starts_learns_where_a_restored_calls_ends_are() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.agent(10, "a", Scope::All);
+        for p in [1, 10] {
+            n.a.join(p, &c1);
+        }
+        let e = n.a.act(1, call("c1", VOICE), &c1);
+        n.bus(true, e);
+        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
+        n.bus(true, e);
+        // b starts with the call from the store, its ends unknown.
+        let record = n.a.core.calls[&ConversationId::from("c1")].record();
+        let e = n.b.ev(Event::Restored {
+            open: Vec::new(),
+            calls: vec![("c1".into(), record)],
+        });
+        assert!(e.contains(&Effect::Subscribe(Topic::Conversation("c1".into()))));
+        // a says again where they are; b takes it, and never ends the call.
+        n.at(1_000 + CALL_RENEW_MS);
+        let e = n.a.tick();
+        n.bus(true, e);
+        let copy = &n.b.core.calls[&ConversationId::from("c1")];
+        assert!(copy.caller_end.is_some() && copy.callee_end.is_some());
+        n.b.now += CALL_GRACE_MS * 2;
+        let e = n.b.tick();
+        assert!(appends(&e).is_empty());
+        // b follows nobody there: the copy goes, and so does its subscription.
+        assert!(!n.b.core.calls.contains_key(&ConversationId::from("c1")));
+        assert!(e.contains(&Effect::Unsubscribe(Topic::Conversation("c1".into()))));
+    }
+
+    #[test]
+    fn two_nodes_resuming_their_ends_at_once_keep_both() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        let record = CallRecord {
+            site: site("s1"),
+            kind: CallKind::Video,
+            caller: Author::Visitor,
+            caller_name: "Visitor".into(),
+            since: 0,
+        };
+        // A whole-cluster restart: both nodes restore the call, the visitor comes back on
+        // a and the agent on b, and both resume before either hears the other.
+        for w in [&mut n.a, &mut n.b] {
+            w.ev(Event::Restored {
+                open: Vec::new(),
+                calls: vec![("c1".into(), record.clone())],
+            });
+        }
+        n.a.visitor(1, &c1);
+        n.a.join(1, &c1);
+        n.b.agent(10, "a", Scope::All);
+        n.b.join(10, &c1);
+        let from_a = n.a.act(1, call("c1", CallAction::Resume), &c1);
+        let from_b = n.b.act(10, call("c1", CallAction::Resume), &c1);
+        n.bus(true, from_a);
+        n.bus(false, from_b);
+        for w in [&n.a, &n.b] {
+            let c = &w.core.calls[&ConversationId::from("c1")];
+            assert_eq!(
+                c.caller_end,
+                Some(End {
+                    node: 1,
+                    peer: PeerId(1)
+                })
+            );
+            assert_eq!(
+                c.callee_end,
+                Some(End {
+                    node: 2,
+                    peer: PeerId(10)
+                })
+            );
+            assert_eq!(c.away_since, None);
+        }
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Hub {
         let limits = Limits {
             ring_timeout_ms: config.ring_timeout_ms,
             call_grace_ms: config.call_grace_ms,
+            node: bus.node(),
             frame_rate: config.frame_rate,
             frame_burst: config.frame_burst,
             hello_deadline_ms: config.hello_deadline_secs.max(1) as i64 * 1000,

@@ -61,8 +61,17 @@ fn subject(event: &BusEvent) -> String {
             token(&site.0),
             token(&message.conversation.0)
         ),
+        // On the site's subject too: a call in the queue rings its agents.
+        BusEvent::Call {
+            conversation, call, ..
+        } => format!(
+            "escalera.m.{}.{}",
+            token(&call.site().0),
+            token(&conversation.0)
+        ),
+        BusEvent::NodeGone { .. } => unreachable!("a node's own news is never published"),
         BusEvent::AgentJoined { conversation, .. }
-        | BusEvent::Call { conversation }
+        | BusEvent::Signal { conversation, .. }
         | BusEvent::Closed { conversation }
         | BusEvent::Typing { conversation, .. }
         | BusEvent::Read { conversation, .. } => format!("escalera.c.{}", token(&conversation.0)),
@@ -128,7 +137,8 @@ impl NatsBus {
         let node = {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b).expect("the system's random source");
-            u64::from_le_bytes(b)
+            // Never 0, which is a relay alone.
+            u64::from_le_bytes(b) | 1
         };
         let client = async_nats::ConnectOptions::new()
             .no_echo()
@@ -138,6 +148,7 @@ impl NatsBus {
         let (here, events) = mpsc::unbounded_channel();
         let (commands, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(client.clone(), queue, here.clone()));
+        tokio::spawn(heartbeat(client.clone(), node, here.clone()));
         Ok((
             Self {
                 client,
@@ -175,6 +186,61 @@ impl Bus for NatsBus {
 
     fn ready(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn node(&self) -> u64 {
+        self.node
+    }
+}
+
+/// The subject where nodes say they are alive.
+const ALIVE: &str = "escalera.alive";
+/// How often a node says so.
+const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a node may be silent before it is gone (a few missed beats: a node killed, or
+/// cut off from NATS, whose connections therefore no longer hear anything).
+const GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Says every [`ALIVE_EVERY`] that this node is alive, listens to the others, and tells this
+/// node when one it heard falls silent for [`GONE_AFTER`]: its calls' ends are away.
+async fn heartbeat(client: async_nats::Client, node: u64, here: mpsc::UnboundedSender<BusEvent>) {
+    let mut beats = match client.subscribe(ALIVE).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!("bus: cannot hear the other nodes: {e}"),
+    };
+    let mut heard: HashMap<u64, tokio::time::Instant> = HashMap::new();
+    let mut every = tokio::time::interval(ALIVE_EVERY);
+    let payload = format!("{node:x}").into_bytes();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = client.publish(ALIVE, payload.clone().into()).await {
+                    tracing::warn!("bus: cannot say this node is alive: {e}");
+                }
+                let now = tokio::time::Instant::now();
+                let gone: Vec<u64> = heard
+                    .iter()
+                    .filter(|(_, at)| now.duration_since(**at) >= GONE_AFTER)
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in gone {
+                    heard.remove(&n);
+                    tracing::warn!("bus: node {n:x} is gone");
+                    if here.send(BusEvent::NodeGone { node: n }).is_err() {
+                        return;
+                    }
+                }
+            }
+            beat = beats.next() => {
+                let Some(beat) = beat else { return };
+                let from = std::str::from_utf8(&beat.payload)
+                    .ok()
+                    .and_then(|t| u64::from_str_radix(t, 16).ok());
+                if let Some(from) = from.filter(|f| *f != node) {
+                    heard.insert(from, tokio::time::Instant::now());
+                }
+            }
+        }
     }
 }
 
