@@ -90,14 +90,22 @@ impl Product {
 
     /// Same, with more flags for `serve`.
     pub async fn start_with(flags: &[String]) -> Product {
+        Self::launch(&[], flags, true).await
+    }
+
+    /// `escalera serve` with `flags`, and `globals` for it and the command line (a data dir,
+    /// database or bus shared with other nodes); adds the agents first when `agents`.
+    async fn launch(globals: &[String], flags: &[String], agents: bool) -> Product {
         let dir = tempfile::tempdir().unwrap();
         // Ana is an admin, as the first agent `make run` creates is; Ben is not.
-        for (email, name, role) in [
+        let add = [
             ("ana@shop.example", "Ana", "--admin"),
             ("ben@shop.example", "Ben", "--limit=5"),
-        ] {
+        ];
+        for (email, name, role) in add.into_iter().filter(|_| agents) {
             let status = Command::new(binary())
                 .args(["agent", "add", "--email", email, "--name", name, role])
+                .args(globals)
                 .env("ESCALERA_DATA_DIR", dir.path())
                 .env("ESCALERA_AGENT_PASSWORD", PASSWORD)
                 .stdout(Stdio::null())
@@ -106,7 +114,7 @@ impl Product {
                 .expect("run escalera agent add (did `make build` run?)");
             assert!(status.success());
         }
-        let flags = flags.to_vec();
+        let flags = [flags, globals].concat();
         let log = Log::default();
         // A free port can be taken by someone else before the relay binds it (free_port
         // releases it first): then the relay exits, and it starts again on other ports.
@@ -134,6 +142,11 @@ impl Product {
     /// SIGKILLs the relay.
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.ports.0
     }
 
     /// Starts the relay again on the same ports and data dir.
@@ -325,6 +338,84 @@ async fn serve(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     // The relay said everything, or exited (a port taken meanwhile) before it could.
     Some((child, console?, page?, key?))
+}
+
+/// HAProxy in front of the two nodes of [`Cluster`]: the visitors' sockets (and everything
+/// else) go to node 1, the agents' sockets to node 2, each node the other's backup once its
+/// health check fails (deploy/haproxy.cfg spreads them instead).
+const PINNED_HAPROXY: &str = "global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 90s
+    option redispatch
+    retries 3
+frontend escalera
+    bind 127.0.0.1:{port}
+    acl agent_socket path_beg /ws/agent
+    use_backend agents if agent_socket
+    default_backend visitors
+backend visitors
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 2
+    server node1 {node1} check
+    server node2 {node2} check backup
+backend agents
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 2
+    server node2 {node2} check
+    server node1 {node1} check backup
+";
+
+/// Two relay nodes on one PostgreSQL database and one NATS server (the real ones, started
+/// for the test), their files in one folder, behind a real HAProxy: visitors are pinned to
+/// node 1 and agents to node 2 ([`PINNED_HAPROXY`]). Every URL a browser uses is the proxy's.
+pub struct Cluster {
+    /// Node 1 (visitors) and node 2 (agents).
+    pub nodes: [Product; 2],
+    /// e.g. `http://127.0.0.1:41234`: the proxy, which both nodes name as their public URL.
+    pub url: String,
+    /// The demo host page (served by node 1), which embeds the widget from the proxy.
+    pub demo_url: String,
+    _proxy: escalera_testkit::haproxy::Proxy,
+    _files: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let files = tempfile::tempdir().unwrap();
+        let database = escalera_testkit::postgres::database().await;
+        let bus = escalera_testkit::nats::server().url.clone();
+        let port = escalera_testkit::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let globals = [
+            "--data-dir".to_owned(),
+            files.path().display().to_string(),
+            "--database-url".to_owned(),
+            database,
+            "--bus".to_owned(),
+            bus,
+        ];
+        let flags = ["--public-url".to_owned(), url.clone()];
+        let first = Product::launch(&globals, &flags, true).await;
+        let second = Product::launch(&globals, &flags, false).await;
+        let config = PINNED_HAPROXY
+            .replace("{node1}", &format!("127.0.0.1:{}", first.port()))
+            .replace("{node2}", &format!("127.0.0.1:{}", second.port()));
+        let proxy = escalera_testkit::haproxy::Proxy::start(port, &config);
+        Cluster {
+            demo_url: first.demo_url.clone(),
+            nodes: [first, second],
+            url,
+            _proxy: proxy,
+            _files: files,
+        }
+    }
 }
 
 /// A TCP proxy on loopback in front of the relay, for one browser: its network can be cut

@@ -8,8 +8,12 @@
 //!   events on `escalera.c.CONVERSATION`. A node subscribes to what its connections need:
 //!   a conversation's two subjects, a site's messages (`escalera.m.SITE.*`), or every site's
 //!   (`escalera.m.*.*`).
+//! - A call's state goes with the messages (`escalera.m.…`), so the site's agents hear a
+//!   call ringing in the queue; signaling for a call's end goes on `escalera.c.…`.
 //! - A node subscribed both to a conversation and to its site receives its messages twice:
 //!   each event carries its origin node and number, and the second copy is dropped.
+//! - Every node says it is alive on `escalera.alive` each second. One silent for 5 s (no
+//!   beat, no event) is gone: this node is told, and the call ends on it are away.
 //!
 //! [`LocalBus`]: crate::bus::LocalBus
 
@@ -147,8 +151,9 @@ impl NatsBus {
             .await?;
         let (here, events) = mpsc::unbounded_channel();
         let (commands, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(client.clone(), queue, here.clone()));
-        tokio::spawn(heartbeat(client.clone(), node, here.clone()));
+        let heard = Heard::default();
+        tokio::spawn(run(client.clone(), queue, here.clone(), heard.clone()));
+        tokio::spawn(heartbeat(client.clone(), node, here.clone(), heard));
         Ok((
             Self {
                 client,
@@ -201,14 +206,44 @@ const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// cut off from NATS, whose connections therefore no longer hear anything).
 const GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// When each other node was last heard (a beat, or any event it published).
+#[derive(Clone, Default)]
+struct Heard(Arc<Mutex<HashMap<u64, tokio::time::Instant>>>);
+
+impl Heard {
+    fn from(&self, node: u64) {
+        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert(node, tokio::time::Instant::now());
+    }
+
+    /// Forgets and returns the nodes silent for [`GONE_AFTER`].
+    fn gone(&self) -> Vec<u64> {
+        let now = tokio::time::Instant::now();
+        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<u64> = heard
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= GONE_AFTER)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &gone {
+            heard.remove(n);
+        }
+        gone
+    }
+}
+
 /// Says every [`ALIVE_EVERY`] that this node is alive, listens to the others, and tells this
 /// node when one it heard falls silent for [`GONE_AFTER`]: its calls' ends are away.
-async fn heartbeat(client: async_nats::Client, node: u64, here: mpsc::UnboundedSender<BusEvent>) {
+async fn heartbeat(
+    client: async_nats::Client,
+    node: u64,
+    here: mpsc::UnboundedSender<BusEvent>,
+    heard: Heard,
+) {
     let mut beats = match client.subscribe(ALIVE).await {
         Ok(s) => s,
         Err(e) => return tracing::error!("bus: cannot hear the other nodes: {e}"),
     };
-    let mut heard: HashMap<u64, tokio::time::Instant> = HashMap::new();
     let mut every = tokio::time::interval(ALIVE_EVERY);
     let payload = format!("{node:x}").into_bytes();
     loop {
@@ -217,14 +252,7 @@ async fn heartbeat(client: async_nats::Client, node: u64, here: mpsc::UnboundedS
                 if let Err(e) = client.publish(ALIVE, payload.clone().into()).await {
                     tracing::warn!("bus: cannot say this node is alive: {e}");
                 }
-                let now = tokio::time::Instant::now();
-                let gone: Vec<u64> = heard
-                    .iter()
-                    .filter(|(_, at)| now.duration_since(**at) >= GONE_AFTER)
-                    .map(|(n, _)| *n)
-                    .collect();
-                for n in gone {
-                    heard.remove(&n);
+                for n in heard.gone() {
                     tracing::warn!("bus: node {n:x} is gone");
                     if here.send(BusEvent::NodeGone { node: n }).is_err() {
                         return;
@@ -237,7 +265,7 @@ async fn heartbeat(client: async_nats::Client, node: u64, here: mpsc::UnboundedS
                     .ok()
                     .and_then(|t| u64::from_str_radix(t, 16).ok());
                 if let Some(from) = from.filter(|f| *f != node) {
-                    heard.insert(from, tokio::time::Instant::now());
+                    heard.from(from);
                 }
             }
         }
@@ -250,6 +278,7 @@ async fn run(
     client: async_nats::Client,
     mut queue: mpsc::UnboundedReceiver<Command>,
     here: mpsc::UnboundedSender<BusEvent>,
+    heard: Heard,
 ) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut readers: HashMap<Topic, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
@@ -273,7 +302,7 @@ async fn run(
                             continue;
                         }
                     };
-                    let (seen, here) = (seen.clone(), here.clone());
+                    let (seen, here, heard) = (seen.clone(), here.clone(), heard.clone());
                     tasks.push(tokio::spawn(async move {
                         while let Some(m) = sub.next().await {
                             let envelope: Envelope = match serde_json::from_slice(&m.payload) {
@@ -283,6 +312,7 @@ async fn run(
                                     continue;
                                 }
                             };
+                            heard.from(envelope.from);
                             let first = seen
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())

@@ -540,10 +540,22 @@ impl Ws {
 /// Runs the real binary: `escalera serve` on a free port, on SQLite in `data_dir` or on
 /// PostgreSQL at `database`; returns the child and its base URL.
 pub fn spawn_binary(data_dir: &Path, database: Option<&str>) -> (std::process::Child, String) {
+    spawn_node(data_dir, database, None)
+}
+
+/// [`spawn_binary`], as one node of several when `bus` names a NATS server.
+pub fn spawn_node(
+    data_dir: &Path,
+    database: Option<&str>,
+    bus: Option<&str>,
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_escalera"));
     if let Some(url) = database {
         command.env("ESCALERA_DATABASE_URL", url);
+    }
+    if let Some(url) = bus {
+        command.env("ESCALERA_BUS_URL", url);
     }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--demo-listen", "off"])
