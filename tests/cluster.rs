@@ -49,6 +49,10 @@ async fn in_video_call(cluster: &Cluster, driver: &mut Driver) -> (Browser, Brow
     agent.wait_message("visitor", "Hello from node 1").await;
     agent.say("Hi, Ana on node 2").await;
     visitor.wait_message("agent", "Hi, Ana on node 2").await;
+    // Each is where the proxy pins them (the chat above is their barrier).
+    let on = |n, kind| cluster.sockets(n, kind);
+    assert_eq!((on(0, "visitor").await, on(0, "agent").await), (1, 0));
+    assert_eq!((on(1, "visitor").await, on(1, "agent").await), (0, 1));
     escalera_e2e::voice_call(&visitor, &agent).await;
     visitor.click("call-video").await;
     agent.wait_remote_frames().await;
@@ -101,9 +105,15 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_call_snapshot_and_sh
         assert!(stats["mean"].as_f64().unwrap() > 10.0, "not black: {stats}");
     }
     // A file from the visitor: the agent downloads it whole.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receipt.txt");
+    std::fs::write(&path, "Order 1234, paid 12.50 EUR").unwrap();
     visitor
-        .drop_file("receipt.txt", "Order 1234, paid 12.50 EUR")
-        .await;
+        .find("file-input")
+        .await
+        .send_keys(path.to_str().unwrap())
+        .await
+        .unwrap();
     for side in [&agent, &visitor] {
         let got = side
             .wait_js_async(
@@ -146,6 +156,8 @@ async fn the_visitors_node_killed_mid_call_and_then_the_whole_cluster_keep_the_c
     agent
         .wait_message("visitor", "Typed while node 1 died")
         .await;
+    // Node 2 has them both now.
+    assert_eq!(cluster.sockets(1, "visitor").await, 1);
     agent.say("Still here, on node 2").await;
     visitor.wait_message("agent", "Still here, on node 2").await;
     for side in [&visitor, &agent] {

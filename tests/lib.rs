@@ -382,6 +382,8 @@ pub struct Cluster {
     pub url: String,
     /// The demo host page (served by node 1), which embeds the widget from the proxy.
     pub demo_url: String,
+    /// Each node's Prometheus metrics.
+    metrics: [String; 2],
     _proxy: escalera_testkit::haproxy::Proxy,
     _files: tempfile::TempDir,
 }
@@ -401,9 +403,13 @@ impl Cluster {
             "--bus".to_owned(),
             bus,
         ];
-        let flags = ["--public-url".to_owned(), url.clone()];
-        let first = Product::launch(&globals, &flags, true).await;
-        let second = Product::launch(&globals, &flags, false).await;
+        let metrics = [escalera_testkit::free_port(), escalera_testkit::free_port()];
+        let flags = |n: usize| {
+            let metrics = format!("127.0.0.1:{}", metrics[n]);
+            ["--public-url", &url, "--metrics-listen", &metrics].map(str::to_owned)
+        };
+        let first = Product::launch(&globals, &flags(0), true).await;
+        let second = Product::launch(&globals, &flags(1), false).await;
         let config = PINNED_HAPROXY
             .replace("{node1}", &format!("127.0.0.1:{}", first.port()))
             .replace("{node2}", &format!("127.0.0.1:{}", second.port()));
@@ -412,9 +418,26 @@ impl Cluster {
             demo_url: first.demo_url.clone(),
             nodes: [first, second],
             url,
+            metrics: metrics.map(|port| format!("http://127.0.0.1:{port}/metrics")),
             _proxy: proxy,
             _files: files,
         }
+    }
+
+    /// The WebSockets of `kind` (`visitor` or `agent`) open on node `n` (0 or 1), as its
+    /// Prometheus metrics count them.
+    pub async fn sockets(&self, n: usize, kind: &str) -> u64 {
+        let text = reqwest::get(&self.metrics[n])
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!("escalera_sockets{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
     }
 }
 
