@@ -43,6 +43,7 @@ pub fn topics(event: &BusEvent) -> Vec<Topic> {
             Topic::AllSites,
         ],
         BusEvent::NodeGone { .. } => Vec::new(),
+        BusEvent::Presence { .. } | BusEvent::Desk { .. } => vec![Topic::Cluster],
         BusEvent::AgentJoined { conversation, .. }
         | BusEvent::Signal { conversation, .. }
         | BusEvent::Closed { conversation }

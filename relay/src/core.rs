@@ -38,7 +38,8 @@ pub struct End {
 }
 
 /// Which sites an agent serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Every site of this relay.
     All,
@@ -303,8 +304,28 @@ pub enum BusEvent {
         /// The payload, as the other end sent it.
         payload: String,
     },
+    /// How a node sees an agent (their consoles there, a call there, their choice): every
+    /// node combines what each says.
+    Presence {
+        /// The node.
+        node: u64,
+        /// The agent, as that node sees them.
+        seen: Box<crate::presence::Seen>,
+    },
+    /// The open conversations changed on a node (stored, assigned, handed back, closed):
+    /// every node's routing sees every conversation.
+    Desk {
+        /// The node it changed on.
+        node: u64,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its site.
+        site: SiteKey,
+        /// What changed.
+        change: DeskChange,
+    },
     /// A node stopped being heard (never published: the bus tells its own node): its
-    /// connections' call ends are away.
+    /// connections' call ends are away, and its consoles gone.
     NodeGone {
         /// The node.
         node: u64,
@@ -333,9 +354,37 @@ pub enum BusEvent {
     },
 }
 
+/// A change to the open conversations, as routing sees it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeskChange {
+    /// Stored (or reopened), with its agent if it has one, waiting since `since`.
+    Opened {
+        /// Its agent.
+        agent: Option<AgentId>,
+        /// When, in ms since the epoch.
+        since: i64,
+    },
+    /// An agent has it now.
+    Assigned {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Handed back to the queue by `by`.
+    Requeued {
+        /// Who handed it back.
+        by: AgentId,
+    },
+    /// Closed.
+    Closed,
+}
+
 /// What the bus is asked to carry to this node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
+    /// The team's presence and the open conversations, from every node (every node with
+    /// others subscribes to it at start).
+    Cluster,
     /// Events of one conversation.
     Conversation(ConversationId),
     /// New and changed conversations of one site (for its agents).
@@ -1681,6 +1730,14 @@ impl Core {
                 self.team.in_call(&id, in_call);
             }
         }
+        if self.limits.node != 0 && self.team.maybe_changed() {
+            for seen in self.team.news_for_others() {
+                out.push(Effect::Publish(BusEvent::Presence {
+                    node: self.limits.node,
+                    seen: Box::new(seen),
+                }));
+            }
+        }
         let changes = self.team.changes();
         if !changes.is_empty() {
             self.team_moved = true;
@@ -2075,8 +2132,11 @@ impl Core {
         let waiting = unsaved.creating.take().unwrap_or_default();
         if error.is_none() {
             // In the queue, to be routed once its first message is stored.
-            self.desk
-                .opened(meta.id.clone(), meta.site.clone(), None, now);
+            let opened = DeskChange::Opened {
+                agent: None,
+                since: now,
+            };
+            self.desk_change(now, &meta.id, &meta.site, opened, out);
             if let Some(info) = self.visits.get(&meta.id) {
                 out.push(Effect::SaveVisit {
                     conversation: meta.id.clone(),
@@ -2419,7 +2479,7 @@ impl Core {
             let e = RelayError::Forbidden("this conversation is closed or not yours");
             return out.error_about(peer, e, (Some(meta.id), None));
         }
-        self.desk.closed(&meta.id);
+        self.desk_change(now, &meta.id, &meta.site, DeskChange::Closed, out);
         if let Some(call) = self.calls.remove(&meta.id) {
             let note = call.ended_note(now);
             self.call_over(now, &meta.id, call, note, out);
@@ -2452,10 +2512,15 @@ impl Core {
             let e = RelayError::Forbidden("this conversation is no longer yours");
             return out.error_about(peer, e, (Some(meta.id), None));
         }
-        match &to {
-            Some(a) => self.desk.assigned(&meta.id, Some(a.id.clone()), now),
-            None => self.desk.requeued(&meta.id, from.id.clone(), now),
-        }
+        let change = match &to {
+            Some(a) => DeskChange::Assigned {
+                agent: a.id.clone(),
+            },
+            None => DeskChange::Requeued {
+                by: from.id.clone(),
+            },
+        };
+        self.desk_change(now, &meta.id, &meta.site, change, out);
         // The note first: whoever gets the conversation hears of it with the line after.
         if let Some(text) = note {
             out.push(agent_note(now, &meta, &from, text, None, Reply::None));
@@ -2551,12 +2616,11 @@ impl Core {
             conversation: meta.id.clone(),
             agent: back.as_ref().map(|a| a.id.clone()),
         });
-        self.desk.opened(
-            meta.id.clone(),
-            meta.site.clone(),
-            back.as_ref().map(|a| a.id.clone()),
-            now,
-        );
+        let opened = DeskChange::Opened {
+            agent: back.as_ref().map(|a| a.id.clone()),
+            since: now,
+        };
+        self.desk_change(now, &meta.id, &meta.site, opened, out);
         out.push(system_note(now, meta, SystemEvent::Reopened));
         if let Some(a) = &back {
             out.push(Effect::Publish(BusEvent::AgentJoined {
@@ -2637,7 +2701,10 @@ impl Core {
             let name = holder.map_or_else(|| "Another agent".to_owned(), |a| a.name);
             return Err(RelayError::AlreadyTaken(name));
         }
-        self.desk.assigned(&meta.id, Some(agent.id.clone()), now);
+        let change = DeskChange::Assigned {
+            agent: agent.id.clone(),
+        };
+        self.desk_change(now, &meta.id, &meta.site, change, out);
         out.push(Effect::Publish(BusEvent::AgentJoined {
             conversation: meta.id.clone(),
             agent_name: agent.name.clone(),
@@ -3083,6 +3150,21 @@ impl Core {
                 }
             }
             BusEvent::NodeGone { node } => self.node_gone(now, node, out),
+            BusEvent::Presence { node, seen } => {
+                if node != self.limits.node {
+                    self.team.elsewhere(node, *seen);
+                }
+            }
+            BusEvent::Desk {
+                node,
+                conversation,
+                site,
+                change,
+            } => {
+                if node != self.limits.node {
+                    self.apply_desk(now, conversation, site, change);
+                }
+            }
             BusEvent::Closed { conversation } => {
                 for v in self.visitors.get(&conversation).into_iter().flatten() {
                     out.send(
@@ -3292,6 +3374,36 @@ impl Core {
     fn node_gone(&mut self, now: i64, node: u64, out: &mut Out) {
         if node != self.limits.node {
             self.ends_away(now, |e| e.node == node, false, out);
+            self.team.node_gone(node);
+        }
+    }
+
+    /// The open conversations changed here: routing is told, and so are the other nodes'.
+    fn desk_change(
+        &mut self,
+        now: i64,
+        conversation: &ConversationId,
+        site: &SiteKey,
+        change: DeskChange,
+        out: &mut Out,
+    ) {
+        if self.limits.node != 0 {
+            out.push(Effect::Publish(BusEvent::Desk {
+                node: self.limits.node,
+                conversation: conversation.clone(),
+                site: site.clone(),
+                change: change.clone(),
+            }));
+        }
+        self.apply_desk(now, conversation.clone(), site.clone(), change);
+    }
+
+    fn apply_desk(&mut self, now: i64, id: ConversationId, site: SiteKey, change: DeskChange) {
+        match change {
+            DeskChange::Opened { agent, since } => self.desk.opened(id, site, agent, since),
+            DeskChange::Assigned { agent } => self.desk.assigned(&id, Some(agent), now),
+            DeskChange::Requeued { by } => self.desk.requeued(&id, by, now),
+            DeskChange::Closed => self.desk.closed(&id),
         }
     }
 
@@ -3513,8 +3625,9 @@ impl Core {
         }
     }
 
-    /// With other nodes: says again where this node's call ends are, every
-    /// [`CALL_RENEW_MS`] (a node that started since has them as unknown), and forgets the
+    /// With other nodes: says again where this node's call ends are and which agents have a
+    /// console here, every [`CALL_RENEW_MS`] (a node that started since does not know), and
+    /// forgets the
     /// calls no connection here follows any more (their news no longer comes here, so the
     /// copy would go stale). Ends are at most a few per node, so this is a few small events.
     fn renew_calls(&mut self, now: i64, out: &mut Out) {
@@ -3543,6 +3656,13 @@ impl Core {
                     renewal: true,
                 }));
             }
+        }
+        // So too the agents with a console here.
+        for seen in self.team.online_here() {
+            out.push(Effect::Publish(BusEvent::Presence {
+                node: self.limits.node,
+                seen: Box::new(seen),
+            }));
         }
     }
 
@@ -5614,6 +5734,63 @@ mod tests {
             );
             assert_eq!(c.away_since, None);
         }
+    }
+
+    #[test]
+    fn an_agent_on_one_node_is_available_to_the_visitors_and_routing_of_another() {
+        let mut n = Pair::new();
+        // A conversation waits on both nodes (both read it from the store as they started).
+        let waiting = crate::store::OpenConversation {
+            id: "c1".into(),
+            site: site("s1"),
+            agent: None,
+            since: 500,
+        };
+        for w in [&mut n.a, &mut n.b] {
+            w.ev(Event::Restored {
+                calls: Vec::new(),
+                open: vec![waiting.clone()],
+            });
+        }
+        assert!(!n.a.core.team.any_available(&site("s1")));
+        // The agent's console is on b: a hears of them, online, within a renewal.
+        n.b.agent(10, "a", Scope::All);
+        n.at(1_000 + CALL_RENEW_MS);
+        let e = n.b.tick();
+        let out = n.bus(false, e);
+        assert!(n.a.core.team.any_available(&site("s1")));
+        assert_eq!(
+            n.a.core.team.presence(&AgentId::from("a")),
+            Presence::Available
+        );
+        // a routes the waiting conversation to them (b did as their console opened; the
+        // store lets one win).
+        let assigns = out
+            .iter()
+            .filter(|(on_a, e)| *on_a && matches!(e, Effect::Assign { .. }))
+            .count();
+        assert_eq!(assigns, 1, "{out:?}");
+        // a wins: b's routing knows it is theirs now, and offers it to nobody.
+        let e = n.a.ev(Event::Assigned {
+            peer: None,
+            meta: meta("c1", "s1", None),
+            agent: agent("a"),
+            won: true,
+            holder: None,
+            then: AfterTake::Nothing,
+        });
+        n.bus(true, e);
+        let c1 = ConversationId::from("c1");
+        assert_eq!(n.b.core.desk.agent_of(&c1), Some(Some(&AgentId::from("a"))));
+        // The console on b closes for good: a shows them offline.
+        n.b.ev(Event::Closed { peer: PeerId(10) });
+        n.at(1_000 + CALL_RENEW_MS + Limits::default().presence_grace_ms + 1_000);
+        let e = n.b.tick();
+        n.bus(false, e);
+        assert_eq!(
+            n.a.core.team.presence(&AgentId::from("a")),
+            Presence::Offline
+        );
     }
 
     #[test]

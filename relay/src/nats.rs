@@ -74,6 +74,7 @@ fn subject(event: &BusEvent) -> String {
             token(&conversation.0)
         ),
         BusEvent::NodeGone { .. } => unreachable!("a node's own news is never published"),
+        BusEvent::Presence { .. } | BusEvent::Desk { .. } => CLUSTER.to_owned(),
         BusEvent::AgentJoined { conversation, .. }
         | BusEvent::Signal { conversation, .. }
         | BusEvent::Closed { conversation }
@@ -91,6 +92,7 @@ fn subjects(topic: &Topic) -> Vec<String> {
         ],
         Topic::Site(s) => vec![format!("escalera.m.{}.*", token(&s.0))],
         Topic::AllSites => vec!["escalera.m.*.*".to_owned()],
+        Topic::Cluster => vec![CLUSTER.to_owned()],
     }
 }
 
@@ -151,6 +153,7 @@ impl NatsBus {
             .await?;
         let (here, events) = mpsc::unbounded_channel();
         let (commands, queue) = mpsc::unbounded_channel();
+        let _ = commands.send(Command::Subscribe(Topic::Cluster));
         let heard = Heard::default();
         tokio::spawn(run(client.clone(), queue, here.clone(), heard.clone()));
         tokio::spawn(heartbeat(client.clone(), node, here.clone(), heard));
@@ -197,6 +200,9 @@ impl Bus for NatsBus {
         self.node
     }
 }
+
+/// The subject of the team's presence and the open conversations, which every node hears.
+const CLUSTER: &str = "escalera.team";
 
 /// The subject where nodes say they are alive.
 const ALIVE: &str = "escalera.alive";

@@ -28,20 +28,65 @@ struct Member {
     /// No console for longer than the grace period (or none since the start).
     away_for_good: bool,
     in_call: bool,
+    /// The other relay nodes where a console of theirs is open (or within the grace period),
+    /// and whether they are in a call there.
+    elsewhere: HashMap<u64, bool>,
     /// What the others were last told.
     shown: Option<Presence>,
 }
 
 impl Member {
     fn presence(&self) -> Presence {
-        if self.away_for_good || self.chosen == Presence::Offline {
+        let online = !self.away_for_good || !self.elsewhere.is_empty();
+        if !online || self.chosen == Presence::Offline {
             return Presence::Offline;
         }
-        if self.in_call {
+        if self.in_call || self.elsewhere.values().any(|c| *c) {
             return Presence::Busy;
         }
         self.chosen
     }
+
+    fn here(&self) -> Here {
+        Here {
+            online: !self.away_for_good,
+            in_call: self.in_call,
+            chosen: self.chosen,
+        }
+    }
+
+    fn seen(&self) -> Seen {
+        Seen {
+            agent: self.agent.clone(),
+            scope: self.scope.clone(),
+            limit: self.limit,
+            here: self.here(),
+        }
+    }
+}
+
+/// An agent as one node sees them, with what a node that does not know them yet needs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    /// The agent.
+    pub agent: AgentRef,
+    /// Their sites.
+    pub scope: Scope,
+    /// How many open conversations routing may give them.
+    pub limit: u32,
+    /// As the node sees them.
+    pub here: Here,
+}
+
+/// An agent as one node sees them: what it tells the other nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Here {
+    /// A console of theirs is open on the node (or was, within the grace period).
+    pub online: bool,
+    /// In a call on the node.
+    pub in_call: bool,
+    /// What they chose (last heard by the node).
+    pub chosen: Presence,
 }
 
 /// Whether two agents' scopes share a site (and so they are one team).
@@ -60,6 +105,8 @@ pub struct Team {
     /// Something may have changed since [`Team::changes`] last looked (it runs after every
     /// event, chat messages included, so it looks only then).
     dirty: bool,
+    /// What the other nodes were last told of each agent ([`Team::news_for_others`]).
+    told_others: HashMap<AgentId, Here>,
 }
 
 impl Team {
@@ -69,6 +116,7 @@ impl Team {
             members: HashMap::new(),
             grace_ms,
             dirty: false,
+            told_others: HashMap::new(),
         }
     }
 
@@ -85,6 +133,7 @@ impl Team {
             gone_since: None,
             away_for_good: true,
             in_call: false,
+            elsewhere: HashMap::new(),
             shown: Some(Presence::Offline),
         });
         m.agent = agent;
@@ -192,6 +241,77 @@ impl Team {
                 self.dirty = true;
             }
         }
+    }
+
+    /// What another node, `node`, says of an agent there.
+    pub fn elsewhere(&mut self, node: u64, seen: Seen) {
+        let Seen {
+            agent,
+            scope,
+            limit,
+            here: there,
+        } = seen;
+        let id = agent.id.clone();
+        if !self.members.contains_key(&id) {
+            self.know(agent, scope, there.chosen, limit);
+        }
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let before = m.presence();
+        match there.online {
+            true => m.elsewhere.insert(node, there.in_call),
+            false => m.elsewhere.remove(&node),
+        };
+        // Their choice, made on that node (the store has it too).
+        if there.online && m.chosen != there.chosen {
+            m.chosen = there.chosen;
+            self.told_others.insert(id, m.here());
+        }
+        self.dirty |= m.presence() != before;
+    }
+
+    /// `node` is gone: its consoles with it.
+    pub fn node_gone(&mut self, node: u64) {
+        for m in self.members.values_mut() {
+            if m.elsewhere.remove(&node).is_some() {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Whether anything may have changed since [`Team::changes`] last looked.
+    pub fn maybe_changed(&self) -> bool {
+        self.dirty
+    }
+
+    /// The agents whose view on this node changed since the other nodes were last told.
+    pub fn news_for_others(&mut self) -> Vec<Seen> {
+        let mut news = Vec::new();
+        for (id, m) in &self.members {
+            let here = m.here();
+            // One never told of and offline here is no news.
+            let fresh = match self.told_others.get(id) {
+                Some(told) => *told != here,
+                None => here.online,
+            };
+            if fresh {
+                news.push(m.seen());
+            }
+        }
+        for seen in &news {
+            self.told_others.insert(seen.agent.id.clone(), seen.here);
+        }
+        news
+    }
+
+    /// The agents with a console on this node, as it sees them (said again now and then, for
+    /// nodes that started since).
+    pub fn online_here(&self) -> impl Iterator<Item = Seen> + '_ {
+        self.members
+            .values()
+            .filter(|m| !m.away_for_good)
+            .map(Member::seen)
     }
 
     /// What `agent` chose.
