@@ -7,7 +7,7 @@ mod common;
 use common::{ack, history, TestRelay};
 use escalera_protocol::{
     Author, CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ClientMsgId, ConversationId,
-    Message, ServerMsg,
+    Message, Presence, ServerMsg, TeamMember,
 };
 use escalera_relay::core::Scope;
 use escalera_relay::store::{AuditEntry, Record};
@@ -969,5 +969,126 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
         (1, 1),
         "{notes:?}"
     );
+    b.stop().await;
+}
+
+/// The next place in line a visitor is told, with whether anyone is available.
+async fn queue_of(ws: &mut common::Ws) -> (u32, bool) {
+    ws.recv_until(|m| match m {
+        ServerMsg::Queue {
+            position, online, ..
+        } => Some((position, online)),
+        _ => None,
+    })
+    .await
+}
+
+/// What a visitor hears first after writing `text`: an agent's name, or a place in line.
+async fn after_writing(
+    ws: &mut common::Ws,
+    conv: &ConversationId,
+    text: &str,
+) -> Result<String, u32> {
+    ws.send(&ClientMsg::Chat {
+        conversation: conv.clone(),
+        client_id: ClientMsgId::from(text),
+        text: text.into(),
+    })
+    .await;
+    ws.recv_until(|m| match m {
+        ServerMsg::AgentJoined { agent_name, .. } => Some(Ok(agent_name)),
+        ServerMsg::Queue { position, .. } if position > 0 => Some(Err(position)),
+        _ => None,
+    })
+    .await
+}
+
+/// `name` as `ws` (an agent's console) sees them: in its welcome's team, else in the news.
+async fn presence_of(ws: &mut common::Ws, welcome: &ServerMsg, name: &str) -> Presence {
+    let ServerMsg::WelcomeAgent { team, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    let known = team.iter().find(|m| m.agent.name == name);
+    match known.map(|m| m.presence) {
+        Some(Presence::Available) => Presence::Available,
+        _ => {
+            ws.recv_until(|m| match m {
+                ServerMsg::Presence(TeamMember { agent, presence }) if agent.name == name => {
+                    Some(presence)
+                }
+                _ => None,
+            })
+            .await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_on_two_nodes_share_one_team_one_queue_and_their_limits() {
+    let (a, b, _data) = two_nodes(Config::default).await;
+    // Ana (console on A) and Cy (console on B) serve the shop, one conversation each at most.
+    a.add_agent("cy@shop.example", "Cy").await;
+    a.set_limit("ana@shop.example", 1).await;
+    a.set_limit("cy@shop.example", 1).await;
+    let (mut ana, ana_welcome) = a.agent("ana@shop.example").await;
+    let (mut cy, cy_welcome) = b.agent("cy@shop.example").await;
+    // Each sees the other available, across the nodes.
+    assert_eq!(
+        presence_of(&mut cy, &cy_welcome, "Ana").await,
+        Presence::Available
+    );
+    assert_eq!(
+        presence_of(&mut ana, &ana_welcome, "Cy").await,
+        Presence::Available
+    );
+
+    // Visitors on either node are told someone is there, and are routed to either agent:
+    // one conversation each.
+    let (mut v1, _, c1) = b.visitor(None).await;
+    assert_eq!(queue_of(&mut v1).await, (0, true));
+    let first = after_writing(&mut v1, &c1, "First").await.unwrap();
+    let (mut v2, _, c2) = a.visitor(None).await;
+    assert_eq!(queue_of(&mut v2).await, (0, true));
+    let second = after_writing(&mut v2, &c2, "Second").await.unwrap();
+    let mut both = vec![first.clone(), second];
+    both.sort();
+    assert_eq!(both, ["Ana", "Cy"], "one each, whichever node routed");
+
+    // Both are full: the next two wait in one line, oldest first, whatever their node.
+    let (mut v3, _, c3) = b.visitor(None).await;
+    assert_eq!(after_writing(&mut v3, &c3, "Third").await, Err(1));
+    let (mut v4, _, c4) = a.visitor(None).await;
+    assert_eq!(after_writing(&mut v4, &c4, "Fourth").await, Err(2));
+
+    // Whoever has the first closes it: the third is theirs, and the fourth moves up.
+    let closer = match first.as_str() {
+        "Ana" => &mut ana,
+        _ => &mut cy,
+    };
+    closer
+        .send(&ClientMsg::Close {
+            conversation: c1.clone(),
+        })
+        .await;
+    let third = v3
+        .recv_until(|m| match m {
+            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(third, first);
+    assert_eq!(queue_of(&mut v4).await, (1, true));
+    // Cy (on B) closes theirs: the fourth, whose visitor is on A, is routed to Cy.
+    let cys = if first == "Cy" { c3 } else { c2 };
+    cy.send(&ClientMsg::Close { conversation: cys }).await;
+    let fourth = v4
+        .recv_until(|m| match m {
+            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
+            _ => None,
+        })
+        .await;
+    assert_eq!(fourth, "Cy");
+    drop(c4);
+    a.stop().await;
     b.stop().await;
 }
