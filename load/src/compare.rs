@@ -13,12 +13,15 @@
 //! - `chat` (Escalera only): visitors send chat messages at a set rate to conversations the
 //!   agent's consoles have joined (100 each): send to ack and send to the agent's copy,
 //!   p50/p99, the rate acknowledged, and SQLite group commits (one fsync each) per message.
+//! - `cluster` (Escalera only): `signal` and `chat` again on two nodes sharing one PostgreSQL
+//!   database and one NATS server (started here, as the tests start them), each pair's
+//!   visitor on one node and its agent on the other, so every frame and copy crosses NATS.
 //!
 //! It prints figures and asserts nothing; the goals are in README.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,6 +109,32 @@ impl Server {
         crate::listening(addr).await?;
         Ok(Self {
             kind,
+            child,
+            addr,
+            site,
+            dir,
+        })
+    }
+
+    /// Escalera as one of two nodes on the PostgreSQL database `database` and the NATS
+    /// server `bus`, files in `data`; the first (no `site` yet) adds the site and Ana.
+    async fn start_node(
+        data: &Path,
+        database: &str,
+        bus: &str,
+        site: Option<&str>,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let shared = Shared {
+            data,
+            database,
+            bus,
+        };
+        let (child, site) = escalera_on(&dir, addr, Some(shared), site).await?;
+        crate::listening(addr).await?;
+        Ok(Self {
+            kind: Kind::Escalera,
             child,
             addr,
             site,
@@ -210,20 +239,53 @@ impl Server {
 /// Starts the release relay with the limits that protect it from one client lifted (here
 /// one client is the load), an agent and a site; its log goes to `relay.log`.
 async fn escalera(dir: &tempfile::TempDir, addr: SocketAddr) -> Result<(Child, String)> {
+    escalera_on(dir, addr, None, None).await
+}
+
+/// What the nodes of several share.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    data: &'a Path,
+    database: &'a str,
+    bus: &'a str,
+}
+
+/// [`escalera`], alone on SQLite in `dir` or one of several nodes (`shared`); the site and
+/// the agent are added unless `site` names the one another node added.
+async fn escalera_on(
+    dir: &tempfile::TempDir,
+    addr: SocketAddr,
+    shared: Option<Shared<'_>>,
+    site: Option<&str>,
+) -> Result<(Child, String)> {
     let bin = crate::relay_binary();
     let cli = |args: &[&str]| {
         let mut c = Command::new(&bin);
-        c.arg("--data-dir").arg(dir.path()).args(args);
+        match shared {
+            None => c.arg("--data-dir").arg(dir.path()),
+            Some(s) => {
+                c.arg("--data-dir")
+                    .arg(s.data)
+                    .args(["--database-url", s.database, "--bus", s.bus])
+            }
+        };
+        c.args(args);
         c.env("ESCALERA_AGENT_PASSWORD", PASSWORD);
         c
     };
-    let site = crate::add_site(&mut cli(&[]), "Load").await?;
-    let added = cli(&["agent", "add", "--email", EMAIL, "--name", "Ana"])
-        .output()
-        .await?;
-    if !added.status.success() {
-        bail!("agent add: {}", String::from_utf8_lossy(&added.stderr));
-    }
+    let site = match site {
+        Some(site) => site.to_owned(),
+        None => {
+            let site = crate::add_site(&mut cli(&[]), "Load").await?;
+            let added = cli(&["agent", "add", "--email", EMAIL, "--name", "Ana"])
+                .output()
+                .await?;
+            if !added.status.success() {
+                bail!("agent add: {}", String::from_utf8_lossy(&added.stderr));
+            }
+            site
+        }
+    };
     let log = std::fs::File::create(dir.path().join("relay.log"))?;
     let listen = addr.to_string();
     let child = cli(&["serve", "--demo-listen", "off", "--listen", &listen])
@@ -480,6 +542,35 @@ pub async fn run(plan: Plan) -> Result<()> {
             "",
         );
     }
+    if plan.runs("cluster") {
+        let signal = cluster_signal_run(&plan).await?;
+        let chat = cluster_chat_run(&plan).await?;
+        let two = |figure: &str, v: f64, unit| Row {
+            figure: format!("2 nodes: {figure}"),
+            escalera: v,
+            peerserver: nan,
+            unit,
+            goal: "",
+        };
+        rows.extend([
+            two("signal p50", signal.latency.pct(0.5) * 1e3, "ms"),
+            two("signal p99", signal.latency.pct(0.99) * 1e3, "ms"),
+            two("signal frames delivered/s", signal.delivered_rate, "/s"),
+            two("chat acks per second", chat.acked_rate, "/s"),
+            two("chat send to ack p50", chat.ack.pct(0.5) * 1e3, "ms"),
+            two("chat send to ack p99", chat.ack.pct(0.99) * 1e3, "ms"),
+            two(
+                "chat send to the agent's copy p50",
+                chat.delivered.pct(0.5) * 1e3,
+                "ms",
+            ),
+            two(
+                "chat send to the agent's copy p99",
+                chat.delivered.pct(0.99) * 1e3,
+                "ms",
+            ),
+        ]);
+    }
     println!();
     print(&rows);
     Ok(())
@@ -560,7 +651,7 @@ struct Pair {
 async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
     let server = Arc::new(Server::start(kind).await?);
     let pairs = match kind {
-        Kind::Escalera => escalera_calls(&server, plan.pairs).await?,
+        Kind::Escalera => escalera_calls(&server, &server, plan.pairs).await?,
         Kind::PeerServer => {
             let sockets = open_many(&server, plan.pairs * 2, "p").await?;
             let mut it = sockets.into_iter();
@@ -579,6 +670,38 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
                 .collect()
         }
     };
+    signal_measure(pairs, plan, &[&server], kind.name()).await
+}
+
+/// Two Escalera nodes on one PostgreSQL database and one NATS server (started here, as the
+/// tests start them): the visitors' node and the agent's.
+async fn two_nodes(data: &Path) -> Result<(Arc<Server>, Arc<Server>)> {
+    let database = escalera_testkit::postgres::database().await;
+    let bus = escalera_testkit::nats::server().url.clone();
+    let visitors = Server::start_node(data, &database, &bus, None).await?;
+    let site = visitors.site.clone();
+    let agents = Server::start_node(data, &database, &bus, Some(&site)).await?;
+    Ok((Arc::new(visitors), Arc::new(agents)))
+}
+
+/// [`signal_run`] on two nodes: each pair's visitor on one node, its agent on the other, so
+/// every frame crosses NATS.
+async fn cluster_signal_run(plan: &Plan) -> Result<Signal> {
+    let data = tempfile::tempdir()?;
+    let (visitors, agents) = two_nodes(data.path()).await?;
+    let pairs = escalera_calls(&visitors, &agents, plan.pairs).await?;
+    signal_measure(pairs, plan, &[&visitors, &agents], "2 nodes").await
+}
+
+/// Lets `pairs` signal at the plan's rate for its seconds: the latencies, the rate
+/// delivered, and the CPU of `servers` per 100,000 frames.
+async fn signal_measure(
+    pairs: Vec<Pair>,
+    plan: &Plan,
+    servers: &[&Arc<Server>],
+    name: &str,
+) -> Result<Signal> {
+    let cpu = || servers.iter().map(|s| s.cpu_secs()).sum::<f64>();
     let frames: Vec<_> = pairs
         .iter()
         .map(|p| (p.a_frame.clone(), p.b_frame.clone()))
@@ -599,7 +722,7 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
     // Each pair sends every `period`, in turn from each end; pairs are spread over a period.
     let period = Duration::from_secs_f64(plan.pairs as f64 / plan.signal_rate as f64);
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let cpu_before = server.cpu_secs();
+    let cpu_before = cpu();
     let started = Instant::now();
     let until = started + secs;
     let mut tasks = Vec::new();
@@ -625,12 +748,11 @@ async fn signal_run(kind: Kind, plan: &Plan) -> Result<Signal> {
     }
     // Frames sent in the window, delivered by its end or in the grace after it.
     let elapsed = secs.as_secs_f64();
-    let cpu = server.cpu_secs() - cpu_before;
+    let cpu = cpu() - cpu_before;
     let latency = Latencies::new(std::mem::take(&mut *latencies.lock().expect("latencies")));
     let got = latency.0.len() as f64;
     println!(
-        "  {:<10} signal: {got:.0} frames delivered in {elapsed:.1} s; server CPU {cpu:.1} s",
-        kind.name()
+        "  {name:<10} signal: {got:.0} frames delivered in {elapsed:.1} s; server CPU {cpu:.1} s"
     );
     Ok(Signal {
         delivered_rate: got / elapsed,
@@ -736,17 +858,21 @@ fn signal_clock(text: &str) -> Result<Option<u64>> {
     Ok(digits.parse().ok())
 }
 
-/// Escalera: `n` visitors, each in a conversation whose voice call Ana's console (one socket
-/// per call) started and the visitor accepted.
-async fn escalera_calls(server: &Arc<Server>, n: usize) -> Result<Vec<Pair>> {
-    let (_, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
+/// Escalera: `n` visitors (on `visitors`), each in a conversation whose voice call Ana's
+/// console (on `agents`, one socket per call) started and the visitor accepted.
+async fn escalera_calls(
+    visitors: &Arc<Server>,
+    agents: &Arc<Server>,
+    n: usize,
+) -> Result<Vec<Pair>> {
+    let (_, cookie) = login(agents.addr, 1, EMAIL, PASSWORD).await?;
     let cookie = cookie.context("no session cookie")?;
-    let visitors = stored_visitors(server, n).await?;
+    let visitors = stored_visitors(visitors, n).await?;
     let gate = Arc::new(Semaphore::new(64));
     let tasks: Vec<_> = visitors
         .into_iter()
         .map(|(mut visitor, conversation)| {
-            let (server, gate, cookie) = (server.clone(), gate.clone(), cookie.clone());
+            let (server, gate, cookie) = (agents.clone(), gate.clone(), cookie.clone());
             tokio::spawn(async move {
                 let _turn = gate.acquire().await?;
                 let mut agent = server.agent(&cookie).await?;
@@ -881,9 +1007,54 @@ const PER_CONSOLE: usize = 100;
 /// Ana's consoles have joined.
 async fn chat_run(plan: &Plan) -> Result<Chat> {
     let server = Arc::new(Server::start(Kind::Escalera).await?);
-    let (_, cookie) = login(server.addr, 1, EMAIL, PASSWORD).await?;
+    let (acked, ack, delivered) = chat_measure(&server, &server, plan).await?;
+    let server = Arc::into_inner(server).context("the server is still shared")?;
+    let commits = server.stop().await? as f64;
+    // Every visitor's hello message was committed too.
+    let messages = acked + plan.chatters as f64;
+    println!(
+        "  Escalera   chat: {acked:.0} acks and {} agent copies in {} s; {commits:.0} group commits",
+        delivered.0.len(),
+        plan.seconds
+    );
+    Ok(Chat {
+        acked_rate: acked / plan.seconds as f64,
+        ack,
+        delivered,
+        commits_per_message: commits / messages,
+    })
+}
+
+/// [`chat_run`] on two nodes: the visitors on one, Ana's consoles on the other, so every
+/// agent's copy crosses NATS (group commits are SQLite's: not counted).
+async fn cluster_chat_run(plan: &Plan) -> Result<Chat> {
+    let data = tempfile::tempdir()?;
+    let (visitors, agents) = two_nodes(data.path()).await?;
+    let (acked, ack, delivered) = chat_measure(&visitors, &agents, plan).await?;
+    println!(
+        "  2 nodes    chat: {acked:.0} acks and {} agent copies in {} s",
+        delivered.0.len(),
+        plan.seconds
+    );
+    Ok(Chat {
+        acked_rate: acked / plan.seconds as f64,
+        ack,
+        delivered,
+        commits_per_message: f64::NAN,
+    })
+}
+
+/// Visitors on `visitors` chat at the plan's rate to conversations Ana's consoles on
+/// `agents` joined: the messages acknowledged, send to ack, and send to the agent's copy.
+async fn chat_measure(
+    visitors: &Arc<Server>,
+    agents: &Arc<Server>,
+    plan: &Plan,
+) -> Result<(f64, Latencies, Latencies)> {
+    let (_, cookie) = login(agents.addr, 1, EMAIL, PASSWORD).await?;
     let cookie = cookie.context("no session cookie")?;
-    let visitors = stored_visitors(&server, plan.chatters).await?;
+    let server = agents;
+    let visitors = stored_visitors(visitors, plan.chatters).await?;
     // Consoles of Ana's, each joined to [`PER_CONSOLE`] of the conversations (one console
     // cannot take 10,000 messages a second: its outbox fills and the relay cuts it).
     let mut consoles = Vec::new();
@@ -950,24 +1121,9 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
     for t in tasks {
         t.await??;
     }
-    let elapsed = secs.as_secs_f64();
     let ack = Latencies::new(std::mem::take(&mut *acks.lock().expect("acks")));
     let delivered = Latencies::new(std::mem::take(&mut *copies.lock().expect("copies")));
-    let acked = ack.0.len() as f64;
-    let server = Arc::into_inner(server).context("the server is still shared")?;
-    let commits = server.stop().await? as f64;
-    // Every visitor's hello message was committed too.
-    let messages = acked + plan.chatters as f64;
-    println!(
-        "  Escalera   chat: {acked:.0} acks and {} agent copies in {elapsed:.1} s; {commits:.0} group commits",
-        delivered.0.len()
-    );
-    Ok(Chat {
-        acked_rate: acked / elapsed,
-        ack,
-        delivered,
-        commits_per_message: commits / messages,
-    })
+    Ok((ack.0.len() as f64, ack, delivered))
 }
 
 /// The send time in a chat frame's client id (`c<micros>`): of an ack (`acks`), else of a

@@ -15,7 +15,7 @@
 //!
 //! Usage: `escalera-load [chat|rejoin|all|abuse|compare] [--seconds N]
 //! [--conversations 1,100,1000] [--idle N] [--pairs N] [--signal-rate N] [--chatters N]
-//! [--chat-rate N] [--parts idle,signal,logins,chat]`.
+//! [--chat-rate N] [--parts idle,signal,logins,chat,cluster]`.
 //! The relay binary is `$ESCALERA_BIN`, else `target/release/escalera`.
 
 mod abuse;
@@ -107,7 +107,7 @@ fn args() -> Result<Args> {
             "--parts" => {
                 a.plan.parts = it
                     .next()
-                    .context("--parts idle,signal,logins,chat")?
+                    .context("--parts idle,signal,logins,chat,cluster")?
                     .split(',')
                     .map(str::to_owned)
                     .collect();

@@ -973,7 +973,7 @@ impl Default for Limits {
 }
 
 /// The window of [`Limits::conversations_per_address`].
-const HOUR_MS: i64 = 3_600_000;
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// How long a new socket has to say hello, by default.
 pub const HELLO_DEADLINE_MS: i64 = 10_000;

@@ -90,7 +90,7 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 /// The key an account is counted under: the email as the directory matches it.
-fn account_key(email: &str) -> String {
+pub(crate) fn account_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 

@@ -539,6 +539,9 @@ async fn login(
     if let Err(refusal) = state.logins.admit(ip, &body.email) {
         return Err(refused_login(refusal, ip, &body.email));
     }
+    if let Err(refusal) = cluster_logins(&state, ip, &body.email).await? {
+        return Err(refused_login(refusal, ip, &body.email));
+    }
     let agent = state
         .hub
         .directory()
@@ -589,6 +592,46 @@ async fn login(
         HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
     );
     Ok(res)
+}
+
+/// With other nodes on the database: the login limits counted over every node (this node's
+/// own limiters were asked first), so spreading guesses over the nodes gains nothing.
+async fn cluster_logins(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+) -> Result<Result<(), Refusal>, crate::error::StoreError> {
+    if state.hub.bus().node() == 0 {
+        return Ok(Ok(()));
+    }
+    let limits = &state.config.login;
+    let now = now_ms();
+    let counted = [
+        (
+            "address",
+            format!("login address {}", crate::guard::address_key(ip)),
+            crate::guard::ADDRESS_WINDOW,
+            limits.per_address,
+        ),
+        (
+            "account",
+            format!("login account {}", crate::guard::account_key(email)),
+            crate::guard::ACCOUNT_WINDOW,
+            limits.per_account,
+        ),
+    ];
+    for (by, key, window, limit) in counted {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let (n, ends) = state.hub.directory().count(key, window_ms, now).await?;
+        if n > limit.max(1) {
+            let wait = u64::try_from(ends - now).unwrap_or(0);
+            return Ok(Err(Refusal::Throttled {
+                retry_after: std::time::Duration::from_millis(wait),
+                by,
+            }));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A login that was not checked: throttled (429 with `Retry-After`) or no hashing slot (503).

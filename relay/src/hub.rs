@@ -286,6 +286,15 @@ impl Hub {
                 address,
                 user,
             } => {
+                // With other nodes, the per-address limit counts theirs too (this node's own
+                // count, kept in the core, was checked first).
+                if let Err(error) = self.cluster_limit(address).await {
+                    let event = Event::Created {
+                        conversation,
+                        error: Some(error),
+                    };
+                    return self.feed(event);
+                }
                 let hash = secrets::token_hash(&token.0);
                 let add =
                     self.log
@@ -679,6 +688,28 @@ impl Hub {
         }
         let now = self.log.conversation(meta.id.clone()).await?;
         Ok((false, now.and_then(|m| m.agent)))
+    }
+
+    /// With other nodes on the database: whether `address` may store one more conversation
+    /// this hour, counted over every node (`--conversations-per-address`). Alone, the core's
+    /// own count is the whole count.
+    async fn cluster_limit(&self, address: std::net::IpAddr) -> Result<(), RelayError> {
+        if self.bus.node() == 0 {
+            return Ok(());
+        }
+        let key = format!("conversations {address}");
+        let (n, _) = self
+            .directory
+            .count(key, crate::core::HOUR_MS, now_ms())
+            .await
+            .map_err(RelayError::from)?;
+        if n > self.config.conversations_per_address.max(1) {
+            crate::metrics::limited("cap");
+            return Err(RelayError::Limit(
+                "too many new conversations from your network; try again later",
+            ));
+        }
+        Ok(())
     }
 
     /// Queues `msg` for `peer`. A peer whose outbox is full loses it, which ends its writer

@@ -109,11 +109,20 @@ CREATE TABLE links (
     hash TEXT PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
     expires_at BIGINT NOT NULL);
 "#,
+    // 2: counts in windows, for the limits that hold across nodes (SQLite's migration 14).
+    r#"
+CREATE TABLE limit_counts (key TEXT PRIMARY KEY, ends BIGINT NOT NULL, n INTEGER NOT NULL);
+CREATE INDEX limit_counts_ends ON limit_counts (ends);
+"#,
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(e.to_string())
+        // The server's own words (tokio-postgres says only "db error" for them).
+        StoreError::Postgres(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        })
     }
 }
 
@@ -435,6 +444,24 @@ impl Directory for PgStore {
                 .await?
                 .get(0);
             Ok(n as u64)
+        })
+    }
+
+    fn count(&self, key: String, window_ms: i64, now: i64) -> StoreFuture<'_, (u32, i64)> {
+        Box::pin(async move {
+            // Windows that ended go first, so a key counts afresh once its window is over.
+            self.execute("DELETE FROM limit_counts WHERE ends <= $1", &[&now])
+                .await?;
+            let row = self
+                .query_one(
+                    "INSERT INTO limit_counts (key, ends, n) VALUES ($1, $2::BIGINT + $3::BIGINT, 1)
+                     ON CONFLICT (key) DO UPDATE SET n = limit_counts.n + 1
+                     RETURNING n, ends",
+                    &[&key, &now, &window_ms],
+                )
+                .await?;
+            let n: i32 = row.get(0);
+            Ok((u32::try_from(n).unwrap_or(0), row.get(1)))
         })
     }
 

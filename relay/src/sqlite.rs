@@ -182,6 +182,13 @@ CREATE TABLE links (
     hash TEXT PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
     expires_at INTEGER NOT NULL);
 "#,
+    // 14: counts in windows, for the limits that hold across nodes (the same table as
+    // PostgreSQL's, so the store contract is one).
+    r#"
+CREATE TABLE limit_counts (
+    key TEXT PRIMARY KEY, ends INTEGER NOT NULL, n INTEGER NOT NULL);
+CREATE INDEX limit_counts_ends ON limit_counts (ends);
+"#,
 ];
 
 /// `AND <column> IN (?n, ...)` for the sites of `scope` (nothing for every site), with the
@@ -987,6 +994,23 @@ impl Directory for SqliteStore {
 
     fn agent_by_email(&self, email: String) -> StoreFuture<'_, Option<Agent>> {
         self.dir(move |c| load_agent(c, "WHERE a.email = ?1", &email.trim().to_lowercase()))
+    }
+
+    fn count(&self, key: String, window_ms: i64, now: i64) -> StoreFuture<'_, (u32, i64)> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM limit_counts WHERE ends <= ?1")?
+                .execute(params![now])?;
+            let (n, ends) = c
+                .prepare_cached(
+                    "INSERT INTO limit_counts (key, ends, n) VALUES (?1, ?2 + ?3, 1)
+                     ON CONFLICT (key) DO UPDATE SET n = n + 1
+                     RETURNING n, ends",
+                )?
+                .query_row(params![key, now, window_ms], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
+            Ok((u32::try_from(n).unwrap_or(u32::MAX), ends))
+        })
     }
 
     fn add_session(

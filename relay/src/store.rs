@@ -281,6 +281,11 @@ pub trait Directory: Send + Sync + 'static {
     ) -> StoreFuture<'_, Agent>;
     /// How many agents exist.
     fn agent_count(&self) -> StoreFuture<'_, u64>;
+    /// Counts one more event under `key` (e.g. a login for an account) in its window of
+    /// `window_ms`, which starts at the first event counted and is followed by a new one once
+    /// it ends: how many so far in the window, and when it ends. Every node on one database
+    /// counts together: the limits that must hold across nodes are checked against this.
+    fn count(&self, key: String, window_ms: i64, now: i64) -> StoreFuture<'_, (u32, i64)>;
     /// An agent by login email (case-insensitive).
     fn agent_by_email(&self, email: String) -> StoreFuture<'_, Option<Agent>>;
     /// Records a session for `agent` under the hash of its cookie token.

@@ -1092,3 +1092,55 @@ async fn agents_on_two_nodes_share_one_team_one_queue_and_their_limits() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_that_guard_the_record_and_the_accounts_count_every_node() {
+    let config = || Config {
+        conversations_per_address: 3,
+        login: escalera_relay::guard::LoginLimits {
+            per_account: 4,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let (a, b, _data) = two_nodes(config).await;
+    // One address stores conversations on both nodes in turn: three in all, not three each.
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (mut ws, _, conv) = node.visitor(None).await;
+        ws.send(&ClientMsg::Chat {
+            conversation: conv.clone(),
+            client_id: ClientMsgId::from("first"),
+            text: "Hello".into(),
+        })
+        .await;
+        let answer = ws
+            .recv_until(|m| match m {
+                ServerMsg::Ack { .. } => Some(None),
+                ServerMsg::Error { code, .. } => Some(Some(code)),
+                _ => None,
+            })
+            .await;
+        let expected = (i == 3).then_some(escalera_protocol::ErrorCode::LimitReached);
+        assert_eq!(answer, expected, "conversation {}", i + 1);
+    }
+    // Wrong passwords for one account, spread over both nodes: four are checked, then every
+    // node says to wait, the right password too.
+    let attempt = async |node: &TestRelay, password: &str| {
+        let res = reqwest::Client::new()
+            .post(node.url("/api/login"))
+            .json(&serde_json::json!({ "email": "ana@shop.example", "password": password }))
+            .send()
+            .await
+            .unwrap();
+        res.status().as_u16()
+    };
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(attempt(node, "guess").await, 401, "guess {}", i + 1);
+    }
+    assert_eq!(attempt(&a, common::PASSWORD).await, 429);
+    assert_eq!(attempt(&b, common::PASSWORD).await, 429);
+    a.stop().await;
+    b.stop().await;
+}

@@ -60,6 +60,7 @@ contract!(
     active_calls_are_kept_until_they_end,
     search_finds_every_word_the_last_half_typed_whatever_the_case_and_accents,
     visitors_their_tokens_and_verified_users_find_their_conversation,
+    counts_from_two_stores_add_up_in_one_window_and_start_again_after_it,
 );
 
 fn scope(sites: &[&SiteKey]) -> Scope {
@@ -962,4 +963,35 @@ async fn visitors_their_tokens_and_verified_users_find_their_conversation<S: Dir
         .await
         .unwrap();
     assert_eq!(s.read_upto(conv.clone()).await.unwrap(), 2);
+}
+
+async fn counts_from_two_stores_add_up_in_one_window_and_start_again_after_it<
+    S: Directory + Log,
+>(
+    open: impl AsyncFn() -> S,
+) {
+    // Two nodes counting one key at once (logins for one account, say): one count.
+    let (a, b) = (open().await, open().await);
+    let key = || "login account ana@shop.example".to_owned();
+    let counts = futures_util::future::join_all((0..40).map(|i| {
+        let store: &S = if i % 2 == 0 { &a } else { &b };
+        store.count(key(), 60_000, 1_000 + i)
+    }))
+    .await;
+    let mut seen: Vec<u32> = counts.iter().map(|c| c.as_ref().unwrap().0).collect();
+    seen.sort();
+    assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "each counted once");
+    // The window is the first count's (whichever the store took first): it ends 60 s after
+    // it, for everyone.
+    let ends = counts[0].as_ref().unwrap().1;
+    assert!((61_000..61_040).contains(&ends), "{ends}");
+    assert!(counts.iter().all(|c| c.as_ref().unwrap().1 == ends));
+    // Another key counts on its own.
+    assert_eq!(
+        b.count("other".into(), 60_000, 2_000).await.unwrap(),
+        (1, 62_000)
+    );
+    // Once the window is over, the count starts again, with a window of its own.
+    assert_eq!(a.count(key(), 60_000, 70_000).await.unwrap(), (1, 130_000));
+    assert_eq!(b.count(key(), 60_000, 70_500).await.unwrap(), (2, 130_000));
 }
