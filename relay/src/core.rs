@@ -3437,7 +3437,11 @@ impl Core {
         let node = self.limits.node;
         if incoming.over {
             self.calls_over.insert(incoming.id.clone(), now);
-            let ours = self.calls.get(conv).is_some_and(|c| c.id == incoming.id);
+            // The same call: by id, or read from the store (answered at the same moment).
+            let ours = self
+                .calls
+                .get(conv)
+                .is_some_and(|c| c.id == incoming.id || (c.restored && c.since == incoming.since));
             if ours {
                 self.calls.remove(conv);
                 self.calls_changed = true;
@@ -5687,6 +5691,33 @@ mod tests {
         // b follows nobody there: the copy goes, and so does its subscription.
         assert!(!n.b.core.calls.contains_key(&ConversationId::from("c1")));
         assert!(e.contains(&Effect::Unsubscribe(Topic::Conversation("c1".into()))));
+    }
+
+    #[test]
+    fn a_restored_call_ended_elsewhere_before_any_renewal_is_over_here_too() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.agent(10, "a", Scope::All);
+        for p in [1, 10] {
+            n.a.join(p, &c1);
+        }
+        let e = n.a.act(1, call("c1", VOICE), &c1);
+        n.bus(true, e);
+        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
+        n.bus(true, e);
+        let record = n.a.core.calls[&ConversationId::from("c1")].record();
+        n.b.ev(Event::Restored {
+            open: Vec::new(),
+            calls: vec![("c1".into(), record)],
+        });
+        // Hung up on a before a said where its ends are: b's copy from the store goes too,
+        // and b never writes an end of its own.
+        let e = n.a.act(1, call("c1", CallAction::HangUp), &c1);
+        n.bus(true, e);
+        assert!(!n.b.core.calls.contains_key(&ConversationId::from("c1")));
+        n.b.now += CALL_GRACE_MS * 2;
+        assert!(appends(&n.b.tick()).is_empty());
     }
 
     #[test]

@@ -29,8 +29,8 @@ struct Member {
     away_for_good: bool,
     in_call: bool,
     /// The other relay nodes where a console of theirs is open (or within the grace period),
-    /// and whether they are in a call there.
-    elsewhere: HashMap<u64, bool>,
+    /// with what each said last.
+    elsewhere: HashMap<u64, Here>,
     /// What the others were last told.
     shown: Option<Presence>,
 }
@@ -41,7 +41,7 @@ impl Member {
         if !online || self.chosen == Presence::Offline {
             return Presence::Offline;
         }
-        if self.in_call || self.elsewhere.values().any(|c| *c) {
+        if self.in_call || self.elsewhere.values().any(|h| h.in_call) {
             return Presence::Busy;
         }
         self.chosen
@@ -259,12 +259,14 @@ impl Team {
             return;
         };
         let before = m.presence();
-        match there.online {
-            true => m.elsewhere.insert(node, there.in_call),
+        let said = match there.online {
+            true => m.elsewhere.insert(node, there),
             false => m.elsewhere.remove(&node),
         };
-        // Their choice, made on that node (the store has it too).
-        if there.online && m.chosen != there.chosen {
+        // Their choice, made on that node (the store has it too): taken when that node's word
+        // on it changed, so a renewal sent before a choice made here does not undo it.
+        let chose = said.is_none_or(|s| s.chosen != there.chosen);
+        if there.online && chose && m.chosen != there.chosen {
             m.chosen = there.chosen;
             self.told_others.insert(id, m.here());
         }
@@ -437,6 +439,48 @@ mod tests {
         team.choose(&a, Presence::Offline).unwrap();
         team.in_call(&a, true);
         assert_eq!(shown(&mut team), vec![("a".into(), Presence::Offline)]);
+    }
+
+    #[test]
+    fn another_nodes_consoles_count_and_its_renewals_never_undo_a_choice() {
+        let mut team = Team::new(30_000);
+        let a = AgentId::from("a");
+        let there = |online, in_call, chosen| Seen {
+            agent: agent("a"),
+            scope: Scope::All,
+            limit: 5,
+            here: Here {
+                online,
+                in_call,
+                chosen,
+            },
+        };
+        // Never seen here: node 7's word makes them known, and available.
+        team.elsewhere(7, there(true, false, Presence::Available));
+        assert_eq!(team.presence(&a), Presence::Available);
+        assert_eq!(shown(&mut team), vec![("a".into(), Presence::Available)]);
+        // In a call there: busy here too.
+        team.elsewhere(7, there(true, true, Presence::Available));
+        assert_eq!(team.presence(&a), Presence::Busy);
+        team.elsewhere(7, there(true, false, Presence::Available));
+        // A console here too, where they choose away: node 7's renewal, sent before it
+        // heard, still says available; away stays.
+        team.connected(&a, PeerId(1));
+        team.choose(&a, Presence::Away).unwrap();
+        team.elsewhere(7, there(true, false, Presence::Available));
+        assert_eq!(team.presence(&a), Presence::Away);
+        // A choice made there counts here.
+        team.elsewhere(7, there(true, false, Presence::Available));
+        team.elsewhere(7, there(true, false, Presence::Offline));
+        assert_eq!(team.presence(&a), Presence::Offline);
+        team.elsewhere(7, there(true, false, Presence::Available));
+        // Their console here gone past the grace period: online through node 7 alone, until
+        // node 7 is gone too.
+        team.disconnected(1_000, &a, PeerId(1));
+        team.tick(40_000);
+        assert_eq!(team.presence(&a), Presence::Available);
+        team.node_gone(7);
+        assert_eq!(team.presence(&a), Presence::Offline);
     }
 
     #[test]
