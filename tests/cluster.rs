@@ -4,37 +4,8 @@
 //! widget reconnects through the proxy to node 2); and both nodes killed and started again
 //! keep the conversation, its messages and the call.
 
-use escalera_e2e::{Browser, Cluster, Driver};
+use escalera_e2e::{count, notes, wait_status, Browser, Cluster, Driver, IMAGE_STATS};
 use serde_json::json;
-
-/// Waits until the call panel's status starts with `prefix`.
-async fn wait_status(side: &Browser, prefix: &str) {
-    side.wait_js(
-        &format!("the call's status to start with {prefix:?}"),
-        "const s = document.querySelector('[data-testid=call-status]');
-         return s !== null && s.textContent.startsWith(arguments[0])",
-        vec![json!(prefix)],
-    )
-    .await;
-}
-
-/// How many messages by `author` read exactly `text`.
-async fn count(side: &Browser, author: &str, text: &str) -> usize {
-    side.messages()
-        .await
-        .iter()
-        .filter(|(a, t)| a == author && t == text)
-        .count()
-}
-
-/// How many system messages start with `prefix`.
-async fn notes(side: &Browser, prefix: &str) -> usize {
-    side.messages()
-        .await
-        .iter()
-        .filter(|(author, text)| author == "system" && text.starts_with(prefix))
-        .count()
-}
 
 /// The visitor (on node 1, through the proxy) and the agent (on node 2, through the proxy)
 /// chatting, then in a video call, each seeing the other's camera.
@@ -60,21 +31,6 @@ async fn in_video_call(cluster: &Cluster, driver: &mut Driver) -> (Browser, Brow
     visitor.wait_remote_frames().await;
     (visitor, agent)
 }
-
-const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
-    const imgs = [...document.querySelectorAll('[data-testid=attachment] img')];
-    const img = imgs[imgs.length - 1];
-    if (!img) return done(null);
-    const measure = () => {
-        const c = document.createElement('canvas');
-        c.width = img.naturalWidth; c.height = img.naturalHeight;
-        const x = c.getContext('2d'); x.drawImage(img, 0, 0);
-        const d = x.getImageData(0, 0, c.width, c.height).data;
-        let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
-        done({ w: c.width, h: c.height, mean: sum / (d.length / 4 * 3) });
-    };
-    if (img.complete && img.naturalWidth) measure();
-    else { img.onload = measure; img.onerror = () => done(null); }";
 
 const DOWNLOAD_TEXT: &str = "const done = arguments[arguments.length - 1];
     const a = [...document.querySelectorAll('[data-testid=attachment] a.file')]
@@ -108,12 +64,7 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_call_snapshot_and_sh
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("receipt.txt");
     std::fs::write(&path, "Order 1234, paid 12.50 EUR").unwrap();
-    visitor
-        .find("file-input")
-        .await
-        .send_keys(path.to_str().unwrap())
-        .await
-        .unwrap();
+    visitor.attach(&path).await;
     for side in [&agent, &visitor] {
         let got = side
             .wait_js_async(

@@ -3,7 +3,7 @@
 //! chat still works; both sides pressing "video" at once converges, again and again; and the
 //! call code, split off the page, comes with the first call and works at once.
 
-use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product};
+use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product, IMAGE_STATS};
 use escalera_protocol::{CallAction, CallKind, ClientMsg};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -14,21 +14,6 @@ const KEEP_LOCAL_TRACKS: &str = "window.__local = window.__local || [];
     if (v && v.srcObject) for (const t of v.srcObject.getTracks())
         if (!window.__local.includes(t)) window.__local.push(t);
     return window.__local.length";
-
-const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
-    const imgs = [...document.querySelectorAll('[data-testid=attachment] img')];
-    const img = imgs[imgs.length - 1];
-    if (!img) return done(null);
-    const measure = () => {
-        const c = document.createElement('canvas');
-        c.width = img.naturalWidth; c.height = img.naturalHeight;
-        const x = c.getContext('2d'); x.drawImage(img, 0, 0);
-        const d = x.getImageData(0, 0, c.width, c.height).data;
-        let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
-        done({ w: c.width, h: c.height, mean: sum / (d.length / 4 * 3) });
-    };
-    if (img.complete && img.naturalWidth) measure();
-    else { img.onload = measure; img.onerror = () => done(null); }";
 
 const DOWNLOAD_SHA256: &str = "const done = arguments[arguments.length - 1];
     const a = [...document.querySelectorAll('[data-testid=attachment] a.file')]
@@ -111,12 +96,7 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
-    visitor
-        .find("file-input")
-        .await
-        .send_keys(path.to_str().unwrap())
-        .await
-        .unwrap();
+    visitor.attach(&path).await;
     for side in [&agent, &visitor] {
         let got = side
             .wait_js_async(
@@ -384,12 +364,7 @@ async fn declines_mute_and_oversized_files_are_told_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.pdf");
     std::fs::write(&big, vec![0u8; 300 * 1024]).unwrap();
-    visitor
-        .find("file-input")
-        .await
-        .send_keys(big.to_str().unwrap())
-        .await
-        .unwrap();
+    visitor.attach(&big).await;
     let error = visitor.find("upload-error").await.text().await.unwrap();
     assert!(
         error.contains("big.pdf") && error.contains("at most 100 KB"),

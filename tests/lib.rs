@@ -1020,6 +1020,15 @@ impl Browser {
         .await;
     }
 
+    /// Picks the file at `path` in the file input (as a person choosing it would).
+    pub async fn attach(&self, path: &Path) {
+        self.find("file-input")
+            .await
+            .send_keys(path.to_str().expect("a UTF-8 path"))
+            .await
+            .unwrap();
+    }
+
     /// Opens the console's conversation whose row shows this preview (its newest message).
     pub async fn open_conversation(&self, preview: &str) {
         self.wait_js(
@@ -1185,3 +1194,49 @@ pub async fn voice_call(visitor: &Browser, agent: &Browser) {
         side.wait_message("system", "Voice call started").await;
     }
 }
+
+/// Waits until the call panel's status starts with `prefix`.
+pub async fn wait_status(side: &Browser, prefix: &str) {
+    side.wait_js(
+        &format!("the call's status to start with {prefix:?}"),
+        "const s = document.querySelector('[data-testid=call-status]');
+         return s !== null && s.textContent.startsWith(arguments[0])",
+        vec![json!(prefix)],
+    )
+    .await;
+}
+
+/// How many messages by `author` read exactly `text`.
+pub async fn count(side: &Browser, author: &str, text: &str) -> usize {
+    side.messages()
+        .await
+        .iter()
+        .filter(|(a, t)| a == author && t == text)
+        .count()
+}
+
+/// How many system messages start with `prefix`.
+pub async fn notes(side: &Browser, prefix: &str) -> usize {
+    side.messages()
+        .await
+        .iter()
+        .filter(|(author, text)| author == "system" && text.starts_with(prefix))
+        .count()
+}
+
+/// The newest attachment image's size and mean brightness (async script): a real picture,
+/// not a black frame.
+pub const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
+    const imgs = [...document.querySelectorAll('[data-testid=attachment] img')];
+    const img = imgs[imgs.length - 1];
+    if (!img) return done(null);
+    const measure = () => {
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const x = c.getContext('2d'); x.drawImage(img, 0, 0);
+        const d = x.getImageData(0, 0, c.width, c.height).data;
+        let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        done({ w: c.width, h: c.height, mean: sum / (d.length / 4 * 3) });
+    };
+    if (img.complete && img.naturalWidth) measure();
+    else { img.onload = measure; img.onerror = () => done(null); }";

@@ -5,28 +5,10 @@
 
 use std::time::Duration;
 
-use escalera_e2e::{chatting, voice_call, Browser, Cut, Driver, Product};
+use escalera_e2e::{
+    chatting, count, notes, voice_call, wait_status, Browser, Cut, Driver, Product,
+};
 use serde_json::json;
-
-/// Waits until the call panel's status starts with `prefix`.
-async fn wait_status(side: &Browser, prefix: &str) {
-    side.wait_js(
-        &format!("the call's status to start with {prefix:?}"),
-        "const s = document.querySelector('[data-testid=call-status]');
-         return s !== null && s.textContent.startsWith(arguments[0])",
-        vec![json!(prefix)],
-    )
-    .await;
-}
-
-/// How many messages by `author` read exactly `text`.
-async fn count(side: &Browser, author: &str, text: &str) -> usize {
-    side.messages()
-        .await
-        .iter()
-        .filter(|(a, t)| a == author && t == text)
-        .count()
-}
 
 /// Both sides turn their camera on, and each sees the other's video.
 async fn video_both_ways(visitor: &Browser, agent: &Browser) {
@@ -34,15 +16,6 @@ async fn video_both_ways(visitor: &Browser, agent: &Browser) {
     agent.wait_remote_frames().await;
     agent.click("call-video").await;
     visitor.wait_remote_frames().await;
-}
-
-/// How many system messages start with `prefix`.
-async fn notes(side: &Browser, prefix: &str) -> usize {
-    side.messages()
-        .await
-        .iter()
-        .filter(|(author, text)| author == "system" && text.starts_with(prefix))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,33 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{error, TestRelay, Ws};
+use common::{call, call_state, error, signal, TestRelay, Ws};
 use escalera_protocol::{
-    CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ConversationId, ErrorCode, MediaKind,
-    ServerMsg,
+    CallAction, CallKind, CallPhase, ClientMsg, ErrorCode, MediaKind, ServerMsg,
 };
-
-fn call(conversation: &ConversationId, action: CallAction) -> ClientMsg {
-    ClientMsg::Call {
-        conversation: conversation.clone(),
-        action,
-    }
-}
-
-fn signal(conversation: &ConversationId, payload: &str) -> ClientMsg {
-    ClientMsg::Signal {
-        conversation: conversation.clone(),
-        payload: payload.into(),
-    }
-}
-
-async fn call_state(ws: &mut Ws) -> Option<CallInfo> {
-    ws.recv_until(|m| match m {
-        ServerMsg::Call { call, .. } => Some(call),
-        _ => None,
-    })
-    .await
-}
 
 async fn note(ws: &mut Ws) -> String {
     ws.recv_until(|m| match m {

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{ack, history, TestRelay};
+use common::{ack, call, call_state, history, joined, queue_of, signal, TestRelay};
 use escalera_protocol::{
-    Author, CallAction, CallInfo, CallKind, CallPhase, ClientMsg, ClientMsgId, ConversationId,
-    Message, Presence, ServerMsg, TeamMember,
+    Author, CallAction, CallKind, CallPhase, ClientMsg, ClientMsgId, ConversationId, Message,
+    Presence, ServerMsg, TeamMember,
 };
 use escalera_relay::core::Scope;
 use escalera_relay::store::{AuditEntry, Record};
@@ -241,13 +241,7 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_type_and_see_it_read
         conversation: conv.clone(),
     })
     .await;
-    let joined = visitor
-        .recv_until(|m| match m {
-            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
-            _ => None,
-        })
-        .await;
-    assert_eq!(joined, "Ana");
+    assert_eq!(joined(&mut visitor).await, "Ana");
     ana.send(&ClientMsg::Join {
         conversation: conv.clone(),
         after_seq: 0,
@@ -830,28 +824,6 @@ async fn a_whole_cluster_restart_keeps_everything() {
     b.stop().await;
 }
 
-fn call_frame(conversation: &ConversationId, action: CallAction) -> ClientMsg {
-    ClientMsg::Call {
-        conversation: conversation.clone(),
-        action,
-    }
-}
-
-fn signal(conversation: &ConversationId, payload: &str) -> ClientMsg {
-    ClientMsg::Signal {
-        conversation: conversation.clone(),
-        payload: payload.into(),
-    }
-}
-
-async fn call_state(ws: &mut common::Ws) -> Option<CallInfo> {
-    ws.recv_until(|m| match m {
-        ServerMsg::Call { call, .. } => Some(call),
-        _ => None,
-    })
-    .await
-}
-
 async fn signalled(ws: &mut common::Ws) -> String {
     ws.recv_until(|m| match m {
         ServerMsg::Signal { payload, .. } => Some(payload),
@@ -901,7 +873,7 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
     let video = CallAction::Start {
         kind: CallKind::Video,
     };
-    visitor.send(&call_frame(&conv, video)).await;
+    visitor.send(&call(&conv, video)).await;
     let ringing = ana
         .recv_until(|m| match m {
             ServerMsg::Call { call: Some(c), .. } if c.phase == CallPhase::Ringing => Some(c),
@@ -909,7 +881,7 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
         })
         .await;
     assert_eq!((ringing.caller, ringing.party), (Author::Visitor, false));
-    ana.send(&call_frame(&conv, CallAction::Accept)).await;
+    ana.send(&call(&conv, CallAction::Accept)).await;
     let active = visitor
         .recv_until(|m| match m {
             ServerMsg::Call { call: Some(c), .. } if c.phase == CallPhase::Active => Some(c),
@@ -939,7 +911,7 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
     assert_eq!(again, conv);
     back.send(&join).await;
     history(&mut back).await;
-    back.send(&call_frame(&conv, CallAction::Resume)).await;
+    back.send(&call(&conv, CallAction::Resume)).await;
     assert_eq!(signalled(&mut back).await, "while you were away");
     let resumed = ana
         .recv_until(|m| match m {
@@ -951,7 +923,7 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
     back.send(&signal(&conv, "restart ICE")).await;
     assert_eq!(signalled(&mut ana).await, "restart ICE");
     // Hang-up works, and the record has the call's start and end once each.
-    back.send(&call_frame(&conv, CallAction::HangUp)).await;
+    back.send(&call(&conv, CallAction::HangUp)).await;
     assert_eq!(call_state(&mut ana).await, None);
     let record = b.record().await;
     let notes: Vec<String> = record
@@ -970,17 +942,6 @@ async fn a_call_between_two_nodes_signals_across_and_outlives_the_sigkill_of_one
         "{notes:?}"
     );
     b.stop().await;
-}
-
-/// The next place in line a visitor is told, with whether anyone is available.
-async fn queue_of(ws: &mut common::Ws) -> (u32, bool) {
-    ws.recv_until(|m| match m {
-        ServerMsg::Queue {
-            position, online, ..
-        } => Some((position, online)),
-        _ => None,
-    })
-    .await
 }
 
 /// What a visitor hears first after writing `text`: an agent's name, or a place in line.
@@ -1070,23 +1031,13 @@ async fn agents_on_two_nodes_share_one_team_one_queue_and_their_limits() {
             conversation: c1.clone(),
         })
         .await;
-    let third = v3
-        .recv_until(|m| match m {
-            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
-            _ => None,
-        })
-        .await;
+    let third = joined(&mut v3).await;
     assert_eq!(third, first);
     assert_eq!(queue_of(&mut v4).await, (1, true));
     // Cy (on B) closes theirs: the fourth, whose visitor is on A, is routed to Cy.
     let cys = if first == "Cy" { c3 } else { c2 };
     cy.send(&ClientMsg::Close { conversation: cys }).await;
-    let fourth = v4
-        .recv_until(|m| match m {
-            ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
-            _ => None,
-        })
-        .await;
+    let fourth = joined(&mut v4).await;
     assert_eq!(fourth, "Cy");
     drop(c4);
     a.stop().await;

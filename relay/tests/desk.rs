@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestRelay, Ws};
+use common::{joined, queue_of, TestRelay, Ws};
 use escalera_protocol::{
     Author, CallAction, CallKind, CallPhase, ClientMsg, ConversationId, ConversationStatus,
     ErrorCode, Presence, Rating, ServerMsg, TeamMember,
@@ -52,26 +52,6 @@ fn agent_joined(m: &ServerMsg) -> Option<String> {
         ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name.clone()),
         _ => None,
     }
-}
-
-/// The next place in line a visitor is told, with whether anyone is available.
-async fn queue_of(ws: &mut Ws) -> (u32, bool) {
-    ws.recv_until(|m| match m {
-        ServerMsg::Queue {
-            position, online, ..
-        } => Some((position, online)),
-        _ => None,
-    })
-    .await
-}
-
-/// The name of the next agent a visitor is told is with them.
-async fn joined(ws: &mut Ws) -> String {
-    ws.recv_until(|m| match m {
-        ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
-        _ => None,
-    })
-    .await
 }
 
 /// The next list row of `conv` with `status` an agent gets.

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use escalera_protocol::{
-    ClientMsg, ClientMsgId, ErrorCode, Message, ServerMsg, SiteKey, VisitorToken, PROTOCOL_VERSION,
+    CallAction, CallInfo, ClientMsg, ClientMsgId, ConversationId, ErrorCode, Message, ServerMsg,
+    SiteKey, VisitorToken, PROTOCOL_VERSION,
 };
 use escalera_relay::store::{Directory, Record, Site};
 use escalera_relay::{now_ms, secrets, Config, Relay};
@@ -608,6 +609,51 @@ pub async fn message(ws: &mut Ws) -> Message {
 pub async fn error(ws: &mut Ws) -> ErrorCode {
     ws.recv_until(|m| match m {
         ServerMsg::Error { code, .. } => Some(code),
+        _ => None,
+    })
+    .await
+}
+
+/// A call action frame.
+pub fn call(conversation: &ConversationId, action: CallAction) -> ClientMsg {
+    ClientMsg::Call {
+        conversation: conversation.clone(),
+        action,
+    }
+}
+
+/// A signaling frame.
+pub fn signal(conversation: &ConversationId, payload: &str) -> ClientMsg {
+    ClientMsg::Signal {
+        conversation: conversation.clone(),
+        payload: payload.into(),
+    }
+}
+
+/// The next call state a socket is told.
+pub async fn call_state(ws: &mut Ws) -> Option<CallInfo> {
+    ws.recv_until(|m| match m {
+        ServerMsg::Call { call, .. } => Some(call),
+        _ => None,
+    })
+    .await
+}
+
+/// The next place in line a visitor is told, with whether anyone is available.
+pub async fn queue_of(ws: &mut Ws) -> (u32, bool) {
+    ws.recv_until(|m| match m {
+        ServerMsg::Queue {
+            position, online, ..
+        } => Some((position, online)),
+        _ => None,
+    })
+    .await
+}
+
+/// The name of the next agent a visitor is told is with them.
+pub async fn joined(ws: &mut Ws) -> String {
+    ws.recv_until(|m| match m {
+        ServerMsg::AgentJoined { agent_name, .. } => Some(agent_name),
         _ => None,
     })
     .await
