@@ -999,6 +999,9 @@ const HELD_SIGNALS: usize = 256;
 /// How often a node with other nodes says again where its call ends are.
 pub const CALL_RENEW_MS: i64 = 2_000;
 
+/// How the id of a call read from the store begins (the store keeps no id).
+const RESTORED: &str = "r";
+
 /// How long an ended call's id is remembered, so a late state of it changes nothing.
 const CALLS_OVER_KEPT_MS: i64 = 600_000;
 
@@ -1096,7 +1099,15 @@ impl Call {
     /// about this call (it rang out, its grace ran out) writes the note, and the record keeps
     /// one.
     fn note_id(&self, what: &str) -> ClientMsgId {
-        ClientMsgId(format!("call-{}-{what}", self.id))
+        // By when it rang or was answered, which a copy read from the store knows too.
+        ClientMsgId(format!("call-{}-{what}", self.since))
+    }
+
+    /// Whether `other` is a state of this call: the same id, or one of the two read from the
+    /// store (which cannot know the id), answered at the same moment.
+    fn same_call(&self, other: &Call) -> bool {
+        self.id == other.id
+            || (self.since == other.since && (self.restored || other.id.starts_with(RESTORED)))
     }
 
     /// Whether it outranks `other`, a state of the same call.
@@ -1532,7 +1543,7 @@ impl Core {
                         id,
                         Call {
                             // The same on every node, so their notes of its end are one.
-                            id: format!("r{}", r.since),
+                            id: format!("{RESTORED}{}", r.since),
                             rev: 0,
                             by: 0,
                             site: r.site,
@@ -3437,11 +3448,7 @@ impl Core {
         let node = self.limits.node;
         if incoming.over {
             self.calls_over.insert(incoming.id.clone(), now);
-            // The same call: by id, or read from the store (answered at the same moment).
-            let ours = self
-                .calls
-                .get(conv)
-                .is_some_and(|c| c.id == incoming.id || (c.restored && c.since == incoming.since));
+            let ours = self.calls.get(conv).is_some_and(|c| c.same_call(&incoming));
             if ours {
                 self.calls.remove(conv);
                 self.calls_changed = true;
@@ -5655,6 +5662,44 @@ mod tests {
             })
             .collect();
         assert_eq!(ids.len(), 2);
+        assert!(ids[0].is_some());
+        assert_eq!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn a_call_that_outlives_its_ends_is_ended_once_by_its_node_and_one_that_read_it() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.agent(10, "a", Scope::All);
+        for p in [1, 10] {
+            n.a.join(p, &c1);
+        }
+        let e = n.a.act(1, call("c1", VOICE), &c1);
+        n.bus(true, e);
+        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
+        n.bus(true, e);
+        // Both ends gone; b starts meanwhile and reads the call from the store.
+        for p in [1, 10] {
+            let e = n.a.ev(Event::Closed { peer: PeerId(p) });
+            n.bus(true, e);
+        }
+        let record = n.a.core.calls[&ConversationId::from("c1")].record();
+        n.b.ev(Event::Restored {
+            open: Vec::new(),
+            calls: vec![("c1".into(), record)],
+        });
+        // Each ends it after the grace period, under one id: the record keeps one end.
+        n.at(1_000 + CALL_GRACE_MS + 1_000);
+        let ids: Vec<Option<ClientMsgId>> = [n.a.tick(), n.b.tick()]
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Effect::Append { message, .. } => Some(message.client_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids[0].is_some());
         assert_eq!(ids[0], ids[1]);
     }
