@@ -211,6 +211,73 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
+    /// [`Log::append`] of a message without a file: one statement, prepared once per
+    /// connection, in its own transaction. It takes the conversation's row (its lock orders
+    /// every append to the conversation, from any node, so seqs come without gaps or repeats)
+    /// and stores the message; a `client_id` stored before makes it fail whole on the unique
+    /// index (the seq taken goes back), and the message stored under it is the answer.
+    async fn append_text(&self, m: NewMessage) -> Result<Appended> {
+        const APPEND: &str = "WITH taken AS (
+                UPDATE conversations SET last_seq = last_seq + 1, last_at = $2,
+                preview = COALESCE($3, preview) WHERE id = $1 RETURNING last_seq)
+            INSERT INTO messages (conversation_id, seq, client_id, author, author_name, text, at,
+                event)
+            SELECT $1, last_seq, $4, $5, $6, $7, $2, $8 FROM taken RETURNING seq";
+        let said = matches!(m.author, Author::Visitor | Author::Agent).then(|| preview(&m.text));
+        let event = m
+            .event
+            .as_ref()
+            .map(|e| serde_json::to_string(e).expect("an event serializes"));
+        let c = self.client().await?;
+        let statement = c.prepare_cached(APPEND).await?;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &m.conversation.0,
+            &m.at,
+            &said,
+            &m.client_id.as_ref().map(|c| &c.0),
+            &author_str(m.author),
+            &m.author_name,
+            &m.text,
+            &event,
+        ];
+        // Durable before it is acknowledged: the statement's commit flushes the WAL.
+        let row = match c.query_opt(&statement, &params).await {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) && m.client_id.is_some() => {
+                let cid = m.client_id.as_ref().map(|c| &c.0);
+                let sql =
+                    format!("{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.client_id = $2");
+                let r = c.query_one(&sql, &[&m.conversation.0, &cid]).await?;
+                return Ok(Appended {
+                    message: row_message(&r),
+                    fresh: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(row) = row else {
+            return Err(StoreError::Invalid(format!(
+                "no conversation {}",
+                m.conversation
+            )));
+        };
+        let seq: i64 = row.get(0);
+        Ok(Appended {
+            message: Message {
+                conversation: m.conversation,
+                seq: seq as u64,
+                client_id: m.client_id,
+                author: m.author,
+                author_name: m.author_name,
+                text: m.text,
+                event: m.event.map(Box::new),
+                attachment: None,
+                at: m.at,
+            },
+            fresh: true,
+        })
+    }
+
     /// One statement on a pooled connection (its own transaction): rows changed.
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         Ok(self.client().await?.execute(sql, params).await?)
@@ -1256,6 +1323,9 @@ impl Log for PgStore {
 
     fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
         Box::pin(async move {
+            if m.attachment.is_none() {
+                return self.append_text(m).await;
+            }
             let mut c = self.client().await?;
             let tx = c.transaction().await?;
             // The conversation's row first: its lock orders every append to the conversation,
