@@ -291,9 +291,10 @@ pub enum BusEvent {
         conversation: ConversationId,
         /// The call as the publishing node has it.
         call: Box<Call>,
-        /// Sent again only so nodes that started since learn where its ends are: nobody is
-        /// told unless it changed something.
-        renewal: bool,
+        /// Sent again by this node, which has an end of it, only so that nodes that started
+        /// since (or took it for gone) learn where its ends are: nobody is told unless it
+        /// changed something.
+        renewal: Option<u64>,
     },
     /// Signaling for the end of `to`'s side of the call, on whichever node it is.
     Signal {
@@ -1108,6 +1109,29 @@ impl Call {
     fn same_call(&self, other: &Call) -> bool {
         self.id == other.id
             || (self.since == other.since && (self.restored || other.id.starts_with(RESTORED)))
+    }
+
+    /// Takes back the ends on `node` that `renewal`, the same state said again by `node`,
+    /// has and this copy lost when `node` was taken for gone (silent a while, then heard
+    /// again); whether there were any.
+    fn ends_back(&mut self, renewal: &Call, node: u64) -> bool {
+        if (renewal.rev, renewal.by) != (self.rev, self.by) {
+            return false;
+        }
+        let mut back = false;
+        for (mine, theirs) in [
+            (&mut self.caller_end, renewal.caller_end),
+            (&mut self.callee_end, renewal.callee_end),
+        ] {
+            if mine.is_none() && theirs.is_some_and(|e| e.node == node) {
+                *mine = theirs;
+                back = true;
+            }
+        }
+        if back && self.caller_end.is_some() && self.callee_end.is_some() {
+            self.away_since = None;
+        }
+        back
     }
 
     /// Whether it outranks `other`, a state of the same call.
@@ -3138,8 +3162,8 @@ impl Core {
                 call,
                 renewal,
             } => {
-                let changed = self.merge_call(now, &conversation, *call, out);
-                if changed || !renewal {
+                let changed = self.merge_call(now, &conversation, *call, renewal, out);
+                if changed || renewal.is_none() {
                     self.tell_call(&conversation, out);
                 }
             }
@@ -3428,7 +3452,7 @@ impl Core {
             out.push(Effect::Publish(BusEvent::Call {
                 conversation: conv.clone(),
                 call: Box::new(call.clone()),
-                renewal: false,
+                renewal: None,
             }));
         }
     }
@@ -3440,6 +3464,7 @@ impl Core {
         now: i64,
         conv: &ConversationId,
         mut incoming: Call,
+        renewed_by: Option<u64>,
         out: &mut Out,
     ) -> bool {
         if self.calls_over.contains_key(&incoming.id) {
@@ -3470,7 +3495,9 @@ impl Core {
             Some(local) if local.id != incoming.id => {}
             Some(local) => {
                 if !incoming.newer_than(local) {
-                    return false;
+                    let back = renewed_by.is_some_and(|from| local.ends_back(&incoming, from));
+                    self.calls_changed |= back;
+                    return back;
                 }
                 held = std::mem::take(&mut local.held);
                 // This node knows its own connections: an end of it that is still open stays,
@@ -3664,7 +3691,7 @@ impl Core {
                 out.push(Effect::Publish(BusEvent::Call {
                     conversation: id.clone(),
                     call: Box::new(call.clone()),
-                    renewal: true,
+                    renewal: Some(self.limits.node),
                 }));
             }
         }
@@ -3730,7 +3757,7 @@ impl Core {
         out.push(Effect::Publish(BusEvent::Call {
             conversation: conv.clone(),
             call: Box::new(call),
-            renewal: false,
+            renewal: None,
         }));
         out.push(Effect::SaveCall {
             conversation: conv.clone(),
@@ -5639,6 +5666,34 @@ mod tests {
         assert!(appends(&n.b.tick()).is_empty());
         let e = n.b.act(2, call("c1", CallAction::HangUp), &c1);
         assert!(appends(&e)[0].starts_with("Call ended"));
+    }
+
+    #[test]
+    fn a_node_taken_for_gone_and_heard_again_has_its_call_ends_back() {
+        let mut n = Pair::new();
+        let c1 = meta("c1", "s1", Some("a"));
+        n.a.visitor(1, &c1);
+        n.a.join(1, &c1);
+        n.b.agent(10, "a", Scope::All);
+        n.b.join(10, &c1);
+        let e = n.a.act(1, call("c1", VOICE), &c1);
+        n.bus(true, e);
+        let e = n.b.act(10, call("c1", CallAction::Accept), &c1);
+        n.bus(false, e);
+        // a is cut off from the bus a while: b takes it for gone, and the visitor for away.
+        let e = n.b.ev(Event::Delivered(BusEvent::NodeGone { node: 1 }));
+        assert!(told(&sent(&e), 10)[0].as_ref().unwrap().away);
+        // a is heard again, saying where its end is: back, and the agent is told.
+        n.at(1_000 + CALL_RENEW_MS);
+        let e = n.a.tick();
+        let out = n.bus(true, e);
+        let agent = told(&sent_on(&out, false), 10);
+        assert!(!agent.last().unwrap().as_ref().unwrap().away, "{out:?}");
+        // The grace period ends nothing, and signals reach the visitor again.
+        n.b.now += CALL_GRACE_MS * 2;
+        assert!(appends(&n.b.tick()).is_empty());
+        let e = n.b.text(10, &signal("c1"));
+        assert_eq!(sent_on(&n.bus(false, e), true), vec![(1, sdp("c1"))]);
     }
 
     #[test]
