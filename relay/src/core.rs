@@ -1100,8 +1100,12 @@ impl Call {
     /// about this call (it rang out, its grace ran out) writes the note, and the record keeps
     /// one.
     fn note_id(&self, what: &str) -> ClientMsgId {
-        // By when it rang or was answered, which a copy read from the store knows too.
-        ClientMsgId(format!("call-{}-{what}", self.since))
+        ClientMsgId(match self.phase {
+            // By when it was answered, which a copy read from the store knows too.
+            CallPhase::Active => format!("call-a{}-{what}", self.since),
+            // Never stored: its id, which every copy has.
+            CallPhase::Ringing => format!("call-{}-{what}", self.id),
+        })
     }
 
     /// Whether `other` is a state of this call: the same id, or one of the two read from the
@@ -1301,6 +1305,8 @@ pub struct Core {
     calls_over: HashMap<String, i64>,
     /// When this node last renewed the calls it has ends of.
     calls_renewed: i64,
+    /// Calls started on this node, for their ids (several may start in one millisecond).
+    calls_started: u64,
     /// The open conversations: who has each, and the sites' queues.
     desk: Desk,
     /// Whether the team changed in a way routing must hear (presence, limits).
@@ -3865,10 +3871,11 @@ impl Core {
                         .collect();
                     self.ringing.insert(conv.id.clone(), ring);
                 }
+                self.calls_started += 1;
                 self.calls.insert(
                     conv.id.clone(),
                     Call {
-                        id: format!("{node:x}-{now}"),
+                        id: format!("{node:x}-{now}-{}", self.calls_started),
                         rev: 0,
                         by: node,
                         site: conv.site.clone(),
@@ -5694,6 +5701,23 @@ mod tests {
         assert!(appends(&n.b.tick()).is_empty());
         let e = n.b.text(10, &signal("c1"));
         assert_eq!(sent_on(&n.bus(false, e), true), vec![(1, sdp("c1"))]);
+    }
+
+    #[test]
+    fn calls_rung_and_cancelled_within_one_millisecond_are_each_recorded() {
+        let (mut w, c1) = call_world();
+        let mut ids = HashSet::new();
+        for _ in 0..3 {
+            w.act(10, call("c1", VOICE), &c1);
+            let e = w.act(10, call("c1", CallAction::HangUp), &c1);
+            for e in e {
+                if let Effect::Append { message, .. } = e {
+                    assert_eq!(message.text, "Call cancelled");
+                    ids.insert(message.client_id);
+                }
+            }
+        }
+        assert_eq!(ids.len(), 3, "three notes, under three ids: {ids:?}");
     }
 
     #[test]
