@@ -253,6 +253,23 @@ pub struct NewMessage {
     pub at: i64,
 }
 
+impl NewMessage {
+    /// The message as stored under `seq`.
+    pub fn stored(self, seq: u64) -> Message {
+        Message {
+            conversation: self.conversation,
+            seq,
+            client_id: self.client_id,
+            author: self.author,
+            author_name: self.author_name,
+            text: self.text,
+            event: self.event.map(Box::new),
+            attachment: self.attachment,
+            at: self.at,
+        }
+    }
+}
+
 /// Who hears that a message was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {

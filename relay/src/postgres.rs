@@ -211,26 +211,32 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
-    /// [`Log::append`] of a message without a file: one statement, prepared once per
-    /// connection, in its own transaction. It takes the conversation's row (its lock orders
-    /// every append to the conversation, from any node, so seqs come without gaps or repeats)
-    /// and stores the message; a `client_id` stored before makes it fail whole on the unique
-    /// index (the seq taken goes back), and the message stored under it is the answer.
-    async fn append_text(&self, m: NewMessage) -> Result<Appended> {
+    /// [`Log::append`]: one statement, prepared once per connection, in its own transaction.
+    /// It takes the conversation's row (its lock orders every append to the conversation, from
+    /// any node, so seqs come without gaps or repeats), records the file if there is one, and
+    /// stores the message. A `client_id` stored before makes it fail whole on the unique index
+    /// (the seq taken goes back), and the message stored under it is the answer. The commit
+    /// flushes the WAL before the message is acknowledged.
+    async fn append_one(&self, m: NewMessage) -> Result<Appended> {
         const APPEND: &str = "WITH taken AS (
                 UPDATE conversations SET last_seq = last_seq + 1, last_at = $2,
-                preview = COALESCE($3, preview) WHERE id = $1 RETURNING last_seq)
+                preview = COALESCE($3, preview) WHERE id = $1 RETURNING last_seq),
+            file AS (
+                INSERT INTO files (id, conversation_id, name, size, mime, sha256, created_at)
+                SELECT $9::TEXT, $1, $10::TEXT, $11::BIGINT, $12::TEXT, $13::TEXT, $2 FROM taken
+                WHERE $9::TEXT IS NOT NULL)
             INSERT INTO messages (conversation_id, seq, client_id, author, author_name, text, at,
-                event)
-            SELECT $1, last_seq, $4, $5, $6, $7, $2, $8 FROM taken RETURNING seq";
+                event, attachment_id)
+            SELECT $1, last_seq, $4, $5, $6, $7, $2, $8, $9::TEXT FROM taken RETURNING seq";
         let said = matches!(m.author, Author::Visitor | Author::Agent).then(|| preview(&m.text));
         let event = m
             .event
             .as_ref()
             .map(|e| serde_json::to_string(e).expect("an event serializes"));
+        let f = m.attachment.as_ref();
         let c = self.client().await?;
         let statement = c.prepare_cached(APPEND).await?;
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 13] = [
             &m.conversation.0,
             &m.at,
             &said,
@@ -239,8 +245,12 @@ impl PgStore {
             &m.author_name,
             &m.text,
             &event,
+            &f.map(|f| &f.id.0),
+            &f.map(|f| &f.name),
+            &f.map(|f| f.size as i64),
+            &f.map(|f| &f.mime),
+            &f.map(|f| &f.sha256),
         ];
-        // Durable before it is acknowledged: the statement's commit flushes the WAL.
         let row = match c.query_opt(&statement, &params).await {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) && m.client_id.is_some() => {
@@ -263,17 +273,7 @@ impl PgStore {
         };
         let seq: i64 = row.get(0);
         Ok(Appended {
-            message: Message {
-                conversation: m.conversation,
-                seq: seq as u64,
-                client_id: m.client_id,
-                author: m.author,
-                author_name: m.author_name,
-                text: m.text,
-                event: m.event.map(Box::new),
-                attachment: None,
-                at: m.at,
-            },
+            message: m.stored(seq as u64),
             fresh: true,
         })
     }
@@ -1322,97 +1322,7 @@ impl Log for PgStore {
     }
 
     fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
-        Box::pin(async move {
-            if m.attachment.is_none() {
-                return self.append_text(m).await;
-            }
-            let mut c = self.client().await?;
-            let tx = c.transaction().await?;
-            // The conversation's row first: its lock orders every append to the conversation,
-            // from any node, so seqs come without gaps or repeats, and a resend is seen below
-            // however close behind its first copy it came.
-            let said =
-                matches!(m.author, Author::Visitor | Author::Agent).then(|| preview(&m.text));
-            let Some(row) = tx
-                .query_opt(
-                    "UPDATE conversations SET last_seq = last_seq + 1, last_at = $2,
-                     preview = COALESCE($3, preview) WHERE id = $1 RETURNING last_seq",
-                    &[&m.conversation.0, &m.at, &said],
-                )
-                .await?
-            else {
-                return Err(StoreError::Invalid(format!(
-                    "no conversation {}",
-                    m.conversation
-                )));
-            };
-            let seq: i64 = row.get(0);
-            if let Some(cid) = &m.client_id {
-                let sql =
-                    format!("{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.client_id = $2");
-                if let Some(r) = tx.query_opt(&sql, &[&m.conversation.0, &cid.0]).await? {
-                    // Nothing written: the seq taken above goes back with the rollback.
-                    tx.rollback().await?;
-                    return Ok(Appended {
-                        message: row_message(&r),
-                        fresh: false,
-                    });
-                }
-            }
-            if let Some(f) = &m.attachment {
-                tx.execute(
-                    "INSERT INTO files (id, conversation_id, name, size, mime, sha256, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &f.id.0,
-                        &m.conversation.0,
-                        &f.name,
-                        &(f.size as i64),
-                        &f.mime,
-                        &f.sha256,
-                        &m.at,
-                    ],
-                )
-                .await?;
-            }
-            let event = m
-                .event
-                .as_ref()
-                .map(|e| serde_json::to_string(e).expect("an event serializes"));
-            tx.execute(
-                "INSERT INTO messages
-                 (conversation_id, seq, client_id, author, author_name, text, at, attachment_id, event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &m.conversation.0,
-                    &seq,
-                    &m.client_id.as_ref().map(|c| &c.0),
-                    &author_str(m.author),
-                    &m.author_name,
-                    &m.text,
-                    &m.at,
-                    &m.attachment.as_ref().map(|a| &a.id.0),
-                    &event,
-                ],
-            )
-            .await?;
-            // Durable before it is acknowledged: the commit returns after the WAL is flushed.
-            tx.commit().await?;
-            Ok(Appended {
-                message: Message {
-                    conversation: m.conversation,
-                    seq: seq as u64,
-                    client_id: m.client_id,
-                    author: m.author,
-                    author_name: m.author_name,
-                    text: m.text,
-                    event: m.event.map(Box::new),
-                    attachment: m.attachment,
-                    at: m.at,
-                },
-                fresh: true,
-            })
-        })
+        Box::pin(self.append_one(m))
     }
 
     fn summaries_of(&self, ids: Vec<ConversationId>) -> StoreFuture<'_, Vec<ConversationSummary>> {

@@ -823,17 +823,7 @@ fn append(c: &Connection, m: NewMessage) -> Result<Appended> {
             .map(|e| serde_json::to_string(e).expect("an event serializes")),
     ])?;
     Ok(Appended {
-        message: Message {
-            conversation: m.conversation,
-            seq: seq as u64,
-            client_id: m.client_id,
-            author: m.author,
-            author_name: m.author_name,
-            text: m.text,
-            event: m.event.map(Box::new),
-            attachment: m.attachment,
-            at: m.at,
-        },
+        message: m.stored(seq as u64),
         fresh: true,
     })
 }
