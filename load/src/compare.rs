@@ -994,6 +994,8 @@ async fn logins_run() -> Result<[f64; 3]> {
 }
 
 struct Chat {
+    /// Messages acknowledged in the window.
+    acked: f64,
     acked_rate: f64,
     ack: Latencies,
     delivered: Latencies,
@@ -1007,22 +1009,18 @@ const PER_CONSOLE: usize = 100;
 /// Ana's consoles have joined.
 async fn chat_run(plan: &Plan) -> Result<Chat> {
     let server = Arc::new(Server::start(Kind::Escalera).await?);
-    let (acked, ack, delivered) = chat_measure(&server, &server, plan).await?;
+    let mut chat = chat_measure(&server, &server, plan).await?;
     let server = Arc::into_inner(server).context("the server is still shared")?;
     let commits = server.stop().await? as f64;
     // Every visitor's hello message was committed too.
-    let messages = acked + plan.chatters as f64;
+    chat.commits_per_message = commits / (chat.acked + plan.chatters as f64);
     println!(
-        "  Escalera   chat: {acked:.0} acks and {} agent copies in {} s; {commits:.0} group commits",
-        delivered.0.len(),
+        "  Escalera   chat: {:.0} acks and {} agent copies in {} s; {commits:.0} group commits",
+        chat.acked,
+        chat.delivered.0.len(),
         plan.seconds
     );
-    Ok(Chat {
-        acked_rate: acked / plan.seconds as f64,
-        ack,
-        delivered,
-        commits_per_message: commits / messages,
-    })
+    Ok(chat)
 }
 
 /// [`chat_run`] on two nodes: the visitors on one, Ana's consoles on the other, so every
@@ -1030,27 +1028,20 @@ async fn chat_run(plan: &Plan) -> Result<Chat> {
 async fn cluster_chat_run(plan: &Plan) -> Result<Chat> {
     let data = tempfile::tempdir()?;
     let (visitors, agents) = two_nodes(data.path()).await?;
-    let (acked, ack, delivered) = chat_measure(&visitors, &agents, plan).await?;
+    let chat = chat_measure(&visitors, &agents, plan).await?;
     println!(
-        "  2 nodes    chat: {acked:.0} acks and {} agent copies in {} s",
-        delivered.0.len(),
+        "  2 nodes    chat: {:.0} acks and {} agent copies in {} s",
+        chat.acked,
+        chat.delivered.0.len(),
         plan.seconds
     );
-    Ok(Chat {
-        acked_rate: acked / plan.seconds as f64,
-        ack,
-        delivered,
-        commits_per_message: f64::NAN,
-    })
+    Ok(chat)
 }
 
 /// Visitors on `visitors` chat at the plan's rate to conversations Ana's consoles on
-/// `agents` joined: the messages acknowledged, send to ack, and send to the agent's copy.
-async fn chat_measure(
-    visitors: &Arc<Server>,
-    agents: &Arc<Server>,
-    plan: &Plan,
-) -> Result<(f64, Latencies, Latencies)> {
+/// `agents` joined: the messages acknowledged, send to ack, and send to the agent's copy (the
+/// group commits are the caller's to count).
+async fn chat_measure(visitors: &Arc<Server>, agents: &Arc<Server>, plan: &Plan) -> Result<Chat> {
     let (_, cookie) = login(agents.addr, 1, EMAIL, PASSWORD).await?;
     let cookie = cookie.context("no session cookie")?;
     let server = agents;
@@ -1123,7 +1114,14 @@ async fn chat_measure(
     }
     let ack = Latencies::new(std::mem::take(&mut *acks.lock().expect("acks")));
     let delivered = Latencies::new(std::mem::take(&mut *copies.lock().expect("copies")));
-    Ok((ack.0.len() as f64, ack, delivered))
+    let acked = ack.0.len() as f64;
+    Ok(Chat {
+        acked,
+        acked_rate: acked / plan.seconds as f64,
+        ack,
+        delivered,
+        commits_per_message: f64::NAN,
+    })
 }
 
 /// The send time in a chat frame's client id (`c<micros>`): of an ack (`acks`), else of a

@@ -601,11 +601,7 @@ async fn cluster_logins(
     ip: std::net::IpAddr,
     email: &str,
 ) -> Result<Result<(), Refusal>, crate::error::StoreError> {
-    if state.hub.bus().node() == 0 {
-        return Ok(Ok(()));
-    }
     let limits = &state.config.login;
-    let now = now_ms();
     let counted = [
         (
             "address",
@@ -622,11 +618,9 @@ async fn cluster_logins(
     ];
     for (by, key, window, limit) in counted {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let (n, ends) = state.hub.directory().count(key, window_ms, now).await?;
-        if n > limit.max(1) {
-            let wait = u64::try_from(ends - now).unwrap_or(0);
+        if let Some(left) = state.hub.over_cluster_limit(key, window_ms, limit).await? {
             return Ok(Err(Refusal::Throttled {
-                retry_after: std::time::Duration::from_millis(wait),
+                retry_after: std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0)),
                 by,
             }));
         }

@@ -690,20 +690,34 @@ impl Hub {
         Ok((false, now.and_then(|m| m.agent)))
     }
 
-    /// With other nodes on the database: whether `address` may store one more conversation
-    /// this hour, counted over every node (`--conversations-per-address`). Alone, the core's
-    /// own count is the whole count.
-    async fn cluster_limit(&self, address: std::net::IpAddr) -> Result<(), RelayError> {
+    /// With other nodes on the database: counts one more event under `key` over every node
+    /// ([`crate::store::Directory::count`]); when that is past `limit` in the window, how long
+    /// until the window ends (ms). Alone, this node's own limiters are the whole count, and
+    /// nothing is counted here.
+    pub async fn over_cluster_limit(
+        &self,
+        key: String,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<Option<i64>, crate::error::StoreError> {
         if self.bus.node() == 0 {
-            return Ok(());
+            return Ok(None);
         }
+        let now = now_ms();
+        let (n, ends) = self.directory.count(key, window_ms, now).await?;
+        Ok((n > limit.max(1)).then_some(ends - now))
+    }
+
+    /// Whether `address` may store one more conversation this hour, counted over every node
+    /// (`--conversations-per-address`; the core counted this node's first).
+    async fn cluster_limit(&self, address: std::net::IpAddr) -> Result<(), RelayError> {
         let key = format!("conversations {address}");
-        let (n, _) = self
-            .directory
-            .count(key, crate::core::HOUR_MS, now_ms())
-            .await
-            .map_err(RelayError::from)?;
-        if n > self.config.conversations_per_address.max(1) {
+        let limit = self.config.conversations_per_address;
+        if self
+            .over_cluster_limit(key, crate::core::HOUR_MS, limit)
+            .await?
+            .is_some()
+        {
             crate::metrics::limited("cap");
             return Err(RelayError::Limit(
                 "too many new conversations from your network; try again later",
