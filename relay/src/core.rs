@@ -5575,6 +5575,34 @@ mod tests {
             }
         }
 
+        /// The visitor of c1 (connection 1) on node a and its agent's console (10) on b,
+        /// both joined.
+        fn split() -> (Self, ConversationMeta) {
+            let mut n = Self::new();
+            let c1 = meta("c1", "s1", Some("a"));
+            n.a.visitor(1, &c1);
+            n.a.join(1, &c1);
+            n.b.agent(10, "a", Scope::All);
+            n.b.join(10, &c1);
+            (n, c1)
+        }
+
+        /// Both of c1's ends on node a (visitor 1, agent 10), in a voice call b has heard of.
+        fn answered_on_a() -> (Self, ConversationMeta) {
+            let mut n = Self::new();
+            let c1 = meta("c1", "s1", Some("a"));
+            n.a.visitor(1, &c1);
+            n.a.agent(10, "a", Scope::All);
+            for p in [1, 10] {
+                n.a.join(p, &c1);
+            }
+            let e = n.a.act(1, call("c1", VOICE), &c1);
+            n.bus(true, e);
+            let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
+            n.bus(true, e);
+            (n, c1)
+        }
+
         fn at(&mut self, now: i64) {
             self.a.now = now;
             self.b.now = now;
@@ -5599,6 +5627,17 @@ mod tests {
             }
             rest
         }
+    }
+
+    /// The ids the notes in `effects` are stored under.
+    fn note_ids(effects: &[Effect]) -> Vec<Option<ClientMsgId>> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Append { message, .. } => Some(message.client_id.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What `out` sends on node a (`on_a`) or b.
@@ -5630,12 +5669,7 @@ mod tests {
 
     #[test]
     fn a_call_between_two_nodes_signals_across_and_outlives_the_node_of_one_end() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.join(1, &c1);
-        n.b.agent(10, "a", Scope::All);
-        n.b.join(10, &c1);
+        let (mut n, c1) = Pair::split();
         let video = CallAction::Start {
             kind: CallKind::Video,
         };
@@ -5694,12 +5728,7 @@ mod tests {
 
     #[test]
     fn a_node_taken_for_gone_and_heard_again_has_its_call_ends_back() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.join(1, &c1);
-        n.b.agent(10, "a", Scope::All);
-        n.b.join(10, &c1);
+        let (mut n, c1) = Pair::split();
         let e = n.a.act(1, call("c1", VOICE), &c1);
         n.bus(true, e);
         let e = n.b.act(10, call("c1", CallAction::Accept), &c1);
@@ -5739,24 +5768,12 @@ mod tests {
 
     #[test]
     fn what_two_nodes_both_decide_about_a_call_is_recorded_once() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.join(1, &c1);
-        n.b.agent(10, "a", Scope::All);
-        n.b.join(10, &c1);
+        let (mut n, c1) = Pair::split();
         let e = n.a.act(1, call("c1", VOICE), &c1);
         n.bus(true, e);
         // Each node sees it ring out, and writes the note under the call's one id.
         n.at(1_000 + RING_TIMEOUT_MS);
-        let ids: Vec<Option<ClientMsgId>> = [n.a.tick(), n.b.tick()]
-            .iter()
-            .flatten()
-            .filter_map(|e| match e {
-                Effect::Append { message, .. } => Some(message.client_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let ids = note_ids(&[n.a.tick(), n.b.tick()].concat());
         assert_eq!(ids.len(), 2);
         assert!(ids[0].is_some());
         assert_eq!(ids[0], ids[1]);
@@ -5764,17 +5781,7 @@ mod tests {
 
     #[test]
     fn a_call_that_outlives_its_ends_is_ended_once_by_its_node_and_one_that_read_it() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.agent(10, "a", Scope::All);
-        for p in [1, 10] {
-            n.a.join(p, &c1);
-        }
-        let e = n.a.act(1, call("c1", VOICE), &c1);
-        n.bus(true, e);
-        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
-        n.bus(true, e);
+        let (mut n, _) = Pair::answered_on_a();
         // Both ends gone; b starts meanwhile and reads the call from the store.
         for p in [1, 10] {
             let e = n.a.ev(Event::Closed { peer: PeerId(p) });
@@ -5787,14 +5794,7 @@ mod tests {
         });
         // Each ends it after the grace period, under one id: the record keeps one end.
         n.at(1_000 + CALL_GRACE_MS + 1_000);
-        let ids: Vec<Option<ClientMsgId>> = [n.a.tick(), n.b.tick()]
-            .iter()
-            .flatten()
-            .filter_map(|e| match e {
-                Effect::Append { message, .. } => Some(message.client_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let ids = note_ids(&[n.a.tick(), n.b.tick()].concat());
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids[0].is_some());
         assert_eq!(ids[0], ids[1]);
@@ -5802,17 +5802,7 @@ mod tests {
 
     #[test]
     fn a_node_that_starts_learns_where_a_restored_calls_ends_are() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.agent(10, "a", Scope::All);
-        for p in [1, 10] {
-            n.a.join(p, &c1);
-        }
-        let e = n.a.act(1, call("c1", VOICE), &c1);
-        n.bus(true, e);
-        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
-        n.bus(true, e);
+        let (mut n, _) = Pair::answered_on_a();
         // b starts with the call from the store, its ends unknown.
         let record = n.a.core.calls[&ConversationId::from("c1")].record();
         let e = n.b.ev(Event::Restored {
@@ -5836,17 +5826,7 @@ mod tests {
 
     #[test]
     fn a_restored_call_ended_elsewhere_before_any_renewal_is_over_here_too() {
-        let mut n = Pair::new();
-        let c1 = meta("c1", "s1", Some("a"));
-        n.a.visitor(1, &c1);
-        n.a.agent(10, "a", Scope::All);
-        for p in [1, 10] {
-            n.a.join(p, &c1);
-        }
-        let e = n.a.act(1, call("c1", VOICE), &c1);
-        n.bus(true, e);
-        let e = n.a.act(10, call("c1", CallAction::Accept), &c1);
-        n.bus(true, e);
+        let (mut n, c1) = Pair::answered_on_a();
         let record = n.a.core.calls[&ConversationId::from("c1")].record();
         n.b.ev(Event::Restored {
             open: Vec::new(),

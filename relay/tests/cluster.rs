@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ack, call, call_state, history, joined, queue_of, signal, TestRelay};
+use common::{ack, call, call_state, history, joined, queue_of, signal, texts_of, TestRelay};
 use escalera_protocol::{
     Author, CallAction, CallKind, CallPhase, ClientMsg, ClientMsgId, ConversationId, Message,
     Presence, ServerMsg, TeamMember,
@@ -170,17 +170,7 @@ async fn a_single_node_install_moves_to_postgresql_whole_and_carries_on_there() 
     let relay = TestRelay::start_on(dir, Some(url), site, other).await;
     let (mut visitor, _, again) = relay.visitor(Some(token.clone())).await;
     assert_eq!(again, conv);
-    visitor
-        .send(&ClientMsg::Join {
-            conversation: conv.clone(),
-            after_seq: 0,
-        })
-        .await;
-    let texts: Vec<String> = history(&mut visitor)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = texts_of(&mut visitor, &conv).await;
     assert_eq!(texts, seen);
     let cookie = relay.login("ana@shop.example").await;
     let res = reqwest::Client::new()
@@ -242,16 +232,7 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_type_and_see_it_read
     })
     .await;
     assert_eq!(joined(&mut visitor).await, "Ana");
-    ana.send(&ClientMsg::Join {
-        conversation: conv.clone(),
-        after_seq: 0,
-    })
-    .await;
-    let seen: Vec<String> = history(&mut ana)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let seen = texts_of(&mut ana, &conv).await;
     assert!(seen.contains(&"Hello from node A".to_owned()), "{seen:?}");
     // Each side's messages reach the other, across the bus.
     let says = |text: &str, id: &str| ClientMsg::Chat {
@@ -556,12 +537,7 @@ async fn the_shipped_haproxy_configuration_carries_the_chat_and_skips_a_node_tha
     a.stop().await;
     let (mut visitor, _, again) = through.visitor(Some(token)).await;
     assert_eq!(again, conv);
-    visitor.send(&join).await;
-    let texts: Vec<String> = history(&mut visitor)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = texts_of(&mut visitor, &conv).await;
     assert!(
         texts.contains(&"Hello through the proxy".to_owned())
             && texts.contains(&"Hi, Ana here".to_owned()),
@@ -792,12 +768,7 @@ async fn a_whole_cluster_restart_keeps_everything() {
         conversation: conv.clone(),
         after_seq: 0,
     };
-    visitor.send(&join).await;
-    let texts: Vec<String> = history(&mut visitor)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = texts_of(&mut visitor, &conv).await;
     assert!(
         texts.contains(&"Before the restart".to_owned())
             && texts.contains(&"Ana's answer".to_owned()),

@@ -578,6 +578,16 @@ pub fn spawn_node(
     (child, url)
 }
 
+/// Joins `conversation` from its start: the texts of its history.
+pub async fn texts_of(ws: &mut Ws, conversation: &ConversationId) -> Vec<String> {
+    ws.send(&ClientMsg::Join {
+        conversation: conversation.clone(),
+        after_seq: 0,
+    })
+    .await;
+    history(ws).await.into_iter().map(|m| m.text).collect()
+}
+
 /// The next frame of this kind (others are skipped).
 pub async fn history(ws: &mut Ws) -> Vec<Message> {
     ws.recv_until(|m| match m {
