@@ -3,7 +3,7 @@
 //! chat still works; both sides pressing "video" at once converges, again and again; and the
 //! call code, split off the page, comes with the first call and works at once.
 
-use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product, IMAGE_STATS};
+use escalera_e2e::{chatting, send, voice_call, wire_error, Driver, Product};
 use escalera_protocol::{CallAction, CallKind, ClientMsg};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -78,11 +78,7 @@ async fn one_conversation_climbs_the_whole_ladder_and_back() {
     // Snapshot: the agent photographs the visitor's video; both sides see a real picture.
     agent.click("snapshot").await;
     for side in [&agent, &visitor] {
-        let stats = side
-            .wait_js_async("the snapshot image", IMAGE_STATS, vec![])
-            .await;
-        assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
-        assert!(stats["mean"].as_f64().unwrap() > 10.0, "not black: {stats}");
+        side.wait_snapshot_picture().await;
     }
 
     // A file from the visitor: the agent downloads exactly the same bytes.
@@ -156,10 +152,7 @@ async fn the_call_code_comes_with_the_first_call_and_works_at_once() {
     visitor.click("call-video").await;
     agent.wait_remote_frames().await;
     agent.click("snapshot").await;
-    let stats = visitor
-        .wait_js_async("the snapshot image", IMAGE_STATS, vec![])
-        .await;
-    assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
+    visitor.wait_snapshot_picture().await;
     agent.click("call-hangup").await;
     visitor.wait_message_prefix("system", "Call ended, ").await;
     visitor.close().await;

@@ -1020,6 +1020,16 @@ impl Browser {
         .await;
     }
 
+    /// Waits for the newest attachment image and checks it is a real snapshot: at least
+    /// 320 pixels wide and not black.
+    pub async fn wait_snapshot_picture(&self) {
+        let stats = self
+            .wait_js_async("the snapshot image", IMAGE_STATS, vec![])
+            .await;
+        assert!(stats["w"].as_u64().unwrap() >= 320, "{stats}");
+        assert!(stats["mean"].as_f64().unwrap() > 10.0, "not black: {stats}");
+    }
+
     /// Picks the file at `path` in the file input (as a person choosing it would).
     pub async fn attach(&self, path: &Path) {
         self.find("file-input")
@@ -1226,7 +1236,7 @@ pub async fn notes(side: &Browser, prefix: &str) -> usize {
 
 /// The newest attachment image's size and mean brightness (async script): a real picture,
 /// not a black frame.
-pub const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
+const IMAGE_STATS: &str = "const done = arguments[arguments.length - 1];
     const imgs = [...document.querySelectorAll('[data-testid=attachment] img')];
     const img = imgs[imgs.length - 1];
     if (!img) return done(null);
