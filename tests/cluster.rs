@@ -7,15 +7,26 @@
 use escalera_e2e::{count, notes, wait_status, Browser, Cluster, Driver};
 use serde_json::json;
 
-/// The visitor (on node 1, through the proxy) and the agent (on node 2, through the proxy)
-/// chatting, then in a video call, each seeing the other's camera.
+/// The visitor (on node 1, through the proxy) and the agent (on node 2, through the proxy):
+/// the visitor sees the agent come online across the nodes, they chat, then they are in a
+/// video call, each seeing the other's camera.
 async fn in_video_call(cluster: &Cluster, driver: &mut Driver) -> (Browser, Browser) {
     let visitor = driver.browser().await;
     let agent = driver.browser().await;
     visitor.goto(&cluster.demo_url).await;
     visitor.open_widget().await;
-    visitor.say("Hello from node 1").await;
+    // Nobody is available yet: the widget on node 1 says so. Ana's console opens on node 2;
+    // her presence crosses to node 1, and the notice goes.
+    visitor.find("away").await;
     agent.login(&cluster.url, "ana@shop.example").await;
+    visitor
+        .wait_js(
+            "the away notice gone",
+            "return document.querySelector('[data-testid=away]') === null",
+            vec![],
+        )
+        .await;
+    visitor.say("Hello from node 1").await;
     agent.click("conversation").await;
     agent.wait_message("visitor", "Hello from node 1").await;
     agent.say("Hi, Ana on node 2").await;
